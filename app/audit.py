@@ -1,0 +1,569 @@
+"""The one module that writes ``job_executions`` and ``job_events``.
+
+Every statement that changes a job's state is a named constant here, and each state change
+lands in the same statement as its event, so the history can never disagree with the row.
+Callers pass a connection or session and own the transaction. (The ``created`` event of a new
+row is written by a trigger from the first migration, so a plain ``INSERT INTO
+job_executions`` from outside gets one too.)
+
+All times come from the database's clock, never the caller's.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+
+log = logging.getLogger("jobq.audit")
+
+# A run's claim tolerates this much clock skew between a Celery countdown and the database.
+RUN_AT_SLACK = "interval '2 seconds'"
+
+_JSON = JSONB(none_as_null=True)
+_IDS = ARRAY(UUID(as_uuid=False))
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+# --- creating jobs ---------------------------------------------------------------------------
+
+#: Insert new jobs of active tenants; a conflicting id or idempotency key inserts nothing.
+INSERT_JOBS = text(
+    """
+    INSERT INTO job_executions (
+        id, tenant_id, intent_key, intent_params, status, max_retries, run_at,
+        published_at, idempotency_key, queue, source, parent_id, error_message, completed_at
+    )
+    SELECT v.id, v.tenant_id, v.intent_key, v.intent_params, v.status, v.max_retries, v.run_at,
+           CASE WHEN v.publish THEN now() END,
+           v.idempotency_key, v.queue, v.source, v.parent_id, v.error_message,
+           CASE WHEN v.status = 'failed' THEN now() END
+      FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(
+            id uuid, tenant_id uuid, intent_key text, intent_params jsonb, status text,
+            max_retries int, run_at timestamptz, publish boolean, idempotency_key text,
+            queue text, source text, parent_id uuid, error_message text)
+      JOIN tenants t ON t.id = v.tenant_id AND t.status = 'active'
+    ON CONFLICT DO NOTHING
+    RETURNING id::text
+    """
+)
+
+#: The job an id or an idempotency key already names.
+FIND_EXISTING = text(
+    """
+    SELECT id::text, status, published_at IS NOT NULL AS published
+      FROM job_executions
+     WHERE id = CAST(:id AS uuid)
+        OR (idempotency_key = :idempotency_key
+            AND tenant_id = CAST(:tenant_id AS uuid) AND intent_key = :intent_key)
+     LIMIT 1
+    """
+)
+
+
+@dataclass(frozen=True)
+class NewJob:
+    id: str
+    tenant_id: str
+    intent_key: str
+    intent_params: Any
+    max_retries: int
+    queue: str | None
+    source: str
+    run_at: dt.datetime | None = None
+    idempotency_key: str | None = None
+    parent_id: str | None = None
+    #: Set for a refused request: the row is written ``failed`` with this message.
+    error_message: str | None = None
+    #: The caller publishes right after commit (stamps ``published_at``).
+    publish: bool = False
+
+    def as_row(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "tenant_id": self.tenant_id,
+            "intent_key": self.intent_key,
+            "intent_params": self.intent_params,
+            "status": "failed" if self.error_message else "pending",
+            "max_retries": self.max_retries,
+            "run_at": self.run_at.isoformat() if self.run_at else None,
+            "publish": self.publish and not self.error_message,
+            "idempotency_key": self.idempotency_key,
+            "queue": self.queue,
+            "source": self.source,
+            "parent_id": self.parent_id,
+            "error_message": self.error_message,
+        }
+
+
+def insert_jobs(conn, jobs: Sequence[NewJob]) -> set[str]:
+    """Insert ``jobs`` in one statement; return the ids that were new."""
+    if not jobs:
+        return set()
+    rows = json.dumps([j.as_row() for j in jobs], ensure_ascii=False, default=str)
+    return {r[0] for r in conn.execute(INSERT_JOBS, {"rows": rows})}
+
+
+def find_existing(conn, job: NewJob) -> tuple[str, str, bool] | None:
+    """``(id, status, published)`` of the job that made ``job`` a duplicate."""
+    row = conn.execute(
+        FIND_EXISTING,
+        {
+            "id": job.id,
+            "idempotency_key": job.idempotency_key,
+            "tenant_id": job.tenant_id,
+            "intent_key": job.intent_key,
+        },
+    ).first()
+    return (row[0], row[1], row[2]) if row else None
+
+
+# --- running jobs ----------------------------------------------------------------------------
+
+#: Take a due pending job for a run: processing, leased to this process, attempt counted.
+CLAIM = text(
+    f"""
+    WITH claimed AS (
+        UPDATE job_executions
+           SET status = 'processing', executed_at = now(), completed_at = NULL,
+               worker = :worker, lease_owner = :owner,
+               lease_expires_at = now() + make_interval(secs => :lease),
+               progress = NULL, updated_at = now()
+         WHERE id = CAST(:id AS uuid) AND status = 'pending'
+           AND (run_at IS NULL OR run_at <= now() + {RUN_AT_SLACK})
+        RETURNING id, tenant_id::text, intent_key, intent_params,
+                  coalesce(retry_count, 0) + 1 AS attempt,
+                  coalesce(max_retries, :default_max_retries) AS max_retries,
+                  checkpoint
+    ), event AS (
+        INSERT INTO job_events (job_id, attempt, kind, worker)
+        SELECT id, attempt, 'started', :worker FROM claimed
+    )
+    SELECT id::text, tenant_id, intent_key, intent_params, attempt, max_retries, checkpoint
+      FROM claimed
+    """
+)
+
+#: What a message for an unclaimable job is up against.
+INSPECT = text(
+    f"""
+    SELECT status, lease_owner, lease_expires_at < now() AS lease_expired,
+           coalesce(run_at > now() + {RUN_AT_SLACK}, false) AS not_due
+      FROM job_executions WHERE id = CAST(:id AS uuid)
+    """
+)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: str
+    tenant_id: str
+    intent_key: str
+    intent_params: Any
+    attempt: int
+    max_retries: int
+    checkpoint: Any
+
+    @property
+    def retries_left(self) -> bool:
+        return self.attempt <= self.max_retries
+
+
+@dataclass(frozen=True)
+class Inspected:
+    status: str
+    lease_owner: str | None
+    lease_expired: bool
+    not_due: bool
+
+
+def claim(conn, job_id: str, *, worker: str, owner: str, lease: float, default_max_retries: int):
+    row = conn.execute(
+        CLAIM,
+        {
+            "id": job_id,
+            "worker": worker,
+            "owner": owner,
+            "lease": lease,
+            "default_max_retries": default_max_retries,
+        },
+    ).first()
+    return Claimed(*row) if row else None
+
+
+def inspect(conn, job_id: str) -> Inspected | None:
+    row = conn.execute(INSPECT, {"id": job_id}).first()
+    return Inspected(*row) if row else None
+
+
+#: Keep the leases of this process's running jobs fresh.
+RENEW_LEASES = text(
+    """
+    UPDATE job_executions SET lease_expires_at = now() + make_interval(secs => :lease)
+     WHERE id = ANY(:ids) AND status = 'processing' AND lease_owner = :owner
+    """
+).bindparams(bindparam("ids", type_=_IDS))
+
+
+def renew_leases(conn, ids: Iterable[str], *, owner: str, lease: float) -> int:
+    ids = list(ids)
+    if not ids:
+        return 0
+    return conn.execute(RENEW_LEASES, {"ids": ids, "owner": owner, "lease": lease}).rowcount
+
+
+#: Record how far a running job got.
+SET_PROGRESS = text(
+    """
+    UPDATE job_executions SET progress = :progress, updated_at = now()
+     WHERE id = CAST(:id AS uuid) AND status = 'processing'
+    """
+).bindparams(bindparam("progress", type_=_JSON))
+
+
+def set_progress(conn, job_id: str, progress: dict[str, Any]) -> None:
+    conn.execute(SET_PROGRESS, {"id": job_id, "progress": progress})
+
+
+#: Save a resumable handler's state, only while this process still owns the run.
+SAVE_CHECKPOINT = text(
+    """
+    UPDATE job_executions SET checkpoint = :state, updated_at = now()
+     WHERE id = CAST(:id AS uuid) AND status = 'processing' AND lease_owner = :owner
+    """
+).bindparams(bindparam("state", type_=_JSON))
+
+
+def save_checkpoint(conn, job_id: str, *, owner: str, state: Any) -> bool:
+    return conn.execute(SAVE_CHECKPOINT, {"id": job_id, "owner": owner, "state": state}).rowcount == 1
+
+
+#: A run succeeded. Runs in the handler's own transaction, so its effects and this land together.
+COMPLETE = text(
+    """
+    WITH done AS (
+        UPDATE job_executions
+           SET status = 'completed', completed_at = now(), result = :result,
+               error_message = NULL, lease_owner = NULL, lease_expires_at = NULL,
+               progress = CASE WHEN progress IS NULL THEN NULL
+                               ELSE progress || '{"percent": 100}'::jsonb END,
+               updated_at = now()
+         WHERE id = CAST(:id AS uuid) AND status = 'processing' AND lease_owner = :owner
+        RETURNING id
+    ), event AS (
+        INSERT INTO job_events (job_id, attempt, kind, worker, detail)
+        SELECT id, :attempt, 'completed', :worker, :detail FROM done
+    )
+    SELECT count(*) FROM done
+    """
+).bindparams(bindparam("result", type_=_JSON), bindparam("detail", type_=_JSON))
+
+
+def complete(conn, job_id: str, *, owner: str, worker: str, attempt: int, result: Any,
+             detail: dict[str, Any] | None = None) -> bool:
+    """False when the run no longer owns the job (cancelled, or lost to recovery)."""
+    row = conn.execute(
+        COMPLETE,
+        {"id": job_id, "owner": owner, "worker": worker, "attempt": attempt,
+         "result": result, "detail": detail},
+    ).first()
+    return bool(row and row[0])
+
+
+#: A run failed with a transient error and will run again at ``run_at``.
+RETRY_LATER = text(
+    """
+    WITH again AS (
+        UPDATE job_executions
+           SET status = 'pending', retry_count = coalesce(retry_count, 0) + 1,
+               error_message = :error, run_at = now() + make_interval(secs => :delay),
+               published_at = CASE WHEN :via_countdown THEN now() END,
+               lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+         WHERE id = CAST(:id AS uuid) AND status = 'processing' AND lease_owner = :owner
+        RETURNING id, run_at
+    ), event AS (
+        INSERT INTO job_events (job_id, attempt, kind, worker, error, traceback, detail)
+        SELECT id, :attempt, 'retry', :worker, :error, :traceback,
+               jsonb_build_object('delay_seconds', CAST(:delay AS float8), 'run_at', run_at)
+          FROM again
+    )
+    SELECT count(*) FROM again
+    """
+)
+
+
+def retry_later(conn, job_id: str, *, owner: str, worker: str, attempt: int, error: str,
+                traceback: str | None, delay: float, via_countdown: bool) -> bool:
+    row = conn.execute(
+        RETRY_LATER,
+        {"id": job_id, "owner": owner, "worker": worker, "attempt": attempt, "error": error,
+         "traceback": traceback, "delay": delay, "via_countdown": via_countdown},
+    ).first()
+    return bool(row and row[0])
+
+
+#: A run failed for good.
+FAIL = text(
+    """
+    WITH failed AS (
+        UPDATE job_executions
+           SET status = 'failed', completed_at = now(), error_message = :error,
+               lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+         WHERE id = CAST(:id AS uuid) AND status = 'processing' AND lease_owner = :owner
+        RETURNING id
+    ), event AS (
+        INSERT INTO job_events (job_id, attempt, kind, worker, error, traceback)
+        SELECT id, :attempt, 'failed', :worker, :error, :traceback FROM failed
+    )
+    SELECT count(*) FROM failed
+    """
+)
+
+
+def fail(conn, job_id: str, *, owner: str, worker: str, attempt: int, error: str,
+         traceback: str | None) -> bool:
+    row = conn.execute(
+        FAIL,
+        {"id": job_id, "owner": owner, "worker": worker, "attempt": attempt, "error": error,
+         "traceback": traceback},
+    ).first()
+    return bool(row and row[0])
+
+
+# --- lost runs -------------------------------------------------------------------------------
+
+_RELEASE_LOST = """
+    WITH lost AS (
+        SELECT id, coalesce(retry_count, 0) AS retries,
+               coalesce(max_retries, :default_max_retries) AS max_retries,
+               worker, lease_owner, lease_expires_at
+          FROM job_executions
+         WHERE status = 'processing' AND {where}
+         ORDER BY lease_expires_at
+         LIMIT :batch
+           FOR UPDATE SKIP LOCKED
+    ), released AS (
+        UPDATE job_executions j
+           SET status = CASE WHEN lost.retries < lost.max_retries THEN 'pending' ELSE 'failed' END,
+               retry_count = CASE WHEN lost.retries < lost.max_retries
+                                  THEN lost.retries + 1 ELSE j.retry_count END,
+               error_message = :error || ' (' || coalesce(lost.worker, 'unknown worker') || ', '
+                               || coalesce(lost.lease_owner, '?') || ')',
+               completed_at = CASE WHEN lost.retries < lost.max_retries THEN NULL ELSE now() END,
+               run_at = CASE WHEN lost.retries < lost.max_retries THEN now() ELSE j.run_at END,
+               published_at = NULL, lease_owner = NULL, lease_expires_at = NULL,
+               updated_at = now()
+          FROM lost
+         WHERE j.id = lost.id
+        RETURNING j.id, j.status, lost.retries + 1 AS attempt, lost.worker, j.error_message
+    ), events AS (
+        INSERT INTO job_events (job_id, attempt, kind, worker, error)
+        SELECT id, attempt, 'lost', worker, error_message FROM released
+        UNION ALL
+        SELECT id, attempt, 'failed', worker, error_message FROM released WHERE status = 'failed'
+    )
+    SELECT id::text, status, attempt, worker FROM released
+"""
+
+#: Runs whose lease lapsed: their process stopped renewing it, so it is gone.
+#: Right after a database restart nobody could renew a lease: wait one lease period first.
+RELEASE_EXPIRED = text(
+    _RELEASE_LOST.format(
+        where="lease_expires_at < now() "
+        "AND pg_postmaster_start_time() < now() - make_interval(secs => :lease)"
+    )
+)
+#: One run whose lease holder is known to be dead (its pid is gone from this host).
+RELEASE_OWNED = text(
+    _RELEASE_LOST.format(where="id = CAST(:id AS uuid) AND lease_owner = :owner")
+)
+
+LOST_ERROR = "worker lost: the process running this attempt died or stopped renewing its lease"
+
+
+@dataclass(frozen=True)
+class Released:
+    id: str
+    status: str  # pending (will run again) or failed
+    attempt: int
+    worker: str | None
+
+
+def release_expired(conn, *, batch: int, default_max_retries: int,
+                    lease: float) -> list[Released]:
+    rows = conn.execute(
+        RELEASE_EXPIRED,
+        {"batch": batch, "error": LOST_ERROR, "default_max_retries": default_max_retries,
+         "lease": lease},
+    )
+    return [Released(*r) for r in rows]
+
+
+def release_owned(conn, job_id: str, *, owner: str, default_max_retries: int) -> Released | None:
+    row = conn.execute(
+        RELEASE_OWNED,
+        {"id": job_id, "owner": owner, "batch": 1, "error": LOST_ERROR,
+         "default_max_retries": default_max_retries},
+    ).first()
+    return Released(*row) if row else None
+
+
+# --- the sweep -------------------------------------------------------------------------------
+
+#: Due pending jobs that no broker holds: never published, or published so long ago
+#: without starting that the message must be lost. Locked until the sweep commits.
+LOCK_DUE = text(
+    """
+    SELECT id::text, tenant_id::text, intent_key, intent_params, queue,
+           published_at IS NOT NULL AS republish
+      FROM job_executions
+     WHERE status = 'pending'
+       AND coalesce(run_at, created_at) <= now()
+       AND (published_at IS NULL
+            OR published_at < now() - make_interval(secs => :republish_after))
+     ORDER BY coalesce(run_at, created_at)
+     LIMIT :batch
+       FOR UPDATE SKIP LOCKED
+    """
+)
+
+#: Stamp the hand-off to the broker.
+MARK_PUBLISHED = text(
+    """
+    UPDATE job_executions SET published_at = now(), queue = coalesce(queue, :queue)
+     WHERE id = ANY(:ids)
+    """
+).bindparams(bindparam("ids", type_=_IDS))
+
+#: The broker did not take them: let the sweep publish them again.
+MARK_UNPUBLISHED = text(
+    """
+    UPDATE job_executions SET published_at = NULL
+     WHERE id = ANY(:ids) AND status = 'pending'
+    """
+).bindparams(bindparam("ids", type_=_IDS))
+
+
+@dataclass(frozen=True)
+class Due:
+    id: str
+    tenant_id: str
+    intent_key: str
+    intent_params: Any
+    queue: str | None
+    republish: bool
+
+
+def lock_due(conn, *, batch: int, republish_after: float) -> list[Due]:
+    rows = conn.execute(LOCK_DUE, {"batch": batch, "republish_after": republish_after})
+    return [Due(*r) for r in rows]
+
+
+def mark_published(conn, ids: Sequence[str], *, queue: str | None = None) -> None:
+    if ids:
+        conn.execute(MARK_PUBLISHED, {"ids": list(ids), "queue": queue})
+
+
+def mark_unpublished(conn, ids: Sequence[str]) -> None:
+    if ids:
+        conn.execute(MARK_UNPUBLISHED, {"ids": list(ids)})
+
+
+#: A pending job the engine cannot run (its intent is unknown): failed with the reason.
+REFUSE_PENDING = text(
+    """
+    WITH refused AS (
+        UPDATE job_executions
+           SET status = 'failed', completed_at = now(), error_message = :error,
+               updated_at = now()
+         WHERE id = CAST(:id AS uuid) AND status = 'pending'
+        RETURNING id, coalesce(retry_count, 0) AS retries
+    ), event AS (
+        INSERT INTO job_events (job_id, attempt, kind, error)
+        SELECT id, retries, 'refused', :error FROM refused
+    )
+    SELECT count(*) FROM refused
+    """
+)
+
+
+def refuse_pending(conn, job_id: str, error: str) -> bool:
+    row = conn.execute(REFUSE_PENDING, {"id": job_id, "error": error}).first()
+    return bool(row and row[0])
+
+
+# --- operator actions ------------------------------------------------------------------------
+
+#: Cancel a job that has not finished; returns its status before.
+CANCEL = text(
+    """
+    WITH before AS (
+        SELECT id, status, coalesce(retry_count, 0) + 1 AS attempt
+          FROM job_executions
+         WHERE id = CAST(:id AS uuid) AND status IN ('pending', 'processing')
+           FOR UPDATE
+    ), cancelled AS (
+        UPDATE job_executions j
+           SET status = 'cancelled', completed_at = now(), error_message = :reason,
+               lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+          FROM before WHERE j.id = before.id
+        RETURNING j.id, before.status AS was, before.attempt
+    ), event AS (
+        INSERT INTO job_events (job_id, attempt, kind, error, detail)
+        SELECT id, attempt, 'cancelled', :reason,
+               jsonb_build_object('was', was, 'by', CAST(:by AS text))
+          FROM cancelled
+    )
+    SELECT was FROM cancelled
+    """
+)
+
+
+def cancel(conn, job_id: str, *, reason: str, by: str) -> str | None:
+    """The status the job had, or None when it was not pending or processing."""
+    row = conn.execute(CANCEL, {"id": job_id, "reason": reason, "by": by}).first()
+    return row[0] if row else None
+
+
+#: Put a finished job back to pending as a fresh start, keeping its history.
+REQUEUE = text(
+    """
+    WITH before AS (
+        SELECT id, status FROM job_executions
+         WHERE id = CAST(:id AS uuid) AND status IN ('failed', 'cancelled')
+           FOR UPDATE
+    ), again AS (
+        UPDATE job_executions j
+           SET status = 'pending', retry_count = 0, error_message = NULL,
+               completed_at = NULL, executed_at = NULL, result = NULL, progress = NULL,
+               run_at = NULL, published_at = NULL, updated_at = now()
+          FROM before WHERE j.id = before.id
+        RETURNING j.id, before.status AS was
+    ), event AS (
+        INSERT INTO job_events (job_id, attempt, kind, detail)
+        SELECT id, 0, 'requeued', jsonb_build_object('was', was, 'by', CAST(:by AS text))
+          FROM again
+    )
+    SELECT was FROM again
+    """
+)
+
+
+def requeue(conn, job_id: str, *, by: str) -> str | None:
+    """The status the job had, or None when it was not failed or cancelled."""
+    row = conn.execute(REQUEUE, {"id": job_id, "by": by}).first()
+    return row[0] if row else None
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())

@@ -1,0 +1,33 @@
+"""The Celery application: configured from ``celeryconfig``, one task per manifest intent.
+
+Importing this registers every intent's task without importing any handler module.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from celery.signals import setup_logging, worker_process_init
+
+from app import db
+from app.logs import configure_logging
+from app.registry import manifest
+from app.runner import register_intents
+
+celery_app = Celery("jobq")
+celery_app.config_from_object("celeryconfig")
+register_intents(celery_app, manifest)
+
+
+@worker_process_init.connect
+def _after_fork(**_: object) -> None:
+    # A prefork child must not share the parent's database sockets.
+    db.dispose_after_fork()
+
+
+@setup_logging.connect
+def _setup_logging(loglevel=None, **_: object) -> None:
+    configure_logging(loglevel)
+
+
+# The engine's own tasks register on import.
+from app import dispatch, maintenance  # noqa: E402,F401

@@ -1,0 +1,79 @@
+"""What a handler gets: its job, its tenant's session, a logger, progress and checkpoints.
+
+A handler never imports Celery, never opens a session and never commits; the engine commits
+the session together with the job's completion, so a run's database effects and its
+``completed`` row land at once or not at all. Long, resumable work (a roster import) calls
+:meth:`JobContext.checkpoint` after each batch: the batch and the checkpoint commit together.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from app.errors import JobqError
+
+
+class RunAborted(JobqError):
+    """The run no longer owns its job (cancelled, or taken over); its work is rolled back."""
+
+
+@dataclass
+class JobContext:
+    job_id: str
+    tenant_id: str
+    intent_key: str
+    attempt: int
+    max_retries: int
+    #: The tenant-bound session; the engine commits it.
+    session: Session
+    log: logging.LoggerAdapter
+    #: The state saved by the last :meth:`checkpoint` of an earlier attempt, or None.
+    resume_from: Any = None
+    _progress: Callable[[dict[str, Any]], None] | None = field(default=None, repr=False)
+    _checkpoint: Callable[[Any], bool] | None = field(default=None, repr=False)
+    _last_progress: float = field(default=0.0, repr=False)
+    _min_interval: float = field(default=0.25, repr=False)
+
+    @property
+    def is_retry(self) -> bool:
+        return self.attempt > 1
+
+    def progress(self, done: int | float, total: int | float | None = None,
+                 message: str | None = None, *, force: bool = False) -> None:
+        """Report how far the run got; written at most a few times a second."""
+        now = time.monotonic()
+        finished = total is not None and done >= total
+        if not (force or finished) and now - self._last_progress < self._min_interval:
+            return
+        self._last_progress = now
+        info: dict[str, Any] = {"done": done}
+        if total is not None:
+            info["total"] = total
+            info["percent"] = round(100.0 * done / total, 1) if total else 100.0
+        if message:
+            info["message"] = message
+        if self._progress is not None:
+            self._progress(info)
+
+    def checkpoint(self, state: Any) -> None:
+        """Commit the work done so far together with ``state``; a rerun gets ``resume_from``.
+
+        Raises :class:`RunAborted` when the job was cancelled or taken over meanwhile: the
+        uncommitted work is then rolled back.
+        """
+        if self._checkpoint is None or not self._checkpoint(state):
+            raise RunAborted(f"job {self.job_id} is no longer owned by this run")
+        self.resume_from = state
+
+    def set_tenant(self) -> None:
+        """Bind the (new) transaction to the tenant again; the engine calls it after commits."""
+        self.session.execute(
+            text("SELECT set_config('app.tenant_id', :t, true)"), {"t": self.tenant_id}
+        )

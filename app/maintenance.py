@@ -1,0 +1,108 @@
+"""Beat's own tasks: the table is the truth, these keep the broker in step with it.
+
+``sweep_due_jobs`` publishes due pending rows that no broker holds (plain-SQL inserts, rows
+whose publish failed, ``run_at`` and long retry backoffs, messages lost with Redis);
+``recover_lost_runs`` finds runs whose process died by their lapsed lease.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+
+from app import audit, db
+from app.celery_app import celery_app
+from app.publish import Outgoing, publish
+from app.registry import manifest
+from app.settings import settings
+
+log = logging.getLogger("jobq.maintenance")
+
+#: Batches one sweep may publish before it yields to the next beat tick.
+MAX_SWEEP_ROUNDS = 20
+
+
+def broker_queue_size(queue: str) -> int | None:
+    """Messages waiting in ``queue``, or None when the broker cannot say."""
+    try:
+        with celery_app.connection_for_read() as conn:
+            return conn.default_channel.queue_declare(queue=queue, passive=True).message_count
+    except Exception:
+        return None
+
+
+def sweep_once(*, batch: int | None = None, republish_after: float | None = None) -> tuple[int, int]:
+    """One batch: ``(locked, published)``."""
+    batch = batch or settings.sweep_batch
+    republish_after = settings.republish_after if republish_after is None else republish_after
+    sizes: dict[str, int | None] = {}
+    with db.engine().begin() as conn:
+        due = audit.lock_due(conn, batch=batch, republish_after=republish_after)
+        outgoing: list[Outgoing] = []
+        for job in due:
+            intent = manifest.get(job.intent_key)
+            if intent is None:
+                hint = manifest.suggest(job.intent_key)
+                audit.refuse_pending(
+                    conn, job.id,
+                    f"unknown intent key {job.intent_key!r}"
+                    + (f" (did you mean {', '.join(map(repr, hint))}?)" if hint else ""),
+                )
+                log.error("job refused: unknown intent key %r", job.intent_key,
+                          extra={"job_id": job.id, "tenant_id": job.tenant_id})
+                continue
+            queue = job.queue or intent.queue
+            if job.republish:
+                # Published long ago and never started: lost, unless its queue still has a
+                # backlog that it is waiting in.
+                if queue not in sizes:
+                    sizes[queue] = broker_queue_size(queue)
+                if sizes[queue]:
+                    continue
+            outgoing.append(Outgoing(job.id, job.tenant_id, job.intent_key, queue,
+                                     job.intent_params, intent.secret_params))
+        sent = set(publish(outgoing))
+        by_queue: dict[str, list[str]] = defaultdict(list)
+        for job in outgoing:
+            if job.id in sent:
+                by_queue[job.queue].append(job.id)
+        for queue, ids in by_queue.items():
+            audit.mark_published(conn, ids, queue=queue)
+    republished = sum(1 for j in due if j.republish and j.id in sent)
+    if sent:
+        log.info("sweep published %d job(s) (%d again after a lost message)", len(sent), republished)
+    return len(due), len(sent)
+
+
+@celery_app.task(name="jobq.sweep_due_jobs", queue="maintenance", ignore_result=True,
+                 acks_late=False)
+def sweep_due_jobs() -> int:
+    """Publish due pending jobs that no broker holds; safe to run in many places at once."""
+    total = 0
+    for _ in range(MAX_SWEEP_ROUNDS):
+        locked, published = sweep_once()
+        total += published
+        if locked < settings.sweep_batch:
+            break
+    return total
+
+
+def recover_once(*, batch: int = 500) -> list[audit.Released]:
+    with db.engine().begin() as conn:
+        released = audit.release_expired(conn, batch=batch,
+                                         default_max_retries=settings.default_max_retries,
+                                         lease=settings.lease_seconds)
+    for job in released:
+        log.warning(
+            "job lost by %s on attempt %d: %s", job.worker or "an unknown worker", job.attempt,
+            "will run again" if job.status == "pending" else "failed, no retries left",
+            extra={"job_id": job.id, "attempt": job.attempt},
+        )
+    return released
+
+
+@celery_app.task(name="jobq.recover_lost_runs", queue="maintenance", ignore_result=True,
+                 acks_late=False)
+def recover_lost_runs() -> int:
+    """Runs whose lease lapsed go back to pending (the sweep sends them) or fail."""
+    return len(recover_once())

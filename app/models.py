@@ -1,0 +1,210 @@
+"""The engine's tables, declared once; Alembic migrations must reach exactly this.
+
+``job_executions`` keeps the original system's columns with their names, types and
+defaults, so ``INSERT INTO job_executions (tenant_id, intent_key, intent_params)`` still
+works; everything the engine adds stands beside them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+JOB_STATUSES = ("pending", "processing", "completed", "failed", "cancelled")
+FINISHED_STATUSES = ("completed", "failed", "cancelled")
+TENANT_STATUSES = ("active", "suspended")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+def _uuid_pk() -> Mapped[uuid.UUID]:
+    return mapped_column(
+        UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")
+    )
+
+
+class Tenant(Base):
+    """An academy. Every other row belongs to one."""
+
+    __tablename__ = "tenants"
+    __table_args__ = (
+        CheckConstraint("status IN ('active', 'suspended')", name="status"),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    name: Mapped[str] = mapped_column(Text, nullable=False)
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default="active")
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+class JobExecution(Base):
+    """One requested run of an intent: the durable record and the source of truth."""
+
+    __tablename__ = "job_executions"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('pending', 'processing', 'completed', 'failed', 'cancelled')",
+            name="status",
+        ),
+        # The sweep: pending rows by the time they become due.
+        Index(
+            "ix_job_executions_due",
+            text("coalesce(run_at, created_at)"),
+            postgresql_where=text("status = 'pending'"),
+        ),
+        # Lost-run recovery: running rows by lease expiry.
+        Index(
+            "ix_job_executions_lease",
+            "lease_expires_at",
+            postgresql_where=text("status = 'processing'"),
+        ),
+        Index("ix_job_executions_tenant_created", "tenant_id", text("created_at DESC")),
+        Index("ix_job_executions_intent_created", "intent_key", text("created_at DESC")),
+        Index("ix_job_executions_status_created", "status", text("created_at DESC")),
+        Index("ix_job_executions_created", text("created_at DESC")),
+        Index(
+            "ix_job_executions_finished",
+            "completed_at",
+            postgresql_where=text("status IN ('completed', 'failed', 'cancelled')"),
+        ),
+        Index(
+            "uq_job_executions_idempotency",
+            "tenant_id",
+            "intent_key",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+        ),
+        Index(
+            "ix_job_executions_parent",
+            "parent_id",
+            postgresql_where=text("parent_id IS NOT NULL"),
+        ),
+    )
+
+    # --- the original columns, unchanged -------------------------------------------
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("tenants.id"), nullable=False
+    )
+    intent_key: Mapped[str] = mapped_column(Text, nullable=False)
+    intent_params: Mapped[Any | None] = mapped_column(JSONB)
+    status: Mapped[str | None] = mapped_column(Text, server_default="pending")
+    retry_count: Mapped[int | None] = mapped_column(Integer, server_default="0")
+    max_retries: Mapped[int | None] = mapped_column(Integer, server_default="3")
+    created_at: Mapped[dt.datetime | None] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    executed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    completed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    error_message: Mapped[str | None] = mapped_column(Text)
+
+    # --- what the engine adds ----------------------------------------------------------
+    #: Not before this time (scheduled work, long retry backoff). NULL: at once.
+    run_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    #: When the row was last handed to the broker. NULL: no broker holds it.
+    published_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    idempotency_key: Mapped[str | None] = mapped_column(Text)
+    queue: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[Any | None] = mapped_column(JSONB)
+    #: ``{"done": n, "total": m, "percent": p, "message": "..."}`` while it runs.
+    progress: Mapped[Any | None] = mapped_column(JSONB)
+    #: A resumable handler's saved state (the last batch it finished), kept across attempts.
+    checkpoint: Mapped[Any | None] = mapped_column(JSONB)
+    #: The Celery node that ran (or runs) the last attempt.
+    worker: Mapped[str | None] = mapped_column(Text)
+    #: ``host:pid`` of the process holding the lease of the running attempt.
+    lease_owner: Mapped[str | None] = mapped_column(Text)
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    #: Who asked: sql (a plain INSERT), dispatch, submit, direct, schedule, fanout, retry.
+    source: Mapped[str] = mapped_column(Text, nullable=False, server_default="sql")
+    #: The job that fanned this one out (bulk chunks).
+    parent_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("job_executions.id", ondelete="CASCADE")
+    )
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+class JobEvent(Base):
+    """One state change or attempt of a job: the history an audit reads."""
+
+    __tablename__ = "job_events"
+    __table_args__ = (Index("ix_job_events_job_at", "job_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True),
+        ForeignKey("job_executions.id", ondelete="CASCADE"),
+        nullable=False,
+    )
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    #: created, refused, started, completed, retry, failed, lost, cancelled, requeued, ...
+    kind: Mapped[str] = mapped_column(Text, nullable=False)
+    at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    worker: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    traceback: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[Any | None] = mapped_column(JSONB)
+
+
+class JobSchedule(Base):
+    """A periodic intent: beat turns each due cron slot into one job per tenant."""
+
+    __tablename__ = "job_schedules"
+    __table_args__ = (Index("ix_job_schedules_enabled", "enabled"),)
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    name: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
+    #: NULL: every active tenant.
+    tenant_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("tenants.id", ondelete="CASCADE")
+    )
+    intent_key: Mapped[str] = mapped_column(Text, nullable=False)
+    intent_params: Mapped[Any] = mapped_column(
+        JSONB, nullable=False, server_default=text("'{}'::jsonb")
+    )
+    cron: Mapped[str] = mapped_column(Text, nullable=False)
+    timezone: Mapped[str] = mapped_column(Text, nullable=False, server_default="Asia/Seoul")
+    enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
+    description: Mapped[str | None] = mapped_column(Text)
+    #: The last slot turned into jobs (or recorded as skipped).
+    last_slot_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )

@@ -1,0 +1,314 @@
+"""Intent handlers as Celery tasks: one task per manifest key, mirrored into the table.
+
+Registering a key creates its task class only; the handler module is imported the first time
+this process runs the intent. A run claims its row (``pending -> processing``), calls the
+handler with a :class:`~app.context.JobContext` inside the tenant's transaction, and commits the
+handler's effects together with ``completed``. Errors go through :mod:`app.retry`. A message
+for a job that is finished, cancelled or running elsewhere does nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback as tb
+from typing import Any
+
+from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from app import audit, db, lease, retry
+from app.context import JobContext, RunAborted
+from app.errors import IntentRefused, PermanentError
+from app.manifest import Intent, Manifest, ManifestError
+from app.publish import Outgoing, publish
+from app.redaction import redact_text
+from app.settings import settings
+
+log = logging.getLogger("jobq.jobs")
+
+#: Hard limit = soft limit + this grace, for the handler to clean up after SoftTimeLimitExceeded.
+HARD_LIMIT_GRACE = 30
+#: How long a finished run keeps trying to record its outcome while the database is away.
+OUTCOME_WRITE_PATIENCE = 30.0
+MAX_TRACEBACK = 20_000
+MAX_ERROR = 2_000
+
+
+def _is_db_outage(exc: BaseException) -> bool:
+    return isinstance(exc, OperationalError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message``, secrets removed, bounded."""
+    text_ = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    text_ = redact_text(text_) or ""
+    return text_ if len(text_) <= MAX_ERROR else text_[: MAX_ERROR - 1] + "…"
+
+
+def bounded_result(value: Any) -> Any:
+    """The handler's return value as JSON, replaced by a preview when it is too large."""
+    if value is None:
+        return None
+    encoded = json.dumps(value, ensure_ascii=False, default=str)
+    if len(encoded.encode()) <= settings.max_result_bytes:
+        return json.loads(encoded)
+    return {"truncated": True, "bytes": len(encoded.encode()), "preview": encoded[:1000]}
+
+
+class IntentTask(Task):
+    """Base of every intent's task; ``intent`` is set per key at registration."""
+
+    intent: Intent
+    typing = False
+    ignore_result = True  # the outcome lives in job_executions
+    acks_late = True
+    reject_on_worker_lost = True
+
+
+class Run:
+    """One delivery of one job's message."""
+
+    def __init__(self, task: IntentTask):
+        self.task = task
+        self.intent = task.intent
+        self.job_id: str = task.request.id
+        self.worker: str = task.request.hostname or lease.HOST
+        self.owner = lease.owner()
+        self.claimed: audit.Claimed | None = None
+
+    # -- logging ---------------------------------------------------------------------------
+    def _extra(self) -> dict[str, Any]:
+        c = self.claimed
+        return {
+            "job_id": self.job_id,
+            "tenant_id": c.tenant_id if c else None,
+            "intent_key": self.intent.key,
+            "attempt": c.attempt if c else None,
+        }
+
+    # -- claiming --------------------------------------------------------------------------
+    def _claim(self) -> audit.Claimed | None:
+        with db.engine().begin() as conn:
+            return audit.claim(conn, self.job_id, worker=self.worker, owner=self.owner,
+                               lease=settings.lease_seconds,
+                               default_max_retries=settings.default_max_retries)
+
+    def _claim_or_explain(self, tenant_id: str | None, intent_params: dict | None,
+                          from_engine: bool) -> audit.Claimed | None:
+        claimed = self._claim()
+        if claimed is not None:
+            return claimed
+        with db.engine().begin() as conn:
+            state = audit.inspect(conn, self.job_id)
+        if state is None:
+            if from_engine:
+                log.warning("no row for job %s: it was deleted; message dropped", self.job_id)
+                return None
+            self._record_direct_call(tenant_id, intent_params)
+            return self._claim()
+        if state.status == "processing":
+            if state.lease_expired or lease.owner_is_dead(state.lease_owner):
+                with db.engine().begin() as conn:
+                    released = audit.release_owned(
+                        conn, self.job_id, owner=state.lease_owner,
+                        default_max_retries=settings.default_max_retries)
+                if released is not None:
+                    log.warning("job lost by %s, attempt %d (%s)", state.lease_owner,
+                                released.attempt, released.status,
+                                extra={"job_id": self.job_id, "intent_key": self.intent.key})
+                    if released.status == "pending":
+                        return self._claim()
+                return None
+            log.info("job %s is running elsewhere (%s); duplicate message dropped",
+                     self.job_id, state.lease_owner)
+            return None
+        if state.status == "pending" and state.not_due:
+            log.info("job %s is not due yet; early message dropped (the sweep sends it)", self.job_id)
+            return None
+        log.info("job %s is already %s; message dropped", self.job_id, state.status)
+        return None
+
+    def _record_direct_call(self, tenant_id: str | None, intent_params: dict | None) -> None:
+        """A handler task called directly, not through the dispatcher: audit it all the same."""
+        from app.dispatch import submit
+
+        with db.session() as session:
+            try:
+                submit(session, tenant_id=tenant_id, intent_key=self.intent.key,
+                       intent_params=intent_params, job_id=self.job_id, source="direct")
+            except IntentRefused:
+                session.commit()
+                raise
+            session.info.pop("jobq_outgoing", None)  # we are running it: no message needed
+            session.commit()
+
+    # -- running ---------------------------------------------------------------------------
+    def execute(self, *, tenant_id: str | None, intent_params: dict | None, from_engine: bool):
+        try:
+            self.claimed = self._claim_or_explain(tenant_id, intent_params, from_engine)
+        except Exception as exc:
+            if _is_db_outage(exc):
+                delay = min(30.0, 2.0 ** min(self.task.request.retries, 4))
+                log.warning("database unavailable to claim job %s; message retried in %.0fs: %s",
+                            self.job_id, delay, describe(exc))
+                raise self.task.retry(countdown=delay, max_retries=None) from None
+            raise
+        if self.claimed is None:
+            return None
+        lease.keeper.track(self.job_id)
+        try:
+            return self._run_claimed()
+        finally:
+            lease.keeper.untrack(self.job_id)
+
+    def _run_claimed(self):
+        c = self.claimed
+        assert c is not None
+        started = time.monotonic()
+        log.info("job started", extra=self._extra())
+        session = db.session()
+        ctx = JobContext(
+            job_id=c.id, tenant_id=c.tenant_id, intent_key=c.intent_key, attempt=c.attempt,
+            max_retries=c.max_retries, session=session,
+            log=logging.LoggerAdapter(logging.getLogger(f"jobq.handler.{c.intent_key}"),
+                                      self._extra()),
+            resume_from=c.checkpoint, _progress=self._progress,
+            _checkpoint=lambda state: self._checkpoint(session, ctx, state),
+            _min_interval=1.0 / settings.progress_writes_per_second,
+        )
+        try:
+            ctx.set_tenant()
+            params = self._params(c)
+            result = bounded_result(self.intent.function(ctx, params))
+            elapsed_ms = round((time.monotonic() - started) * 1000, 1)
+            if not audit.complete(session, c.id, owner=self.owner, worker=self.worker,
+                                  attempt=c.attempt, result=result,
+                                  detail={"elapsed_ms": elapsed_ms}):
+                raise RunAborted(f"job {c.id} is no longer owned by this run")
+            session.commit()
+        except RunAborted as exc:
+            session.rollback()
+            log.warning("job run aborted, work rolled back: %s", exc, extra=self._extra())
+            return None
+        except BaseException as exc:
+            session.rollback()
+            self._record_failure(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return None
+        finally:
+            session.close()
+        log.info("job completed in %.1f ms", elapsed_ms, extra=self._extra())
+        return result
+
+    def _params(self, c: audit.Claimed):
+        try:
+            model = self.intent.params_model
+            return model.model_validate(c.intent_params or {})
+        except ManifestError as exc:
+            raise PermanentError(f"intent {self.intent.key!r} cannot load: {exc}") from exc
+        except Exception as exc:  # rows written by plain SQL were never validated
+            raise PermanentError(f"invalid intent_params for {self.intent.key!r}: {exc}") from exc
+
+    def _progress(self, info: dict[str, Any]) -> None:
+        try:
+            with db.engine().begin() as conn:
+                audit.set_progress(conn, self.job_id, info)
+        except Exception as exc:
+            log.warning("could not record progress: %s", exc, extra=self._extra())
+        try:
+            self.task.send_event("task-progress", progress=info)
+        except Exception:  # events are a courtesy to Flower
+            pass
+
+    def _checkpoint(self, session, ctx: JobContext, state: Any) -> bool:
+        if not audit.save_checkpoint(session, self.job_id, owner=self.owner, state=state):
+            return False
+        session.commit()
+        ctx.set_tenant()
+        return True
+
+    # -- failing ---------------------------------------------------------------------------
+    def _record_failure(self, exc: BaseException) -> None:
+        c = self.claimed
+        assert c is not None
+        error = describe(exc)
+        if isinstance(exc, SoftTimeLimitExceeded):
+            error = f"time limit of {self.intent.effective_time_limit}s exceeded"
+        trace = redact_text("".join(tb.format_exception(exc)))[-MAX_TRACEBACK:]
+        decision = retry.decide(exc, attempt=c.attempt, max_retries=c.max_retries,
+                                policy=self.intent.retry)
+        if isinstance(exc, SoftTimeLimitExceeded) or not isinstance(exc, Exception):
+            decision = retry.RetryDecision(False, reason="time limit or interrupt")
+
+        def write(conn) -> bool:
+            if decision.retry:
+                return audit.retry_later(
+                    conn, c.id, owner=self.owner, worker=self.worker, attempt=c.attempt,
+                    error=error, traceback=trace, delay=decision.delay,
+                    via_countdown=decision.via_countdown)
+            return audit.fail(conn, c.id, owner=self.owner, worker=self.worker,
+                              attempt=c.attempt, error=error, traceback=trace)
+
+        if not self._write_outcome(write):
+            return
+        if decision.retry:
+            log.warning("job retry %d/%d in %.1fs: %s", c.attempt, c.max_retries,
+                        decision.delay, error, extra=self._extra())
+            if decision.via_countdown:
+                sent = publish([Outgoing(c.id, c.tenant_id, c.intent_key, self.intent.queue,
+                                         c.intent_params, self.intent.secret_params)],
+                               countdown=decision.delay)
+                if not sent:
+                    with db.engine().begin() as conn:
+                        audit.mark_unpublished(conn, [c.id])
+        else:
+            log.error("job failed (%s): %s", decision.reason, error, extra=self._extra())
+
+    def _write_outcome(self, write) -> bool:
+        """Run ``write`` in its own transaction, riding out a short database outage.
+
+        If the database stays away, the row stays ``processing`` under a lease nobody renews
+        any more, and lost-run recovery takes it from there: nothing is lost.
+        """
+        deadline = time.monotonic() + OUTCOME_WRITE_PATIENCE
+        delay = 0.5
+        while True:
+            try:
+                with db.engine().begin() as conn:
+                    return write(conn)
+            except Exception as exc:
+                if not _is_db_outage(exc) or time.monotonic() > deadline:
+                    log.error("could not record the outcome of job %s: %s", self.job_id,
+                              describe(exc), extra=self._extra())
+                    return False
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+
+def register_intents(celery_app, manifest: Manifest) -> None:
+    """One task per intent key, named by it; no handler module is imported here."""
+    for intent in manifest:
+        limit = intent.effective_time_limit
+        celery_app.task(
+            name=intent.key,
+            base=IntentTask,
+            bind=True,
+            intent=intent,
+            queue=intent.queue,
+            soft_time_limit=limit,
+            time_limit=limit + HARD_LIMIT_GRACE,
+            shared=False,
+        )(_intent_body)
+
+
+def _intent_body(self, tenant_id=None, intent_params=None, job_id=None):
+    """Every intent task's body. ``job_id`` is set on messages the engine sent for a row;
+    without it, the task was called directly and the row is written here."""
+    return Run(self).execute(tenant_id=tenant_id, intent_params=intent_params,
+                             from_engine=job_id is not None)

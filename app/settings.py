@@ -1,0 +1,199 @@
+"""Every setting of jobq, read from the environment in this one place.
+
+Nothing else in the code base looks at ``os.environ``. With neither ``DATABASE_URL`` nor
+``CELERY_BROKER_URL`` set, the URLs of the embedded services that ``jobq run`` started
+(written to ``$JOBQ_HOME/services.json``) are used, so a worker started by hand in the same
+folder finds them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Where the embedded services write the URLs they listen on.
+SERVICES_FILE = "services.json"
+
+
+class SettingsError(RuntimeError):
+    """A setting is missing or malformed; the message names it."""
+
+
+def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={value} is below the minimum of {minimum}")
+    return value
+
+
+def _float(env: dict[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={value} is below the minimum of {minimum}")
+    return value
+
+
+def _bool(env: dict[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}={raw!r} is not a boolean (use true or false)")
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Services. ``None`` means "not configured": the embedded default applies.
+    database_url: str | None
+    broker_url: str | None
+    result_backend: str | None
+    home: Path
+    redis_key_prefix: str
+
+    # Celery.
+    timezone: str = "Asia/Seoul"
+    default_time_limit: int = 300
+    max_time_limit: int = 3600
+    prefetch_multiplier: int = 1
+
+    # Dispatch and the audit mirror.
+    manifest: str = "handlers.manifest:INTENTS"
+    max_params_bytes: int = 65536
+    max_params_depth: int = 32
+    max_result_bytes: int = 65536
+    max_key_length: int = 200
+    default_max_retries: int = 3
+
+    # Retries: short backoffs ride a Celery countdown, longer ones wait in the table.
+    retry_backoff_base: float = 2.0
+    retry_backoff_max: float = 3600.0
+    eta_max_seconds: float = 5.0
+
+    # Leases: a live run renews its lease; a run whose lease lapsed is lost.
+    lease_seconds: float = 30.0
+
+    # Beat.
+    sweep_interval: float = 1.0
+    sweep_batch: int = 500
+    republish_after: float = 60.0
+    recover_interval: float = 5.0
+    schedule_interval: float = 10.0
+    retention_interval: float = 3600.0
+    retention_days: int = 90
+    retention_failed_days: int = 365
+    retention_batch: int = 5000
+
+    # Progress writes per job and second, at most.
+    progress_writes_per_second: float = 4.0
+
+    # Logs.
+    log_format: str = "text"
+    log_level: str = "INFO"
+
+    # Flower.
+    flower_address: str = "127.0.0.1"
+    flower_port: int = 5555
+    flower_basic_auth: str | None = None
+
+    @property
+    def visibility_timeout(self) -> int:
+        """Longer than the longest allowed run, so Redis never redelivers a live one."""
+        return self.max_time_limit + 600
+
+    def require_database_url(self) -> str:
+        if not self.database_url:
+            raise SettingsError(
+                "DATABASE_URL is not set and no embedded PostgreSQL is running "
+                f"(no {self.home / SERVICES_FILE}); set DATABASE_URL or start `jobq run`"
+            )
+        return self.database_url
+
+    def require_broker_url(self) -> str:
+        if not self.broker_url:
+            raise SettingsError(
+                "CELERY_BROKER_URL is not set and no embedded Redis is running "
+                f"(no {self.home / SERVICES_FILE}); set CELERY_BROKER_URL or start `jobq run`"
+            )
+        return self.broker_url
+
+
+def _embedded_urls(home: Path) -> dict[str, str]:
+    path = home / SERVICES_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def load(env: dict[str, str] | None = None) -> Settings:
+    """Read the settings from ``env`` (default: the process environment)."""
+    env = dict(os.environ if env is None else env)
+    home = Path(env.get("JOBQ_HOME") or ".jobq").expanduser().absolute()
+    embedded = _embedded_urls(home)
+    database_url = env.get("DATABASE_URL") or embedded.get("database_url")
+    broker_url = env.get("CELERY_BROKER_URL") or embedded.get("broker_url")
+    result_backend = env.get("CELERY_RESULT_BACKEND") or broker_url
+    log_format = env.get("LOG_FORMAT", "text").lower()
+    if log_format not in ("text", "json"):
+        raise SettingsError(f"LOG_FORMAT={log_format!r} must be 'text' or 'json'")
+    default_time_limit = _int(env, "JOBQ_DEFAULT_TIME_LIMIT", 300, minimum=1)
+    max_time_limit = _int(env, "JOBQ_MAX_TIME_LIMIT", 3600, minimum=1)
+    if default_time_limit > max_time_limit:
+        raise SettingsError(
+            f"JOBQ_DEFAULT_TIME_LIMIT={default_time_limit} exceeds "
+            f"JOBQ_MAX_TIME_LIMIT={max_time_limit}"
+        )
+    return Settings(
+        database_url=database_url,
+        broker_url=broker_url,
+        result_backend=result_backend,
+        home=home,
+        redis_key_prefix=env.get("JOBQ_REDIS_PREFIX", ""),
+        timezone=env.get("JOBQ_TIMEZONE", "Asia/Seoul"),
+        default_time_limit=default_time_limit,
+        max_time_limit=max_time_limit,
+        prefetch_multiplier=_int(env, "JOBQ_PREFETCH_MULTIPLIER", 1, minimum=1),
+        manifest=env.get("JOBQ_MANIFEST", "handlers.manifest:INTENTS"),
+        max_params_bytes=_int(env, "JOBQ_MAX_PARAMS_BYTES", 65536, minimum=2),
+        max_result_bytes=_int(env, "JOBQ_MAX_RESULT_BYTES", 65536, minimum=256),
+        default_max_retries=_int(env, "JOBQ_DEFAULT_MAX_RETRIES", 3),
+        retry_backoff_base=_float(env, "JOBQ_RETRY_BACKOFF_BASE", 2.0),
+        retry_backoff_max=_float(env, "JOBQ_RETRY_BACKOFF_MAX", 3600.0),
+        eta_max_seconds=_float(env, "JOBQ_ETA_MAX_SECONDS", 5.0),
+        lease_seconds=_float(env, "JOBQ_LEASE_SECONDS", 30.0, minimum=0.5),
+        sweep_interval=_float(env, "JOBQ_SWEEP_INTERVAL", 1.0, minimum=0.05),
+        sweep_batch=_int(env, "JOBQ_SWEEP_BATCH", 500, minimum=1),
+        republish_after=_float(env, "JOBQ_REPUBLISH_AFTER", 60.0, minimum=0.1),
+        recover_interval=_float(env, "JOBQ_RECOVER_INTERVAL", 5.0, minimum=0.05),
+        schedule_interval=_float(env, "JOBQ_SCHEDULE_INTERVAL", 10.0, minimum=0.05),
+        retention_interval=_float(env, "JOBQ_RETENTION_INTERVAL", 3600.0, minimum=1.0),
+        retention_days=_int(env, "JOBQ_RETENTION_DAYS", 90, minimum=1),
+        retention_failed_days=_int(env, "JOBQ_RETENTION_FAILED_DAYS", 365, minimum=1),
+        retention_batch=_int(env, "JOBQ_RETENTION_BATCH", 5000, minimum=1),
+        progress_writes_per_second=_float(env, "JOBQ_PROGRESS_WRITES_PER_SECOND", 4.0, 0.1),
+        log_format=log_format,
+        log_level=env.get("LOG_LEVEL", "INFO").upper(),
+        flower_address=env.get("FLOWER_ADDRESS", "127.0.0.1"),
+        flower_port=_int(env, "FLOWER_PORT", 5555, minimum=1),
+        flower_basic_auth=env.get("FLOWER_BASIC_AUTH") or None,
+    )
+
+
+settings = load()

@@ -1,0 +1,90 @@
+"""Celery's settings for jobq, all derived from :mod:`app.settings` (the environment).
+
+Loaded by ``app.celery_app`` with ``config_from_object("celeryconfig")``. Nothing here reads
+the environment directly.
+"""
+
+from __future__ import annotations
+
+from kombu import Exchange, Queue
+
+from app.manifest import QUEUES
+from app.settings import settings
+
+# --- connections ---------------------------------------------------------------------------
+broker_url = settings.broker_url
+result_backend = settings.result_backend
+broker_connection_retry_on_startup = True
+broker_connection_timeout = 4
+broker_transport_options = {
+    # Longer than the longest allowed run: Redis must never hand a live run to a second worker.
+    "visibility_timeout": settings.visibility_timeout,
+    "global_keyprefix": settings.redis_key_prefix,
+    "socket_timeout": 10,
+    "socket_connect_timeout": 4,
+    "health_check_interval": 25,
+}
+result_backend_transport_options = {
+    "global_keyprefix": settings.redis_key_prefix,
+    "socket_timeout": 10,
+    "socket_connect_timeout": 4,
+}
+result_expires = 24 * 3600
+redis_socket_connect_timeout = 4
+redis_backend_health_check_interval = 25
+
+# --- serialization: JSON only; a pickle message is refused, never executed -------------------
+task_serializer = "json"
+result_serializer = "json"
+event_serializer = "json"
+accept_content = ["json"]
+result_accept_content = ["json"]
+
+# --- delivery: at least once ------------------------------------------------------------------
+task_acks_late = True
+task_reject_on_worker_lost = True  # a killed worker process puts its message back
+task_acks_on_failure_or_timeout = True
+worker_prefetch_multiplier = settings.prefetch_multiplier
+task_publish_retry = True
+task_publish_retry_policy = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.25,
+    "interval_max": 0.5,
+}
+
+# --- time -----------------------------------------------------------------------------------
+timezone = settings.timezone
+enable_utc = True
+task_soft_time_limit = settings.default_time_limit
+task_time_limit = settings.default_time_limit + 30
+
+# --- monitoring (Flower) ---------------------------------------------------------------------
+worker_send_task_events = True
+task_send_sent_event = True
+task_track_started = False  # the table records the start; no result-backend write per run
+worker_hijack_root_logger = False
+
+# --- queues: every worker serves all of them unless -Q narrows it ----------------------------
+# ``celery`` is Celery's default queue: a vanilla client that knows only the broker URL sends
+# ``send_task("dispatch_intent", ...)`` there.
+task_default_queue = "celery"
+task_queues = [Queue("celery", Exchange("celery"), routing_key="celery")] + [
+    Queue(name, Exchange(name), routing_key=name) for name in QUEUES
+]
+task_create_missing_queues = False
+
+# --- beat: the table's caretaker -------------------------------------------------------------
+beat_schedule = {
+    "sweep-due-jobs": {
+        "task": "jobq.sweep_due_jobs",
+        "schedule": settings.sweep_interval,
+        "options": {"queue": "maintenance", "expires": max(settings.sweep_interval * 5, 5)},
+    },
+    "recover-lost-runs": {
+        "task": "jobq.recover_lost_runs",
+        "schedule": settings.recover_interval,
+        "options": {"queue": "maintenance", "expires": max(settings.recover_interval * 5, 5)},
+    },
+}
+beat_max_loop_interval = min(5.0, settings.sweep_interval)

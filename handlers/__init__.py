@@ -1,0 +1,1 @@
+"""The intents: business handlers by family. ``manifest.py`` lists every one."""

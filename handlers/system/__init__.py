@@ -1,0 +1,1 @@
+"""Diagnostic intents that ship with the engine (tests, benchmarks, smoke checks)."""
