@@ -43,7 +43,8 @@ result_accept_content = ["json"]
 # --- delivery: at least once ------------------------------------------------------------------
 task_acks_late = True
 task_reject_on_worker_lost = True  # a killed worker process puts its message back
-task_acks_on_failure_or_timeout = True
+task_acks_on_failure = True  # a run that raised is recorded in the table; do not redeliver
+task_acks_on_timeout = True
 worker_prefetch_multiplier = settings.prefetch_multiplier
 task_publish_retry = True
 task_publish_retry_policy = {

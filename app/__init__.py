@@ -4,21 +4,38 @@
 
     from app import dispatch_intent, submit
     dispatch_intent.delay(tenant_id=..., intent_key="system.exec.echo", intent_params={...})
+
+The names below load on first use, so ``import app.settings`` (or ``app.embedded``) does not
+build the Celery application.
 """
 
-from app.celery_app import celery_app as celery
-from app.dispatch import cancel, dispatch_intent, job_id_for, submit, submit_many
-from app.errors import IntentRefused, PermanentError, TenantRefused, TransientError
+from __future__ import annotations
 
-__all__ = [
-    "IntentRefused",
-    "PermanentError",
-    "TenantRefused",
-    "TransientError",
-    "cancel",
-    "celery",
-    "dispatch_intent",
-    "job_id_for",
-    "submit",
-    "submit_many",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "celery": ("app.celery_app", "celery_app"),
+    "celery_app": ("app.celery_app", "celery_app"),
+    "dispatch_intent": ("app.dispatch", "dispatch_intent"),
+    "submit": ("app.dispatch", "submit"),
+    "submit_many": ("app.dispatch", "submit_many"),
+    "cancel": ("app.dispatch", "cancel"),
+    "job_id_for": ("app.dispatch", "job_id_for"),
+    "IntentRefused": ("app.errors", "IntentRefused"),
+    "TenantRefused": ("app.errors", "TenantRefused"),
+    "TransientError": ("app.errors", "TransientError"),
+    "PermanentError": ("app.errors", "PermanentError"),
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module, attr = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module 'app' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value

@@ -313,10 +313,17 @@ def submit_many(session: Session, requests: Iterable[Request], *, source: str = 
         raise first_refusal
     _publish_after_commit(session, [
         Outgoing(job.id, job.tenant_id, job.intent_key, intent.queue, job.intent_params,
-                 intent.secret_params)
+                 intent.secret_params, countdown=_countdown(job.run_at, now))
         for job, intent in outgoing
     ])
     return ids
+
+
+def _countdown(run_at: dt.datetime | None, now: dt.datetime) -> float | None:
+    """A near-future ``run_at`` rides a short broker countdown (a later one waits for the sweep)."""
+    if run_at is None or run_at <= now:
+        return None
+    return (run_at - now).total_seconds()
 
 
 def _raise_for_tenant(session: Session, tenant_id: str) -> None:

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     Text,
+    UniqueConstraint,
     func,
     text,
 )
@@ -206,5 +207,26 @@ class JobSchedule(Base):
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
     updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+class JobScheduleRun(Base):
+    """One cron slot of a schedule: fired (with how many jobs) or skipped (beat was down)."""
+
+    __tablename__ = "job_schedule_runs"
+    __table_args__ = (
+        UniqueConstraint("schedule_id", "slot_at"),
+        CheckConstraint("status IN ('fired', 'skipped')", name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    schedule_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("job_schedules.id", ondelete="CASCADE"), nullable=False
+    )
+    slot_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    status: Mapped[str] = mapped_column(Text, nullable=False)
+    jobs: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )

@@ -26,13 +26,15 @@ class Outgoing:
     queue: str
     intent_params: Any = None
     secret_params: tuple[str, ...] = ()
+    #: Seconds the broker holds the message before delivery (short waits only).
+    countdown: float | None = None
 
 
 def message_kwargs(job: Outgoing) -> dict[str, str]:
     return {"tenant_id": job.tenant_id, "job_id": job.id}
 
 
-def publish(jobs: Sequence[Outgoing], *, countdown: float | None = None) -> list[str]:
+def publish(jobs: Sequence[Outgoing]) -> list[str]:
     """Send one message per job; return the ids the broker took.
 
     Never raises for a broker outage: the ids it could not send are simply not returned.
@@ -54,7 +56,7 @@ def publish(jobs: Sequence[Outgoing], *, countdown: float | None = None) -> list
                     kwargs=message_kwargs(job),
                     task_id=job.id,
                     queue=job.queue,
-                    countdown=countdown,
+                    countdown=job.countdown,
                     producer=producer,
                     kwargsrepr=repr(shown),
                     add_to_parent=False,

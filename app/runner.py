@@ -262,8 +262,8 @@ class Run:
                         decision.delay, error, extra=self._extra())
             if decision.via_countdown:
                 sent = publish([Outgoing(c.id, c.tenant_id, c.intent_key, self.intent.queue,
-                                         c.intent_params, self.intent.secret_params)],
-                               countdown=decision.delay)
+                                         c.intent_params, self.intent.secret_params,
+                                         countdown=decision.delay)])
                 if not sent:
                     with db.engine().begin() as conn:
                         audit.mark_unpublished(conn, [c.id])

@@ -24,6 +24,11 @@ INTENTS: tuple[Intent, ...] = (
         time_limit=3600,
     ),
     Intent(
+        "system.exec.loaded_handlers",
+        "handlers.system.introspect:loaded_handlers",
+        description="List the handler modules this worker process has imported.",
+    ),
+    Intent(
         "system.exec.flaky",
         "handlers.system.diagnostics:flaky",
         params="handlers.system.params:FlakyParams",

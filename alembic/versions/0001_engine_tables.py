@@ -101,6 +101,18 @@ def upgrade() -> None:
     sa.UniqueConstraint('name', name=op.f('uq_job_schedules_name'))
     )
     op.create_index('ix_job_schedules_enabled', 'job_schedules', ['enabled'], unique=False)
+    op.create_table('job_schedule_runs',
+    sa.Column('id', sa.BigInteger(), autoincrement=True, nullable=False),
+    sa.Column('schedule_id', sa.UUID(), nullable=False),
+    sa.Column('slot_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('status', sa.Text(), nullable=False),
+    sa.Column('jobs', sa.Integer(), server_default='0', nullable=False),
+    sa.Column('at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.CheckConstraint("status IN ('fired', 'skipped')", name=op.f('ck_job_schedule_runs_status')),
+    sa.ForeignKeyConstraint(['schedule_id'], ['job_schedules.id'], name=op.f('fk_job_schedule_runs_schedule_id_job_schedules'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_job_schedule_runs')),
+    sa.UniqueConstraint('schedule_id', 'slot_at', name=op.f('uq_job_schedule_runs_schedule_id_slot_at'))
+    )
     op.create_table('job_events',
     sa.Column('id', sa.BigInteger(), autoincrement=True, nullable=False),
     sa.Column('job_id', sa.UUID(), nullable=False),
@@ -130,6 +142,7 @@ def downgrade() -> None:
     op.execute("DROP FUNCTION IF EXISTS jobq_record_created()")
     op.drop_index('ix_job_events_job_at', table_name='job_events')
     op.drop_table('job_events')
+    op.drop_table('job_schedule_runs')
     op.drop_index('ix_job_schedules_enabled', table_name='job_schedules')
     op.drop_table('job_schedules')
     op.drop_index('uq_job_executions_idempotency', table_name='job_executions', postgresql_where=sa.text('idempotency_key IS NOT NULL'))

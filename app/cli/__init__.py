@@ -21,11 +21,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-intents_app = typer.Typer(help="The intent manifest.", no_args_is_help=False)
-tenants_app = typer.Typer(help="Tenants (academies).", no_args_is_help=False)
-app.add_typer(intents_app, name="intents")
-app.add_typer(tenants_app, name="tenants")
-
 console = Console()
 err = Console(stderr=True)
 
@@ -139,53 +134,15 @@ def migrate(revision: Annotated[str, typer.Argument(help="Target revision.")] = 
     console.print(f"database at {revision}")
 
 
-# --- intents -------------------------------------------------------------------------------------
+def _register_commands() -> None:
+    # Each command group lives in its own module under app/cli/.
+    from app.cli import intents, tenants
+
+    app.add_typer(intents.app, name="intents")
+    app.add_typer(tenants.app, name="tenants")
 
 
-@intents_app.callback(invoke_without_command=True)
-def intents_list(ctx: typer.Context) -> None:
-    """List every intent with its queue and description."""
-    if ctx.invoked_subcommand:
-        return
-    from rich.table import Table
-
-    from app.registry import manifest
-
-    table = Table("intent", "queue", "retries", "time limit", "description")
-    for intent in manifest:
-        table.add_row(intent.key, intent.queue, str(intent.effective_max_retries),
-                      f"{intent.effective_time_limit}s", intent.description)
-    console.print(table)
-
-
-@intents_app.command("check")
-def intents_check() -> None:
-    """Import every handler and parameter model; fail loudly on a broken entry."""
-    from app.manifest import check
-    from app.registry import manifest
-
-    problems = check(manifest)
-    for problem in problems:
-        err.print(f"[red]broken:[/] {problem}")
-    if problems:
-        raise typer.Exit(1)
-    console.print(f"{len(manifest)} intents, all importable")
-
-
-# --- tenants -------------------------------------------------------------------------------------
-
-
-@tenants_app.command("create")
-def tenants_create(name: str) -> None:
-    """Create a tenant; prints its id."""
-    from sqlalchemy import text
-
-    from app import db
-
-    with db.engine().begin() as conn:
-        tid = conn.execute(text("INSERT INTO tenants (name) VALUES (:n) RETURNING id::text"),
-                           {"n": name}).scalar_one()
-    console.print(tid)
+_register_commands()
 
 
 def main() -> None:
