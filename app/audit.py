@@ -144,12 +144,13 @@ CLAIM = text(
         RETURNING id, tenant_id::text, intent_key, intent_params,
                   coalesce(retry_count, 0) + 1 AS attempt,
                   coalesce(max_retries, :default_max_retries) AS max_retries,
-                  checkpoint
+                  checkpoint, coalesce(run_at, created_at) AS scheduled_for
     ), event AS (
         INSERT INTO job_events (job_id, attempt, kind, worker)
         SELECT id, attempt, 'started', :worker FROM claimed
     )
-    SELECT id::text, tenant_id, intent_key, intent_params, attempt, max_retries, checkpoint
+    SELECT id::text, tenant_id, intent_key, intent_params, attempt, max_retries, checkpoint,
+           scheduled_for
       FROM claimed
     """
 )
@@ -173,10 +174,7 @@ class Claimed:
     attempt: int
     max_retries: int
     checkpoint: Any
-
-    @property
-    def retries_left(self) -> bool:
-        return self.attempt <= self.max_retries
+    scheduled_for: dt.datetime
 
 
 @dataclass(frozen=True)

@@ -8,15 +8,16 @@ the session together with the job's completion, so a run's database effects and 
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from app import db
 from app.errors import JobqError
 
 
@@ -34,6 +35,9 @@ class JobContext:
     #: The tenant-bound session; the engine commits it.
     session: Session
     log: logging.LoggerAdapter
+    #: When the job was meant to run: its ``run_at`` (a schedule's slot), else its creation.
+    #: Handlers derive default periods ("last month") from it, not from the clock.
+    scheduled_for: dt.datetime | None = None
     #: The state saved by the last :meth:`checkpoint` of an earlier attempt, or None.
     resume_from: Any = None
     _progress: Callable[[dict[str, Any]], None] | None = field(default=None, repr=False)
@@ -74,6 +78,4 @@ class JobContext:
 
     def set_tenant(self) -> None:
         """Bind the (new) transaction to the tenant again; the engine calls it after commits."""
-        self.session.execute(
-            text("SELECT set_config('app.tenant_id', :t, true)"), {"t": self.tenant_id}
-        )
+        db.bind_tenant(self.session, self.tenant_id)

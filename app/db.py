@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, text
@@ -72,19 +70,13 @@ def session() -> Session:
     return maker()
 
 
-@contextmanager
-def tenant_session(tenant_id: str) -> Iterator[Session]:
-    """A session whose transaction is bound to one tenant (``app.tenant_id``).
+def bind_tenant(s: Session, tenant_id: str) -> None:
+    """Bind ``s``'s current transaction to one tenant (``app.tenant_id``).
 
     Row-level security policies read that setting; it is ``SET LOCAL``, so it ends with the
     transaction and never leaks to the next user of the pooled connection.
     """
-    s = session()
-    try:
-        s.execute(text("SELECT set_config('app.tenant_id', :t, true)"), {"t": str(tenant_id)})
-        yield s
-    finally:
-        s.close()
+    s.execute(text("SELECT set_config('app.tenant_id', :t, true)"), {"t": str(tenant_id)})
 
 
 def alembic_config(url: str | None = None):

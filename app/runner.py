@@ -9,6 +9,7 @@ for a job that is finished, cancelled or running elsewhere does nothing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -174,7 +175,7 @@ class Run:
         session = db.session()
         ctx = JobContext(
             job_id=c.id, tenant_id=c.tenant_id, intent_key=c.intent_key, attempt=c.attempt,
-            max_retries=c.max_retries, session=session,
+            max_retries=c.max_retries, session=session, scheduled_for=c.scheduled_for,
             log=logging.LoggerAdapter(logging.getLogger(f"jobq.handler.{c.intent_key}"),
                                       self._extra()),
             resume_from=c.checkpoint, _progress=self._progress,
@@ -221,10 +222,8 @@ class Run:
                 audit.set_progress(conn, self.job_id, info)
         except Exception as exc:
             log.warning("could not record progress: %s", exc, extra=self._extra())
-        try:
+        with contextlib.suppress(Exception):  # events are a courtesy to Flower
             self.task.send_event("task-progress", progress=info)
-        except Exception:  # events are a courtesy to Flower
-            pass
 
     def _checkpoint(self, session, ctx: JobContext, state: Any) -> bool:
         if not audit.save_checkpoint(session, self.job_id, owner=self.owner, state=state):

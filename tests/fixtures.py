@@ -3,6 +3,7 @@ helpers that read what a user would see (rows, events)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -177,7 +178,5 @@ def start_worker_process(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess
         wp.stop(timeout=20)
         # Pool children that outlived a killed parent.
         for child in wp.child_pids():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signal.SIGKILL)
-            except ProcessLookupError:
-                pass

@@ -95,7 +95,7 @@ def test_permanent_error_fails_at_once_with_its_traceback(tenant):
     assert row["retry_count"] == 0
     assert "invalid intent_params for 'system.exec.sleep'" in row["error_message"]
     assert "greater than or equal to 0" in row["error_message"]
-    failed = [e for e in job_events(job_id) if e["kind"] == "failed"][0]
+    failed = next(e for e in job_events(job_id) if e["kind"] == "failed")
     assert "Traceback" in failed["traceback"] and "PermanentError" in failed["traceback"]
 
 
