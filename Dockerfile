@@ -1,0 +1,21 @@
+# One image for every jobq process: migrate, worker, beat and Flower (see docker-compose.yml).
+FROM python:3.11-slim
+
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    JOBQ_HOME=/var/lib/jobq
+
+WORKDIR /srv
+COPY pyproject.toml README.md ./
+COPY app ./app
+COPY handlers ./handlers
+COPY alembic ./alembic
+COPY alembic.ini celeryconfig.py ./
+# Editable, so alembic.ini and alembic/ stay beside the code the way `jobq migrate` expects.
+RUN pip install -e . \
+ && useradd --system --home-dir /var/lib/jobq --create-home jobq
+
+USER jobq
+CMD ["jobq", "--help"]
