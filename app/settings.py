@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 #: Where the embedded services write the URLs they listen on.
@@ -112,6 +112,23 @@ class Settings:
     flower_port: int = 5555
     flower_basic_auth: str | None = None
 
+    # Notifications. Unset SMTP host / webhook URL: those channels only record the message.
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    #: starttls, ssl (implicit TLS, port 465) or none.
+    smtp_tls: str = "starttls"
+    smtp_username: str | None = None
+    smtp_password: str | None = field(default=None, repr=False)
+    smtp_from: str = "jobq <noreply@jobq.local>"
+    #: The SMS / KakaoTalk gateway: signed JSON POSTs.
+    notify_webhook_url: str | None = None
+    notify_webhook_secret: str | None = field(default=None, repr=False)
+    #: The outside payment gateway billing syncs from.
+    payment_gateway_url: str | None = None
+    payment_gateway_secret: str | None = field(default=None, repr=False)
+    #: Seconds an outside call (SMTP, webhook, gateway) may take before it counts as transient.
+    outside_call_timeout: float = 10.0
+
     @property
     def visibility_timeout(self) -> int:
         """Longer than the longest allowed run, so Redis never redelivers a live one."""
@@ -151,6 +168,9 @@ def load(env: dict[str, str] | None = None) -> Settings:
     broker_url = env.get("CELERY_BROKER_URL") or embedded.get("broker_url")
     result_backend = env.get("CELERY_RESULT_BACKEND") or broker_url
     log_format = env.get("LOG_FORMAT", "text").lower()
+    smtp_tls = env.get("SMTP_TLS", "starttls").lower()
+    if smtp_tls not in ("starttls", "ssl", "none"):
+        raise SettingsError(f"SMTP_TLS={smtp_tls!r} must be 'starttls', 'ssl' or 'none'")
     if log_format not in ("text", "json"):
         raise SettingsError(f"LOG_FORMAT={log_format!r} must be 'text' or 'json'")
     default_time_limit = _int(env, "JOBQ_DEFAULT_TIME_LIMIT", 300, minimum=1)
@@ -193,6 +213,17 @@ def load(env: dict[str, str] | None = None) -> Settings:
         flower_address=env.get("FLOWER_ADDRESS", "127.0.0.1"),
         flower_port=_int(env, "FLOWER_PORT", 5555, minimum=1),
         flower_basic_auth=env.get("FLOWER_BASIC_AUTH") or None,
+        smtp_host=env.get("SMTP_HOST") or None,
+        smtp_port=_int(env, "SMTP_PORT", 465 if smtp_tls == "ssl" else 587, minimum=1),
+        smtp_tls=smtp_tls,
+        smtp_username=env.get("SMTP_USERNAME") or None,
+        smtp_password=env.get("SMTP_PASSWORD") or None,
+        smtp_from=env.get("SMTP_FROM") or "jobq <noreply@jobq.local>",
+        notify_webhook_url=env.get("JOBQ_NOTIFY_WEBHOOK_URL") or None,
+        notify_webhook_secret=env.get("JOBQ_NOTIFY_WEBHOOK_SECRET") or None,
+        payment_gateway_url=env.get("JOBQ_PAYMENT_GATEWAY_URL") or None,
+        payment_gateway_secret=env.get("JOBQ_PAYMENT_GATEWAY_SECRET") or None,
+        outside_call_timeout=_float(env, "JOBQ_OUTSIDE_CALL_TIMEOUT", 10.0, minimum=0.1),
     )
 
 
