@@ -8,13 +8,15 @@ the session together with the job's completion, so a run's database effects and 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from app import db
@@ -75,6 +77,18 @@ class JobContext:
         if self._checkpoint is None or not self._checkpoint(state):
             raise RunAborted(f"job {self.job_id} is no longer owned by this run")
         self.resume_from = state
+
+    @contextlib.contextmanager
+    def journal(self) -> Iterator[Connection]:
+        """A transaction of its own, bound to the tenant and committed on leaving the block.
+
+        For the record of an effect outside the database (a message handed to a gateway): it
+        must survive this run's rollback, or a retry would repeat the effect. Rows it writes
+        may only reference rows that are already committed.
+        """
+        with db.engine().begin() as conn:
+            db.bind_tenant(conn, self.tenant_id)
+            yield conn
 
     def set_tenant(self) -> None:
         """Bind the (new) transaction to the tenant again; the engine calls it after commits."""
