@@ -247,20 +247,22 @@ def save_checkpoint(conn, job_id: str, *, owner: str, state: Any) -> bool:
 
 
 #: A run succeeded. Runs in the handler's own transaction, so its effects and this land together.
+#: That transaction began when the run did, so its now() is the start: the finish is the
+#: statement's time.
 COMPLETE = text(
     """
     WITH done AS (
         UPDATE job_executions
-           SET status = 'completed', completed_at = now(), result = :result,
+           SET status = 'completed', completed_at = statement_timestamp(), result = :result,
                error_message = NULL, lease_owner = NULL, lease_expires_at = NULL,
                progress = CASE WHEN progress IS NULL THEN NULL
                                ELSE progress || '{"percent": 100}'::jsonb END,
-               updated_at = now()
+               updated_at = statement_timestamp()
          WHERE id = CAST(:id AS uuid) AND status = 'processing' AND lease_owner = :owner
         RETURNING id
     ), event AS (
-        INSERT INTO job_events (job_id, attempt, kind, worker, detail)
-        SELECT id, :attempt, 'completed', :worker, :detail FROM done
+        INSERT INTO job_events (job_id, attempt, kind, worker, detail, at)
+        SELECT id, :attempt, 'completed', :worker, :detail, statement_timestamp() FROM done
     )
     SELECT count(*) FROM done
     """
