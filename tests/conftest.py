@@ -120,4 +120,4 @@ from app import db as _db  # noqa: E402  (after the environment is set)
 
 _db.migrate(DATABASE_URL)
 
-pytest_plugins = ["tests.fixtures"]
+pytest_plugins = ["tests.fixtures", "tests.outside"]
