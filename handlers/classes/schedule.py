@@ -17,7 +17,7 @@ from handlers.classes.params import GenerateTermSessionsParams, NotifyScheduleCh
 from handlers.models import AcademyClass, ClassSession, Enrolment, Term, TimetableSlot
 from handlers.notify.recipients import academy_name, guardians_of
 from handlers.notify.sending import send_for_job
-from handlers.notify.templates import date_ko, time_ko
+from handlers.notify.templates import date_ko, time_ko, with_ro
 
 
 def sessions_from_timetable(session: Session, tenant_id: str, classes: Sequence[AcademyClass],
@@ -120,7 +120,7 @@ def _move(s: Session, klass: AcademyClass, session_id: uuid.UUID, starts: dt.dat
         found.starts_at, found.ends_at = starts, ends
     composed = (
         f"{date_ko(periods.local_date(old))} {time_ko(old)} 수업이 "
-        f"{date_ko(periods.local_date(starts))} {time_ko(starts)}으로 변경되었습니다."
+        f"{with_ro(date_ko(periods.local_date(starts)) + ' ' + time_ko(starts))} 변경되었습니다."
         if moved else
         f"{date_ko(periods.local_date(starts))} 수업은 {time_ko(starts)}에 시작합니다."
     )

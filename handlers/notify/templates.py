@@ -112,6 +112,16 @@ def month_ko(month: dt.date) -> str:
     return f"{month.year}년 {month.month}월"
 
 
+def with_ro(word: str) -> str:
+    """``word`` + 로 or 으로, as Korean wants after a final consonant (ㄹ takes 로)."""
+    last = word[-1:] if word else ""
+    if "가" <= last <= "힣":
+        final = (ord(last) - ord("가")) % 28
+        if final and final != 8:  # 8: ㄹ
+            return word + "으로"
+    return word + "로"
+
+
 def won(amount: int) -> str:
     """``250,000`` (the template adds 원)."""
     return f"{amount:,}"
