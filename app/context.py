@@ -83,8 +83,9 @@ class JobContext:
         """A transaction of its own, bound to the tenant and committed on leaving the block.
 
         For the record of an effect outside the database (a message handed to a gateway): it
-        must survive this run's rollback, or a retry would repeat the effect. Rows it writes
-        may only reference rows that are already committed.
+        must survive this run's rollback, or a retry would repeat the effect. It is another
+        connection: it sees only committed rows, and it must never wait for a lock the run's
+        own session holds (a foreign key to a row the run locked would wait forever).
         """
         with db.engine().begin() as conn:
             db.bind_tenant(conn, self.tenant_id)

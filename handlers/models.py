@@ -379,6 +379,7 @@ class Notification(Base):
     Written ``pending`` before the send and marked ``sent`` with the provider's id after, under
     the unique (job_id, recipient, channel): a rerun of the job finds the row and sends nothing.
     ``job_id`` has no foreign key on purpose: the message history outlives job retention.
+    Nor do the guardian, student and broadcast ids (see below).
     """
 
     __tablename__ = "notifications"
@@ -402,10 +403,12 @@ class Notification(Base):
     channel: Mapped[str] = mapped_column(Text, nullable=False)
     #: How it went out: record, smtp or webhook (what the settings routed the channel to).
     transport: Mapped[str] = mapped_column(Text, nullable=False)
-    guardian_id: Mapped[uuid.UUID | None] = _ref("guardians", nullable=True, ondelete="SET NULL")
-    student_id: Mapped[uuid.UUID | None] = _ref("students", nullable=True, ondelete="SET NULL")
-    broadcast_id: Mapped[uuid.UUID | None] = _ref("broadcasts", nullable=True,
-                                                  ondelete="SET NULL")
+    # Loose references, no foreign keys, on purpose: rows are written by the sending helper's
+    # own transaction (JobContext.journal) while the handler's transaction may hold a lock on
+    # the student, guardian or broadcast; a foreign-key check would wait for it forever.
+    guardian_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    student_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    broadcast_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     #: Phone number, e-mail address or Kakao id the message went to.
     address: Mapped[str | None] = mapped_column(Text)
     template: Mapped[str] = mapped_column(Text, nullable=False)

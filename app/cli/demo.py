@@ -6,12 +6,15 @@ to work on; creating it again adds nothing but what time has added (see :mod:`ha
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Column, Table
 
-from app.cli import DEMO_TENANT_NAME, RunContext, _ensure_demo_tenant, console, fail
+from app.cli import DEMO_TENANT_NAME, _ensure_demo_tenant, console, fail
+
+if TYPE_CHECKING:
+    from app.cli import RunContext
 
 
 def register(app: typer.Typer) -> None:
