@@ -54,10 +54,18 @@ def configure(monkeypatch: pytest.MonkeyPatch):
 
 @dataclass
 class SmtpServer:
+    """Accepts mail for any address but ``nobody@...`` (550), after a login."""
+
     host: str
     port: int
     messages: list[EmailMessage] = field(default_factory=list)
     logins: list[str] = field(default_factory=list)
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options) -> str:
+        if address.startswith("nobody@"):
+            return "550 5.1.1 수신자 주소가 존재하지 않습니다"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope) -> str:
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)

@@ -15,7 +15,7 @@ from handlers.notify.channels import (
     sign,
     verify_signature,
 )
-from tests.academy import make_student, notifications, seoul
+from tests.academy import enrol, make_class, make_student, notifications, seoul
 from tests.fixtures import event_kinds, sql, wait_for, wait_for_status
 from tests.outside import WEBHOOK_SECRET
 
@@ -64,6 +64,35 @@ def test_email_arrives_at_the_smtp_server_with_the_korean_text(tenant, smtp_serv
     [note] = notifications(job_id)
     assert note["transport"] == "smtp" and note["status"] == "sent"
     assert note["provider_message_id"] == mail["Message-ID"]
+
+
+def test_class_notice_goes_to_every_guardian_over_one_smtp_login(tenant, smtp_server):
+    klass = _class_with(tenant, make_student(tenant, "오하늘", channel="email",
+                                             email="oh@example.com"))
+    enrol(make_student(tenant, "신바다", channel="email", email="shin@example.com"), klass)
+
+    job_id = dispatch_intent.delay(
+        tenant_id=tenant, intent_key="class.exec.notify_schedule_change",
+        intent_params={"class_id": str(klass.id), "message": "다음 주 월요일은 휴강입니다."},
+    ).get(timeout=15)
+
+    wait_for_status(job_id, "completed")
+    assert sorted(m["To"] for m in smtp_server.messages) == ["oh@example.com", "shin@example.com"]
+    assert smtp_server.logins == ["academy-mailer"]
+    assert all(m.get_content().strip().endswith("다음 주 월요일은 휴강입니다.")
+               for m in smtp_server.messages)
+
+
+def test_smtp_refusing_the_address_fails_the_notice_at_once_with_its_reason(tenant, smtp_server):
+    student = make_student(tenant, "문가람", channel="email", email="nobody@example.com")
+
+    job_id = notify_late(tenant, student)
+
+    row = wait_for_status(job_id, "failed")
+    assert row["retry_count"] == 0
+    assert "SMTP refused nobody@example.com: 550 5.1.1 수신자 주소가 존재하지 않습니다" in row["error_message"]
+    assert smtp_server.messages == []
+    assert notifications(job_id)[0]["status"] == "failed"
 
 
 def test_webhook_post_is_signed_and_carries_the_message(tenant, gateway):
@@ -168,8 +197,6 @@ def test_signature_check_rejects_a_changed_body_or_an_old_timestamp():
 
 
 def _class_with(tenant: str, student):
-    from tests.academy import enrol, make_class
-
     klass = make_class(tenant, f"고등 영어 {student.name}반")
     enrol(student, klass)
     return klass

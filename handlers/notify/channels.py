@@ -65,8 +65,8 @@ class RecordTransport:
 
 
 class SmtpTransport:
-    """E-mail through the configured SMTP server; one connection per message, as sends are few
-    and a pooled connection would need its own health checks."""
+    """E-mail through the configured SMTP server, over one connection for the whole run
+    (logged in once), opened again once if the server dropped it between messages."""
 
     name = "smtp"
 
@@ -74,17 +74,21 @@ class SmtpTransport:
         if not cfg.smtp_host:
             raise PermanentError("SMTP_HOST is not set")
         self.cfg = cfg
+        self._client: smtplib.SMTP | None = None
 
     def _connect(self) -> smtplib.SMTP:
         cfg = self.cfg
         timeout = cfg.outside_call_timeout
         assert cfg.smtp_host is not None
         if cfg.smtp_tls == "ssl":
-            return smtplib.SMTP_SSL(cfg.smtp_host, cfg.smtp_port, timeout=timeout,
-                                    context=ssl.create_default_context())
-        client = smtplib.SMTP(cfg.smtp_host, cfg.smtp_port, timeout=timeout)
-        if cfg.smtp_tls == "starttls":
-            client.starttls(context=ssl.create_default_context())
+            client = smtplib.SMTP_SSL(cfg.smtp_host, cfg.smtp_port, timeout=timeout,
+                                      context=ssl.create_default_context())
+        else:
+            client = smtplib.SMTP(cfg.smtp_host, cfg.smtp_port, timeout=timeout)
+            if cfg.smtp_tls == "starttls":
+                client.starttls(context=ssl.create_default_context())
+        if cfg.smtp_username:
+            client.login(cfg.smtp_username, cfg.smtp_password or "")
         return client
 
     def send(self, message: Message) -> str:
@@ -101,20 +105,37 @@ class SmtpTransport:
         mail["Message-ID"] = f"<{message.reference}@{sender.partition('@')[2] or 'jobq.local'}>"
         mail["Date"] = email.utils.formatdate(localtime=True)
         try:
-            with self._connect() as client:
-                if self.cfg.smtp_username:
-                    client.login(self.cfg.smtp_username, self.cfg.smtp_password or "")
-                client.sendmail(sender, [message.address], mail.as_bytes())
+            try:
+                self._deliver(sender, message.address, mail.as_bytes())
+            except smtplib.SMTPServerDisconnected:
+                # An idle connection the server closed since the last message: once more, anew.
+                self.close()
+                self._deliver(sender, message.address, mail.as_bytes())
         except smtplib.SMTPRecipientsRefused as exc:
             raise PermanentError(f"SMTP refused {message.address}: {_smtp_reason(exc)}") from exc
         except smtplib.SMTPResponseException as exc:
+            self.close()
             reason = f"SMTP {exc.smtp_code} {_decode(exc.smtp_error)}"
             if 400 <= exc.smtp_code < 500:
                 raise TransientError(reason) from exc
             raise PermanentError(reason) from exc
         except (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, OSError) as exc:
+            self.close()
             raise TransientError(f"SMTP server unreachable: {exc}") from exc
         return mail["Message-ID"]
+
+    def _deliver(self, sender: str, to: str, data: bytes) -> None:
+        if self._client is None:
+            self._client = self._connect()
+        self._client.sendmail(sender, [to], data)
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                client.quit()
+            except (smtplib.SMTPException, OSError):
+                client.close()
 
 
 class WebhookTransport:
@@ -253,6 +274,13 @@ class Transports:
         if wanted == "webhook" and not self.cfg.notify_webhook_url:
             return "record"
         return wanted
+
+    def close(self) -> None:
+        """Let go of open connections (SMTP); the transports can be used again after."""
+        for transport in self._built.values():
+            close = getattr(transport, "close", None)
+            if close is not None:
+                close()
 
     def get(self, name: str) -> Transport:
         found = self._built.get(name)

@@ -152,9 +152,13 @@ def send_for_job(ctx: JobContext, outgoing: Sequence[Outgoing], *,
             conn.execute(_RECORDED, {"ids": recorded})
         summary.sent += len(recorded)
         ctx.progress(len(recorded), total, "recorded")
-    for done, row in enumerate((r for r in todo if r.transport != "record"), len(recorded) + 1):
-        _send_one(ctx, transports, row, summary)
-        ctx.progress(done, total, "sending")
+    try:
+        for done, row in enumerate((r for r in todo if r.transport != "record"),
+                                   len(recorded) + 1):
+            _send_one(ctx, transports, row, summary)
+            ctx.progress(done, total, "sending")
+    finally:
+        transports.close()
     if fail_if_nothing_delivered and summary.failed and not (summary.sent or summary.already_sent):
         raise PermanentError(summary.errors[0])
     ctx.log.info("notifications: %s", summary.as_dict())
