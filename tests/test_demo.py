@@ -61,3 +61,16 @@ def test_jobq_demo_creates_the_academy_and_every_sample_job_completes():
                 for j in job_ids}
     assert set(finished.values()) == {"completed"}, finished
     assert {k.split(".")[0] for k in finished} >= {"attendance", "billing", "class"}
+
+
+def test_jobq_run_start_up_step_creates_the_demo_academy():
+    from types import SimpleNamespace
+
+    from app.cli import demo as demo_command
+    from tests.conftest import DATABASE_URL
+
+    demo_command.on_run(SimpleNamespace(database_url=DATABASE_URL, demo=True))
+
+    [(students,)] = sql("SELECT count(*) FROM students s JOIN tenants t ON t.id = s.tenant_id "
+                        "WHERE t.name = :n", n=DEMO_TENANT_NAME)
+    assert students >= 300
