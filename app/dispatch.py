@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from celery.worker.control import control_command
 from pydantic import ValidationError
 from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -413,3 +414,26 @@ def cancel(job_id: str, *, reason: str = "cancelled", by: str = "api") -> str | 
 def cancel_job(job_id: str, reason: str = "cancelled") -> str | None:
     """:func:`cancel` as a task."""
     return cancel(job_id, reason=reason, by="task")
+
+
+@control_command(args=[("ids", list)], signature="<job_id> [job_id ...]")
+def jobq_forget_revoked(state, ids):
+    """A worker's side of :func:`forget_revoked`."""
+    from celery.worker import state as worker_state
+
+    for job_id in ids:
+        worker_state.revoked.discard(job_id)
+    return {"ok": f"forgot {len(ids)} revoke(s)"}
+
+
+def forget_revoked(job_ids: Iterable[str]) -> None:
+    """Let workers run these jobs again: a cancel revoked their ids, and a retried job keeps its id.
+
+    Fire and forget: should a message overtake it and be dropped, the sweep sends it again.
+    """
+    ids = list(job_ids)
+    if ids:
+        try:
+            celery_app.control.broadcast("jobq_forget_revoked", arguments={"ids": ids})
+        except Exception as exc:
+            log.warning("could not tell workers to forget %d revoke(s): %s", len(ids), exc)

@@ -51,6 +51,24 @@ def describe(exc: BaseException) -> str:
     return text_ if len(text_) <= MAX_ERROR else text_[: MAX_ERROR - 1] + "…"
 
 
+def progress_summary(info: dict[str, Any]) -> str:
+    """``40% (2/5) sending to guardians``: a progress report as one short line."""
+
+    def num(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.0f}" if value.is_integer() or value >= 10 else f"{value:.1f}"
+        return str(value)
+
+    parts = []
+    if info.get("percent") is not None:
+        parts.append(f"{info['percent']:.0f}%")
+    if info.get("total") is not None:
+        parts.append(f"({num(info.get('done', 0))}/{num(info['total'])})")
+    if info.get("message"):
+        parts.append(str(info["message"])[:200])
+    return " ".join(parts) or f"{num(info.get('done', 0))} done"
+
+
 def bounded_result(value: Any) -> Any:
     """The handler's return value as JSON, replaced by a preview when it is too large."""
     if value is None:
@@ -223,7 +241,9 @@ class Run:
         except Exception as exc:
             log.warning("could not record progress: %s", exc, extra=self._extra())
         with contextlib.suppress(Exception):  # events are a courtesy to Flower
-            self.task.send_event("task-progress", progress=info)
+            # Flower keeps only Celery's own task fields, so the percentage rides in ``result``
+            # (its task list, detail page and API show it); the state reads PROGRESS meanwhile.
+            self.task.send_event("task-progress", progress=info, result=progress_summary(info))
 
     def _checkpoint(self, session, ctx: JobContext, state: Any) -> bool:
         if not audit.save_checkpoint(session, self.job_id, owner=self.owner, state=state):

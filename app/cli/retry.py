@@ -1,0 +1,172 @@
+"""`jobq retry` (one job, or every job a filter finds) and `jobq cancel`.
+
+Both are audited: :mod:`app.audit` writes a ``requeued`` or ``cancelled`` event naming who did
+it (``cli:user@host``). A retried job keeps its id and history and starts over with a fresh
+retry budget; it is published after the requeue commits, like any new job.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from app import audit, db, queries
+from app.cli import console, err, fail
+from app.cli.args import actor, bad
+from app.cli.jobs import IntentOption, SinceOption, TenantOption, job_filter
+from app.cli.lookup import find_job
+
+RETRYABLE = ("failed", "cancelled")
+#: Jobs requeued per transaction in a bulk retry.
+BATCH = 500
+
+
+def register(app: typer.Typer) -> None:
+    app.command("retry")(retry)
+    app.command("cancel")(cancel)
+
+
+def retry(
+    job_id: Annotated[str | None, typer.Argument(
+        metavar="[ID]", help="The job to run again; leave out to retry by the filters.")] = None,
+    status: Annotated[list[str] | None, typer.Option(
+        "--status", "-s", help="Bulk: jobs in this state (failed, cancelled); default failed.")] = None,
+    intent: IntentOption = None,
+    since: SinceOption = None,
+    tenant: TenantOption = None,
+    limit: Annotated[int, typer.Option(
+        "--limit", min=1, help="Bulk: retry at most this many, oldest first.")] = 1000,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Bulk: show what would be retried, change nothing.")] = False,
+    wait: Annotated[bool, typer.Option(
+        "--wait", "-w", help="One job: follow it until it ends.")] = False,
+) -> None:
+    """Run failed or cancelled jobs again: one by id, or many by filter.
+
+    Examples: `jobq retry 3f2a9c1b`, `jobq retry --status failed --intent billing.* --since 1h`.
+    """
+    bulk = any(v is not None for v in (status, intent, since, tenant))
+    if job_id is not None and bulk:
+        raise bad("give a job id or filters (--status/--intent/--since/--tenant), not both")
+    if job_id is None and not bulk:
+        raise bad("give a job id, or filters such as --status failed --since 1h")
+    if job_id is not None:
+        _retry_one(job_id, wait)
+        return
+    if wait:
+        raise bad("--wait follows one job; it does not go with filters", "--wait")
+    for value in status or []:
+        if value not in RETRYABLE:
+            raise bad(f"only {' and '.join(RETRYABLE)} jobs can be retried, not {value!r}",
+                      "--status")
+    _retry_many(status or ["failed"], intent, since, tenant, limit, dry_run)
+
+
+def _retry_one(ref: str, wait: bool) -> None:
+    with db.engine().connect() as conn:
+        job = find_job(conn, ref)
+    if job["status"] not in RETRYABLE:
+        raise fail(f"job {job['id']} is {job['status']}: only failed or cancelled jobs can be "
+                   "retried")
+    if job["tenant_status"] != "active":
+        raise fail(f"job {job['id']} belongs to tenant {job['tenant_name']!r}, which is "
+                   f"{job['tenant_status']}: resume it first (jobq tenants resume)")
+    done = requeue([job])
+    if not done:  # it changed state between the read and the requeue
+        raise fail(f"job {job['id']} is no longer failed or cancelled; nothing done")
+    console.print(f"job {job['id']} is pending again (was {done[0][1]}); its history is kept")
+    if wait:
+        from app.cli.watch import outcome_line, watch
+
+        row = watch(job["id"], job["intent_key"], console)
+        console.print(outcome_line(row))
+        raise typer.Exit(0 if row["status"] == "completed" else 1)
+
+
+def _retry_many(status: list[str], intent: str | None, since: str | None, tenant: str | None,
+                limit: int, dry_run: bool) -> None:
+    with db.engine().connect() as conn:
+        where = job_filter(tenant, status, intent, since, conn)
+        found = queries.retry_candidates(conn, where, limit=limit)
+    if not found:
+        err.print("no jobs match: nothing to retry")
+        return
+    by_intent = Counter(j["intent_key"] for j in found)
+    table = Table("intent", "jobs", box=None, header_style="bold", pad_edge=False)
+    for key, count in by_intent.most_common():
+        table.add_row(key, str(count))
+    console.print(table)
+    if dry_run:
+        console.print(f"would retry {len(found)} job(s); run again without --dry-run to do it")
+        return
+    done = []
+    for start in range(0, len(found), BATCH):
+        done += requeue(found[start:start + BATCH])
+    console.print(f"retried {len(done)} of {len(found)} job(s)")
+    if len(found) == limit:
+        err.print(Text(f"stopped at --limit {limit}; run again for more", style="yellow"))
+
+
+def requeue(jobs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """Put ``jobs`` back to pending and publish them after commit; ``(id, was)`` of each done.
+
+    Jobs of suspended tenants are skipped: their work is refused, like their new requests.
+    """
+    from app.dispatch import forget_revoked
+    from app.publish import Outgoing, publish_or_release
+    from app.registry import manifest
+
+    by = actor()
+    done: list[tuple[str, str]] = []
+    outgoing: list[Outgoing] = []
+    with db.engine().begin() as conn:
+        for job in jobs:
+            full = job if "tenant_status" in job else _load(conn, job["id"])
+            if full is None or full["tenant_status"] != "active":
+                continue
+            was = audit.requeue(conn, full["id"], by=by)
+            if was is None:
+                continue
+            done.append((full["id"], was))
+            intent = manifest.get(full["intent_key"])
+            if intent is None:  # the sweep refuses it, with the reason, in the table
+                continue
+            outgoing.append(Outgoing(full["id"], full["tenant_id"], full["intent_key"],
+                                     full["queue"] or intent.queue, full["intent_params"],
+                                     intent.secret_params))
+        # Stamped in the same transaction, so the sweep does not publish them a second time.
+        audit.mark_published(conn, [o.id for o in outgoing])
+    # A cancel revoked the id in every worker; the job keeps its id, so lift that first.
+    forget_revoked(job_id for job_id, was in done if was == "cancelled")
+    publish_or_release(outgoing)
+    return done
+
+
+def _load(conn, job_id: str) -> dict[str, Any] | None:
+    found = queries.find_jobs_by_prefix(conn, job_id, job_id)
+    return found[0] if found else None
+
+
+def cancel(
+    job_id: Annotated[str, typer.Argument(metavar="ID", help="The job to cancel.")],
+    reason: Annotated[str, typer.Option("--reason", "-r",
+                                        help="Recorded as the job's error message.")] = "",
+) -> None:
+    """Cancel a pending or running job. A running one is stopped and its work rolled back."""
+    from app.dispatch import cancel as cancel_job
+
+    with db.engine().connect() as conn:
+        job = find_job(conn, job_id)
+    by = actor()
+    was = cancel_job(job["id"], reason=reason or f"cancelled by {by}", by=by)
+    if was is None:
+        raise fail(f"job {job['id']} is {job['status']}: only pending or processing jobs can be "
+                   "cancelled")
+    line = Text(f"job {job['id']} cancelled (was {was})")
+    if was == "processing":
+        line.append("; its run is stopped and its work rolled back", style="dim")
+    console.print(line)
