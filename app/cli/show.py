@@ -98,11 +98,22 @@ def _number(value: Any) -> str:
 
 
 def shown_params(intent_key: str, params: Any) -> Any:
-    """``params`` with the intent's declared secret fields and secret-looking keys hidden."""
+    """``params`` with the intent's declared secret fields and secret-looking keys hidden, and
+    passwords inside any text value (a URL typed into the wrong field) masked too."""
     from app.registry import manifest
 
     intent = manifest.get(intent_key)
-    return redact_params(params, intent.secret_params if intent else ())
+    return redact_values(redact_params(params, intent.secret_params if intent else ()))
+
+
+def redact_values(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {k: redact_values(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_values(v) for v in value]
+    return value
 
 
 def shown_text(value: str | None) -> str:
@@ -123,7 +134,7 @@ def job_for_json(job: dict[str, Any]) -> dict[str, Any]:
     """A job row as scripts get it from ``--json``: secrets hidden, times in ISO 8601."""
     out = dict(job)
     out["intent_params"] = shown_params(job["intent_key"], job.get("intent_params"))
-    out["result"] = redact_params(job.get("result"))
+    out["result"] = redact_values(redact_params(job.get("result")))
     if out.get("error_message"):
         out["error_message"] = shown_text(out["error_message"])
     for key, value in out.items():

@@ -48,7 +48,7 @@ def outcome_line(row: dict[str, Any]) -> Text:
             out.append(f" in {show.duration(took)}")
         if row.get("result") is not None:
             out.append("  result: ", style="dim")
-            out.append(show.short(redact_params(row["result"]), 160))
+            out.append(show.short(show.redact_values(redact_params(row["result"])), 160))
     elif status == "failed":
         out.append("✗ failed", style="bold red")
         attempts = row["retry_count"] + 1

@@ -1,0 +1,213 @@
+"""Flower as `jobq flower` starts it: a real Flower process against a real worker process, read
+over HTTP with basic auth, refused without it, its state kept across a restart.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from app import db
+from app.dispatch import submit
+from app.embedded import free_port
+from tests.fixtures import ROOT, wait_for, wait_for_status
+
+pytestmark = pytest.mark.slow
+
+_SCRIPT = Path(sys.executable).with_name("jobq")
+JOBQ = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "app.cli"]
+USER, PASSWORD = "operator", f"pw-{uuid.uuid4().hex[:12]}"
+
+
+@dataclass
+class FlowerProcess:
+    proc: subprocess.Popen
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def get(self, path: str, auth: tuple[str, str] | None = (USER, PASSWORD), **kw):
+        return requests.get(self.url + path, auth=auth, timeout=5, **kw)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return self.proc.returncode
+
+
+@pytest.fixture
+def start_flower(tmp_path: Path) -> Iterator[Callable[..., FlowerProcess]]:
+    """``jobq flower`` on a free port, with basic auth, its state under ``tmp_path/home``."""
+    started: list[FlowerProcess] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> FlowerProcess:
+        port = free_port()
+        log_path = tmp_path / f"flower-{port}.log"
+        full_env = {**os.environ, "JOBQ_HOME": str(tmp_path / "home"),
+                    "FLOWER_BASIC_AUTH": f"{USER}:{PASSWORD}", **(env or {})}
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen([*JOBQ, "flower", "--port", str(port), *args], cwd=ROOT,
+                                    env=full_env, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        flower = FlowerProcess(proc, port, log_path)
+        started.append(flower)
+
+        def healthy():
+            if proc.poll() is not None:
+                raise AssertionError(f"Flower exited early:\n{flower.log()[-3000:]}")
+            try:
+                return flower.get("/healthcheck", auth=None).ok
+            except requests.RequestException:
+                return False
+
+        wait_for(healthy, 60, interval=0.2, message="Flower to answer")
+        return flower
+
+    yield start
+    for flower in started:
+        flower.stop()
+
+
+def wait_for_worker_in(flower: FlowerProcess, worker_name: str) -> None:
+    """Flower has heard from the worker: the events it sends from now on reach it."""
+    wait_for(lambda: flower.get("/api/workers", params={"status": "true"}).json()
+             .get(worker_name), 60, interval=0.5, message=f"Flower to see {worker_name}")
+
+
+def submit_job(tenant: str, intent_key: str, **params) -> str:
+    with db.session() as session:
+        job_id = submit(session, tenant_id=tenant, intent_key=intent_key, intent_params=params)
+        session.commit()
+    return job_id
+
+
+def flower_task(flower: FlowerProcess, job_id: str, state: str | None = None) -> dict:
+    def seen():
+        response = flower.get(f"/api/task/info/{job_id}")
+        if response.status_code != 200:
+            return None
+        task = response.json()
+        return task if state is None or task["state"] == state else None
+
+    return wait_for(seen, 30, interval=0.2, message=f"Flower to show {job_id} {state or ''}")
+
+
+def test_flower_refuses_to_listen_beyond_localhost_without_basic_auth():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWER_")}
+    for address in ("0.0.0.0", "", "flower.example.internal"):
+        result = subprocess.run([*JOBQ, "flower", "--address", address, "--port", "1"],
+                                env=env, capture_output=True, text=True, timeout=30, cwd=ROOT)
+        assert result.returncode == 2, result.stderr
+        assert "without a password: set FLOWER_BASIC_AUTH=user:password" in result.stderr
+
+    run = subprocess.run([*JOBQ, "run"], env={**env, "FLOWER_ADDRESS": "0.0.0.0"},
+                         capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert run.returncode == 2
+    assert "without a password" in run.stderr
+
+    malformed = subprocess.run([*JOBQ, "flower", "--check", "--address", "0.0.0.0"],
+                               env={**env, "FLOWER_BASIC_AUTH": "admin"},
+                               capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert malformed.returncode == 2
+    assert "FLOWER_BASIC_AUTH must be user:password" in malformed.stderr
+
+    allowed = subprocess.run([*JOBQ, "flower", "--check", "--address", "0.0.0.0"],
+                             env={**env, "FLOWER_BASIC_AUTH": "admin:s3cret"},
+                             capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert allowed.returncode == 0, allowed.stderr
+    local = subprocess.run([*JOBQ, "flower", "--check"], env=env, capture_output=True,
+                           text=True, timeout=30, cwd=ROOT)
+    assert local.returncode == 0 and "this machine only" in local.stdout
+
+
+def test_flower_shows_each_intent_under_its_key_only_with_credentials(
+        tenant, start_worker_process, start_flower):
+    worker = start_worker_process("-P", "prefork", "-c", "2",
+                                  queues="celery,dispatch,realtime,bulk,maintenance")
+    flower = start_flower()
+    wait_for_worker_in(flower, worker.name)
+
+    echo = submit_job(tenant, "system.exec.echo", greeting="안녕하세요", password="hunter2")
+    flaky = submit_job(tenant, "system.exec.flaky", failures=1)
+    wait_for_status(echo, "completed")
+    wait_for_status(flaky, "completed")
+
+    def listed():
+        tasks = flower.get("/api/tasks").json()
+        return tasks if echo in tasks and tasks.get(flaky, {}).get("state") == "SUCCESS" else None
+
+    tasks = wait_for(listed, 30, interval=0.3, message="Flower to list both jobs")
+    assert tasks[echo]["name"] == "system.exec.echo"
+    assert tasks[echo]["state"] == "SUCCESS"
+    assert tasks[echo]["worker"] == worker.name
+    assert tasks[flaky]["name"] == "system.exec.flaky"
+    # Flower's kwargs come from the message's kwargsrepr: tenant and parameters, secrets hidden.
+    assert tenant in tasks[echo]["kwargs"] and "안녕하세요" in tasks[echo]["kwargs"]
+    assert "hunter2" not in tasks[echo]["kwargs"] and "***" in tasks[echo]["kwargs"]
+    types = flower.get("/api/task/types").json()["task-types"]
+    assert {"system.exec.echo", "system.exec.flaky"} <= set(types)
+    only_echo = flower.get("/api/tasks", params={"taskname": "system.exec.echo"}).json()
+    assert echo in only_echo and flaky not in only_echo
+
+    assert flower.get("/api/tasks", auth=None).status_code == 401
+    assert flower.get("/api/tasks", auth=(USER, "wrong")).status_code == 401
+    assert flower.get("/tasks", auth=None).status_code == 401
+    assert PASSWORD not in flower.log()
+
+
+def test_progress_shows_in_flower_while_a_job_runs(tenant, start_worker_process, start_flower):
+    worker = start_worker_process("-P", "prefork", "-c", "1", queues="realtime")
+    flower = start_flower()
+    wait_for_worker_in(flower, worker.name)
+
+    job_id = submit_job(tenant, "system.exec.sleep", seconds=3)
+    running = flower_task(flower, job_id, state="PROGRESS")
+    assert re.fullmatch(r"\d+% \(\d+(\.\d)?/3\)", running["result"]), running["result"]
+    assert running["name"] == "system.exec.sleep"
+
+    done = flower_task(flower, job_id, state="SUCCESS")
+    assert done["result"] == "{'slept': 3.0}"
+    assert done["runtime"] >= 3.0
+
+
+def test_metrics_for_prometheus_and_state_kept_across_a_restart(
+        tenant, start_worker_process, start_flower):
+    worker = start_worker_process("-P", "prefork", "-c", "1", queues="realtime")
+    flower = start_flower()
+    wait_for_worker_in(flower, worker.name)
+    job_id = submit_job(tenant, "system.exec.echo", n=1)
+    flower_task(flower, job_id, state="SUCCESS")
+
+    metrics = flower.get("/metrics", auth=None)
+    assert metrics.status_code == 200
+    assert re.search(r'flower_events_total\{[^}]*task="system\.exec\.echo"[^}]*type="task-succeeded"',
+                     metrics.text)
+    assert re.search(r'flower_task_runtime_seconds_count\{[^}]*task="system\.exec\.echo"',
+                     metrics.text)
+
+    assert flower.stop() == 0
+    worker.stop()
+    again = start_flower()  # same data folder, no worker: only the saved state can know the job
+    task = again.get(f"/api/task/info/{job_id}").json()
+    assert task["state"] == "SUCCESS" and task["name"] == "system.exec.echo"
