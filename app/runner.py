@@ -22,7 +22,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from app import audit, db, lease, retry
 from app.context import JobContext, RunAborted
-from app.errors import IntentRefused, PermanentError
+from app.errors import IntentRefused, JobqError, PermanentError
 from app.manifest import Intent, Manifest, ManifestError
 from app.publish import Outgoing, publish
 from app.redaction import redact_text
@@ -79,10 +79,16 @@ def bounded_result(value: Any) -> Any:
     return {"truncated": True, "bytes": len(encoded.encode()), "preview": encoded[:1000]}
 
 
+class JobFailed(JobqError):
+    """Tells Celery a job failed for good, after the table recorded it: Flower then shows the
+    run as FAILURE with the error. Expected (``throws``), so the worker logs nothing twice."""
+
+
 class IntentTask(Task):
     """Base of every intent's task; ``intent`` is set per key at registration."""
 
     intent: Intent
+    throws = (JobFailed,)
     typing = False
     ignore_result = True  # the outcome lives in job_executions
     acks_late = True
@@ -216,9 +222,11 @@ class Run:
             return None
         except BaseException as exc:
             session.rollback()
-            self._record_failure(exc)
+            failed = self._record_failure(exc)
             if not isinstance(exc, Exception):
                 raise
+            if failed is not None:  # Flower (and task events) show the run as FAILURE
+                raise JobFailed(failed) from None
             return None
         finally:
             session.close()
@@ -253,7 +261,8 @@ class Run:
         return True
 
     # -- failing ---------------------------------------------------------------------------
-    def _record_failure(self, exc: BaseException) -> None:
+    def _record_failure(self, exc: BaseException) -> str | None:
+        """Record the failed attempt; the error when the job failed for good, else None."""
         c = self.claimed
         assert c is not None
         error = describe(exc)
@@ -275,7 +284,7 @@ class Run:
                               attempt=c.attempt, error=error, traceback=trace)
 
         if not self._write_outcome(write):
-            return
+            return None
         if decision.retry:
             log.warning("job retry %d/%d in %.1fs: %s", c.attempt, c.max_retries,
                         decision.delay, error, extra=self._extra())
@@ -286,8 +295,9 @@ class Run:
                 if not sent:
                     with db.engine().begin() as conn:
                         audit.mark_unpublished(conn, [c.id])
-        else:
-            log.error("job failed (%s): %s", decision.reason, error, extra=self._extra())
+            return None
+        log.error("job failed (%s): %s", decision.reason, error, extra=self._extra())
+        return error
 
     def _write_outcome(self, write) -> bool:
         """Run ``write`` in its own transaction, riding out a short database outage.

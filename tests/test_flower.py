@@ -150,8 +150,13 @@ def test_flower_shows_each_intent_under_its_key_only_with_credentials(
 
     echo = submit_job(tenant, "system.exec.echo", greeting="안녕하세요", password="hunter2")
     flaky = submit_job(tenant, "system.exec.flaky", failures=1)
+    with db.session() as session:
+        doomed = submit(session, tenant_id=tenant, intent_key="system.exec.flaky",
+                        intent_params={"failures": 3}, max_retries=0)
+        session.commit()
     wait_for_status(echo, "completed")
     wait_for_status(flaky, "completed")
+    wait_for_status(doomed, "failed")
 
     def listed():
         tasks = flower.get("/api/tasks").json()
@@ -165,6 +170,9 @@ def test_flower_shows_each_intent_under_its_key_only_with_credentials(
     # Flower's kwargs come from the message's kwargsrepr: tenant and parameters, secrets hidden.
     assert tenant in tasks[echo]["kwargs"] and "안녕하세요" in tasks[echo]["kwargs"]
     assert "hunter2" not in tasks[echo]["kwargs"] and "***" in tasks[echo]["kwargs"]
+    # A job that failed for good is a FAILURE in Flower too, with the reason.
+    failure = flower_task(flower, doomed, state="FAILURE")
+    assert "TransientError: flaky: planned failure 1 of 3" in failure["exception"]
     types = flower.get("/api/task/types").json()["task-types"]
     assert {"system.exec.echo", "system.exec.flaky"} <= set(types)
     only_echo = flower.get("/api/tasks", params={"taskname": "system.exec.echo"}).json()
