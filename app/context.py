@@ -90,7 +90,3 @@ class JobContext:
         with db.engine().begin() as conn:
             db.bind_tenant(conn, self.tenant_id)
             yield conn
-
-    def set_tenant(self) -> None:
-        """Bind the (new) transaction to the tenant again; the engine calls it after commits."""
-        db.bind_tenant(self.session, self.tenant_id)

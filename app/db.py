@@ -1,16 +1,20 @@
-"""Database engine and sessions, one engine per process (a forked worker child gets its own).
+"""Database engines and sessions, one set per process (a forked worker child gets its own).
 
-The engine's own connections (sweep, audit writes) come from :func:`engine`; handlers get a
-session bound to their job's tenant from :func:`tenant_session`.
+:func:`engine` serves sessions, migrations and anything transactional. :func:`status_engine`
+serves the engine's own single-statement status writes (claim, outcome, progress, leases): in
+autocommit, with ``synchronous_commit = off`` (a status write lost to a database crash only
+makes a job run again, which at-least-once delivery allows anyway), so a job costs two round
+trips, not nine. Handlers get a session bound to their job's tenant.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Connection, Engine, create_engine, event, exc, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.settings import settings
@@ -18,7 +22,7 @@ from app.settings import settings
 ROOT = Path(__file__).resolve().parent.parent
 
 _lock = threading.Lock()
-_engines: dict[tuple[int, str], Engine] = {}
+_engines: dict[tuple[int, str, bool], Engine] = {}
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -29,34 +33,74 @@ def sqlalchemy_url(url: str) -> str:
     return url
 
 
-def engine(url: str | None = None) -> Engine:
-    """The process's engine for ``url`` (default: ``DATABASE_URL``)."""
+#: A pooled connection idle longer than this is pinged before use (it may have been cut by a
+#: database restart); a busy one is not, which saves a round trip per checkout.
+PING_IDLE_SECONDS = 10.0
+
+
+def _ping_if_idle(dbapi_conn, record, proxy) -> None:
+    if time.monotonic() - record.info.get("checked_in", 0.0) < PING_IDLE_SECONDS:
+        return
+    try:
+        cur = dbapi_conn.cursor()
+        cur.execute("SELECT 1")
+        cur.close()
+    except Exception as error:
+        # The pool discards this connection and tries a fresh one.
+        raise exc.DisconnectionError(str(error)) from error
+
+
+def _note_checkin(dbapi_conn, record) -> None:
+    record.info["checked_in"] = time.monotonic()
+
+
+def _create(url: str, *, status: bool) -> Engine:
+    connect_args: dict = {"application_name": "jobq", "connect_timeout": 5}
+    options: dict = {}
+    if status:
+        connect_args["options"] = "-c synchronous_commit=off"
+        options["isolation_level"] = "AUTOCOMMIT"
+    eng = create_engine(url, pool_size=int(os.cpu_count() or 2) + 4, max_overflow=10,
+                        pool_recycle=1800, connect_args=connect_args, **options)
+    event.listen(eng, "checkout", _ping_if_idle)
+    event.listen(eng, "checkin", _note_checkin)
+    return eng
+
+
+def _get(url: str | None, *, status: bool) -> Engine:
     url = sqlalchemy_url(url or settings.require_database_url())
-    key = (os.getpid(), url)
+    key = (os.getpid(), url, status)
     found = _engines.get(key)
     if found is not None:
         return found
     with _lock:
         found = _engines.get(key)
         if found is None:
-            found = create_engine(
-                url,
-                pool_size=int(os.cpu_count() or 2) + 4,
-                max_overflow=10,
-                pool_pre_ping=True,
-                pool_recycle=1800,
-                connect_args={"application_name": "jobq", "connect_timeout": 5},
-            )
-            _engines[key] = found
+            found = _engines[key] = _create(url, status=status)
         return found
+
+
+def engine(url: str | None = None) -> Engine:
+    """The process's engine for ``url`` (default: ``DATABASE_URL``)."""
+    return _get(url, status=False)
+
+
+def status_engine() -> Engine:
+    """Autocommit connections with asynchronous commit, for single-statement status writes."""
+    return _get(None, status=True)
+
+
+def status_conn() -> Connection:
+    """A connection from :func:`status_engine` (use it as a context manager)."""
+    return status_engine().connect()
 
 
 def dispose_after_fork() -> None:
     """Forget connections inherited from a parent process without closing its sockets."""
-    for (pid, _), eng in list(_engines.items()):
-        if pid != os.getpid():
+    for key, eng in list(_engines.items()):
+        if key[0] != os.getpid():
             eng.dispose(close=False)
-            _engines.pop((pid, _), None)
+            _engines.pop(key, None)
 
 
 _sessionmaker: dict[int, sessionmaker[Session]] = {}
@@ -70,13 +114,28 @@ def session() -> Session:
     return maker()
 
 
-def bind_tenant(s: Session, tenant_id: str) -> None:
-    """Bind ``s``'s current transaction to one tenant (``app.tenant_id``).
+_BIND_TENANT = text("SELECT set_config('app.tenant_id', :t, true)")
+
+
+def bind_tenant(conn: Session | Connection, tenant_id: str) -> None:
+    """Bind ``conn``'s current transaction to one tenant (``app.tenant_id``).
 
     Row-level security policies read that setting; it is ``SET LOCAL``, so it ends with the
     transaction and never leaks to the next user of the pooled connection.
     """
-    s.execute(text("SELECT set_config('app.tenant_id', :t, true)"), {"t": str(tenant_id)})
+    conn.execute(_BIND_TENANT, {"t": str(tenant_id)})
+
+
+def tenant_session(tenant_id: str) -> Session:
+    """A session whose every transaction is bound to ``tenant_id`` as it begins.
+
+    Binding on begin (not up front) costs nothing when the handler never touches the database,
+    and binds again after each commit of a checkpoint.
+    """
+    s = session()
+    event.listen(s, "after_begin",
+                 lambda _s, _tx, conn: conn.execute(_BIND_TENANT, {"t": str(tenant_id)}))
+    return s
 
 
 def alembic_config(url: str | None = None):

@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 from celery.worker.control import control_command
 from pydantic import ValidationError
-from sqlalchemy import event, text
+from sqlalchemy import Connection, event, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -275,19 +275,28 @@ def submit(
 
 
 def submit_many(session: Session, requests: Iterable[Request], *, source: str = "submit") -> list[str]:
-    """:func:`submit` for many jobs in two statements; all or nothing.
+    """:func:`submit` for many jobs in one statement; all or nothing.
 
     A refused request raises :class:`IntentRefused` for the first bad one, after writing the
     failed rows of every bad one.
     """
+    ids, outgoing, refusal = _write(session, requests, source=source)
+    if refusal is not None:
+        raise refusal
+    _publish_after_commit(session, outgoing)
+    return ids
+
+
+def _write(conn: Session | Connection, requests: Iterable[Request], *, source: str
+           ) -> tuple[list[str], list[Outgoing], IntentRefused | None]:
+    """Validate and insert; ``(ids, messages to publish once committed, first refusal)``."""
     if source not in SOURCES:
         raise ValueError(f"source {source!r} is not one of {SOURCES}")
     now = dt.datetime.now(dt.UTC)
     prepared = [_prepare(r, source=source, now=now) for r in requests]
-    jobs = [job for job, _ in prepared]
-    inserted = audit.insert_jobs(session, jobs)
+    inserted = audit.insert_jobs(conn, [job for job, _ in prepared])
     ids: list[str] = []
-    outgoing: list[tuple[audit.NewJob, Intent]] = []
+    outgoing: list[Outgoing] = []
     first_refusal: IntentRefused | None = None
     for job, refusal in prepared:
         if job.id in inserted:
@@ -299,25 +308,21 @@ def submit_many(session: Session, requests: Iterable[Request], *, source: str = 
                 first_refusal = first_refusal or IntentRefused(
                     str(refusal), field=refusal.field, job_id=job.id)
             elif job.publish:
-                outgoing.append((job, manifest.get(job.intent_key)))
+                intent = manifest.get(job.intent_key)
+                outgoing.append(Outgoing(job.id, job.tenant_id, job.intent_key, intent.queue,
+                                         job.intent_params, intent.secret_params,
+                                         countdown=_countdown(job.run_at, now)))
             continue
-        existing = audit.find_existing(session, job)
+        existing = audit.find_existing(conn, job)
         if existing is not None:  # a redelivered dispatch, or a repeated idempotency key
             if refusal is not None:
                 first_refusal = first_refusal or IntentRefused(
                     str(refusal), field=refusal.field, job_id=existing[0])
             ids.append(existing[0])
             continue
-        _raise_for_tenant(session, job.tenant_id)
+        _raise_for_tenant(conn, job.tenant_id)
         raise RuntimeError(f"job {job.id} was neither written nor found")  # pragma: no cover
-    if first_refusal is not None:
-        raise first_refusal
-    _publish_after_commit(session, [
-        Outgoing(job.id, job.tenant_id, job.intent_key, intent.queue, job.intent_params,
-                 intent.secret_params, countdown=_countdown(job.run_at, now))
-        for job, intent in outgoing
-    ])
-    return ids
+    return ids, outgoing, first_refusal
 
 
 def _countdown(run_at: dt.datetime | None, now: dt.datetime) -> float | None:
@@ -327,8 +332,8 @@ def _countdown(run_at: dt.datetime | None, now: dt.datetime) -> float | None:
     return (run_at - now).total_seconds()
 
 
-def _raise_for_tenant(session: Session, tenant_id: str) -> None:
-    row = session.execute(_TENANT_STATUS, {"id": tenant_id}).first()
+def _raise_for_tenant(conn: Session | Connection, tenant_id: str) -> None:
+    row = conn.execute(_TENANT_STATUS, {"id": tenant_id}).first()
     if row is None:
         raise TenantRefused(f"unknown tenant {tenant_id}", field="tenant_id")
     if row[0] != "active":
@@ -373,18 +378,13 @@ def dispatch_intent(self, tenant_id: str, intent_key: str, intent_params: dict |
                     max_retries: int | None = None) -> str:
     """Validate, write the job's row and its first event, publish it; return the job id."""
     job_id = job_id_for(self.request.id) if self.request.id else None
+    request = Request(tenant_id, intent_key, intent_params, idempotency_key, run_at, max_retries,
+                      job_id)
     try:
-        with db.session() as session:
-            try:
-                found = submit(session, tenant_id=tenant_id, intent_key=intent_key,
-                               intent_params=intent_params, idempotency_key=idempotency_key,
-                               run_at=run_at, max_retries=max_retries, job_id=job_id,
-                               source="dispatch")
-            except IntentRefused:
-                session.commit()  # keep the failed row: the refusal is audited
-                raise
-            session.commit()
-            return found
+        # One autocommit statement: the row (or the refusal's row) is durable before the
+        # message goes out, and a redelivered dispatch finds it by its derived id.
+        with db.engine().connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            ids, outgoing, refusal = _write(conn, [request], source="dispatch")
     except IntentRefused:
         raise
     except Exception as exc:
@@ -394,6 +394,10 @@ def dispatch_intent(self, tenant_id: str, intent_key: str, intent_params: dict |
                         intent_key, delay, exc)
             raise self.retry(exc=exc, countdown=delay) from None
         raise
+    if refusal is not None:
+        raise refusal
+    publish_or_release(outgoing)
+    return ids[0]
 
 
 # --- cancel ------------------------------------------------------------------------------------

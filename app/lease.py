@@ -88,7 +88,7 @@ class LeaseKeeper:
             if not ids:
                 continue
             try:
-                with db.engine().begin() as conn:
+                with db.status_conn() as conn:
                     audit.renew_leases(conn, ids, owner=owner(), lease=settings.lease_seconds)
             except Exception as exc:  # the database is away; try again next round
                 log.warning("could not renew %d lease(s): %s", len(ids), exc)

@@ -118,7 +118,7 @@ class Run:
 
     # -- claiming --------------------------------------------------------------------------
     def _claim(self) -> audit.Claimed | None:
-        with db.engine().begin() as conn:
+        with db.status_conn() as conn:
             return audit.claim(conn, self.job_id, worker=self.worker, owner=self.owner,
                                lease=settings.lease_seconds,
                                default_max_retries=settings.default_max_retries)
@@ -128,7 +128,7 @@ class Run:
         claimed = self._claim()
         if claimed is not None:
             return claimed
-        with db.engine().begin() as conn:
+        with db.status_conn() as conn:
             state = audit.inspect(conn, self.job_id)
         if state is None:
             if from_engine:
@@ -138,7 +138,7 @@ class Run:
             return self._claim()
         if state.status == "processing":
             if state.lease_expired or lease.owner_is_dead(state.lease_owner):
-                with db.engine().begin() as conn:
+                with db.status_conn() as conn:
                     released = audit.release_owned(
                         conn, self.job_id, owner=state.lease_owner,
                         default_max_retries=settings.default_max_retries)
@@ -196,26 +196,32 @@ class Run:
         assert c is not None
         started = time.monotonic()
         log.info("job started", extra=self._extra())
-        session = db.session()
+        session = db.tenant_session(c.tenant_id)
         ctx = JobContext(
             job_id=c.id, tenant_id=c.tenant_id, intent_key=c.intent_key, attempt=c.attempt,
             max_retries=c.max_retries, session=session, scheduled_for=c.scheduled_for,
             log=logging.LoggerAdapter(logging.getLogger(f"jobq.handler.{c.intent_key}"),
                                       self._extra()),
             resume_from=c.checkpoint, _progress=self._progress,
-            _checkpoint=lambda state: self._checkpoint(session, ctx, state),
+            _checkpoint=lambda state: self._checkpoint(session, state),
             _min_interval=1.0 / settings.progress_writes_per_second,
         )
         try:
-            ctx.set_tenant()
             params = self._params(c)
             result = bounded_result(self.intent.function(ctx, params))
             elapsed_ms = round((time.monotonic() - started) * 1000, 1)
-            if not audit.complete(session, c.id, owner=self.owner, worker=self.worker,
-                                  attempt=c.attempt, result=result,
-                                  detail={"elapsed_ms": elapsed_ms}):
-                raise RunAborted(f"job {c.id} is no longer owned by this run")
-            session.commit()
+            outcome = {"owner": self.owner, "worker": self.worker, "attempt": c.attempt,
+                       "result": result, "detail": {"elapsed_ms": elapsed_ms}}
+            if session.in_transaction():
+                # The handler's writes and its completion commit together, durably.
+                if not audit.complete(session, c.id, **outcome):
+                    raise RunAborted(f"job {c.id} is no longer owned by this run")
+                session.commit()
+            else:
+                # Nothing of the handler's to commit: one status write is the whole outcome.
+                with db.status_conn() as conn:
+                    if not audit.complete(conn, c.id, **outcome):
+                        raise RunAborted(f"job {c.id} is no longer owned by this run")
         except RunAborted as exc:
             session.rollback()
             log.warning("job run aborted, work rolled back: %s", exc, extra=self._extra())
@@ -244,7 +250,7 @@ class Run:
 
     def _progress(self, info: dict[str, Any]) -> None:
         try:
-            with db.engine().begin() as conn:
+            with db.status_conn() as conn:
                 audit.set_progress(conn, self.job_id, info)
         except Exception as exc:
             log.warning("could not record progress: %s", exc, extra=self._extra())
@@ -253,11 +259,10 @@ class Run:
             # (its task list, detail page and API show it); the state reads PROGRESS meanwhile.
             self.task.send_event("task-progress", progress=info, result=progress_summary(info))
 
-    def _checkpoint(self, session, ctx: JobContext, state: Any) -> bool:
+    def _checkpoint(self, session, state: Any) -> bool:
         if not audit.save_checkpoint(session, self.job_id, owner=self.owner, state=state):
             return False
-        session.commit()
-        ctx.set_tenant()
+        session.commit()  # the next transaction binds the tenant again as it begins
         return True
 
     # -- failing ---------------------------------------------------------------------------
@@ -293,14 +298,14 @@ class Run:
                                          c.intent_params, self.intent.secret_params,
                                          countdown=decision.delay)])
                 if not sent:
-                    with db.engine().begin() as conn:
+                    with db.status_conn() as conn:
                         audit.mark_unpublished(conn, [c.id])
             return None
         log.error("job failed (%s): %s", decision.reason, error, extra=self._extra())
         return error
 
     def _write_outcome(self, write) -> bool:
-        """Run ``write`` in its own transaction, riding out a short database outage.
+        """Run the single-statement ``write``, riding out a short database outage.
 
         If the database stays away, the row stays ``processing`` under a lease nobody renews
         any more, and lost-run recovery takes it from there: nothing is lost.
@@ -309,7 +314,7 @@ class Run:
         delay = 0.5
         while True:
             try:
-                with db.engine().begin() as conn:
+                with db.status_conn() as conn:
                     return write(conn)
             except Exception as exc:
                 if not _is_db_outage(exc) or time.monotonic() > deadline:
