@@ -201,8 +201,11 @@ class JobSchedule(Base):
     timezone: Mapped[str] = mapped_column(Text, nullable=False, server_default="Asia/Seoul")
     enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
     description: Mapped[str | None] = mapped_column(Text)
-    #: The last slot turned into jobs (or recorded as skipped).
-    last_slot_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    #: Slots up to this time are dealt with (fired, skipped, refused, or passed while paused);
+    #: beat fires the slots after it. Creation and resume set it to now, so neither fires the past.
+    slots_done_until: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
     created_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
@@ -212,12 +215,15 @@ class JobSchedule(Base):
 
 
 class JobScheduleRun(Base):
-    """One cron slot of a schedule: fired (with how many jobs) or skipped (beat was down)."""
+    """One cron slot of a schedule: fired (with how many jobs), skipped (beat was down and a
+    later slot fired instead) or refused (the intent, parameters or tenant were not valid)."""
 
     __tablename__ = "job_schedule_runs"
     __table_args__ = (
+        # The guard that makes a slot fire once, whichever beat gets there first.
         UniqueConstraint("schedule_id", "slot_at"),
-        CheckConstraint("status IN ('fired', 'skipped')", name="status"),
+        CheckConstraint("status IN ('fired', 'skipped', 'refused')", name="status"),
+        Index("ix_job_schedule_runs_at", "at"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
@@ -227,6 +233,8 @@ class JobScheduleRun(Base):
     slot_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     status: Mapped[str] = mapped_column(Text, nullable=False)
     jobs: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    #: Why a slot was refused.
+    error: Mapped[str | None] = mapped_column(Text)
     at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )

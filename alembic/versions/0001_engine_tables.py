@@ -1,5 +1,6 @@
 """Engine tables: tenants, job_executions (the original columns unchanged), job_events,
-job_schedules, and the trigger that records every new job's first event.
+job_schedules and their runs (with the default schedules), and the trigger that records
+every new job's first event.
 
 Revision ID: 0001
 Revises:
@@ -32,6 +33,18 @@ BEGIN
     RETURN NULL;
 END
 $$
+"""
+
+# The periodic work every installation has (app.schedules.DEFAULT_SCHEDULES, which
+# tests/test_schedules.py holds equal to this). Written once with the schema: an operator who
+# removes one keeps it removed; `jobq schedules defaults` brings them back.
+DEFAULT_SCHEDULES = """
+INSERT INTO job_schedules (name, intent_key, cron, timezone, description) VALUES
+    ('monthly-settlement', 'billing.exec.monthly_settlement', '0 2 1 * *', 'Asia/Seoul',
+     'Monthly settlement of every active academy: the 1st of the month, 02:00'),
+    ('weekly-attendance-report', 'report.exec.weekly_attendance', '0 7 * * 1', 'Asia/Seoul',
+     'Weekly attendance report of every active academy: Mondays, 07:00')
+ON CONFLICT (name) DO NOTHING
 """
 
 
@@ -93,7 +106,7 @@ def upgrade() -> None:
     sa.Column('timezone', sa.Text(), server_default='Asia/Seoul', nullable=False),
     sa.Column('enabled', sa.Boolean(), server_default=sa.text('true'), nullable=False),
     sa.Column('description', sa.Text(), nullable=True),
-    sa.Column('last_slot_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('slots_done_until', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
     sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], name=op.f('fk_job_schedules_tenant_id_tenants'), ondelete='CASCADE'),
@@ -107,12 +120,14 @@ def upgrade() -> None:
     sa.Column('slot_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('status', sa.Text(), nullable=False),
     sa.Column('jobs', sa.Integer(), server_default='0', nullable=False),
+    sa.Column('error', sa.Text(), nullable=True),
     sa.Column('at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
-    sa.CheckConstraint("status IN ('fired', 'skipped')", name=op.f('ck_job_schedule_runs_status')),
+    sa.CheckConstraint("status IN ('fired', 'skipped', 'refused')", name=op.f('ck_job_schedule_runs_status')),
     sa.ForeignKeyConstraint(['schedule_id'], ['job_schedules.id'], name=op.f('fk_job_schedule_runs_schedule_id_job_schedules'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_job_schedule_runs')),
     sa.UniqueConstraint('schedule_id', 'slot_at', name=op.f('uq_job_schedule_runs_schedule_id_slot_at'))
     )
+    op.create_index('ix_job_schedule_runs_at', 'job_schedule_runs', ['at'], unique=False)
     op.create_table('job_events',
     sa.Column('id', sa.BigInteger(), autoincrement=True, nullable=False),
     sa.Column('job_id', sa.UUID(), nullable=False),
@@ -135,6 +150,7 @@ def upgrade() -> None:
         "REFERENCING NEW TABLE AS new_jobs FOR EACH STATEMENT "
         "EXECUTE FUNCTION jobq_record_created()"
     )
+    op.execute(DEFAULT_SCHEDULES)
 
 
 def downgrade() -> None:
@@ -142,6 +158,7 @@ def downgrade() -> None:
     op.execute("DROP FUNCTION IF EXISTS jobq_record_created()")
     op.drop_index('ix_job_events_job_at', table_name='job_events')
     op.drop_table('job_events')
+    op.drop_index('ix_job_schedule_runs_at', table_name='job_schedule_runs')
     op.drop_table('job_schedule_runs')
     op.drop_index('ix_job_schedules_enabled', table_name='job_schedules')
     op.drop_table('job_schedules')
