@@ -87,5 +87,16 @@ beat_schedule = {
         "schedule": settings.recover_interval,
         "options": {"queue": "maintenance", "expires": max(settings.recover_interval * 5, 5)},
     },
+    # The schedules live in job_schedules, read on every tick: no beat restart for a change.
+    "fire-schedules": {
+        "task": "jobq.fire_schedules",
+        "schedule": settings.schedule_interval,
+        "options": {"queue": "maintenance", "expires": max(settings.schedule_interval * 5, 5)},
+    },
+    "apply-retention": {
+        "task": "jobq.apply_retention",
+        "schedule": settings.retention_interval,
+        "options": {"queue": "maintenance", "expires": max(settings.retention_interval / 2, 5)},
+    },
 }
 beat_max_loop_interval = min(5.0, settings.sweep_interval)

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, text
+from sqlalchemy import Text, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
 log = logging.getLogger("jobq.audit")
@@ -375,11 +375,15 @@ _RELEASE_LOST = """
     SELECT id::text, status, attempt, worker FROM released
 """
 
-#: Runs whose lease lapsed: their process stopped renewing it, so it is gone.
+#: Runs whose lease lapsed: their process stopped renewing it, so it is gone. A processing row
+#: without a lease (written so from outside, e.g. left over from the original cron worker) was
+#: never leased by the engine and is lost once it is a lease period old.
 #: Right after a database restart nobody could renew a lease: wait one lease period first.
 RELEASE_EXPIRED = text(
     _RELEASE_LOST.format(
-        where="lease_expires_at < now() "
+        where="(lease_expires_at < now() "
+        "OR (lease_expires_at IS NULL "
+        "AND coalesce(executed_at, updated_at) < now() - make_interval(secs => :lease))) "
         "AND pg_postmaster_start_time() < now() - make_interval(secs => :lease)"
     )
 )
@@ -421,19 +425,21 @@ def release_owned(conn, job_id: str, *, owner: str, default_max_retries: int) ->
 # --- the sweep -------------------------------------------------------------------------------
 
 #: Due pending jobs that no broker holds: never published, or published so long ago
-#: without starting that the message must be lost. Locked until the sweep commits.
+#: without starting that the message must be lost; with their tenant's status, because a plain
+#: INSERT was never checked against it. Locked until the sweep commits.
 LOCK_DUE = text(
     """
-    SELECT id::text, tenant_id::text, intent_key, intent_params, queue,
-           published_at IS NOT NULL AS republish
-      FROM job_executions
-     WHERE status = 'pending'
-       AND coalesce(run_at, created_at) <= now()
-       AND (published_at IS NULL
-            OR published_at < now() - make_interval(secs => :republish_after))
-     ORDER BY coalesce(run_at, created_at)
+    SELECT j.id::text, j.tenant_id::text, j.intent_key, j.intent_params, j.queue,
+           j.published_at IS NOT NULL AS republish, t.status AS tenant_status
+      FROM job_executions j
+      JOIN tenants t ON t.id = j.tenant_id
+     WHERE j.status = 'pending'
+       AND coalesce(j.run_at, j.created_at) <= now()
+       AND (j.published_at IS NULL
+            OR j.published_at < now() - make_interval(secs => :republish_after))
+     ORDER BY coalesce(j.run_at, j.created_at)
      LIMIT :batch
-       FOR UPDATE SKIP LOCKED
+       FOR UPDATE OF j SKIP LOCKED
     """
 )
 
@@ -462,6 +468,7 @@ class Due:
     intent_params: Any
     queue: str | None
     republish: bool
+    tenant_status: str
 
 
 def lock_due(conn, *, batch: int, republish_after: float) -> list[Due]:
@@ -500,6 +507,47 @@ REFUSE_PENDING = text(
 def refuse_pending(conn, job_id: str, error: str) -> bool:
     row = conn.execute(REFUSE_PENDING, {"id": job_id, "error": error}).first()
     return bool(row and row[0])
+
+
+# --- retention -------------------------------------------------------------------------------
+
+_FINISHED_AND_OLD = """
+    {t}.status IN ('completed', 'failed', 'cancelled')
+    AND {t}.completed_at < now() - make_interval(
+        days => CASE WHEN {t}.status = 'failed' THEN :failed_days ELSE :days END)
+"""
+
+#: One batch of finished jobs past their retention age (failed ones are kept longer), deleted
+#: with their events by the foreign keys' cascade. A parent goes only when every child is old
+#: enough too, since the cascade would take the children with it.
+DELETE_EXPIRED = text(
+    f"""
+    WITH doomed AS (
+        SELECT j.id
+          FROM job_executions j
+         WHERE j.status = ANY(:statuses)
+           AND j.completed_at < now() - make_interval(days => :older_than_days)
+           AND NOT EXISTS (
+                SELECT 1 FROM job_executions c
+                 WHERE c.parent_id = j.id
+                   AND NOT coalesce({_FINISHED_AND_OLD.format(t="c")}, false))
+         ORDER BY j.completed_at
+         LIMIT :batch
+           FOR UPDATE OF j SKIP LOCKED
+    )
+    DELETE FROM job_executions j USING doomed WHERE j.id = doomed.id
+    """
+).bindparams(bindparam("statuses", type_=ARRAY(Text())))
+
+
+def delete_expired(conn, *, statuses: Sequence[str], older_than_days: int, days: int,
+                   failed_days: int, batch: int) -> int:
+    """Delete one batch of jobs in ``statuses`` finished more than ``older_than_days`` ago."""
+    return conn.execute(
+        DELETE_EXPIRED,
+        {"statuses": list(statuses), "older_than_days": older_than_days, "days": days,
+         "failed_days": failed_days, "batch": batch},
+    ).rowcount
 
 
 # --- operator actions ------------------------------------------------------------------------

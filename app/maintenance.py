@@ -2,7 +2,9 @@
 
 ``sweep_due_jobs`` publishes due pending rows that no broker holds (plain-SQL inserts, rows
 whose publish failed, ``run_at`` and long retry backoffs, messages lost with Redis);
-``recover_lost_runs`` finds runs whose process died by their lapsed lease.
+``recover_lost_runs`` finds runs whose process died by their lapsed lease; ``fire_schedules``
+turns due cron slots into jobs (:mod:`app.schedules`); ``apply_retention`` deletes old finished
+jobs (:mod:`app.retention`).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 
-from app import audit, db
+from app import audit, db, retention, schedules
 from app.celery_app import celery_app
 from app.publish import Outgoing, publish
 from app.registry import manifest
@@ -40,6 +42,13 @@ def sweep_once(*, batch: int | None = None, republish_after: float | None = None
         due = audit.lock_due(conn, batch=batch, republish_after=republish_after)
         outgoing: list[Outgoing] = []
         for job in due:
+            if job.tenant_status != "active":
+                audit.refuse_pending(
+                    conn, job.id, f"tenant {job.tenant_id} is {job.tenant_status}; its jobs are refused"
+                )
+                log.warning("job refused: tenant is %s", job.tenant_status,
+                            extra={"job_id": job.id, "tenant_id": job.tenant_id})
+                continue
             intent = manifest.get(job.intent_key)
             if intent is None:
                 hint = manifest.suggest(job.intent_key)
@@ -106,3 +115,17 @@ def recover_once(*, batch: int = 500) -> list[audit.Released]:
 def recover_lost_runs() -> int:
     """Runs whose lease lapsed go back to pending (the sweep sends them) or fail."""
     return len(recover_once())
+
+
+@celery_app.task(name="jobq.fire_schedules", queue="maintenance", ignore_result=True,
+                 acks_late=False)
+def fire_schedules() -> int:
+    """Turn every due schedule slot into its jobs; reads the table afresh on each tick."""
+    return sum(outcome.jobs for outcome in schedules.fire_due())
+
+
+@celery_app.task(name="jobq.apply_retention", queue="maintenance", ignore_result=True,
+                 acks_late=False)
+def apply_retention() -> int:
+    """Delete finished jobs (and their events) older than the retention age, in batches."""
+    return retention.delete_expired().jobs
