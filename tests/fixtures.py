@@ -112,13 +112,12 @@ def worker() -> Iterator[Any]:
 
 
 @dataclass
-class WorkerProcess:
-    """A real ``celery -A app worker`` process, stopped by pid."""
+class CeleryProcess:
+    """A real ``celery -A app ...`` process of the test's own, stopped by pid."""
 
     name: str
     proc: subprocess.Popen
     log_path: Path
-    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def pid(self) -> int:
@@ -126,6 +125,22 @@ class WorkerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+@dataclass
+class WorkerProcess(CeleryProcess):
+    """A real ``celery -A app worker`` process."""
+
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     def child_pids(self) -> list[int]:
         out = subprocess.run(["pgrep", "-P", str(self.pid)], capture_output=True, text=True)
@@ -141,13 +156,64 @@ class WorkerProcess:
         wait_for(ready, timeout, interval=0.2, message=f"worker {self.name} to answer a ping")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        super().stop(sig, timeout)
+        # Pool children that outlived a killed parent.
+        for child in self.child_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
+
+
+@dataclass
+class BeatProcess(CeleryProcess):
+    """A real ``celery -A app beat`` process with its own schedule file."""
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        def ready():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"beat {self.name} exited early:\n{self.log()[-3000:]}")
+            return "beat: Starting..." in self.log()
+
+        wait_for(ready, timeout, interval=0.1, message=f"beat {self.name} to start")
+
+    def sent(self, task_name: str) -> int:
+        """How many times this beat sent ``task_name`` (beat logs each at DEBUG level)."""
+        return sum(1 for line in self.log().splitlines()
+                   if "Sending due task" in line and line.endswith(f"({task_name})"))
+
+
+def _spawn(cmd: list[str], directory: Path, log_path: Path, env: dict[str, str] | None):
+    full_env = {**os.environ, **(env or {})}
+    with open(log_path, "wb") as logfile:
+        return subprocess.Popen(cmd, cwd=directory, env=full_env, stdout=logfile,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def spawn_worker(directory: Path, *args: str, queues: str | None = None,
+                 env: dict[str, str] | None = None, wait: bool = True) -> WorkerProcess:
+    """Start ``celery -A app worker`` with ``args``; its log goes to ``directory``."""
+    name = f"test-{uuid.uuid4().hex[:8]}@{os.uname().nodename}"
+    log_path = directory / f"{name.split('@')[0]}.log"
+    cmd = [sys.executable, "-m", "celery", "-A", "app", "worker", "-n", name,
+           "--without-gossip", "--without-mingle", "-l", "INFO", *args]
+    if queues:
+        cmd += ["-Q", queues]
+    wp = WorkerProcess(name, _spawn(cmd, directory, log_path, env), log_path, env or {})
+    if wait:
+        wp.wait_ready()
+    return wp
+
+
+def spawn_beat(directory: Path, env: dict[str, str] | None = None,
+               wait: bool = True) -> BeatProcess:
+    """Start ``celery -A app beat`` (DEBUG level, so its log names every task it sends)."""
+    name = f"beat-{uuid.uuid4().hex[:8]}"
+    log_path = directory / f"{name}.log"
+    cmd = [sys.executable, "-m", "celery", "-A", "app", "beat", "-l", "DEBUG",
+           "--schedule", str(directory / f"{name}-schedule"), "--pidfile="]
+    bp = BeatProcess(name, _spawn(cmd, directory, log_path, env), log_path)
+    if wait:
+        bp.wait_ready()
+    return bp
 
 
 @pytest.fixture
@@ -157,17 +223,7 @@ def start_worker_process(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess
 
     def start(*args: str, queues: str | None = None, env: dict[str, str] | None = None,
               wait: bool = True) -> WorkerProcess:
-        name = f"test-{uuid.uuid4().hex[:8]}@{os.uname().nodename}"
-        log_path = tmp_path / f"{name.split('@')[0]}.log"
-        cmd = [sys.executable, "-m", "celery", "-A", "app", "worker", "-n", name,
-               "--without-gossip", "--without-mingle", "-l", "INFO", *args]
-        if queues:
-            cmd += ["-Q", queues]
-        full_env = {**os.environ, **(env or {})}
-        with open(log_path, "wb") as logfile:
-            proc = subprocess.Popen(cmd, cwd=tmp_path, env=full_env, stdout=logfile,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
-        wp = WorkerProcess(name, proc, log_path, env or {})
+        wp = spawn_worker(tmp_path, *args, queues=queues, env=env, wait=False)
         started.append(wp)
         if wait:
             wp.wait_ready()
@@ -176,7 +232,21 @@ def start_worker_process(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess
     yield start
     for wp in started:
         wp.stop(timeout=20)
-        # Pool children that outlived a killed parent.
-        for child in wp.child_pids():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child, signal.SIGKILL)
+
+
+@pytest.fixture
+def start_beat_process(tmp_path: Path) -> Iterator[Callable[..., BeatProcess]]:
+    """Start real beat processes (sweep, recovery, schedules, retention on their timers):
+    ``start_beat_process(env={"JOBQ_SCHEDULE_INTERVAL": "0.5"})``."""
+    started: list[BeatProcess] = []
+
+    def start(env: dict[str, str] | None = None, wait: bool = True) -> BeatProcess:
+        bp = spawn_beat(tmp_path, env=env, wait=False)
+        started.append(bp)
+        if wait:
+            bp.wait_ready()
+        return bp
+
+    yield start
+    for bp in started:
+        bp.stop(timeout=20)
