@@ -17,7 +17,7 @@ import traceback as tb
 from typing import Any
 
 from celery import Task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Retry, SoftTimeLimitExceeded
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from app import audit, db, lease, retry
@@ -77,6 +77,11 @@ def bounded_result(value: Any) -> Any:
     if len(encoded.encode()) <= settings.max_result_bytes:
         return json.loads(encoded)
     return {"truncated": True, "bytes": len(encoded.encode()), "preview": encoded[:1000]}
+
+
+class AttemptFailed(JobqError):
+    """What Flower shows of an attempt that failed while the job will run again (a plain
+    exception: the handler's own may not survive the trip from a pool process)."""
 
 
 class JobFailed(JobqError):
@@ -228,11 +233,16 @@ class Run:
             return None
         except BaseException as exc:
             session.rollback()
-            failed = self._record_failure(exc)
+            outcome = self._record_failure(exc)
             if not isinstance(exc, Exception):
                 raise
-            if failed is not None:  # Flower (and task events) show the run as FAILURE
-                raise JobFailed(failed) from None
+            # Tell Celery too, so Flower shows the attempt as RETRY or the job as FAILURE; a
+            # SUCCESS there could not be overwritten by a later attempt's events.
+            if isinstance(outcome, retry.RetryDecision):
+                error = describe(exc)
+                raise Retry(error, exc=AttemptFailed(error), when=outcome.delay) from None
+            if outcome is not None:
+                raise JobFailed(outcome) from None
             return None
         finally:
             session.close()
@@ -266,8 +276,9 @@ class Run:
         return True
 
     # -- failing ---------------------------------------------------------------------------
-    def _record_failure(self, exc: BaseException) -> str | None:
-        """Record the failed attempt; the error when the job failed for good, else None."""
+    def _record_failure(self, exc: BaseException) -> str | retry.RetryDecision | None:
+        """Record the failed attempt: the error when the job failed for good, the decision
+        when it will run again, None when the outcome could not be written."""
         c = self.claimed
         assert c is not None
         error = describe(exc)
@@ -300,7 +311,7 @@ class Run:
                 if not sent:
                     with db.status_conn() as conn:
                         audit.mark_unpublished(conn, [c.id])
-            return None
+            return decision
         log.error("job failed (%s): %s", decision.reason, error, extra=self._extra())
         return error
 

@@ -152,7 +152,7 @@ def test_flower_shows_each_intent_under_its_key_only_with_credentials(
     flaky = submit_job(tenant, "system.exec.flaky", failures=1)
     with db.session() as session:
         doomed = submit(session, tenant_id=tenant, intent_key="system.exec.flaky",
-                        intent_params={"failures": 3}, max_retries=0)
+                        intent_params={"failures": 3}, max_retries=1)
         session.commit()
     wait_for_status(echo, "completed")
     wait_for_status(flaky, "completed")
@@ -170,9 +170,11 @@ def test_flower_shows_each_intent_under_its_key_only_with_credentials(
     # Flower's kwargs come from the message's kwargsrepr: tenant and parameters, secrets hidden.
     assert tenant in tasks[echo]["kwargs"] and "안녕하세요" in tasks[echo]["kwargs"]
     assert "hunter2" not in tasks[echo]["kwargs"] and "***" in tasks[echo]["kwargs"]
-    # A job that failed for good is a FAILURE in Flower too, with the reason.
+    # A job that failed for good is a FAILURE in Flower too, with the reason of its last
+    # attempt; the attempt before it was a RETRY, not a SUCCESS a later event cannot undo.
     failure = flower_task(flower, doomed, state="FAILURE")
-    assert "TransientError: flaky: planned failure 1 of 3" in failure["exception"]
+    assert "TransientError: flaky: planned failure 2 of 3" in failure["exception"]
+    assert failure["retried"] is not None
     types = flower.get("/api/task/types").json()["task-types"]
     assert {"system.exec.echo", "system.exec.flaky"} <= set(types)
     only_echo = flower.get("/api/tasks", params={"taskname": "system.exec.echo"}).json()

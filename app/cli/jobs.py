@@ -65,32 +65,53 @@ def jobs_list(
     if not rows:
         err.print("no jobs match" + (f" on page {page}" if page > 1 else ""))
         return
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    table.add_column("id", style="bold", no_wrap=True)
-    table.add_column("created", no_wrap=True)
-    table.add_column("tenant", max_width=18, no_wrap=True, overflow="ellipsis")
-    table.add_column("intent", no_wrap=True)
-    table.add_column("status", no_wrap=True)
-    table.add_column("retries", justify="right", no_wrap=True)
-    table.add_column("took", justify="right", no_wrap=True)
-    table.add_column("progress / error", overflow="ellipsis", no_wrap=True, max_width=60)
-    for r in rows:
-        table.add_row(
-            r["id"][:8],
-            show.local_time(r["created_at"]),
-            r["tenant_name"] or r["tenant_id"][:8],
-            r["intent_key"],
-            show.status(r["status"]),
-            f"{r['retry_count']}/{r['max_retries'] if r['max_retries'] is not None else '-'}",
-            show.duration(show.between(r["executed_at"], r["completed_at"])),
-            _note(r),
-        )
-    console.print(table)
+    console.print(_jobs_table(rows, console.width))
     first = (page - 1) * limit + 1
     footer = f"jobs {first}–{first + len(rows) - 1}, newest first"
     if more:
         footer += f"; older: add --page {page + 1}"
     err.print(Text(footer, style="dim"))
+
+
+#: Columns a narrow terminal drops first, in order; the note shrinks before any goes.
+_OPTIONAL = ("tenant", "took", "retries")
+_NOTE_MIN = 16
+
+
+def _jobs_table(rows: list[dict], width: int) -> Table:
+    """The page as a table that fits ``width``: fixed columns, the note takes what is left."""
+    cells = {
+        "id": [r["id"][:8] for r in rows],
+        "created": [show.local_time(r["created_at"], short=True) for r in rows],
+        "tenant": [r["tenant_name"] or r["tenant_id"][:8] for r in rows],
+        "intent": [r["intent_key"] for r in rows],
+        "status": [show.status(r["status"]) for r in rows],
+        "retries": [f"{r['retry_count']}/{r['max_retries'] if r['max_retries'] is not None else '-'}"
+                    for r in rows],
+        "took": [show.duration(show.between(r["executed_at"], r["completed_at"])) for r in rows],
+    }
+    caps = {"tenant": 14, "intent": 36}
+    widths = {name: min(max(len(name), *(Text(str(c)).cell_len for c in values)),
+                        caps.get(name, 99))
+              for name, values in cells.items()}
+    shown = list(cells)
+    for name in _OPTIONAL:
+        if sum(widths[n] + 2 for n in shown) + _NOTE_MIN <= width:
+            break
+        shown.remove(name)
+    excess = sum(widths[n] + 2 for n in shown) + _NOTE_MIN - width
+    if excess > 0:  # still too wide: long intent keys give way, down to their family
+        widths["intent"] = max(20, widths["intent"] - excess)
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for name in shown:
+        table.add_column(name, width=widths[name], no_wrap=True, overflow="ellipsis",
+                         justify="right" if name in ("retries", "took") else "left",
+                         style="bold" if name == "id" else None)
+    note_width = max(_NOTE_MIN, width - sum(widths[n] + 2 for n in shown))
+    table.add_column("progress / error", width=note_width, no_wrap=True, overflow="ellipsis")
+    for i, r in enumerate(rows):
+        table.add_row(*(cells[name][i] for name in shown), _note(r))
+    return table
 
 
 def _note(r: dict) -> Text:

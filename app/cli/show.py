@@ -42,11 +42,14 @@ def _zone() -> ZoneInfo:
     return ZoneInfo(settings.timezone)
 
 
-def local_time(value: dt.datetime | None, *, date: bool = True) -> str:
+def local_time(value: dt.datetime | None, *, date: bool = True, short: bool = False) -> str:
+    """``2026-11-26 09:05:00`` in the academies' zone; ``short`` drops the year."""
     if value is None:
         return "-"
     local = value.astimezone(_zone())
-    return local.strftime("%Y-%m-%d %H:%M:%S" if date else "%H:%M:%S")
+    if not date:
+        return local.strftime("%H:%M:%S")
+    return local.strftime("%m-%d %H:%M:%S" if short else "%Y-%m-%d %H:%M:%S")
 
 
 def duration(seconds: float | None) -> str:
