@@ -246,38 +246,60 @@ def save_checkpoint(conn, job_id: str, *, owner: str, state: Any) -> bool:
     return conn.execute(SAVE_CHECKPOINT, {"id": job_id, "owner": owner, "state": state}).rowcount == 1
 
 
-#: A run succeeded. Runs in the handler's own transaction, so its effects and this land together.
-#: That transaction began when the run did, so its now() is the start: the finish is the
-#: statement's time.
+#: Runs succeeded. Either in the handler's own transaction (one row), so its effects and this
+#: land together, or in a batch for handlers that wrote nothing themselves. ``finished_at`` is
+#: when the handler returned, by the worker's clock, never before the run's start.
 COMPLETE = text(
     """
-    WITH done AS (
-        UPDATE job_executions
-           SET status = 'completed', completed_at = statement_timestamp(), result = :result,
-               error_message = NULL, lease_owner = NULL, lease_expires_at = NULL,
-               progress = CASE WHEN progress IS NULL THEN NULL
-                               ELSE progress || '{"percent": 100}'::jsonb END,
+    WITH v AS (
+        SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(
+            id uuid, owner text, worker text, attempt int, result jsonb, detail jsonb,
+            finished_at timestamptz)
+    ), done AS (
+        UPDATE job_executions j
+           SET status = 'completed', completed_at = greatest(v.finished_at, j.executed_at),
+               result = v.result, error_message = NULL,
+               lease_owner = NULL, lease_expires_at = NULL,
+               progress = CASE WHEN j.progress IS NULL THEN NULL
+                               ELSE j.progress || '{"percent": 100}'::jsonb END,
                updated_at = statement_timestamp()
-         WHERE id = CAST(:id AS uuid) AND status = 'processing' AND lease_owner = :owner
-        RETURNING id
+          FROM v
+         WHERE j.id = v.id AND j.status = 'processing' AND j.lease_owner = v.owner
+        RETURNING j.id, v.attempt, v.worker, v.detail, j.completed_at
     ), event AS (
         INSERT INTO job_events (job_id, attempt, kind, worker, detail, at)
-        SELECT id, :attempt, 'completed', :worker, :detail, statement_timestamp() FROM done
+        SELECT id, attempt, 'completed', worker, detail, completed_at FROM done
     )
-    SELECT count(*) FROM done
+    SELECT id::text FROM done
     """
-).bindparams(bindparam("result", type_=_JSON), bindparam("detail", type_=_JSON))
+)
 
 
-def complete(conn, job_id: str, *, owner: str, worker: str, attempt: int, result: Any,
-             detail: dict[str, Any] | None = None) -> bool:
-    """False when the run no longer owns the job (cancelled, or lost to recovery)."""
-    row = conn.execute(
-        COMPLETE,
-        {"id": job_id, "owner": owner, "worker": worker, "attempt": attempt,
-         "result": result, "detail": detail},
-    ).first()
-    return bool(row and row[0])
+@dataclass(frozen=True)
+class Outcome:
+    """A successful run, as the runner hands it over."""
+
+    id: str
+    owner: str
+    worker: str
+    attempt: int
+    result: Any
+    detail: dict[str, Any] | None
+    finished_at: dt.datetime
+
+    def as_row(self) -> dict[str, Any]:
+        return {"id": self.id, "owner": self.owner, "worker": self.worker,
+                "attempt": self.attempt, "result": self.result, "detail": self.detail,
+                "finished_at": self.finished_at.isoformat()}
+
+
+def complete(conn, outcomes: Sequence[Outcome]) -> set[str]:
+    """Mark runs completed; returns the ids still owned by their run (the others were
+    cancelled or lost to recovery meanwhile, and stay as they are)."""
+    if not outcomes:
+        return set()
+    rows = json.dumps([o.as_row() for o in outcomes], ensure_ascii=False, default=str)
+    return {r[0] for r in conn.execute(COMPLETE, {"rows": rows})}
 
 
 #: A run failed with a transient error and will run again at ``run_at``.

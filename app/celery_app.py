@@ -6,9 +6,14 @@ Importing this registers every intent's task without importing any handler modul
 from __future__ import annotations
 
 from celery import Celery
-from celery.signals import setup_logging, worker_process_init
+from celery.signals import (
+    setup_logging,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_shutdown,
+)
 
-from app import db
+from app import completions, db
 from app.logs import configure_logging
 from app.registry import manifest
 from app.runner import register_intents
@@ -22,6 +27,13 @@ register_intents(celery_app, manifest)
 def _after_fork(**_: object) -> None:
     # A prefork child must not share the parent's database sockets.
     db.dispose_after_fork()
+
+
+@worker_process_shutdown.connect
+@worker_shutdown.connect
+def _flush_completions(**_: object) -> None:
+    # Completions still gathering are written before the process goes.
+    completions.writer.flush()
 
 
 @setup_logging.connect

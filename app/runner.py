@@ -10,6 +10,7 @@ for a job that is finished, cancelled or running elsewhere does nothing.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import logging
 import time
@@ -20,7 +21,7 @@ from celery import Task
 from celery.exceptions import Retry, SoftTimeLimitExceeded
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from app import audit, db, lease, retry
+from app import audit, completions, db, lease, retry
 from app.context import JobContext, RunAborted
 from app.errors import IntentRefused, JobqError, PermanentError
 from app.manifest import Intent, Manifest, ManifestError
@@ -73,7 +74,8 @@ def bounded_result(value: Any) -> Any:
     """The handler's return value as JSON, replaced by a preview when it is too large."""
     if value is None:
         return None
-    encoded = json.dumps(value, ensure_ascii=False, default=str)
+    # PostgreSQL's jsonb cannot hold NUL characters: one would fail the whole batch.
+    encoded = json.dumps(value, ensure_ascii=False, default=str).replace("\\u0000", "\\ufffd")
     if len(encoded.encode()) <= settings.max_result_bytes:
         return json.loads(encoded)
     return {"truncated": True, "bytes": len(encoded.encode()), "preview": encoded[:1000]}
@@ -215,18 +217,16 @@ class Run:
             params = self._params(c)
             result = bounded_result(self.intent.function(ctx, params))
             elapsed_ms = round((time.monotonic() - started) * 1000, 1)
-            outcome = {"owner": self.owner, "worker": self.worker, "attempt": c.attempt,
-                       "result": result, "detail": {"elapsed_ms": elapsed_ms}}
+            outcome = audit.Outcome(c.id, self.owner, self.worker, c.attempt, result,
+                                    {"elapsed_ms": elapsed_ms}, dt.datetime.now(dt.UTC))
             if session.in_transaction():
                 # The handler's writes and its completion commit together, durably.
-                if not audit.complete(session, c.id, **outcome):
+                if not audit.complete(session, [outcome]):
                     raise RunAborted(f"job {c.id} is no longer owned by this run")
                 session.commit()
             else:
-                # Nothing of the handler's to commit: one status write is the whole outcome.
-                with db.status_conn() as conn:
-                    if not audit.complete(conn, c.id, **outcome):
-                        raise RunAborted(f"job {c.id} is no longer owned by this run")
+                # Nothing of the handler's to commit: the completion joins the next batch.
+                completions.writer.add(outcome)
         except RunAborted as exc:
             session.rollback()
             log.warning("job run aborted, work rolled back: %s", exc, extra=self._extra())

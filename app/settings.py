@@ -86,6 +86,9 @@ class Settings:
     retry_backoff_max: float = 3600.0
     eta_max_seconds: float = 5.0
 
+    # Completions of handlers that wrote nothing themselves are written in batches.
+    batch_completions: bool = True
+
     # Leases: a live run renews its lease; a run whose lease lapsed is lost.
     lease_seconds: float = 30.0
 
@@ -197,6 +200,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
         retry_backoff_base=_float(env, "JOBQ_RETRY_BACKOFF_BASE", 2.0),
         retry_backoff_max=_float(env, "JOBQ_RETRY_BACKOFF_MAX", 3600.0),
         eta_max_seconds=_float(env, "JOBQ_ETA_MAX_SECONDS", 5.0),
+        batch_completions=_bool(env, "JOBQ_BATCH_COMPLETIONS", True),
         lease_seconds=_float(env, "JOBQ_LEASE_SECONDS", 30.0, minimum=0.5),
         sweep_interval=_float(env, "JOBQ_SWEEP_INTERVAL", 1.0, minimum=0.05),
         sweep_batch=_int(env, "JOBQ_SWEEP_BATCH", 500, minimum=1),

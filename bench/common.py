@@ -1,0 +1,139 @@
+"""What the benchmarks share: worker processes, broker and table probes, result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import text
+
+from bench import env
+
+console = Console()
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def redis_client() -> redis.Redis:
+    return redis.Redis.from_url(env.REDIS_URL)
+
+
+def broker_backlog(queues: Sequence[str]) -> int:
+    """Messages waiting in ``queues`` plus those delivered but not yet acknowledged."""
+    client = redis_client()
+    pipe = client.pipeline()
+    for q in queues:
+        pipe.llen(env.KEY_PREFIX + q)
+    pipe.hlen(env.KEY_PREFIX + "unacked")
+    return sum(pipe.execute())
+
+
+def queue_length(queue: str) -> int:
+    return redis_client().llen(env.KEY_PREFIX + queue)
+
+
+def make_tenant(name: str = "벤치마크 학원") -> str:
+    from app import db
+
+    with db.engine().begin() as conn:
+        return conn.execute(text("INSERT INTO tenants (name) VALUES (:n) RETURNING id::text"),
+                            {"n": name}).scalar_one()
+
+
+def reset_jobs() -> None:
+    from app import db
+
+    with db.engine().begin() as conn:
+        conn.execute(text("TRUNCATE job_events, job_executions"))
+    redis_client().delete(*(env.KEY_PREFIX + k for k in
+                            ("celery", "dispatch", "realtime", "bulk", "maintenance", "bare",
+                             "unacked", "unacked_index")))
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen
+    log: Path
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(10)
+
+
+def start_process(name: str, args: Sequence[str], extra_env: dict[str, str] | None = None) -> Proc:
+    log = env.HOME / f"{name}-{uuid.uuid4().hex[:4]}.log"
+    with open(log, "wb") as fh:
+        popen = subprocess.Popen(list(args), cwd=ROOT, env={**os.environ, **(extra_env or {})},
+                                 stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    return Proc(name, popen, log)
+
+
+def celery_worker(app: str, name: str, *args: str, extra_env: dict[str, str] | None = None) -> Proc:
+    node = f"{name}-{uuid.uuid4().hex[:4]}@{platform.node()}"
+    return start_process(node, [sys.executable, "-m", "celery", "-A", app, "worker", "-n", node,
+                                "--without-gossip", "--without-mingle", "-l", "WARNING", *args],
+                         extra_env)
+
+
+def celery_beat(extra_env: dict[str, str] | None = None) -> Proc:
+    return start_process("beat", [sys.executable, "-m", "celery", "-A", "app", "beat", "-l",
+                                  "WARNING", "--schedule", str(env.HOME / "beat-schedule"),
+                                  "--pidfile="], extra_env)
+
+
+def stop_all(procs: Sequence[Proc]) -> None:
+    for p in procs:
+        p.stop()
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * pct / 100
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def machine() -> dict[str, Any]:
+    load = os.getloadavg()
+    return {"cpus": os.cpu_count(), "python": platform.python_version(),
+            "load_avg_1m_at_start": round(load[0], 2), "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def write_result(name: str, data: dict[str, Any]) -> Path:
+    env.RESULTS.mkdir(parents=True, exist_ok=True)
+    path = env.RESULTS / f"{name}.json"
+    path.write_text(json.dumps({"machine": machine(), **data}, indent=2, ensure_ascii=False,
+                               default=str))
+    return path
+
+
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    table = Table(*columns, title=title)
+    for row in rows:
+        table.add_row(*(f"{v:,.2f}" if isinstance(v, float) else str(v) for v in row))
+    console.print(table)
