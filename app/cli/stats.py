@@ -57,7 +57,7 @@ def stats(
     if overall is None or not overall["total"]:
         console.print(f"no jobs in the last {since}" if since[:1].isdigit() else f"no jobs since {since}")
         return
-    console.print(_table(per_intent, overall, since))
+    console.print(_table(per_intent, overall, since, console.width))
     console.print()
     summary = Text()
     rate = overall["failure_rate"]
@@ -77,29 +77,50 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.1f}%"
 
 
-def _table(per_intent: list[dict], overall: dict, since: str) -> Table:
+#: Columns a narrow terminal drops first, in order.
+_OPTIONAL = ("wait p95", "max", "retries", "cancelled", "running", "pending")
+_INTENT_MIN = 16
+
+
+def _table(per_intent: list[dict], overall: dict, since: str, width: int) -> Table:
+    """Counts and times per intent, fitted to ``width``: numbers keep their width, long intent
+    keys give way, and the least needed columns go first on a narrow terminal."""
     title = f"jobs of the last {since}" if since[:1].isdigit() else f"jobs since {since}"
+    columns: dict[str, Any] = {
+        "total": lambda r: str(r["total"]),
+        "pending": lambda r: _count(r["pending"], "yellow"),
+        "running": lambda r: _count(r["processing"], "cyan"),
+        "completed": lambda r: _count(r["completed"], "green"),
+        "failed": lambda r: _count(r["failed"], "red"),
+        "cancelled": lambda r: _count(r["cancelled"], "magenta"),
+        "retries": lambda r: str(r["retries"]),
+        "fail rate": lambda r: _percent(r["failure_rate"]),
+        "p50": lambda r: show.duration(r["run_p50"]),
+        "p95": lambda r: show.duration(r["run_p95"]),
+        "max": lambda r: show.duration(r["run_max"]),
+        "wait p95": lambda r: show.duration(r["wait_p95"]),
+    }
+    rows = [*per_intent, overall]
+    widths = {name: max(len(name), *(Text.from_markup(str(cell(r))).cell_len
+                                     if isinstance(cell(r), str) else cell(r).cell_len
+                                     for r in rows))
+              for name, cell in columns.items()}
+    intent_width = max(len(r["intent_key"] or "all") for r in rows)
+    shown = list(columns)
+    for name in _OPTIONAL:
+        if sum(widths[n] + 2 for n in shown) + _INTENT_MIN <= width:
+            break
+        shown.remove(name)
+    intent_width = max(_INTENT_MIN, min(intent_width, width - sum(widths[n] + 2 for n in shown)))
     table = Table(title=title, title_justify="left", title_style="bold", box=None,
                   header_style="bold", pad_edge=False, show_footer=True)
-    columns: list[tuple[str, str, Any]] = [
-        ("intent", "left", lambda r: r["intent_key"] or "all"),
-        ("total", "right", lambda r: str(r["total"])),
-        ("pending", "right", lambda r: _count(r["pending"], "yellow")),
-        ("running", "right", lambda r: _count(r["processing"], "cyan")),
-        ("completed", "right", lambda r: _count(r["completed"], "green")),
-        ("failed", "right", lambda r: _count(r["failed"], "red")),
-        ("cancelled", "right", lambda r: _count(r["cancelled"], "magenta")),
-        ("retries", "right", lambda r: str(r["retries"])),
-        ("fail rate", "right", lambda r: _percent(r["failure_rate"])),
-        ("p50", "right", lambda r: show.duration(r["run_p50"])),
-        ("p95", "right", lambda r: show.duration(r["run_p95"])),
-        ("max", "right", lambda r: show.duration(r["run_max"])),
-        ("wait p95", "right", lambda r: show.duration(r["wait_p95"])),
-    ]
-    for name, justify, cell in columns:
-        table.add_column(name, justify=justify, footer=cell(overall), no_wrap=True)
+    table.add_column("intent", footer="all", width=intent_width, no_wrap=True,
+                     overflow="ellipsis")
+    for name in shown:
+        table.add_column(name, justify="right", footer=columns[name](overall),
+                         width=widths[name], no_wrap=True)
     for r in per_intent:
-        table.add_row(*(cell(r) for _, _, cell in columns))
+        table.add_row(r["intent_key"], *(columns[name](r) for name in shown))
     return table
 
 
