@@ -7,6 +7,9 @@ import sys
 
 BENCHMARKS = {
     "drain": "bench.drain",
+    "publish": "bench.publish",
+    "latency": "bench.latency",
+    "coldstart": "bench.coldstart",
 }
 
 

@@ -46,13 +46,11 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def _worker_commands(celery: str) -> dict[str, str]:
-    """The worker processes ``jobq run`` starts: urgent work never queues behind bulk work."""
-    return {
-        "worker": f"{celery} -A app worker -P prefork -c 2 -n realtime@%h "
-        "-Q celery,dispatch,realtime,maintenance --without-gossip --without-mingle -l INFO",
-        "bulk": f"{celery} -A app worker -P prefork -c 1 -n bulk@%h -Q bulk "
-        "--without-gossip --without-mingle -l INFO",
-    }
+    """The worker processes ``jobq run`` starts (app/workers.py says which and why)."""
+    from app.workers import WORKERS, worker_args
+
+    return {name: f"{celery} -A app worker {' '.join(worker_args(name))} -l INFO"
+            for name in WORKERS}
 
 
 #: Seconds ``jobq run`` gives its processes to stop after Ctrl-C before killing them: long
