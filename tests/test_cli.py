@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from app.cli import _worker_commands
 from app.embedded import free_port
 from app.publish import Outgoing, publish
 from tests.fixtures import (
@@ -473,7 +474,7 @@ def test_run_starts_everything_with_no_settings_and_ctrl_c_stops_it_all(tmp_path
         code = proc.wait(60)
     out = log_path.read_text(errors="replace")
     assert code == 0, out[-4000:]
-    for name in ("worker", "bulk", "beat", "flower"):
+    for name in [*_worker_commands("celery"), "beat", "flower"]:
         assert re.search(rf"^\S+ system\s+\| {name} started \(pid=\d+\)", out, re.M), name
     pids = [int(p) for p in re.findall(r"started \(pid=(\d+)\)", out)]
     assert pids
