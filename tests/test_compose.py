@@ -121,3 +121,23 @@ def test_the_dockerfile_copies_what_the_image_needs():
         assert any(needed in line.split() for line in copied), f"the image lacks {needed}"
     assert "pip install -e ." in dockerfile
     assert re.search(r"^USER (?!root)\w+", dockerfile, flags=re.M), "the image runs as root"
+
+
+def test_flower_in_compose_passes_its_own_exposure_check():
+    """Flower listens on 0.0.0.0 in its container: the settings file must carry basic auth,
+    and without it `jobq flower` refuses to start."""
+    import os
+    import subprocess
+    import sys
+
+    assert _command(SERVICES["flower"]) == ["jobq", "flower"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOWER_", "JOBQ_"))}
+    env.update(_env_file())
+    env["JOBQ_HOME"] = str(ROOT / ".jobq-compose-check")
+    check = [sys.executable, "-m", "app.cli", "flower", "--check"]
+    ok = subprocess.run(check, env=env, capture_output=True, text=True, cwd=ROOT)
+    assert ok.returncode == 0, ok.stderr
+    env.pop("FLOWER_BASIC_AUTH")
+    refused = subprocess.run(check, env=env, capture_output=True, text=True, cwd=ROOT)
+    assert refused.returncode == 2
+    assert "FLOWER_BASIC_AUTH" in refused.stderr
