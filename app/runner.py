@@ -112,6 +112,7 @@ class Run:
         self.worker: str = task.request.hostname or lease.HOST
         self.owner = lease.owner()
         self.claimed: audit.Claimed | None = None
+        self.dropped: str | None = None
 
     # -- logging ---------------------------------------------------------------------------
     def _extra(self) -> dict[str, Any]:
@@ -139,8 +140,7 @@ class Run:
             state = audit.inspect(conn, self.job_id)
         if state is None:
             if from_engine:
-                log.warning("no row for job %s: it was deleted; message dropped", self.job_id)
-                return None
+                return self._drop("no row: the job was deleted", logging.WARNING)
             self._record_direct_call(tenant_id, intent_params)
             return self._claim()
         if state.status == "processing":
@@ -155,15 +155,18 @@ class Run:
                                 extra={"job_id": self.job_id, "intent_key": self.intent.key})
                     if released.status == "pending":
                         return self._claim()
-                return None
-            log.info("job %s is running elsewhere (%s); duplicate message dropped",
-                     self.job_id, state.lease_owner)
-            return None
+                return self._drop(f"the job was lost by {state.lease_owner} and is "
+                                  f"{released.status if released else 'taken over'}")
+            return self._drop(f"the job is running elsewhere ({state.lease_owner})")
         if state.status == "pending" and state.not_due:
-            log.info("job %s is not due yet; early message dropped (the sweep sends it)", self.job_id)
-            return None
-        log.info("job %s is already %s; message dropped", self.job_id, state.status)
-        return None
+            return self._drop("the job is not due yet (the sweep sends it when it is)")
+        return self._drop(f"the job is already {state.status}")
+
+    def _drop(self, reason: str, level: int = logging.INFO) -> None:
+        """A message that must not run anything; Flower shows ``reason`` as its result."""
+        self.dropped = reason
+        log.log(level, "message dropped: %s", reason, extra={"job_id": self.job_id,
+                                                             "intent_key": self.intent.key})
 
     def _record_direct_call(self, tenant_id: str | None, intent_params: dict | None) -> None:
         """A handler task called directly, not through the dispatcher: audit it all the same."""
@@ -191,7 +194,7 @@ class Run:
                 raise self.task.retry(countdown=delay, max_retries=None) from None
             raise
         if self.claimed is None:
-            return None
+            return {"dropped": self.dropped} if self.dropped else None
         lease.keeper.track(self.job_id)
         try:
             return self._run_claimed()
