@@ -15,6 +15,8 @@ from pathlib import Path
 
 #: Where the embedded services write the URLs they listen on.
 SERVICES_FILE = "services.json"
+#: Messages per second per channel when JOBQ_SEND_RATES does not say.
+DEFAULT_SEND_RATES = {"kakao": 50.0, "sms": 20.0, "email": 10.0, "record": 0.0}
 
 
 class SettingsError(RuntimeError):
@@ -45,6 +47,24 @@ def _float(env: dict[str, str], name: str, default: float, minimum: float = 0.0)
     if value < minimum:
         raise SettingsError(f"{name}={value} is below the minimum of {minimum}")
     return value
+
+
+def _rates(env: dict[str, str], name: str, default: dict[str, float]) -> dict[str, float]:
+    """``kakao=50,sms=20`` -> ``{"kakao": 50.0, "sms": 20.0}`` over ``default``."""
+    raw = env.get(name)
+    rates = dict(default)
+    if not raw:
+        return rates
+    for part in raw.split(","):
+        key, sep, value = part.partition("=")
+        try:
+            rate = float(value)
+        except ValueError:
+            rate = -1.0
+        if not sep or not key.strip() or rate < 0:
+            raise SettingsError(f"{name}={raw!r} must look like 'kakao=50,sms=20' (0: no limit)")
+        rates[key.strip().lower()] = rate
+    return rates
 
 
 def _bool(env: dict[str, str], name: str, default: bool) -> bool:
@@ -131,6 +151,9 @@ class Settings:
     payment_gateway_secret: str | None = field(default=None, repr=False)
     #: Seconds an outside call (SMTP, webhook, gateway) may take before it counts as transient.
     outside_call_timeout: float = 10.0
+    #: Messages per second each channel's outside service takes, across all workers (a token
+    #: bucket in Redis); 0 or absent: no limit. Recorded messages leave nothing, so no limit.
+    send_rates: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_SEND_RATES))
 
     @property
     def visibility_timeout(self) -> int:
@@ -228,6 +251,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
         payment_gateway_url=env.get("JOBQ_PAYMENT_GATEWAY_URL") or None,
         payment_gateway_secret=env.get("JOBQ_PAYMENT_GATEWAY_SECRET") or None,
         outside_call_timeout=_float(env, "JOBQ_OUTSIDE_CALL_TIMEOUT", 10.0, minimum=0.1),
+        send_rates=_rates(env, "JOBQ_SEND_RATES", DEFAULT_SEND_RATES),
     )
 
 

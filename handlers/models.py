@@ -28,7 +28,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models import Base
@@ -43,6 +43,7 @@ SESSION_STATUSES = ("scheduled", "held", "cancelled")
 ATTENDANCE_STATUSES = ("present", "late", "absent", "excused")
 INVOICE_STATUSES = ("open", "paid", "void")
 NOTIFICATION_STATUSES = ("pending", "sent", "failed")
+BROADCAST_CHUNK_STATUSES = ("pending", "done")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -370,6 +371,35 @@ class Broadcast(Base):
     chunks_total: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     status: Mapped[str] = mapped_column(Text, nullable=False, server_default="sending")
     created_at: Mapped[dt.datetime] = _created()
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class BroadcastChunk(Base):
+    """One slice of a broadcast's recipients, fixed when the broadcast fans out.
+
+    Whichever run takes the row's lock first sends it (its chunk job, or the parent job once it
+    has nothing else to do), so a chunk is never sent by two runs at once and never waits for a
+    worker that is not coming.
+    """
+
+    __tablename__ = "broadcast_chunks"
+    __table_args__ = (CheckConstraint(_in("status", BROADCAST_CHUNK_STATUSES), name="status"),)
+
+    broadcast_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("broadcasts.id", ondelete="CASCADE"), primary_key=True
+    )
+    chunk_no: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = _tenant()
+    guardian_ids: Mapped[list[uuid.UUID]] = mapped_column(ARRAY(UUID(as_uuid=True)),
+                                                          nullable=False)
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default="pending")
+    #: The chunk job fanned out for it.
+    job_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    #: The job that sent it: its own chunk job, or the broadcast's parent job.
+    sent_by_job_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    sent: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    already_sent: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    failed: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 

@@ -170,6 +170,23 @@ def upgrade() -> None:
     sa.UniqueConstraint('job_id', name=op.f('uq_broadcasts_job_id'))
     )
     op.create_index('ix_broadcasts_tenant_id_created_at', 'broadcasts', ['tenant_id', 'created_at'], unique=False)
+    op.create_table('broadcast_chunks',
+    sa.Column('broadcast_id', sa.UUID(), nullable=False),
+    sa.Column('chunk_no', sa.Integer(), nullable=False),
+    sa.Column('tenant_id', sa.UUID(), nullable=False),
+    sa.Column('guardian_ids', postgresql.ARRAY(sa.UUID()), nullable=False),
+    sa.Column('status', sa.Text(), server_default='pending', nullable=False),
+    sa.Column('job_id', sa.UUID(), nullable=True),
+    sa.Column('sent_by_job_id', sa.UUID(), nullable=True),
+    sa.Column('sent', sa.Integer(), server_default='0', nullable=False),
+    sa.Column('already_sent', sa.Integer(), server_default='0', nullable=False),
+    sa.Column('failed', sa.Integer(), server_default='0', nullable=False),
+    sa.Column('finished_at', sa.DateTime(timezone=True), nullable=True),
+    sa.CheckConstraint("status IN ('pending', 'done')", name=op.f('ck_broadcast_chunks_status')),
+    sa.ForeignKeyConstraint(['broadcast_id'], ['broadcasts.id'], name=op.f('fk_broadcast_chunks_broadcast_id_broadcasts'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], name=op.f('fk_broadcast_chunks_tenant_id_tenants'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('broadcast_id', 'chunk_no', name=op.f('pk_broadcast_chunks'))
+    )
     op.create_table('class_sessions',
     sa.Column('id', sa.UUID(), server_default=sa.text('gen_random_uuid()'), nullable=False),
     sa.Column('tenant_id', sa.UUID(), nullable=False),
@@ -347,6 +364,7 @@ def downgrade() -> None:
     op.drop_index('ix_class_sessions_tenant_id_starts_at', table_name='class_sessions')
     op.drop_table('class_sessions')
     op.drop_index('ix_broadcasts_tenant_id_created_at', table_name='broadcasts')
+    op.drop_table('broadcast_chunks')
     op.drop_table('broadcasts')
     op.drop_index('ix_student_guardians_guardian_id', table_name='student_guardians')
     op.drop_table('student_guardians')

@@ -70,6 +70,17 @@ TEMPLATES: dict[str, Template] = {t.key: t for t in (
         "[{academy}] {title}",
         "[{academy}] {text}",
     ),
+    Template(
+        "communication.digest",
+        "[{academy}] {date} {student} 학생 학원 소식",
+        "[{academy}] {date} {student} 학생의 학원 소식입니다.\n{lines}",
+    ),
+    Template(
+        "student.transfer",
+        "[{academy}] {student} 학생 반 변경 안내",
+        "[{academy}] {student} 학생의 수강반이 {date}부터 {from_class}에서 {to_class_ro} "
+        "변경되었습니다. {schedule}",
+    ),
 )}
 
 

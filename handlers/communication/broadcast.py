@@ -1,0 +1,225 @@
+"""Broadcasts: one message to every guardian of the academy or of a class, in parallel chunks.
+
+The parent job (``communication.exec.broadcast``) fixes the recipients, a snapshot of guardian
+ids cut into chunks, and commits the ``broadcasts`` row, one ``broadcast_chunks`` row per chunk
+and one ``communication.exec.broadcast_chunk`` job per chunk together (a checkpoint) before
+any chunk runs. It then sends unclaimed chunks itself, newest first, while the chunk jobs take
+theirs on other bulk workers, and waits for the chunks others hold, writing the broadcast's
+progress on its own row (``jobq job <parent>`` shows the percentage). It completes when the
+last chunk is sent. A chunk is sent by whichever run holds its row lock, so no chunk waits for
+a worker that is not coming: with a single bulk process the parent sends them all.
+
+Every message is written under the parent's job id, whichever run sends it, so the
+notifications' unique (job, recipient, channel) holds across chunk jobs, takeovers and reruns:
+a guardian gets a broadcast once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import and_, func, select, text
+from sqlalchemy.dialects.postgresql import insert
+
+from app.context import JobContext
+from app.dispatch import Request, submit_many
+from app.errors import PermanentError
+from app.models import JobExecution
+from handlers import periods
+from handlers.communication.params import BroadcastChunkParams, BroadcastParams
+from handlers.communication.ratelimit import send_at_rate
+from handlers.models import (
+    AcademyClass,
+    Broadcast,
+    BroadcastChunk,
+    Enrolment,
+    Guardian,
+    Student,
+    StudentGuardian,
+)
+from handlers.notify.recipients import academy_name, channel_and_address
+from handlers.notify.sending import Outgoing
+from handlers.notify.templates import render
+
+CHUNK_INTENT = "communication.exec.broadcast_chunk"
+#: How often the parent looks at the chunks other workers hold.
+POLL_SECONDS = 0.5
+
+_PROGRESS = text(
+    """
+    SELECT count(*) FROM notifications
+     WHERE job_id = CAST(:job_id AS uuid) AND tenant_id = CAST(:tenant_id AS uuid)
+       AND status <> 'pending'
+    """
+)
+
+
+def broadcast(ctx: JobContext, params: BroadcastParams) -> dict[str, Any]:
+    """Send the message to every guardian in scope, once, through parallel chunk jobs."""
+    found = ctx.session.scalar(select(Broadcast).where(
+        Broadcast.tenant_id == uuid.UUID(ctx.tenant_id), Broadcast.job_id == uuid.UUID(ctx.job_id)))
+    resumed = found is not None
+    row = found or _fan_out(ctx, params)
+    by_parent = 0
+    while True:
+        chunk = _claim(ctx, row.id)
+        if chunk is not None:
+            _send_chunk(ctx, row, chunk, on_progress=lambda done, total: _report(ctx, row))
+            by_parent += 1
+            ctx.checkpoint({"broadcast_id": str(row.id)})  # the chunk's lock goes with it
+            continue
+        pending = ctx.session.scalar(select(func.count()).select_from(BroadcastChunk).where(
+            BroadcastChunk.broadcast_id == row.id, BroadcastChunk.status == "pending"))
+        _report(ctx, row)
+        if not pending:
+            break
+        # Held by chunk jobs on other workers; one that dies lets go of its lock, and the
+        # next look takes its chunk over.
+        time.sleep(POLL_SECONDS)
+    totals = ctx.session.execute(
+        select(func.coalesce(func.sum(BroadcastChunk.sent), 0),
+               func.coalesce(func.sum(BroadcastChunk.already_sent), 0),
+               func.coalesce(func.sum(BroadcastChunk.failed), 0))
+        .where(BroadcastChunk.broadcast_id == row.id)).one()
+    if row.status != "sent":
+        row.status = "sent"
+        row.finished_at = periods.now()
+    _report(ctx, row, force=True)
+    return {"broadcast_id": str(row.id), "recipients": row.recipients_total,
+            "chunks": row.chunks_total, "chunks_sent_by_parent": by_parent,
+            "sent": int(totals[0]), "already_sent": int(totals[1]), "failed": int(totals[2]),
+            "resumed": resumed}
+
+
+def broadcast_chunk(ctx: JobContext, params: BroadcastChunkParams) -> dict[str, Any]:
+    """Send one chunk of a broadcast, unless another run has sent it or is sending it."""
+    row = ctx.session.scalar(select(Broadcast).where(
+        Broadcast.tenant_id == uuid.UUID(ctx.tenant_id), Broadcast.id == params.broadcast_id))
+    if row is None:
+        raise PermanentError(f"no broadcast {params.broadcast_id} in this academy")
+    parent_status = ctx.session.scalar(select(JobExecution.status).where(
+        JobExecution.id == row.job_id))
+    if parent_status == "cancelled":
+        # Stopped by whoever cancelled the broadcast; a retry of the parent sends the rest.
+        return {"broadcast_id": str(row.id), "chunk_no": params.chunk_no, "sent": 0,
+                "taken_by": "nobody: the broadcast was cancelled"}
+    chunk = _claim(ctx, row.id, params.chunk_no)
+    if chunk is None:
+        state = ctx.session.scalar(select(BroadcastChunk.status).where(
+            BroadcastChunk.broadcast_id == row.id, BroadcastChunk.chunk_no == params.chunk_no))
+        if state is None:
+            raise PermanentError(f"broadcast {row.id} has no chunk {params.chunk_no}")
+        # Done, or being sent by the parent right now: either way, not ours to send.
+        return {"broadcast_id": str(row.id), "chunk_no": params.chunk_no, "sent": 0,
+                "taken_by": "done" if state == "done" else "another run"}
+    summary = _send_chunk(ctx, row, chunk,
+                          on_progress=lambda done, total: ctx.progress(done, total, "sending"))
+    return {"broadcast_id": str(row.id), "chunk_no": params.chunk_no, **summary}
+
+
+# --- the parts --------------------------------------------------------------------------------
+
+
+def _fan_out(ctx: JobContext, params: BroadcastParams) -> Broadcast:
+    """Write the broadcast, its chunks and their jobs, and commit them together."""
+    tenant = uuid.UUID(ctx.tenant_id)
+    if params.class_id is not None:
+        klass = ctx.session.scalar(select(AcademyClass).where(
+            AcademyClass.tenant_id == tenant, AcademyClass.id == params.class_id))
+        if klass is None:
+            raise PermanentError(f"no class {params.class_id} in this academy")
+    guardian_ids = _recipients(ctx, params.class_id)
+    chunks = [guardian_ids[i:i + params.chunk_size]
+              for i in range(0, len(guardian_ids), params.chunk_size)]
+    row = Broadcast(tenant_id=tenant, job_id=uuid.UUID(ctx.job_id), class_id=params.class_id,
+                    title=params.title, body=params.message, recipients_total=len(guardian_ids),
+                    chunks_total=len(chunks), status="sending" if chunks else "sent",
+                    finished_at=None if chunks else periods.now())
+    ctx.session.add(row)
+    ctx.session.flush()
+    # The idempotency key makes a chunk job once per chunk, however often this runs.
+    job_ids = submit_many(ctx.session, [
+        Request(ctx.tenant_id, CHUNK_INTENT, {"broadcast_id": str(row.id), "chunk_no": n},
+                idempotency_key=f"broadcast:{row.id}:{n}", parent_id=ctx.job_id)
+        for n in range(len(chunks))
+    ], source="fanout")
+    if chunks:
+        ctx.session.execute(insert(BroadcastChunk).values([
+            {"broadcast_id": row.id, "chunk_no": n, "tenant_id": tenant, "guardian_ids": ids,
+             "job_id": uuid.UUID(job_ids[n])}
+            for n, ids in enumerate(chunks)
+        ]).on_conflict_do_nothing())
+    ctx.log.info("broadcast %s: %d guardians in %d chunks", row.id, len(guardian_ids),
+                 len(chunks))
+    # Commits the broadcast before any chunk job can look for it; their messages go out now.
+    ctx.checkpoint({"broadcast_id": str(row.id)})
+    return row
+
+
+def _recipients(ctx: JobContext, class_id: uuid.UUID | None) -> list[uuid.UUID]:
+    """Every guardian (primary or not) of the active students in scope, once, in id order."""
+    tenant = uuid.UUID(ctx.tenant_id)
+    query = (
+        select(StudentGuardian.guardian_id)
+        .join(Student, Student.id == StudentGuardian.student_id)
+        .where(StudentGuardian.tenant_id == tenant, Student.status == "active")
+        .distinct()
+        .order_by(StudentGuardian.guardian_id)
+    )
+    if class_id is not None:
+        query = query.join(Enrolment, and_(Enrolment.student_id == Student.id,
+                                           Enrolment.class_id == class_id,
+                                           Enrolment.status == "active"))
+    return list(ctx.session.scalars(query))
+
+
+def _claim(ctx: JobContext, broadcast_id: uuid.UUID,
+           chunk_no: int | None = None) -> BroadcastChunk | None:
+    """Lock a chunk still to send (this one, or the last free one); None if there is none.
+
+    The parent takes chunks from the end so that it and the chunk jobs, which start from the
+    front, rarely reach for the same one.
+    """
+    query = select(BroadcastChunk).where(BroadcastChunk.broadcast_id == broadcast_id,
+                                         BroadcastChunk.status == "pending")
+    if chunk_no is not None:
+        query = query.where(BroadcastChunk.chunk_no == chunk_no)
+    return ctx.session.scalar(query.order_by(BroadcastChunk.chunk_no.desc()).limit(1)
+                              .with_for_update(skip_locked=True))
+
+
+def _send_chunk(ctx: JobContext, row: Broadcast, chunk: BroadcastChunk,
+                on_progress: Callable[[int, int], None]) -> dict[str, Any]:
+    tenant = uuid.UUID(ctx.tenant_id)
+    guardians = ctx.session.scalars(select(Guardian).where(
+        Guardian.tenant_id == tenant, Guardian.id.in_(chunk.guardian_ids))).all()
+    rendered = render("communication.message", academy=academy_name(ctx.session, ctx.tenant_id),
+                      title=row.title or "안내", text=row.body)
+    outgoing = []
+    for g in guardians:
+        channel, address = channel_and_address(g)
+        outgoing.append(Outgoing(recipient=str(g.id), channel=channel, address=address,
+                                 rendered=rendered, guardian_id=str(g.id),
+                                 broadcast_id=str(row.id)))
+    as_parent = dataclasses.replace(ctx, job_id=str(row.job_id))
+    summary = send_at_rate(as_parent, outgoing, on_progress=on_progress)
+    chunk.status = "done"
+    chunk.sent_by_job_id = uuid.UUID(ctx.job_id)
+    chunk.sent, chunk.already_sent, chunk.failed = (summary.sent, summary.already_sent,
+                                                    summary.failed)
+    chunk.finished_at = periods.now()
+    # Guardians removed since the fan-out are not messaged; the count says so.
+    return {**summary.as_dict(), "guardians_gone": len(chunk.guardian_ids) - len(guardians)}
+
+
+def _report(ctx: JobContext, row: Broadcast, *, force: bool = False) -> None:
+    """The broadcast's progress on the parent's row: messages handled of all recipients."""
+    with ctx.journal() as conn:
+        handled = conn.execute(_PROGRESS, {"job_id": str(row.job_id),
+                                           "tenant_id": ctx.tenant_id}).scalar_one()
+    ctx.progress(min(handled, row.recipients_total), row.recipients_total,
+                 f"broadcast: {row.chunks_total} chunks", force=force)
