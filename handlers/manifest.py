@@ -94,6 +94,120 @@ INTENTS: tuple[Intent, ...] = (
         description="Archive a class: end its enrolments, cancel its sessions still ahead.",
         queue="bulk",
     ),
+    # --- communication ----------------------------------------------------------------------------
+    Intent(
+        "communication.exec.broadcast",
+        "handlers.communication.broadcast:broadcast",
+        params="handlers.communication.params:BroadcastParams",
+        description="단체 안내: one message to every guardian of the academy or a class, fanned "
+                    "out into parallel chunk jobs; progress on this job.",
+        queue="bulk",
+        max_retries=10,
+        retry=RetryPolicy(maximum=300.0),
+        time_limit=3600,
+    ),
+    Intent(
+        "communication.exec.broadcast_chunk",
+        "handlers.communication.broadcast:broadcast_chunk",
+        params="handlers.communication.params:BroadcastChunkParams",
+        description="Send one chunk of a broadcast (fanned out by communication.exec.broadcast).",
+        queue="bulk",
+        max_retries=10,
+        retry=RetryPolicy(maximum=300.0),
+        time_limit=1800,
+    ),
+    Intent(
+        "communication.exec.send_message",
+        "handlers.communication.messages:send_message",
+        params="handlers.communication.params:SendMessageParams",
+        description="One message to a guardian, or to a student's guardians.",
+        max_retries=5,
+    ),
+    Intent(
+        "communication.exec.retry_failed_deliveries",
+        "handlers.communication.redelivery:retry_failed_deliveries",
+        params="handlers.communication.params:RetryFailedDeliveriesParams",
+        description="Send failed or abandoned messages again, in place, to today's address.",
+        queue="bulk",
+        max_retries=5,
+        retry=RetryPolicy(maximum=600.0),
+        time_limit=1800,
+    ),
+    Intent(
+        "communication.exec.daily_digest",
+        "handlers.communication.messages:daily_digest",
+        params="handlers.communication.params:DailyDigestParams",
+        description="Each guardian's account of their child's day: attendance, fees due soon.",
+        queue="bulk",
+        time_limit=1800,
+    ),
+    # --- report -------------------------------------------------------------------------------------
+    Intent(
+        "report.exec.weekly_attendance",
+        "handlers.report.attendance:weekly_attendance",
+        params="handlers.report.params:WeeklyAttendanceParams",
+        description="Weekly attendance CSV per class and student, and a summary per class "
+                    "(default: the week before the job's day).",
+        queue="bulk",
+        time_limit=1800,
+    ),
+    Intent(
+        "report.exec.monthly_billing",
+        "handlers.report.billing:monthly_billing",
+        params="handlers.report.params:MonthlyBillingParams",
+        description="A month's invoices and payments as CSV, with totals per class "
+                    "(default: the month before the job's).",
+        queue="bulk",
+        time_limit=1800,
+    ),
+    Intent(
+        "report.exec.student_progress",
+        "handlers.report.attendance:student_progress",
+        params="handlers.report.params:StudentProgressParams",
+        description="A student's sessions and attendance over a period, rates per class and "
+                    "month, and what is left to pay.",
+        queue="bulk",
+    ),
+    Intent(
+        "report.exec.export_tenant_data",
+        "handlers.report.export:export_tenant_data",
+        params="handlers.report.params:ExportTenantDataParams",
+        description="Every table of the academy as CSV in one ZIP, with a Korean README.",
+        queue="bulk",
+        time_limit=3600,
+    ),
+    # --- student ------------------------------------------------------------------------------------
+    Intent(
+        "student.exec.import_roster",
+        "handlers.student.roster:import_roster",
+        params="handlers.student.params:ImportRosterParams",
+        description="Import a roster CSV (JOBQ_HOME/uploads or inline) in resumable batches; "
+                    "bad rows reported by line.",
+        queue="bulk",
+        max_retries=5,
+        time_limit=3600,
+    ),
+    Intent(
+        "student.exec.transfer_class",
+        "handlers.student.enrolment:transfer_class",
+        params="handlers.student.params:TransferClassParams",
+        description="Move a student to another class from a day on; tell the guardians.",
+    ),
+    Intent(
+        "student.exec.deactivate_graduates",
+        "handlers.student.enrolment:deactivate_graduates",
+        params="handlers.student.params:DeactivateGraduatesParams",
+        description="Mark the graduating year graduated; end their enrolments and later bills.",
+        queue="bulk",
+    ),
+    Intent(
+        "student.exec.merge_duplicates",
+        "handlers.student.merge:merge_duplicates",
+        params="handlers.student.params:MergeDuplicatesParams",
+        description="Merge duplicate student records (given, or found by name and birth date "
+                    "or guardian) into one.",
+        queue="bulk",
+    ),
     # --- system: diagnostics ------------------------------------------------------------------
     Intent(
         "system.exec.echo",

@@ -64,16 +64,24 @@ def demo(
         _dispatch_samples(tenant_id)
 
 
+#: Modules whose ``sample_requests(session, tenant_id)`` give the samples of their families.
+SAMPLE_SOURCES = ("handlers.demo", "handlers.student.samples", "handlers.communication.samples",
+                  "handlers.report.samples")
+
+
 def _dispatch_samples(tenant_id: str) -> None:
+    import importlib
+
     from app import db
     from app.dispatch import Request, submit_many
     from app.errors import IntentRefused
     from app.registry import manifest
-    from handlers.demo import sample_requests
 
     with db.session() as session:
         db.bind_tenant(session, tenant_id)
-        samples = [(key, params) for key, params in sample_requests(session, tenant_id)
+        samples = [(key, params) for source in SAMPLE_SOURCES
+                   for key, params in importlib.import_module(source).sample_requests(
+                       session, tenant_id)
                    if key in manifest]
         try:
             ids = submit_many(session, [Request(tenant_id, key, params)
