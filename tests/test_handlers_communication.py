@@ -6,6 +6,10 @@ daily digest once per child and day."""
 from __future__ import annotations
 
 import datetime as dt
+import os
+import re
+import subprocess
+import sys
 import threading
 import time
 
@@ -154,6 +158,23 @@ def test_broadcast_is_paced_by_the_channel_rate_shows_progress_and_resumes_after
     assert done["result"]["recipients"] == 120 and done["result"]["resumed"] is True
     # 120 messages at 20 a second with a burst of 20: five seconds at least, over both runs.
     assert time.monotonic() - started >= 5.0
+
+
+def test_jobq_job_shows_the_broadcasts_percentage_while_its_chunks_are_sent(tenant, configure):
+    configure(send_rates={"record": 15.0})
+    many_students(tenant, 60)
+    job_id = dispatch(tenant, BROADCAST, title="안내", message="진행률을 보는 안내입니다.",
+                      chunk_size=10)
+    wait_for(lambda: (p := (job_row(job_id)["progress"] or {}).get("percent")) and p < 100,
+             timeout=30, interval=0.02, message="the broadcast to be part-way")
+
+    shown = subprocess.run([sys.executable, "-m", "app.cli", "job", job_id], capture_output=True,
+                           text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
+
+    assert shown.returncode == 0, shown.stderr
+    [status_line] = [line for line in shown.stdout.splitlines() if "processing" in line]
+    assert re.search(r"processing\s+\d+% \(\d+/60\) broadcast: 6 chunks", status_line), status_line
+    assert wait_for_status(job_id, timeout=60)["status"] == "completed"
 
 
 def settled(job_id: str, quiet: float = 1.5) -> int:
