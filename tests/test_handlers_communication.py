@@ -265,6 +265,26 @@ def test_refused_message_is_sent_again_to_the_corrected_number_in_the_same_row(
     assert gateway.received[-1].json()["text"] == f"[{academy(tenant)}] 내일 수업은 휴강입니다."
 
 
+def test_message_left_pending_by_a_job_that_gave_up_is_sent_by_the_retry(tenant, gateway):
+    student = make_student(tenant, "배수아", channel="kakao")
+    gateway.script = [(503, {"error": "gateway overloaded"})]
+    job_id = dispatch_intent.delay(
+        tenant_id=tenant, intent_key="communication.exec.send_message", max_retries=0,
+        intent_params={"student_id": str(student.id), "title": "안내", "message": "보강 안내"},
+    ).get(timeout=15)
+    gave_up = wait_for_status(job_id)
+    assert gave_up["status"] == "failed" and "gateway overloaded" in gave_up["error_message"]
+    [left] = broadcast_messages(job_id)
+    assert left["status"] == "pending" and "gateway overloaded" in left["last_error"]
+
+    retry = run(tenant, "communication.exec.retry_failed_deliveries", job_id=job_id)
+
+    assert retry["result"]["sent"] == 1
+    [note] = broadcast_messages(job_id)
+    assert (note["status"], note["attempts"], note["last_error"]) == ("sent", 2, None)
+    assert len(gateway.received) == 2
+
+
 def test_daily_digest_tells_each_guardian_about_their_childs_day_once(tenant):
     math, english = make_class(tenant, "중등 수학 A반"), make_class(tenant, "중등 영어 A반")
     busy, idle = make_student(tenant, "최유진"), make_student(tenant, "오건우")

@@ -24,7 +24,10 @@ from handlers.notify.channels import Message, Transports
 
 MAX_ERROR = 500
 
-#: Messages worth another try: failed, or pending under a job that is no longer running.
+#: Messages worth another try: refused (``failed``), or left ``pending`` by a job that gave up
+#: (failed, or since deleted by retention). Never those of a job still running or about to
+#: retry (its own run sends them), nor the unsent rest of a cancelled one: whoever cancelled a
+#: broadcast did not want it sent.
 _CANDIDATES = text(
     """
     SELECT n.id::text
@@ -32,10 +35,12 @@ _CANDIDATES = text(
      WHERE n.tenant_id = CAST(:tenant_id AS uuid) AND n.created_at >= :since
        AND n.attempts < :max_attempts
        AND (CAST(:job_id AS uuid) IS NULL OR n.job_id = CAST(:job_id AS uuid))
+       AND NOT EXISTS (SELECT 1 FROM job_executions j
+                        WHERE j.id = n.job_id AND j.status IN ('pending', 'processing'))
        AND (n.status = 'failed'
             OR (n.status = 'pending' AND NOT EXISTS (
                     SELECT 1 FROM job_executions j
-                     WHERE j.id = n.job_id AND j.status IN ('pending', 'processing'))))
+                     WHERE j.id = n.job_id AND j.status <> 'failed')))
      ORDER BY n.created_at, n.id
      LIMIT :limit
     """
