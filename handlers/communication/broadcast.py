@@ -1,18 +1,6 @@
-"""Broadcasts: one message to every guardian of the academy or of a class, in parallel chunks.
-
-The parent job (``communication.exec.broadcast``) fixes the recipients, a snapshot of guardian
-ids cut into chunks, and commits the ``broadcasts`` row, one ``broadcast_chunks`` row per chunk
-and one ``communication.exec.broadcast_chunk`` job per chunk together (a checkpoint) before
-any chunk runs. It then sends unclaimed chunks itself, newest first, while the chunk jobs take
-theirs on other bulk workers, and waits for the chunks others hold, writing the broadcast's
-progress on its own row (``jobq job <parent>`` shows the percentage). It completes when the
-last chunk is sent. A chunk is sent by whichever run holds its row lock, so no chunk waits for
-a worker that is not coming: with a single bulk process the parent sends them all.
-
-Every message is written under the parent's job id, whichever run sends it, so the
-notifications' unique (job, recipient, channel) holds across chunk jobs, takeovers and reruns:
-a guardian gets a broadcast once.
-"""
+"""Broadcasts: one message to every guardian of the academy or of a class, fanned out into
+chunk jobs on the bulk queue; the parent job reports the broadcast's progress and completes
+when the last chunk is sent."""
 
 from __future__ import annotations
 
@@ -59,7 +47,20 @@ _PROGRESS = text(
 
 
 def broadcast(ctx: JobContext, params: BroadcastParams) -> dict[str, Any]:
-    """Send the message to every guardian in scope, once, through parallel chunk jobs."""
+    """Send the message to every guardian in scope, once, through parallel chunk jobs.
+
+    The parent fixes the recipients (a snapshot of guardian ids cut into chunks) and commits
+    the ``broadcasts`` row, a ``broadcast_chunks`` row per chunk and a chunk job per chunk
+    together (a checkpoint) before any chunk runs. Then it sends unclaimed chunks itself,
+    newest first, while chunk jobs take theirs on other bulk workers, and waits for the chunks
+    others hold, writing progress on its own row (``jobq job <parent>`` shows the percentage).
+    A chunk is sent by whichever run holds its row lock, so none waits for a worker that is
+    not coming: with one bulk process the parent sends them all.
+
+    Every message is written under the parent's job id, whichever run sends it, so the
+    notifications' unique (job, recipient, channel) holds across chunk jobs, takeovers and
+    reruns: a guardian gets a broadcast once.
+    """
     found = ctx.session.scalar(select(Broadcast).where(
         Broadcast.tenant_id == uuid.UUID(ctx.tenant_id), Broadcast.job_id == uuid.UUID(ctx.job_id)))
     resumed = found is not None

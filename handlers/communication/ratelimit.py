@@ -1,14 +1,5 @@
-"""A per-channel send rate shared by every worker process: a token bucket in Redis.
-
-An outside message service (a KakaoTalk or SMS gateway, an SMTP relay) accepts so many
-messages a second per sender account, whichever of our processes sends them. Each bucket lives
-in one Redis hash updated by one Lua script, so all workers draw from the same tokens. A
-caller *reserves* tokens and sleeps for as long as the script says: the bucket may go into
-debt, which keeps concurrent callers in arrival order instead of letting them race.
-
-Turning it off (``JOBQ_SEND_RATES=kakao=0,...``) lets a broadcast send as fast as the workers
-go; the gateway then answers 429 and the chunks retry with backoff.
-"""
+"""A per-channel send rate shared by every worker process (a token bucket in Redis), and
+sending a job's messages at that rate."""
 
 from __future__ import annotations
 
@@ -27,6 +18,14 @@ from app.context import JobContext
 from app.errors import PermanentError, TransientError
 from handlers.notify.channels import Transports
 from handlers.notify.sending import Outgoing, SendSummary, send_for_job
+
+# An outside message service (a KakaoTalk or SMS gateway, an SMTP relay) takes so many messages
+# a second per sender account, whichever of our processes sends them. Each bucket is one Redis
+# hash updated by one Lua script, so all workers draw from the same tokens. A caller *reserves*
+# tokens and sleeps as long as the script says: the bucket may go into debt, which keeps
+# concurrent callers in arrival order instead of letting them race. Turned off
+# (JOBQ_SEND_RATES=kakao=0,...), a broadcast sends as fast as the workers go; the gateway then
+# answers 429 and the chunks retry with backoff.
 
 #: A bucket holds at most this many seconds' worth of tokens: a short burst, then the rate.
 BURST_SECONDS = 1.0

@@ -1,11 +1,5 @@
-"""Sending again the messages that did not go out: refused by the other side (``failed``), or
-left ``pending`` by a job that gave up. Each is retried in place, in its own notification row,
-to the guardian's current address (the usual fix is a corrected phone number or e-mail).
-
-One message at a time: its row is locked (``SKIP LOCKED``: two retry jobs never take the same
-one), sent, and marked in one short transaction of its own, so what went out stays recorded
-whatever happens to the rest of the run.
-"""
+"""Sending again the messages that did not go out (refused, or left pending by a job that gave
+up), each in place in its own notification row, to the guardian's current address."""
 
 from __future__ import annotations
 
@@ -88,6 +82,11 @@ _FAILED = text(
 def retry_failed_deliveries(ctx: JobContext,
                             params: RetryFailedDeliveriesParams) -> dict[str, Any]:
     """Send failed (and abandoned) messages again, each in its own row, to today's address.
+
+    The usual fix is a corrected phone number or e-mail, hence today's address. One message at
+    a time: its row is locked (``SKIP LOCKED``: two retry jobs never take the same one), sent
+    and marked in one short transaction of its own, so what went out stays recorded whatever
+    happens to the rest of the run.
 
     A transient failure (the gateway is down) stops the run, to be retried by the engine; the
     messages sent so far stay sent. A permanent one marks that message failed and goes on.

@@ -1,11 +1,6 @@
-"""``report.exec.export_tenant_data``: everything an academy has here, as one ZIP of CSV files
-(one per table, straight from PostgreSQL's ``COPY``) with a Korean README listing them.
-
-For an academy that leaves, asks for its data, or wants its own backup. The tables are found
-from the domain models (every table with a ``tenant_id``), so a table added later is exported
-without a change here. The run reads in one REPEATABLE READ snapshot, so the files agree with
-each other even while the academy keeps working.
-"""
+"""``report.exec.export_tenant_data``: every table of an academy as CSV (PostgreSQL's ``COPY``)
+in one ZIP with a Korean README, read in one snapshot; for an academy that leaves, asks for its
+data, or wants its own backup."""
 
 from __future__ import annotations
 

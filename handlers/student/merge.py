@@ -1,12 +1,5 @@
-"""Merging duplicate student records: one person entered twice (a walk-in registration and a
-roster import, a typo fixed by re-entering). The duplicate's enrolments, invoices, attendance
-and guardians move to the record kept; the duplicate stays as ``merged`` pointing at it, so
-history that names it can still be followed.
-
-Found automatically, two records are the same student when they share the name and either the
-birth date or a guardian, and do not carry two different student numbers (two numbers mean
-the academy itself counts two students).
-"""
+"""Merging duplicate student records: the duplicate's enrolments, invoices, attendance and
+guardians move to the record kept, and the duplicate stays as ``merged`` pointing at it."""
 
 from __future__ import annotations
 
@@ -58,6 +51,11 @@ def merge_duplicates(ctx: JobContext, params: MergeDuplicatesParams) -> dict[str
 
 def find_duplicates(session: Session, tenant: uuid.UUID) -> list[tuple[uuid.UUID, list[uuid.UUID]]]:
     """Groups of records of one student: ``(record to keep, the others)``.
+
+    Two records are one student (entered twice: a walk-in registration and a roster import, a
+    typo fixed by re-entering) when they share the name and either the birth date or a
+    guardian, and do not carry two different student numbers (two numbers mean the academy
+    itself counts two students).
 
     The record kept is the one with a student number, else the oldest.
     """

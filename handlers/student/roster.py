@@ -1,12 +1,5 @@
-"""``student.exec.import_roster``: a roster CSV into students, guardians and enrolments.
-
-The migration scenario: a file of thousands of rows, imported in batches. Each batch commits
-with a checkpoint (the index of the next record and the file's hash), so a run that dies
-resumes after its last whole batch. The student number (학번) is the natural key: a row finds
-its student again, so a resumed or repeated import updates instead of duplicating. Bad rows
-never stop the import: each is kept in ``roster_import_errors`` with its line number and the
-reason, in Korean, for the person fixing the file; the good rows are imported.
-"""
+"""``student.exec.import_roster``: a roster CSV into students, guardians and enrolments, in
+batches that each commit with a checkpoint, bad rows kept with their line and reason."""
 
 from __future__ import annotations
 
@@ -79,7 +72,15 @@ def uploads_dir() -> Path:
 
 
 def import_roster(ctx: JobContext, params: ImportRosterParams) -> dict[str, Any]:
-    """Import the roster in batches, resuming after the last committed batch."""
+    """Import the roster in batches, resuming after the last committed batch.
+
+    The migration scenario: thousands of rows. Each batch commits with a checkpoint (the next
+    record's index and the file's hash), so a run that dies resumes after its last whole
+    batch. The student number (학번) is the natural key: a row finds its student again, so a
+    resumed or repeated import updates instead of duplicating. Bad rows never stop the import:
+    each goes to ``roster_import_errors`` with its line number and the reason, in Korean, for
+    the person fixing the file; the good rows are imported.
+    """
     data, source = _read(params)
     try:
         roster = parse(data, params.encoding)

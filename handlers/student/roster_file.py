@@ -1,9 +1,6 @@
-"""Reading a roster CSV as academies keep them: Korean (or English) headings, Excel's encodings,
-phone numbers that lost their leading zero, grades written ``중2``. Each record becomes a clean
-:class:`RosterRow` or a reason, in Korean, for the person fixing the file, with its line number.
-
-Pure functions of the file's bytes: no database, so they are tested and reused on their own.
-"""
+"""Reading a roster CSV as academies keep them (Korean headings, Excel's encodings, ``중2``):
+each record becomes a clean :class:`RosterRow` or a :class:`BadRow` with its line and a reason
+in Korean. Pure functions of the file's bytes, no database."""
 
 from __future__ import annotations
 
