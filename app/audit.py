@@ -15,7 +15,7 @@ import datetime as dt
 import json
 import logging
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -204,20 +204,20 @@ def inspect(conn, job_id: str) -> Inspected | None:
     return Inspected(*row) if row else None
 
 
-#: Keep the leases of this process's running jobs fresh.
+#: Keep the leases of this process's running jobs fresh (each run has its own owner token).
 RENEW_LEASES = text(
     """
     UPDATE job_executions SET lease_expires_at = now() + make_interval(secs => :lease)
-     WHERE id = ANY(:ids) AND status = 'processing' AND lease_owner = :owner
+     WHERE id = ANY(:ids) AND status = 'processing' AND lease_owner = ANY(:owners)
     """
-).bindparams(bindparam("ids", type_=_IDS))
+).bindparams(bindparam("ids", type_=_IDS), bindparam("owners", type_=ARRAY(Text)))
 
 
-def renew_leases(conn, ids: Iterable[str], *, owner: str, lease: float) -> int:
-    ids = list(ids)
+def renew_leases(conn, ids: Sequence[str], *, owners: Sequence[str], lease: float) -> int:
     if not ids:
         return 0
-    return conn.execute(RENEW_LEASES, {"ids": ids, "owner": owner, "lease": lease}).rowcount
+    return conn.execute(RENEW_LEASES, {"ids": list(ids), "owners": list(owners),
+                                       "lease": lease}).rowcount
 
 
 #: Record how far a running job got.

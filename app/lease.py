@@ -1,6 +1,7 @@
 """Leases: how a live run proves it is alive, so a long healthy run is never taken away.
 
-Each process that runs jobs owns ``host:pid``. A claim leases the job to it for
+Each run owns its lease as ``host:pid:token`` (the token tells apart two runs of one job in
+one process, e.g. a cancelled run still finishing beside its retry). A claim leases the job for
 ``JOBQ_LEASE_SECONDS``; a daemon thread renews the leases of the process's running jobs every
 third of that. A run whose lease lapsed belongs to a dead (or wedged) process and is recovered
 by ``recover_lost_runs``; a redelivered message for a run whose owner pid is gone from this host
@@ -13,6 +14,7 @@ import logging
 import os
 import socket
 import threading
+import uuid
 
 from app import audit, db
 from app.settings import settings
@@ -23,18 +25,21 @@ HOST = socket.gethostname()
 
 
 def owner() -> str:
-    """This process's lease-owner name."""
-    return f"{HOST}:{os.getpid()}"
+    """A new lease-owner name for one run in this process."""
+    return f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def owner_pid(lease_owner: str | None) -> int | None:
+    """The pid in a lease owner's name (``host:pid:token``)."""
+    parts = (lease_owner or "").rsplit(":", 2)
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
 
 
 def owner_is_dead(lease_owner: str | None) -> bool:
     """True only when the owner was a process on this host that no longer exists."""
-    if not lease_owner or ":" not in lease_owner:
+    pid_n = owner_pid(lease_owner)
+    if pid_n is None or lease_owner.rsplit(":", 2)[0] != HOST:
         return False
-    host, _, pid = lease_owner.rpartition(":")
-    if host != HOST or not pid.isdigit():
-        return False
-    pid_n = int(pid)
     if pid_n == os.getpid():
         return False
     try:
@@ -55,43 +60,44 @@ def _is_zombie(pid: int) -> bool:
 
 
 class LeaseKeeper:
-    """Renews the leases of the jobs this process is running."""
+    """Renews the leases of the runs this process has going."""
 
     def __init__(self) -> None:
-        self._running: set[str] = set()
+        self._running: dict[str, str] = {}  # run's lease owner -> job id
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
 
-    def track(self, job_id: str) -> None:
+    def track(self, job_id: str, lease_owner: str) -> None:
         with self._lock:
             if self._pid != os.getpid():  # forked: the parent's thread did not come along
                 self._running.clear()
                 self._thread = None
                 self._pid = os.getpid()
-            self._running.add(job_id)
+            self._running[lease_owner] = job_id
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="jobq-lease", daemon=True)
                 self._thread.start()
 
-    def untrack(self, job_id: str) -> None:
+    def untrack(self, lease_owner: str) -> None:
         with self._lock:
-            self._running.discard(job_id)
+            self._running.pop(lease_owner, None)
 
     def _loop(self) -> None:
         interval = settings.lease_seconds / 3
         while True:
             self._wake.wait(interval)
             with self._lock:
-                ids = list(self._running)
-            if not ids:
+                running = dict(self._running)
+            if not running:
                 continue
             try:
                 with db.status_conn() as conn:
-                    audit.renew_leases(conn, ids, owner=owner(), lease=settings.lease_seconds)
+                    audit.renew_leases(conn, list(running.values()), owners=list(running),
+                                       lease=settings.lease_seconds)
             except Exception as exc:  # the database is away; try again next round
-                log.warning("could not renew %d lease(s): %s", len(ids), exc)
+                log.warning("could not renew %d lease(s): %s", len(running), exc)
 
 
 keeper = LeaseKeeper()

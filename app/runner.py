@@ -195,11 +195,11 @@ class Run:
             raise
         if self.claimed is None:
             return {"dropped": self.dropped} if self.dropped else None
-        lease.keeper.track(self.job_id)
+        lease.keeper.track(self.job_id, self.owner)
         try:
             return self._run_claimed()
         finally:
-            lease.keeper.untrack(self.job_id)
+            lease.keeper.untrack(self.owner)
 
     def _run_claimed(self):
         c = self.claimed

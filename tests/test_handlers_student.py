@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import app.settings
-from app import db, dispatch_intent, submit
+from app import db, dispatch_intent, lease, submit
 from tests.academy import enrol, make_class, make_invoice, make_session, make_student, mark, rows
 from tests.fixtures import event_kinds, job_row, sql, wait_for, wait_for_status
 
@@ -82,7 +82,7 @@ def test_roster_import_killed_half_way_resumes_after_its_last_batch_without_dupl
         return row if row["checkpoint"]["next"] >= 600 else None
 
     row = wait_for(mid_import, timeout=60, interval=0.01, message="the import to be half-way")
-    pid = int(row["lease_owner"].rpartition(":")[2])
+    pid = lease.owner_pid(row["lease_owner"])
     assert pid in worker.child_pids()
     os.kill(pid, signal.SIGKILL)
 

@@ -11,7 +11,7 @@ import signal
 import pytest
 import redis
 
-from app import db, submit
+from app import db, lease, submit
 from tests.conftest import KEY_PREFIX, REDIS_URL
 from tests.fixtures import event_kinds, job_events, job_row, wait_for, wait_for_status
 
@@ -38,7 +38,7 @@ def flush_this_runs_redis_keys() -> int:
 
 def lease_pid(job_id: str) -> int:
     owner = wait_for_status(job_id, "processing")["lease_owner"]
-    return int(owner.rpartition(":")[2])
+    return lease.owner_pid(owner)
 
 
 def test_job_published_then_lost_in_a_redis_flush_still_completes_once(
