@@ -10,6 +10,7 @@ BENCHMARKS = {
     "publish": "bench.publish",
     "latency": "bench.latency",
     "coldstart": "bench.coldstart",
+    "roster": "bench.roster",
     "broadcast": "bench.broadcast",
 }
 
