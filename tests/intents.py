@@ -1,0 +1,77 @@
+"""Intents only tests and the soak run (listed in tests/manifest.py, never in production's):
+each records its side effect once per run, so a test can count how often a job's effect
+happened. The effect is written either in the run's own transaction, committed with its
+``completed`` row (effectively once), or through the journal, committed on its own before the
+run ends (at least once: a run killed after it repeats it)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from pydantic import Field
+from sqlalchemy import text
+
+from app.context import JobContext
+from app.errors import PermanentError, TransientError
+from app.manifest import IntentParams
+
+#: The table the test intents write; created by whoever sets up the test database.
+EFFECTS_DDL = """
+CREATE TABLE IF NOT EXISTS test_side_effects (
+    job_id uuid NOT NULL,
+    tenant_id uuid NOT NULL,
+    attempt int NOT NULL,
+    pid int NOT NULL,
+    committed_with text NOT NULL,
+    at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX IF NOT EXISTS ix_test_side_effects_job ON test_side_effects (job_id);
+GRANT SELECT, INSERT ON test_side_effects TO PUBLIC;
+"""
+
+_RECORD = text(
+    "INSERT INTO test_side_effects (job_id, tenant_id, attempt, pid, committed_with) "
+    "VALUES (CAST(:job AS uuid), CAST(:tenant AS uuid), :attempt, :pid, :how)"
+)
+
+
+class EffectParams(IntentParams):
+    seconds: float = Field(0.0, ge=0, le=60, description="How long the run takes.")
+    transient_failures: int = Field(0, ge=0, le=20,
+                                    description="Attempts that fail with a transient error first.")
+    fail: bool = Field(False, description="Fail for good (a permanent error), recording nothing.")
+
+
+def _misbehave(ctx: JobContext, params: EffectParams) -> None:
+    if params.fail:
+        raise PermanentError("asked to fail")
+    if ctx.attempt <= params.transient_failures:
+        raise TransientError(f"planned transient failure {ctx.attempt} of "
+                             f"{params.transient_failures}")
+
+
+def _record(conn, ctx: JobContext, how: str) -> None:
+    conn.execute(_RECORD, {"job": ctx.job_id, "tenant": ctx.tenant_id, "attempt": ctx.attempt,
+                           "pid": os.getpid(), "how": how})
+
+
+def record_in_transaction(ctx: JobContext, params: EffectParams) -> dict:
+    """Half the time, the effect in the run's transaction, the other half: a kill can land
+    before the effect or between it and the commit; either way it is rolled back."""
+    _misbehave(ctx, params)
+    time.sleep(params.seconds / 2)
+    _record(ctx.session, ctx, "transaction")
+    time.sleep(params.seconds / 2)
+    return {"attempt": ctx.attempt, "pid": os.getpid()}
+
+
+def record_outside(ctx: JobContext, params: EffectParams) -> dict:
+    """The effect committed on its own (like a message handed to a gateway), then the rest
+    of the run; the handler writes nothing else, so its completion is batched."""
+    _misbehave(ctx, params)
+    time.sleep(params.seconds / 2)
+    with ctx.journal() as conn:
+        _record(conn, ctx, "journal")
+    time.sleep(params.seconds / 2)
+    return {"attempt": ctx.attempt, "pid": os.getpid()}
