@@ -60,6 +60,10 @@ def publish(jobs: Sequence[Outgoing]) -> list[str]:
                     producer=producer,
                     kwargsrepr=repr(shown),
                     add_to_parent=False,
+                    # The outcome lives in the table. Without this, a caller outside a worker
+                    # subscribes to a result channel per job, and while Redis is down that
+                    # subscription retries for ~20 s before the publish can fail.
+                    ignore_result=True,
                 )
                 sent.append(job.id)
     except Exception as exc:  # broker down: the sweep publishes what is left
