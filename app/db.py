@@ -60,8 +60,11 @@ def _create(url: str, *, status: bool) -> Engine:
     if status:
         connect_args["options"] = "-c synchronous_commit=off"
         options["isolation_level"] = "AUTOCOMMIT"
+    # hide_parameters: a statement's parameters (a job's intent_params, a handler's values)
+    # never ride along in an error's text into error_message, events, logs or Flower.
     eng = create_engine(url, pool_size=int(os.cpu_count() or 2) + 4, max_overflow=10,
-                        pool_recycle=1800, connect_args=connect_args, **options)
+                        pool_recycle=1800, connect_args=connect_args, hide_parameters=True,
+                        **options)
     event.listen(eng, "checkout", _ping_if_idle)
     event.listen(eng, "checkin", _note_checkin)
     return eng
@@ -114,16 +117,23 @@ def session() -> Session:
     return maker()
 
 
-_BIND_TENANT = text("SELECT set_config('app.tenant_id', :t, true)")
+#: The role a tenant-bound transaction runs as. Row-level security (alembic 0003) shows it only
+#: the rows of the tenant in ``app.tenant_id``; the engine's own connections log in as the
+#: tables' owner, which the policies do not bind (status writes, sweep, recovery, dispatch).
+TENANT_ROLE = "jobq_tenant"
+
+# Both ``SET LOCAL``: they end with the transaction and never leak to the next user of the
+# pooled connection. One statement, so binding costs one round trip.
+_BIND_TENANT = text(
+    "SELECT set_config('app.tenant_id', :t, true), set_config('role', :role, true)"
+)
 
 
 def bind_tenant(conn: Session | Connection, tenant_id: str) -> None:
-    """Bind ``conn``'s current transaction to one tenant (``app.tenant_id``).
-
-    Row-level security policies read that setting; it is ``SET LOCAL``, so it ends with the
-    transaction and never leaks to the next user of the pooled connection.
+    """Bind ``conn``'s current transaction to one tenant: ``app.tenant_id`` for the policies,
+    and :data:`TENANT_ROLE`, which they bind, so it sees and changes that tenant's rows only.
     """
-    conn.execute(_BIND_TENANT, {"t": str(tenant_id)})
+    conn.execute(_BIND_TENANT, {"t": str(tenant_id), "role": TENANT_ROLE})
 
 
 def tenant_session(tenant_id: str) -> Session:
@@ -133,8 +143,7 @@ def tenant_session(tenant_id: str) -> Session:
     and binds again after each commit of a checkpoint.
     """
     s = session()
-    event.listen(s, "after_begin",
-                 lambda _s, _tx, conn: conn.execute(_BIND_TENANT, {"t": str(tenant_id)}))
+    event.listen(s, "after_begin", lambda _s, _tx, conn: bind_tenant(conn, tenant_id))
     return s
 
 

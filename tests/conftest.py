@@ -89,6 +89,12 @@ os.environ.update(
         "JOBQ_SWEEP_INTERVAL": "0.5",
         "JOBQ_RECOVER_INTERVAL": "0.5",
         "JOBQ_RETRY_BACKOFF_BASE": "0.2",
+        # Production's intents plus the tests' own (tests/manifest.py), here and in every
+        # process a test starts, wherever its working directory is.
+        "JOBQ_MANIFEST": "tests.manifest:INTENTS",
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(Path(__file__).resolve().parent.parent),
+                          os.environ.get("PYTHONPATH")])),
     }
 )
 os.environ.pop("CELERY_RESULT_BACKEND", None)

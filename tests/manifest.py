@@ -21,4 +21,15 @@ INTENTS: tuple[Intent, ...] = (
     Intent("test.exec.record_in_transaction_bulk", "tests.intents:record_in_transaction",
            params=_EFFECT_PARAMS, max_retries=6, queue="bulk",
            description="test.exec.record_in_transaction on the bulk queue (slow work)."),
+    # Tenant isolation and secrets (tests/security_intents.py): no retries, one run each.
+    Intent("test.exec.snoop_other_tenant", "tests.security_intents:snoop_other_tenant",
+           params="tests.security_intents:SnoopParams", max_retries=0,
+           description="Read and write another tenant's rows every way a handler could."),
+    Intent("test.exec.connect_with_password", "tests.security_intents:connect_with_password",
+           params="tests.security_intents:LeakParams", max_retries=0,
+           description="Fail to reach a database URL with a password, logging it first."),
+    Intent("test.exec.use_secrets", "tests.security_intents:use_secrets",
+           params="tests.security_intents:SecretParams", max_retries=0,
+           secret_params=("card_number",),
+           description="Echo a declared secret and a secret-looking one, or fail holding them."),
 )
