@@ -18,7 +18,8 @@ from app.logs import configure_logging
 from app.registry import manifest
 from app.runner import register_intents
 
-celery_app = Celery("jobq")
+# Every task's messages are checked before Celery reads them (see app.messages).
+celery_app = Celery("jobq", task_cls="app.messages:CheckedTask")
 celery_app.config_from_object("celeryconfig")
 register_intents(celery_app, manifest)
 

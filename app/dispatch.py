@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -30,7 +31,9 @@ from app import audit, db
 from app.celery_app import celery_app
 from app.errors import IntentRefused, TenantRefused
 from app.manifest import Intent
+from app.messages import CheckedTask
 from app.publish import Outgoing, publish_or_release
+from app.redaction import is_secret_field, redacted_call
 from app.registry import manifest
 from app.settings import settings
 
@@ -64,6 +67,11 @@ class Request:
 
 # --- validation --------------------------------------------------------------------------------
 
+#: A refusal lists this many problems with the parameters, then says how many more there are.
+MAX_PROBLEMS = 10
+#: Field names and keys longer than this are cut short in refusals.
+MAX_NAME_SHOWN = 40
+
 
 class _Refusal(Exception):
     def __init__(self, message: str, field: str, keep_params: bool = True):
@@ -72,24 +80,106 @@ class _Refusal(Exception):
         self.keep_params = keep_params
 
 
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut short: control characters and lone surrogates come out escaped."""
+    text_ = repr(value) if not isinstance(value, str) else repr(value[: limit + 1])
+    return text_ if len(text_) <= limit else text_[: limit - 3] + "..."
+
+
+def _printable(value: str, limit: int | None = None) -> str:
+    """``value`` with every unprintable character (controls, NUL, lone surrogates) escaped as
+    Python would, so it can be stored and shown in a terminal as it is; cut at ``limit``."""
+    if limit is not None and len(value) > limit:
+        return _printable(value[:limit]) + "…"
+    if value.isprintable():
+        return value
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in value)
+
+
+def _text_problem(value: str) -> str | None:
+    """Why PostgreSQL cannot store ``value`` as text or in jsonb, or None."""
+    if "\x00" in value:
+        return "contains a NUL character (\\u0000), which cannot be stored"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return (f"contains a lone surrogate ({value[exc.start]!r}), "
+                "which is not valid Unicode text")[: 200]
+    return None
+
+
+def _uuid(value: Any, field: str) -> str:
+    try:
+        return str(uuid.UUID(str(value)))
+    except (ValueError, TypeError, AttributeError):
+        raise IntentRefused(f"{field} {_short(value)} is not a UUID", field=field) from None
+
+
 def _tenant_uuid(value: Any) -> str:
     try:
         return str(uuid.UUID(str(value)))
     except (ValueError, TypeError, AttributeError):
-        raise TenantRefused(f"tenant_id {str(value)[:80]!r} is not a UUID", field="tenant_id") from None
+        raise TenantRefused(f"tenant_id {_short(value)} is not a UUID", field="tenant_id") from None
 
 
-def _json_depth(value: Any) -> int:
-    depth, stack = 0, [(value, 1)]
+def _json_problem(value: Any, root: str = "intent_params") -> tuple[str, str] | None:
+    """``(where, what)`` of the first thing in ``value`` that is not JSON PostgreSQL can store:
+    a value JSON has no type for, NaN or infinity, a key that is not text, NUL or a lone
+    surrogate in text, nesting deeper than JOBQ_MAX_PARAMS_DEPTH; None when all is well."""
+    limit = settings.max_params_depth
+    stack: list[tuple[Any, str, int]] = [(value, root, 1)]
     while stack:
-        item, level = stack.pop()
-        if isinstance(item, dict | list):
-            depth = max(depth, level)
-            if level > settings.max_params_depth:
-                return level
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, level + 1) for child in children)
-    return depth
+        item, where, depth = stack.pop()
+        if item is None or isinstance(item, bool | int):
+            continue
+        if isinstance(item, str):
+            problem = _text_problem(item)
+            if problem:
+                return where, f"{where} {problem}"
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return where, f"{where}: {item!r} is not a JSON number"
+        elif isinstance(item, dict | list | tuple):
+            if depth > limit:
+                return root, f"{root} is nested more than {limit} levels deep"
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    if not isinstance(key, str):
+                        return where, f"{where}: key {_short(key)} is not a string"
+                    problem = _text_problem(key)
+                    if problem:
+                        return where, f"{where}: key {_short(key, MAX_NAME_SHOWN)} {problem}"
+                    stack.append((child, f"{where}.{_printable(key, MAX_NAME_SHOWN)}", depth + 1))
+            else:
+                stack.extend((child, f"{where}[{i}]", depth + 1) for i, child in enumerate(item))
+        else:
+            hint = " (send an ISO 8601 string)" if isinstance(item, dt.date) else ""
+            return where, f"{where}: {type(item).__name__} is not a JSON value{hint}"
+    return None
+
+
+def _json_size_problem(params: Mapping[str, Any]) -> str | None:
+    """Why ``params`` (already free of :func:`_json_problem`) is too big, or None."""
+    try:
+        encoded = json.dumps(params, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:  # e.g. an int of 5,000 digits
+        return f"intent_params is not JSON: {str(exc)[:120]}"
+    size = len(encoded.encode())
+    if size > settings.max_params_bytes:
+        return (f"intent_params is {size:,} bytes of JSON; the limit is "
+                f"{settings.max_params_bytes:,} (JOBQ_MAX_PARAMS_BYTES)")
+    return None
+
+
+def _storable(params: Any) -> dict[str, Any] | None:
+    """``params`` as a refused job's row may keep them: a JSON object PostgreSQL can store,
+    within the size limit; otherwise None (the row keeps only the reason)."""
+    if not isinstance(params, Mapping):
+        return None
+    params = dict(params)
+    if _json_problem(params) or _json_size_problem(params):
+        return None
+    return params
 
 
 def _check_params(intent: Intent, params: Any) -> dict[str, Any]:
@@ -101,46 +191,41 @@ def _check_params(intent: Intent, params: Any) -> dict[str, Any]:
             f"intent_params must be a JSON object, not {type(params).__name__}",
             "intent_params", keep_params=False,
         )
-    depth = _json_depth(params)
-    if depth > settings.max_params_depth:
-        raise _Refusal(
-            f"intent_params is nested more than {settings.max_params_depth} levels deep",
-            "intent_params", keep_params=False,
-        )
+    params = dict(params)
+    found = _json_problem(params)
+    if found:
+        where, message = found
+        raise _Refusal(message, where, keep_params=False)
+    too_big = _json_size_problem(params)
+    if too_big:
+        raise _Refusal(too_big, "intent_params", keep_params=False)
     try:
-        encoded = json.dumps(params, ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise _Refusal(f"intent_params is not JSON: {exc}", "intent_params", keep_params=False) from None
-    size = len(encoded.encode())
-    if size > settings.max_params_bytes:
-        raise _Refusal(
-            f"intent_params is {size:,} bytes of JSON; the limit is "
-            f"{settings.max_params_bytes:,} (JOBQ_MAX_PARAMS_BYTES)",
-            "intent_params", keep_params=False,
-        )
-    if "\\u0000" in encoded or "\x00" in encoded:
-        raise _Refusal(
-            "intent_params contains a NUL character (\\u0000), which cannot be stored",
-            "intent_params", keep_params=False,
-        )
-    try:
-        model = intent.params_model.model_validate(dict(params))
+        model = intent.params_model.model_validate(params)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors(include_url=False):
-            where = ".".join(str(p) for p in err["loc"]) or "intent_params"
-            got = "" if err["type"] == "missing" else f" (got {_short(err.get('input'))})"
-            problems.append(f"{where}: {err['msg']}{got}")
+        errors = exc.errors(include_url=False)
+        problems = [_problem(intent, err) for err in errors[:MAX_PROBLEMS]]
+        if len(errors) > MAX_PROBLEMS:
+            problems.append(f"and {len(errors) - MAX_PROBLEMS} more problems")
+        first = ".".join(_printable(str(p), MAX_NAME_SHOWN) for p in errors[0]["loc"])
         raise _Refusal(
             f"invalid intent_params for {intent.key!r}: " + "; ".join(problems),
-            "intent_params." + ".".join(str(p) for p in exc.errors()[0]["loc"]),
+            "intent_params" + (f".{first}" if first else ""),
         ) from None
     return model.model_dump(mode="json")
 
 
-def _short(value: Any) -> str:
-    text_ = repr(value)
-    return text_ if len(text_) <= 60 else text_[:57] + "..."
+def _problem(intent: Intent, err: Any) -> str:
+    """One validation error as ``field: what is wrong (got value)``; a secret's value unshown."""
+    loc = [str(p) for p in err["loc"]]
+    where = ".".join(_printable(p, MAX_NAME_SHOWN) for p in loc) or "intent_params"
+    secret = any(is_secret_field(p, intent.secret_params) for p in loc)
+    if err["type"] == "missing":
+        got = ""
+    elif secret:
+        got = " (value hidden: a secret)"
+    else:
+        got = f" (got {_short(err.get('input'))})"
+    return f"{where}: {err['msg']}{got}"
 
 
 def _parse_run_at(value: Any) -> dt.datetime | None:
@@ -151,16 +236,20 @@ def _parse_run_at(value: Any) -> dt.datetime | None:
             value = dt.datetime.fromisoformat(value.strip())
         except ValueError:
             raise _Refusal(
-                f"run_at {value[:60]!r} is not an ISO 8601 time (e.g. 2026-03-01T02:00:00+09:00)",
+                f"run_at {_short(value)} is not an ISO 8601 time (e.g. 2026-03-01T02:00:00+09:00)",
                 "run_at",
             ) from None
     if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
         value = dt.datetime.combine(value, dt.time())
     if not isinstance(value, dt.datetime):
         raise _Refusal(f"run_at must be an ISO 8601 string or a datetime, not {type(value).__name__}", "run_at")
-    if value.tzinfo is None:  # a naive time is the academy's local time
-        value = value.replace(tzinfo=ZoneInfo(settings.timezone))
-    return value.astimezone(dt.UTC)
+    shown = value
+    try:
+        if value.tzinfo is None:  # a naive time is the academy's local time
+            value = value.replace(tzinfo=ZoneInfo(settings.timezone))
+        return value.astimezone(dt.UTC)
+    except (OverflowError, ValueError):  # within a day of year 1 or year 9999
+        raise _Refusal(f"run_at {_short(shown.isoformat())} is out of range", "run_at") from None
 
 
 def _check_max_retries(value: Any, intent: Intent | None) -> int:
@@ -169,7 +258,7 @@ def _check_max_retries(value: Any, intent: Intent | None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _Refusal(f"max_retries must be an integer, not {type(value).__name__}", "max_retries")
     if not 0 <= value <= MAX_RETRIES_LIMIT:
-        raise _Refusal(f"max_retries {value} must be within 0..{MAX_RETRIES_LIMIT}", "max_retries")
+        raise _Refusal(f"max_retries {_short(value)} must be within 0..{MAX_RETRIES_LIMIT}", "max_retries")
     return value
 
 
@@ -181,16 +270,16 @@ def _check_idempotency_key(value: Any) -> str | None:
             f"idempotency_key must be a non-empty string of at most {settings.max_key_length} characters",
             "idempotency_key",
         )
-    if "\x00" in value:
-        raise _Refusal("idempotency_key contains a NUL character", "idempotency_key")
+    problem = _text_problem(value)
+    if problem:
+        raise _Refusal(f"idempotency_key {problem}", "idempotency_key")
     return value
 
 
 def _printable_key(value: Any) -> str:
+    """An intent key as a refused job's row keeps it: printable, at most a key's length."""
     key = value if isinstance(value, str) else repr(value)
-    key = key.replace("\x00", "\\0")
-    limit = settings.max_key_length
-    return key if len(key) <= limit else key[:limit] + "…"
+    return _printable(key, settings.max_key_length)
 
 
 def _prepare(
@@ -198,14 +287,17 @@ def _prepare(
 ) -> tuple[audit.NewJob, _Refusal | None]:
     """The row to write for ``req``: pending, or failed with the reason it was refused."""
     tenant_id = _tenant_uuid(req.tenant_id)
-    job_id = req.job_id or audit.new_id()
+    # Malformed ids are the calling code's mistake: refused before anything is written, so
+    # the caller's transaction stays usable.
+    job_id = _uuid(req.job_id, "job_id") if req.job_id is not None else audit.new_id()
+    parent_id = _uuid(req.parent_id, "parent_id") if req.parent_id is not None else None
     key = req.intent_key
     intent = manifest.get(key) if isinstance(key, str) else None
     base = {
         "id": job_id,
         "tenant_id": tenant_id,
         "source": source,
-        "parent_id": req.parent_id,
+        "parent_id": parent_id,
     }
     try:
         if not isinstance(key, str) or not key:
@@ -213,7 +305,7 @@ def _prepare(
         if intent is None:
             hint = manifest.suggest(key) if len(key) <= settings.max_key_length else []
             raise _Refusal(
-                f"unknown intent key {_printable_key(key)!r}"
+                f"unknown intent key {_short(key, settings.max_key_length)}"
                 + (f" (did you mean {', '.join(map(repr, hint))}?)" if hint else ""),
                 "intent_key",
             )
@@ -222,7 +314,7 @@ def _prepare(
         max_retries = _check_max_retries(req.max_retries, intent)
         idempotency_key = _check_idempotency_key(req.idempotency_key)
     except _Refusal as refusal:
-        kept = req.intent_params if refusal.keep_params and isinstance(req.intent_params, Mapping) else None
+        kept = _storable(req.intent_params) if refusal.keep_params else None
         return audit.NewJob(
             **base,
             intent_key=_printable_key(key),
@@ -371,8 +463,29 @@ def _is_db_outage(exc: BaseException) -> bool:
     )
 
 
+DISPATCH_ARGUMENTS = ("tenant_id", "intent_key", "intent_params", "idempotency_key", "run_at",
+                      "max_retries")
+
+
+class DispatchTask(CheckedTask):
+    """``dispatch_intent``'s task class: its parameters never show unredacted, neither in the
+    sent event the caller's process emits nor in what the worker reports to Flower."""
+
+    def apply_async(self, args=None, kwargs=None, **options):
+        if "argsrepr" not in options and "kwargsrepr" not in options:
+            options["argsrepr"], options["kwargsrepr"] = self.shown_arguments(args, kwargs)
+        return super().apply_async(args, kwargs, **options)
+
+    def shown_arguments(self, args: Any, kwargs: Any) -> tuple[str, str]:
+        named = dict(zip(DISPATCH_ARGUMENTS, args or (), strict=False))
+        key = (kwargs or {}).get("intent_key", named.get("intent_key"))
+        intent = manifest.get(key) if isinstance(key, str) else None
+        return redacted_call(args, kwargs, intent.secret_params if intent else ())
+
+
+# A refusal is an expected outcome (``throws``): Celery logs it in one line, not as a crash.
 @celery_app.task(name="dispatch_intent", bind=True, queue="dispatch", ignore_result=False,
-                 acks_late=True, max_retries=None)
+                 acks_late=True, max_retries=None, throws=(IntentRefused,), base=DispatchTask)
 def dispatch_intent(self, tenant_id: str, intent_key: str, intent_params: dict | None = None,
                     idempotency_key: str | None = None, run_at: str | None = None,
                     max_retries: int | None = None) -> str:

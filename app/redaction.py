@@ -11,9 +11,13 @@ from typing import Any
 
 REDACTED = "***"
 
+# Linear in the text's length, whatever it holds: redaction runs over every log line, error and
+# parameter, and a pattern that rescans from each position (a megabyte key without "://")
+# would hang the caller. Hence the lookbehind (a scheme starts where a word does) and bounds.
 _PATTERNS = [
     # scheme://user:password@host -> scheme://user:***@host
-    (re.compile(r"(?P<pre>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<secret>[^@\s/]+)(?P<post>@)"),
+    (re.compile(r"(?P<pre>(?<![a-zA-Z0-9+.-])[a-zA-Z][a-zA-Z0-9+.-]{0,31}://[^:/@\s]{0,256}:)"
+                r"(?P<secret>[^@\s/]{1,1024})(?P<post>@)"),
      r"\g<pre>" + REDACTED + r"\g<post>"),
     # password=..., token: ..., api_key=..., secret=... (query strings, key=value dumps)
     (re.compile(
@@ -38,16 +42,33 @@ def redact_text(value: str | None) -> str | None:
     return value
 
 
+def is_secret_field(name: Any, secret_fields: tuple[str, ...] | list[str] = ()) -> bool:
+    """True for a field the manifest declares secret, or whose name looks like one."""
+    return name in secret_fields or (isinstance(name, str) and bool(_SECRET_NAMES.search(name)))
+
+
 def redact_params(params: Any, secret_fields: tuple[str, ...] | list[str] = ()) -> Any:
-    """A copy of ``params`` with the declared secret fields (and secret-looking keys) hidden."""
+    """A copy of ``params`` with the declared secret fields (and secret-looking keys) hidden,
+    and passwords inside text values masked (a database URL typed into any field)."""
     if isinstance(params, dict):
         out = {}
         for key, value in params.items():
-            if key in secret_fields or (isinstance(key, str) and _SECRET_NAMES.search(key)):
+            if is_secret_field(key, secret_fields):
                 out[key] = REDACTED
             else:
                 out[key] = redact_params(value, secret_fields)
         return out
-    if isinstance(params, list):
+    if isinstance(params, list | tuple):
         return [redact_params(v, secret_fields) for v in params]
+    if isinstance(params, str):
+        return redact_text(params)
     return params
+
+
+def redacted_call(args: Any, kwargs: Any, secret_fields: tuple[str, ...] = ()) -> tuple[str, str]:
+    """Celery's ``argsrepr`` and ``kwargsrepr`` of a call (what Flower and events show), with
+    :func:`redact_params` applied to every argument."""
+    from celery.utils.saferepr import saferepr
+
+    return (saferepr(redact_params(list(args or ()), secret_fields)),
+            saferepr(redact_params(dict(kwargs or {}), secret_fields)))

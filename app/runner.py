@@ -13,11 +13,12 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import math
 import time
 import traceback as tb
+import uuid
 from typing import Any
 
-from celery import Task
 from celery.exceptions import Retry, SoftTimeLimitExceeded
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -25,8 +26,9 @@ from app import audit, completions, db, lease, retry
 from app.context import JobContext, RunAborted
 from app.errors import IntentRefused, JobqError, PermanentError
 from app.manifest import Intent, Manifest, ManifestError
+from app.messages import CheckedTask
 from app.publish import Outgoing, publish
-from app.redaction import redact_text
+from app.redaction import redact_params, redact_text, redacted_call
 from app.settings import settings
 
 log = logging.getLogger("jobq.jobs")
@@ -43,6 +45,14 @@ def _is_db_outage(exc: BaseException) -> bool:
     return isinstance(exc, OperationalError) or (
         isinstance(exc, DBAPIError) and exc.connection_invalidated
     )
+
+
+def _is_uuid(value: Any) -> bool:
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return True
 
 
 def describe(exc: BaseException) -> str:
@@ -74,11 +84,35 @@ def bounded_result(value: Any) -> Any:
     """The handler's return value as JSON, replaced by a preview when it is too large."""
     if value is None:
         return None
-    # PostgreSQL's jsonb cannot hold NUL characters: one would fail the whole batch.
-    encoded = json.dumps(value, ensure_ascii=False, default=str).replace("\\u0000", "\\ufffd")
+    # JSON types only (a datetime becomes its text), then nothing jsonb refuses: one NUL, lone
+    # surrogate or NaN would fail the whole batch of completions it rides in.
+    value = _storable_json(json.loads(json.dumps(value, default=str)))
+    encoded = json.dumps(value, ensure_ascii=False)
     if len(encoded.encode()) <= settings.max_result_bytes:
-        return json.loads(encoded)
+        return value
     return {"truncated": True, "bytes": len(encoded.encode()), "preview": encoded[:1000]}
+
+
+def _storable_text(text_: str) -> str:
+    """``text_`` with NUL and lone surrogates replaced by U+FFFD (a surrogate pair is kept)."""
+    text_ = text_.replace("\x00", "\ufffd")
+    try:
+        text_.encode("utf-8")
+    except UnicodeEncodeError:
+        text_ = text_.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text_
+
+
+def _storable_json(value: Any) -> Any:
+    if isinstance(value, str):
+        return _storable_text(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {_storable_text(k): _storable_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_storable_json(v) for v in value]
+    return value
 
 
 class AttemptFailed(JobqError):
@@ -91,15 +125,22 @@ class JobFailed(JobqError):
     run as FAILURE with the error. Expected (``throws``), so the worker logs nothing twice."""
 
 
-class IntentTask(Task):
+class IntentTask(CheckedTask):
     """Base of every intent's task; ``intent`` is set per key at registration."""
 
     intent: Intent
-    throws = (JobFailed,)
+    throws = (JobFailed, IntentRefused)  # expected: one log line each, no traceback
     typing = False
     ignore_result = True  # the outcome lives in job_executions
     acks_late = True
     reject_on_worker_lost = True
+
+    def shown_arguments(self, args: Any, kwargs: Any) -> tuple[str, str] | None:
+        # The engine's own messages carry only the tenant and job id, and a kwargsrepr with the
+        # parameters redacted (app.publish); a direct call carries parameters of its own.
+        if not args and "intent_params" not in (kwargs or {}):
+            return None
+        return redacted_call(args, kwargs, self.intent.secret_params)
 
 
 class Run:
@@ -184,6 +225,11 @@ class Run:
 
     # -- running ---------------------------------------------------------------------------
     def execute(self, *, tenant_id: str | None, intent_params: dict | None, from_engine: bool):
+        if not _is_uuid(self.job_id):
+            # Not a message the engine or a Celery client sent: nothing can be claimed or audited.
+            log.error("message dropped: its task id %.60r is not a job id (a UUID)", self.job_id,
+                      extra={"intent_key": self.intent.key})
+            return None
         try:
             self.claimed = self._claim_or_explain(tenant_id, intent_params, from_engine)
         except Exception as exc:
@@ -250,7 +296,8 @@ class Run:
         finally:
             session.close()
         log.info("job completed in %.1f ms", elapsed_ms, extra=self._extra())
-        return result
+        # What Celery reports (Flower shows it); the table keeps the result as it is.
+        return redact_params(result, self.intent.secret_params)
 
     def _params(self, c: audit.Claimed):
         try:
