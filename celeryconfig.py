@@ -9,23 +9,26 @@ from __future__ import annotations
 from kombu import Exchange, Queue
 
 from app.manifest import QUEUES
-from app.settings import settings
+
+# Private (underscore) name: Celery takes every other module attribute for a setting, and
+# `celery inspect conf` (which Flower shows) would print this object, URLs and passwords included.
+from app.settings import settings as _settings
 
 # --- connections ---------------------------------------------------------------------------
-broker_url = settings.broker_url
-result_backend = settings.result_backend
+broker_url = _settings.broker_url
+result_backend = _settings.result_backend
 broker_connection_retry_on_startup = True
 broker_connection_timeout = 4
 broker_transport_options = {
     # Longer than the longest allowed run: Redis must never hand a live run to a second worker.
-    "visibility_timeout": settings.visibility_timeout,
-    "global_keyprefix": settings.redis_key_prefix,
+    "visibility_timeout": _settings.visibility_timeout,
+    "global_keyprefix": _settings.redis_key_prefix,
     "socket_timeout": 10,
     "socket_connect_timeout": 4,
     "health_check_interval": 25,
 }
 result_backend_transport_options = {
-    "global_keyprefix": settings.redis_key_prefix,
+    "global_keyprefix": _settings.redis_key_prefix,
     "socket_timeout": 10,
     "socket_connect_timeout": 4,
 }
@@ -45,7 +48,7 @@ task_acks_late = True
 task_reject_on_worker_lost = True  # a killed worker process puts its message back
 task_acks_on_failure = True  # a run that raised is recorded in the table; do not redeliver
 task_acks_on_timeout = True
-worker_prefetch_multiplier = settings.prefetch_multiplier
+worker_prefetch_multiplier = _settings.prefetch_multiplier
 task_publish_retry = True
 task_publish_retry_policy = {
     "max_retries": 2,
@@ -55,10 +58,10 @@ task_publish_retry_policy = {
 }
 
 # --- time -----------------------------------------------------------------------------------
-timezone = settings.timezone
+timezone = _settings.timezone
 enable_utc = True
-task_soft_time_limit = settings.default_time_limit
-task_time_limit = settings.default_time_limit + 30
+task_soft_time_limit = _settings.default_time_limit
+task_time_limit = _settings.default_time_limit + 30
 
 # --- monitoring (Flower) ---------------------------------------------------------------------
 worker_send_task_events = True
@@ -79,24 +82,24 @@ task_create_missing_queues = False
 beat_schedule = {
     "sweep-due-jobs": {
         "task": "jobq.sweep_due_jobs",
-        "schedule": settings.sweep_interval,
-        "options": {"queue": "maintenance", "expires": max(settings.sweep_interval * 5, 5)},
+        "schedule": _settings.sweep_interval,
+        "options": {"queue": "maintenance", "expires": max(_settings.sweep_interval * 5, 5)},
     },
     "recover-lost-runs": {
         "task": "jobq.recover_lost_runs",
-        "schedule": settings.recover_interval,
-        "options": {"queue": "maintenance", "expires": max(settings.recover_interval * 5, 5)},
+        "schedule": _settings.recover_interval,
+        "options": {"queue": "maintenance", "expires": max(_settings.recover_interval * 5, 5)},
     },
     # The schedules live in job_schedules, read on every tick: no beat restart for a change.
     "fire-schedules": {
         "task": "jobq.fire_schedules",
-        "schedule": settings.schedule_interval,
-        "options": {"queue": "maintenance", "expires": max(settings.schedule_interval * 5, 5)},
+        "schedule": _settings.schedule_interval,
+        "options": {"queue": "maintenance", "expires": max(_settings.schedule_interval * 5, 5)},
     },
     "apply-retention": {
         "task": "jobq.apply_retention",
-        "schedule": settings.retention_interval,
-        "options": {"queue": "maintenance", "expires": max(settings.retention_interval / 2, 5)},
+        "schedule": _settings.retention_interval,
+        "options": {"queue": "maintenance", "expires": max(_settings.retention_interval / 2, 5)},
     },
 }
-beat_max_loop_interval = min(5.0, settings.sweep_interval)
+beat_max_loop_interval = min(5.0, _settings.sweep_interval)

@@ -102,7 +102,7 @@ JOB_EVENTS = text(
 #: What a watcher polls: the row's live state and the database's clock.
 WATCH_JOB = text(
     """
-    SELECT status, progress, coalesce(retry_count, 0) AS retry_count, max_retries,
+    SELECT intent_key, status, progress, coalesce(retry_count, 0) AS retry_count, max_retries,
            error_message, result, executed_at, completed_at, run_at, worker, now() AS db_now
       FROM job_executions
      WHERE id = CAST(:job_id AS uuid)

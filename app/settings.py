@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 #: Where the embedded services write the URLs they listen on.
@@ -133,7 +133,7 @@ class Settings:
     # Flower.
     flower_address: str = "127.0.0.1"
     flower_port: int = 5555
-    flower_basic_auth: str | None = None
+    flower_basic_auth: str | None = field(default=None, repr=False)  # user:password
 
     # Notifications. Unset SMTP host / webhook URL: those channels only record the message.
     smtp_host: str | None = None
@@ -154,6 +154,13 @@ class Settings:
     #: Messages per second each channel's outside service takes, across all workers (a token
     #: bucket in Redis); 0 or absent: no limit. Recorded messages leave nothing, so no limit.
     send_rates: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_SEND_RATES))
+
+    def __repr__(self) -> str:
+        # The service URLs carry passwords: printed anywhere, they show masked.
+        from app.redaction import redact_text
+
+        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.repr)
+        return redact_text(f"Settings({shown})") or ""
 
     @property
     def visibility_timeout(self) -> int:

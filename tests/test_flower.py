@@ -18,9 +18,10 @@ import pytest
 import requests
 
 from app import db
+from app.celery_app import celery_app
 from app.dispatch import submit
 from app.embedded import free_port
-from tests.fixtures import ROOT, wait_for, wait_for_status
+from tests.fixtures import ROOT, sql, wait_for, wait_for_status
 
 pytestmark = pytest.mark.slow
 
@@ -184,6 +185,61 @@ def test_flower_shows_each_intent_under_its_key_only_with_credentials(
     assert flower.get("/api/tasks", auth=(USER, "wrong")).status_code == 401
     assert flower.get("/tasks", auth=None).status_code == 401
     assert PASSWORD not in flower.log()
+
+
+def test_an_exposed_flower_refuses_every_unauthenticated_read_and_action(
+        tenant, start_worker_process, start_flower):
+    """On every interface, Flower answers nothing and does nothing without the password, even
+    with FLOWER_UNAUTHENTICATED_API set; with it, the same calls work (so the 401s mean it)."""
+    worker = start_worker_process("-P", "prefork", "-c", "2",
+                                  queues="celery,dispatch,realtime,bulk,maintenance")
+    flower = start_flower("--address", "0.0.0.0", env={"FLOWER_UNAUTHENTICATED_API": "true"})
+    wait_for_worker_in(flower, worker.name)
+    job_id = submit_job(tenant, "system.exec.echo", n=1)
+    flower_task(flower, job_id, state="SUCCESS")
+    name = worker.name
+    apply = {"kwargs": {"tenant_id": tenant, "intent_params": {"by": "stranger"}}}
+    reads = ["/", "/workers", f"/worker/{name}", "/tasks", "/tasks/datatable", f"/task/{job_id}",
+             "/broker", "/api/workers", "/api/tasks", "/api/task/types", "/api/queues/length",
+             f"/api/task/info/{job_id}", f"/api/task/result/{job_id}"]
+    actions = [
+        ("/api/task/async-apply/system.exec.echo", apply),
+        ("/api/task/send-task/system.exec.echo", apply),
+        ("/api/task/apply/system.exec.echo", apply),
+        (f"/api/task/revoke/{job_id}?terminate=true", None),
+        (f"/api/task/abort/{job_id}", None),
+        (f"/api/task/rate-limit/system.exec.echo?workername={name}&ratelimit=1/h", None),
+        (f"/api/task/timeout/system.exec.echo?workername={name}&hard=1", None),
+        (f"/api/worker/pool/shrink/{name}?n=1", None),
+        (f"/api/worker/pool/autoscale/{name}?min=0&max=0", None),
+        (f"/api/worker/queue/cancel-consumer/{name}?queue=realtime", None),
+        (f"/api/worker/pool/restart/{name}", None),
+        (f"/api/worker/shutdown/{name}", None),
+    ]
+    for auth in (None, (USER, "wrong"), ("intruder", PASSWORD)):
+        for path in reads:
+            assert flower.get(path, auth=auth).status_code == 401, (path, auth)
+        for path, body in actions:
+            response = requests.post(flower.url + path, json=body, auth=auth, timeout=5)
+            assert response.status_code == 401, (path, auth, response.text[:200])
+
+    # Nothing happened: no job from the stranger, and the worker, its pool and its queues serve.
+    assert celery_app.control.ping(destination=[name], timeout=2)
+    assert sql("SELECT count(*) FROM job_executions WHERE tenant_id = :t "
+               "AND intent_params->>'by' = 'stranger'", t=tenant) == [(0,)]
+    wait_for_status(submit_job(tenant, "system.exec.echo", after="refusals"), "completed")
+    # The same call with the password does run a job.
+    response = requests.post(f"{flower.url}/api/task/async-apply/system.exec.echo",
+                             json={"kwargs": {"tenant_id": tenant,
+                                              "intent_params": {"by": "operator"}}},
+                             auth=(USER, PASSWORD), timeout=5)
+    assert response.status_code == 200, response.text
+    row = wait_for_status(response.json()["task-id"], "completed")
+    assert row["source"] == "direct" and row["result"] == {"by": "operator"}
+    # Open by design, for Prometheus and health checks: counts only, no task's arguments.
+    metrics = flower.get("/metrics", auth=None)
+    assert metrics.status_code == 200 and tenant not in metrics.text
+    assert flower.get("/healthcheck", auth=None).status_code == 200
 
 
 def test_progress_shows_in_flower_while_a_job_runs(tenant, start_worker_process, start_flower):

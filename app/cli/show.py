@@ -137,7 +137,8 @@ def job_for_json(job: dict[str, Any]) -> dict[str, Any]:
     """A job row as scripts get it from ``--json``: secrets hidden, times in ISO 8601."""
     out = dict(job)
     out["intent_params"] = shown_params(job["intent_key"], job.get("intent_params"))
-    out["result"] = redact_values(redact_params(job.get("result")))
+    # A result may echo the parameters: the intent's declared secrets are hidden there too.
+    out["result"] = shown_params(job["intent_key"], job.get("result"))
     if out.get("error_message"):
         out["error_message"] = shown_text(out["error_message"])
     for key, value in out.items():

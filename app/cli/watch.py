@@ -18,7 +18,6 @@ from rich.text import Text
 from app import db, queries
 from app.cli import show
 from app.models import FINISHED_STATUSES
-from app.redaction import redact_params
 
 #: How often the row is read; the runner writes progress at most a few times a second.
 POLL_SECONDS = 0.25
@@ -48,7 +47,8 @@ def outcome_line(row: dict[str, Any]) -> Text:
             out.append(f" in {show.duration(took)}")
         if row.get("result") is not None:
             out.append("  result: ", style="dim")
-            out.append(show.short(show.redact_values(redact_params(row["result"])), 160))
+            out.append(show.short(show.shown_params(row.get("intent_key") or "", row["result"]),
+                                  160))
     elif status == "failed":
         out.append("✗ failed", style="bold red")
         attempts = row["retry_count"] + 1
