@@ -22,7 +22,7 @@ from typing import Any
 from celery.exceptions import Retry, SoftTimeLimitExceeded
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from app import audit, completions, db, lease, retry
+from app import audit, completions, db, lease, retry, timelimit
 from app.context import JobContext, RunAborted
 from app.errors import IntentRefused, JobqError, PermanentError
 from app.manifest import Intent, Manifest, ManifestError
@@ -264,7 +264,8 @@ class Run:
         )
         try:
             params = self._params(c)
-            result = bounded_result(self.intent.function(ctx, params))
+            with timelimit.soft_limit(self.intent.effective_time_limit):
+                result = bounded_result(self.intent.function(ctx, params))
             elapsed_ms = round((time.monotonic() - started) * 1000, 1)
             outcome = audit.Outcome(c.id, self.owner, self.worker, c.attempt, result,
                                     {"elapsed_ms": elapsed_ms}, dt.datetime.now(dt.UTC))

@@ -21,6 +21,10 @@ INTENTS: tuple[Intent, ...] = (
     Intent("test.exec.record_in_transaction_bulk", "tests.intents:record_in_transaction",
            params=_EFFECT_PARAMS, max_retries=6, queue="bulk",
            description="test.exec.record_in_transaction on the bulk queue (slow work)."),
+    # Time limits (tests/test_timelimit.py): the diagnostic sleep, limited to 2 s.
+    Intent("test.exec.sleep_limited", "handlers.system.diagnostics:sleep",
+           params="handlers.system.params:SleepParams", max_retries=0, time_limit=2,
+           description="Sleep, but never longer than 2 s."),
     # Tenant isolation and secrets (tests/security_intents.py): no retries, one run each.
     Intent("test.exec.snoop_other_tenant", "tests.security_intents:snoop_other_tenant",
            params="tests.security_intents:SnoopParams", max_retries=0,
