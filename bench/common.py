@@ -121,7 +121,7 @@ def median(values: Sequence[float]) -> float:
 def machine() -> dict[str, Any]:
     load = os.getloadavg()
     return {"cpus": os.cpu_count(), "python": platform.python_version(),
-            "load_avg_1m_at_start": round(load[0], 2), "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "load_avg_1m": round(load[0], 2), "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
 def write_result(name: str, data: dict[str, Any]) -> Path:

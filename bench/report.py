@@ -1,0 +1,147 @@
+"""The benchmarks' latest figures as one Markdown page and one chart, from their JSON files.
+
+    python -m bench report      # writes bench/results/README.md and bench/results/chart.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _table(columns: list[str], rows: list[list[Any]]) -> str:
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:,.2f}" if abs(v) < 100 else f"{v:,.0f}"
+        if isinstance(v, int):
+            return f"{v:,}"
+        return str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _when(data: dict[str, Any]) -> str:
+    m = data.get("machine", {})
+    load = m.get("load_avg_1m", m.get("load_avg_1m_at_start", "?"))
+    return (f"_{m.get('at', '?')}, {m.get('cpus', '?')} CPUs, 1-minute load {load} when "
+            f"written, Python {m.get('python', '?')}_")
+
+
+def markdown() -> str:
+    out = ["# Benchmark results", "",
+           "Written by `python -m bench report` from the JSON files beside it; each section names "
+           "the command that produced it. Ratios compare runs made in one invocation.", ""]
+    if drain := _load("drain"):
+        out += ["## Drain throughput", "", f"`python -m bench drain` — {drain['jobs']:,} jobs of "
+                "`system.exec.echo` enqueued first, then the workers started. " + _when(drain), "",
+                _table(["set-up", "path", "jobs/s", "× bare, same set-up", "× bare prefork2"],
+                       [[r["setup"], r["path"], r["jobs_per_s"],
+                         r.get("ratio_vs_bare_same_setup", "-"),
+                         r.get("ratio_vs_bare_prefork2", "-")] for r in drain["runs"]]), ""]
+    if pub := _load("publish"):
+        out += ["## Publish rate", "", "`python -m bench publish` — calls from one process. "
+                + _when(pub), "",
+                _table(["way", "jobs/s", "× bare apply_async"],
+                       [[r["way"], r["per_s"], r["ratio_vs_bare"]] for r in pub["runs"]]), ""]
+    if lat := _load("latency"):
+        out += ["## Latency at light load", "", f"`python -m bench latency` — {lat['rate']:g} "
+                f"jobs/s for {lat['seconds']:g} s on the `jobq run` worker set-up. " + _when(lat), "",
+                _table(["path", "→ processing p50 ms", "p99 ms", "→ completed p50 ms", "p99 ms"],
+                       [[r["path"], r["start_p50_ms"], r["start_p99_ms"], r["done_p50_ms"],
+                         r["done_p99_ms"]] for r in lat["runs"]]), ""]
+    if cold := _load("coldstart"):
+        out += ["## Cold start", "", "`python -m bench coldstart` — worker spawn to the first job "
+                "completed, and the worker's RSS (parent and pool child) after it. " + _when(cold), "",
+                _table(["case", "first job (s)", "RSS (MiB)"],
+                       [[c["case"], c["first_job_s"], c["rss_mib"]] for c in cold["cases"]]), ""]
+        if "start_ratio_big_vs_small" in cold:
+            out += [f"Largest vs smallest lazy manifest: start ×{cold['start_ratio_big_vs_small']}, "
+                    f"RSS ×{cold['rss_ratio_big_vs_small']} (target: within ×1.10).", ""]
+    if bc := _load("broadcast"):
+        out += ["## Broadcast", "", f"`python -m bench broadcast` — {bc['guardians']:,} guardians, "
+                f"record channel, chunks of {bc['chunk_size']}. " + _when(bc), "",
+                _table(["set-up", "bulk processes", "seconds", "messages/s", "sent twice",
+                        "late notice wait p50 ms", "max ms", "idle p50 ms"],
+                       [[r["setup"], r["bulk_processes"], r["seconds"], r["messages_per_s"],
+                         r["sent_twice"], r["late_wait_p50_ms"], r["late_wait_max_ms"],
+                         r["late_idle_wait_p50_ms"]] for r in bc["runs"]]), ""]
+    if ro := _load("roster"):
+        out += ["## Roster import", "", f"`python -m bench roster` — {ro['rows']:,} rows in batches "
+                f"of {ro['batch_size']}. " + _when(ro), "",
+                _table(["status", "seconds", "rows/s", "imported", "bad rows reported",
+                        "late notice wait p50 ms", "max ms", "idle p50 ms"],
+                       [[ro["status"], ro["seconds"], ro["rows_per_s"], ro["students_imported"],
+                         ro["bad_rows_reported"], ro["late_wait_p50_ms"], ro["late_wait_max_ms"],
+                         ro["late_idle_wait_p50_ms"]]]), ""]
+    for name in ("soak", "sweep_latency"):
+        if data := _load(name):
+            out += [f"## {name.replace('_', ' ').capitalize()}", "",
+                    f"`python -m bench {name}` (or `python -m bench.{name}`). " + _when(data), "",
+                    "```json", json.dumps({k: v for k, v in data.items() if k != "machine"},
+                                          indent=2, ensure_ascii=False)[:3000], "```", ""]
+    out += ["![chart](chart.png)", ""]
+    return "\n".join(out)
+
+
+def chart(path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [p for p in ("drain", "publish", "latency", "coldstart") if _load(p)]
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.2))
+    axes = [axes] if len(panels) == 1 else list(axes)
+    for ax, name in zip(axes, panels, strict=True):
+        data = _load(name)
+        if name == "drain":
+            labels = [f"{r['setup']}\n{r['path']}" for r in data["runs"]]
+            ax.bar(labels, [r["jobs_per_s"] for r in data["runs"]],
+                   color=["#999" if r["path"] == "bare" else "#3a7" for r in data["runs"]])
+            ax.set_title("Drain throughput (jobs/s)")
+        elif name == "publish":
+            ax.barh([r["way"] for r in data["runs"]], [r["per_s"] for r in data["runs"]],
+                    color=["#999"] + ["#37a"] * (len(data["runs"]) - 1))
+            ax.set_title("Publish rate (jobs/s, one process)")
+        elif name == "latency":
+            paths = [r["path"] for r in data["runs"]]
+            ax.bar([p + "\np50" for p in paths], [r["done_p50_ms"] for r in data["runs"]],
+                   color="#3a7")
+            ax.bar([p + "\np99" for p in paths], [r["done_p99_ms"] for r in data["runs"]],
+                   color="#a73")
+            ax.set_yscale("log")
+            ax.set_title("Call → completed (ms, log)")
+        else:
+            cases = data["cases"]
+            ax.bar([c["case"].replace(" handlers, ", "\n") for c in cases],
+                   [c["first_job_s"] for c in cases],
+                   color=["#a73" if "eager" in c["case"] else "#3a7" for c in cases])
+            ax.set_title("Cold start to first job (s)")
+        ax.tick_params(axis="x", labelsize=7)
+        ax.tick_params(axis="y", labelsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argparse.ArgumentParser(prog="python -m bench report", description=__doc__).parse_args(argv)
+    (RESULTS / "README.md").write_text(markdown())
+    chart(RESULTS / "chart.png")
+    print(f"written {RESULTS / 'README.md'} and {RESULTS / 'chart.png'}")
+
+
+if __name__ == "__main__":
+    main()
