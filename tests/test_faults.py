@@ -500,6 +500,23 @@ def test_redis_restarted_with_its_data_lost_every_job_still_completes_once(syste
     assert worker.proc.poll() is None
 
 
+def test_worker_survives_redis_restarting_three_times_while_it_acks_jobs(system, services):
+    worker = system.start()[0]
+    # Short runs: acknowledgements are always in flight when Redis goes.
+    sent = system.send(mixed_jobs(600, seconds=0.005))
+    caught: set[str] = set()
+    for round_ in range(3):
+        system.wait_completed(sent.ids, at_least=50 + 150 * round_)
+        caught |= set(system.unfinished(sent.ids))
+        services.restart_redis(down_seconds=1.0)
+        restarted_at = time.time()
+
+    figures = system.finish("Redis restarted x3, data lost", sent, list(caught), restarted_at)
+    # The worker lived through it: no supervisor was needed to finish the jobs.
+    assert worker.proc.poll() is None, worker.log()[-3000:]
+    figures.assert_clean()
+
+
 def test_postgres_restarted_while_workers_run_records_every_run_once_it_is_back(
         system, services):
     worker = system.start()[0]
