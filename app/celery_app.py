@@ -15,8 +15,11 @@ from celery.signals import (
 
 from app import completions, db
 from app.logs import configure_logging
+from app.redis_reconnect import survive_redis_restarts
 from app.registry import manifest
 from app.runner import register_intents
+
+survive_redis_restarts()
 
 # Every task's messages are checked before Celery reads them (see app.messages).
 celery_app = Celery("jobq", task_cls="app.messages:CheckedTask")
