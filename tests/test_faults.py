@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import redis
 from sqlalchemy import Engine, text
@@ -575,3 +576,30 @@ def test_database_unreachable_when_dispatch_runs_the_dispatch_is_retried_not_los
     figures = system.finish("PostgreSQL down during dispatch_intent", sent, sent.ids, back_at)
     figures.assert_clean()  # extra_rows == 0: a retried dispatch wrote its row once
     assert worker.proc.poll() is None
+
+
+# --- memory ---------------------------------------------------------------------------------------
+
+
+def test_pool_process_memory_stays_flat_through_a_thousand_failing_jobs(system):
+    worker = system.start_worker("-P", "prefork", "-c", "1", "-Q", "realtime")
+    failing = [{"intent_key": IN_TRANSACTION, "intent_params": {"fail": True}}]
+
+    def rss() -> float:
+        (child,) = worker.child_pids()
+        return psutil.Process(child).memory_info().rss / 2**20
+
+    def rss_after(n: int) -> float:
+        sent = system.send(failing * n, batch=500)
+        system.wait_finished(sent.ids)
+        assert system.count(sent.ids, "failed") == n
+        return rss()
+
+    fresh = rss()
+    warm = rss_after(200)  # the handler imported, connection pools filled
+    last = rss_after(1000)
+
+    _reports.append(f"[memory] a pool process: {fresh:.0f} MB fresh, {warm:.0f} MB after 200 "
+                    f"failing jobs, {last:.0f} MB after 1000 more")
+    assert last - warm < 15, f"it grew {last - warm:.0f} MB over 1000 failing jobs"
+    assert last - fresh < 40, f"it holds {last - fresh:.0f} MB more than when it started"
