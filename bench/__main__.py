@@ -12,6 +12,7 @@ BENCHMARKS = {
     "coldstart": "bench.coldstart",
     "roster": "bench.roster",
     "broadcast": "bench.broadcast",
+    "soak": "bench.soak",
 }
 
 
