@@ -1,6 +1,7 @@
 """Faults, with real prefork workers and beat on a PostgreSQL and a Redis of this module's own:
-pool children and whole workers killed, a warm shutdown, Redis restarted empty, PostgreSQL
-restarted, Redis down while callers submit, PostgreSQL down while dispatches arrive.
+pool children and whole workers killed, a warm shutdown, Redis restarted empty (once, and three
+times in a row), PostgreSQL restarted, Redis down while callers submit, PostgreSQL down while
+dispatches arrive; and a pool process's memory through a thousand failing jobs.
 
 Each test sends a few hundred jobs of the test intents (tests/intents.py) and asserts, per job:
 it ended ``completed``; an effect written in the run's transaction happened exactly once
