@@ -154,8 +154,9 @@ class Processes:
             role = log.stem.rsplit("-", 1)[0]
             for line in log.read_text(errors="replace").splitlines():
                 if "ERROR/" in line or "CRITICAL/" in line:
-                    # "[time: LEVEL/Process] logger: message" -> "logger: message", bounded.
-                    found[role][line.split("] ", 1)[-1][:140]] += 1
+                    # "[time: LEVEL/Process] logger: message [job_id=...]" -> "logger: message"
+                    message = line.split("] ", 1)[-1].split(" [job_id=")[0]
+                    found[role][message[:140]] += 1
         return {role: {"lines": sum(c.values()), "top": c.most_common(6)}
                 for role, c in found.items()}
 
