@@ -130,30 +130,70 @@ def find_existing(conn, job: NewJob) -> tuple[str, str, bool] | None:
 
 # --- running jobs ----------------------------------------------------------------------------
 
-#: Take a due pending job for a run: processing, leased to this process, attempt counted.
-CLAIM = text(
-    f"""
-    WITH claimed AS (
+def _completing(rows: str) -> str:
+    """CTEs ``done`` (runs marked completed) and ``done_events`` for the outcomes in ``rows``."""
+    return f"""
+    v AS (
+        SELECT * FROM jsonb_to_recordset(CAST({rows} AS jsonb)) AS v(
+            id uuid, owner text, worker text, attempt int, result jsonb, detail jsonb,
+            finished_at timestamptz)
+    ), done AS (
+        UPDATE job_executions j
+           SET status = 'completed', completed_at = greatest(v.finished_at, j.executed_at),
+               result = v.result, error_message = NULL,
+               lease_owner = NULL, lease_expires_at = NULL,
+               progress = CASE WHEN j.progress IS NULL THEN NULL
+                               ELSE j.progress || '{{"percent": 100}}'::jsonb END,
+               updated_at = statement_timestamp()
+          FROM v
+         WHERE j.id = v.id AND j.status = 'processing' AND j.lease_owner = v.owner
+        RETURNING j.id, v.attempt, v.worker, v.detail, j.completed_at
+    ), done_events AS (
+        INSERT INTO job_events (job_id, attempt, kind, worker, detail, at)
+        SELECT id, attempt, 'completed', worker, detail, completed_at FROM done
+    )"""
+
+
+#: Take a due pending job for a run: processing, leased to this run, attempt counted; and in
+#: the same round trip, record the completions this process still holds (the run before this
+#: one, usually). Prepared once per connection (see :func:`prepare`): it runs for every job.
+#: Parameters: $1 id, $2 worker, $3 lease owner, $4 lease seconds, $5 default max retries,
+#: $6 the completions as a JSON array.
+CLAIM = "jobq_claim"
+CLAIM_SQL = f"""
+    WITH {_completing("$6")}, claimed AS (
         UPDATE job_executions
            SET status = 'processing', executed_at = now(), completed_at = NULL,
-               worker = :worker, lease_owner = :owner,
-               lease_expires_at = now() + make_interval(secs => :lease),
+               worker = $2, lease_owner = $3,
+               lease_expires_at = now() + make_interval(secs => $4),
                progress = NULL, updated_at = now()
-         WHERE id = CAST(:id AS uuid) AND status = 'pending'
+         WHERE id = $1 AND status = 'pending'
            AND (run_at IS NULL OR run_at <= now() + {RUN_AT_SLACK})
+           AND NOT EXISTS (SELECT 1 FROM v WHERE v.id = $1)
         RETURNING id, tenant_id::text, intent_key, intent_params,
                   coalesce(retry_count, 0) + 1 AS attempt,
-                  coalesce(max_retries, :default_max_retries) AS max_retries,
+                  coalesce(max_retries, $5) AS max_retries,
                   checkpoint, coalesce(run_at, created_at) AS scheduled_for
-    ), event AS (
+    ), started AS (
         INSERT INTO job_events (job_id, attempt, kind, worker)
-        SELECT id, attempt, 'started', :worker FROM claimed
+        SELECT id, attempt, 'started', $2 FROM claimed
     )
-    SELECT id::text, tenant_id, intent_key, intent_params, attempt, max_retries, checkpoint,
-           scheduled_for
-      FROM claimed
-    """
-)
+    SELECT c.id::text, c.tenant_id, c.intent_key, c.intent_params, c.attempt, c.max_retries,
+           c.checkpoint, c.scheduled_for,
+           ARRAY(SELECT id::text FROM done) AS completed
+      FROM (SELECT 1) AS one LEFT JOIN claimed c ON true
+"""
+
+#: Statements prepared on every status connection as it opens: name -> (argument types, SQL).
+PREPARED = {CLAIM: ("uuid, text, text, float8, int, jsonb", CLAIM_SQL)}
+
+
+def prepare(dbapi_connection) -> None:
+    """Prepare the hot statements on a new connection (parsed and planned once, not per job)."""
+    with dbapi_connection.cursor() as cur:
+        for name, (types, sql) in PREPARED.items():
+            cur.execute(f"PREPARE {name} ({types}) AS {sql}")
+
 
 #: What a message for an unclaimable job is up against.
 INSPECT = text(
@@ -185,18 +225,16 @@ class Inspected:
     not_due: bool
 
 
-def claim(conn, job_id: str, *, worker: str, owner: str, lease: float, default_max_retries: int):
-    row = conn.execute(
-        CLAIM,
-        {
-            "id": job_id,
-            "worker": worker,
-            "owner": owner,
-            "lease": lease,
-            "default_max_retries": default_max_retries,
-        },
-    ).first()
-    return Claimed(*row) if row else None
+def claim(conn, job_id: str, *, worker: str, owner: str, lease: float, default_max_retries: int,
+          completing: Sequence[Outcome] = ()) -> tuple[Claimed | None, set[str]]:
+    """Claim ``job_id`` on a status connection, recording ``completing`` on the way; returns
+    the claim (None when the job is not there to take) and the ids that were completed."""
+    rows = json.dumps([o.as_row() for o in completing], ensure_ascii=False, default=str)
+    row = conn.exec_driver_sql(
+        f"EXECUTE {CLAIM} (%s, %s, %s, %s, %s, %s)",
+        (job_id, worker, owner, lease, default_max_retries, rows),
+    ).one()
+    return (Claimed(*row[:8]) if row[0] is not None else None), set(row[8])
 
 
 def inspect(conn, job_id: str) -> Inspected | None:
@@ -247,32 +285,10 @@ def save_checkpoint(conn, job_id: str, *, owner: str, state: Any) -> bool:
 
 
 #: Runs succeeded. Either in the handler's own transaction (one row), so its effects and this
-#: land together, or in a batch for handlers that wrote nothing themselves. ``finished_at`` is
-#: when the handler returned, by the worker's clock, never before the run's start.
-COMPLETE = text(
-    """
-    WITH v AS (
-        SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(
-            id uuid, owner text, worker text, attempt int, result jsonb, detail jsonb,
-            finished_at timestamptz)
-    ), done AS (
-        UPDATE job_executions j
-           SET status = 'completed', completed_at = greatest(v.finished_at, j.executed_at),
-               result = v.result, error_message = NULL,
-               lease_owner = NULL, lease_expires_at = NULL,
-               progress = CASE WHEN j.progress IS NULL THEN NULL
-                               ELSE j.progress || '{"percent": 100}'::jsonb END,
-               updated_at = statement_timestamp()
-          FROM v
-         WHERE j.id = v.id AND j.status = 'processing' AND j.lease_owner = v.owner
-        RETURNING j.id, v.attempt, v.worker, v.detail, j.completed_at
-    ), event AS (
-        INSERT INTO job_events (job_id, attempt, kind, worker, detail, at)
-        SELECT id, attempt, 'completed', worker, detail, completed_at FROM done
-    )
-    SELECT id::text FROM done
-    """
-)
+#: land together, or a batch for handlers that wrote nothing themselves (usually it rides along
+#: with the process's next claim, see CLAIM). ``finished_at`` is when the handler returned, by
+#: the worker's clock, never before the run's start.
+COMPLETE = text(f"WITH {_completing(':rows')} SELECT id::text FROM done")
 
 
 @dataclass(frozen=True)

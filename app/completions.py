@@ -1,12 +1,12 @@
-"""Completions of runs that wrote nothing themselves, recorded in batches off the task's path.
+"""Completions of runs that wrote nothing themselves, recorded without a round trip of their own.
 
 A handler that did no database work of its own (an echo, a message handed to a gateway whose
-record is already journaled) needs only its ``completed`` row. Instead of a round trip per run,
-the run hands its outcome here and returns; one thread per process writes whatever has
-gathered in one statement, at once when idle and in batches under load. If the process dies
-before a write, the row stays ``processing`` under a lease nobody renews and lost-run recovery
-runs the job again: at least once, never lost. Turning this off (``JOBQ_BATCH_COMPLETIONS=false``)
-writes each completion on the task's path instead.
+record is already journaled) needs only its ``completed`` row. The run hands its outcome here
+and returns; the process's next claim carries it to the database in the same statement (see
+``audit.CLAIM``), and when no next run comes within :data:`LINGER_SECONDS` a small thread
+writes it alone. If the process dies first, the row stays ``processing`` under a lease nobody
+renews and lost-run recovery runs the job again: at least once, never lost.
+``JOBQ_BATCH_COMPLETIONS=false`` writes each completion on the task's path instead.
 """
 
 from __future__ import annotations
@@ -16,64 +16,77 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterable, Sequence
 
 from app import audit, db
 from app.settings import settings
 
 log = logging.getLogger("jobq.completions")
 
-#: Most completions one statement writes.
-MAX_BATCH = 500
-#: How long a batch keeps retrying while the database is away, before recovery takes over.
+#: How long a completion may wait for the next claim before it is written on its own.
+LINGER_SECONDS = 0.01
+#: How long a write keeps retrying while the database is away, before recovery takes over.
 PATIENCE_SECONDS = 60.0
 
 
-class CompletionWriter:
+class Completions:
     def __init__(self) -> None:
         self._pending: list[audit.Outcome] = []
-        self._cond = threading.Condition()
+        self._since = 0.0  # when the oldest pending completion arrived
+        self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
-        self._busy = False
 
     def add(self, outcome: audit.Outcome) -> None:
         if not settings.batch_completions:
             self._write([outcome])
             return
-        with self._cond:
+        with self._lock:
             if self._pid != os.getpid():  # forked: the parent's thread did not come along
                 self._pending, self._thread, self._pid = [], None, os.getpid()
+            if not self._pending:
+                self._since = time.monotonic()
             self._pending.append(outcome)
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._loop, name="jobq-completions",
+                self._thread = threading.Thread(target=self._linger, name="jobq-completions",
                                                 daemon=True)
                 self._thread.start()
-            self._cond.notify()
 
-    def flush(self, timeout: float = 10.0) -> None:
-        """Wait until everything handed over so far is written (or ``timeout`` passes)."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while (self._pending or self._busy) and self._thread and self._thread.is_alive():
-                if not self._cond.wait(max(0.0, deadline - time.monotonic())):
-                    break
-        if self._pending and (self._thread is None or not self._thread.is_alive()):
-            batch, self._pending = self._pending, []
+    def take(self) -> list[audit.Outcome]:
+        """Everything pending, for the caller to write (with a claim)."""
+        with self._lock:
+            taken, self._pending = self._pending, []
+        return taken
+
+    def give_back(self, outcomes: Sequence[audit.Outcome]) -> None:
+        """Outcomes a failed claim could not write: they wait for the next chance."""
+        if outcomes:
+            with self._lock:
+                self._pending[:0] = outcomes
+                self._since = min(self._since, time.monotonic()) if self._pending else 0.0
+
+    def written(self, outcomes: Iterable[audit.Outcome], done: set[str]) -> None:
+        """Say so for runs whose job was cancelled or taken over while they ran."""
+        for outcome in outcomes:
+            if outcome.id not in done:
+                log.warning("job %s was cancelled or taken over while it ran; its completion "
+                            "was not recorded", outcome.id, extra={"job_id": outcome.id})
+
+    def flush(self) -> None:
+        """Write whatever is pending now (the process is about to stop)."""
+        batch = self.take()
+        if batch:
             self._write(batch)
 
-    def _loop(self) -> None:
+    def _linger(self) -> None:
+        # A tick every LINGER_SECONDS, not a wake-up per run: under load the claims carry the
+        # completions and this thread finds nothing to do.
         while True:
-            with self._cond:
-                while not self._pending:
-                    self._cond.wait()
-                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-                self._busy = True
-            try:
-                self._write(batch)
-            finally:
-                with self._cond:
-                    self._busy = False
-                    self._cond.notify_all()
+            time.sleep(LINGER_SECONDS)
+            with self._lock:
+                due = self._pending and time.monotonic() - self._since >= LINGER_SECONDS
+            if due:
+                self.flush()
 
     def _write(self, batch: list[audit.Outcome]) -> None:
         deadline = time.monotonic() + PATIENCE_SECONDS
@@ -90,11 +103,8 @@ class CompletionWriter:
                     return
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
-        for outcome in batch:
-            if outcome.id not in done:
-                log.warning("job %s was cancelled or taken over while it ran; its completion "
-                            "was not recorded", outcome.id, extra={"job_id": outcome.id})
+        self.written(batch, done)
 
 
-writer = CompletionWriter()
+writer = Completions()
 atexit.register(writer.flush)

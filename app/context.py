@@ -34,18 +34,36 @@ class JobContext:
     intent_key: str
     attempt: int
     max_retries: int
-    #: The tenant-bound session; the engine commits it.
-    session: Session
     log: logging.LoggerAdapter
     #: When the job was meant to run: its ``run_at`` (a schedule's slot), else its creation.
     #: Handlers derive default periods ("last month") from it, not from the clock.
     scheduled_for: dt.datetime | None = None
     #: The state saved by the last :meth:`checkpoint` of an earlier attempt, or None.
     resume_from: Any = None
+    #: Opens the tenant-bound session, the first time a handler asks for it.
+    _open_session: Callable[[], Session] | None = field(default=None, repr=False)
+    _session: Session | None = field(default=None, repr=False)
     _progress: Callable[[dict[str, Any]], None] | None = field(default=None, repr=False)
     _checkpoint: Callable[[Any], bool] | None = field(default=None, repr=False)
     _last_progress: float = field(default=0.0, repr=False)
     _min_interval: float = field(default=0.25, repr=False)
+
+    @property
+    def session(self) -> Session:
+        """The tenant-bound session; the engine commits it with the job's completion.
+
+        Opened on first use: a handler that never touches the database costs no connection.
+        """
+        if self._session is None:
+            if self._open_session is None:
+                raise RuntimeError("this context has no database session")
+            self._session = self._open_session()
+        return self._session
+
+    @property
+    def opened_session(self) -> Session | None:
+        """The session if the handler opened it, else None (for the engine)."""
+        return self._session
 
     @property
     def is_retry(self) -> bool:

@@ -67,6 +67,10 @@ def _create(url: str, *, status: bool) -> Engine:
                         **options)
     event.listen(eng, "checkout", _ping_if_idle)
     event.listen(eng, "checkin", _note_checkin)
+    if status:
+        from app import audit
+
+        event.listen(eng, "connect", lambda dbapi_conn, _record: audit.prepare(dbapi_conn))
     return eng
 
 

@@ -167,10 +167,19 @@ class Run:
 
     # -- claiming --------------------------------------------------------------------------
     def _claim(self) -> audit.Claimed | None:
-        with db.status_conn() as conn:
-            return audit.claim(conn, self.job_id, worker=self.worker, owner=self.owner,
-                               lease=settings.lease_seconds,
-                               default_max_retries=settings.default_max_retries)
+        # The completions this process still holds ride along with the claim.
+        completing = completions.writer.take()
+        try:
+            with db.status_conn() as conn:
+                claimed, done = audit.claim(
+                    conn, self.job_id, worker=self.worker, owner=self.owner,
+                    lease=settings.lease_seconds, default_max_retries=settings.default_max_retries,
+                    completing=completing)
+        except BaseException:
+            completions.writer.give_back(completing)
+            raise
+        completions.writer.written(completing, done)
+        return claimed
 
     def _claim_or_explain(self, tenant_id: str | None, intent_params: dict | None,
                           from_engine: bool) -> audit.Claimed | None:
@@ -252,14 +261,14 @@ class Run:
         assert c is not None
         started = time.monotonic()
         log.info("job started", extra=self._extra())
-        session = db.tenant_session(c.tenant_id)
         ctx = JobContext(
             job_id=c.id, tenant_id=c.tenant_id, intent_key=c.intent_key, attempt=c.attempt,
-            max_retries=c.max_retries, session=session, scheduled_for=c.scheduled_for,
+            max_retries=c.max_retries, scheduled_for=c.scheduled_for,
+            _open_session=lambda: db.tenant_session(c.tenant_id),
             log=logging.LoggerAdapter(logging.getLogger(f"jobq.handler.{c.intent_key}"),
                                       self._extra()),
             resume_from=c.checkpoint, _progress=self._progress,
-            _checkpoint=lambda state: self._checkpoint(session, state),
+            _checkpoint=lambda state: self._checkpoint(ctx.session, state),
             _min_interval=1.0 / settings.progress_writes_per_second,
         )
         try:
@@ -269,7 +278,8 @@ class Run:
             elapsed_ms = round((time.monotonic() - started) * 1000, 1)
             outcome = audit.Outcome(c.id, self.owner, self.worker, c.attempt, result,
                                     {"elapsed_ms": elapsed_ms}, dt.datetime.now(dt.UTC))
-            if session.in_transaction():
+            session = ctx.opened_session
+            if session is not None and session.in_transaction():
                 # The handler's writes and its completion commit together, durably.
                 if not audit.complete(session, [outcome]):
                     raise RunAborted(f"job {c.id} is no longer owned by this run")
@@ -278,11 +288,11 @@ class Run:
                 # Nothing of the handler's to commit: the completion joins the next batch.
                 completions.writer.add(outcome)
         except RunAborted as exc:
-            session.rollback()
+            _rollback(ctx)
             log.warning("job run aborted, work rolled back: %s", exc, extra=self._extra())
             return None
         except BaseException as exc:
-            session.rollback()
+            _rollback(ctx)
             outcome = self._record_failure(exc)
             if not isinstance(exc, Exception):
                 raise
@@ -295,7 +305,8 @@ class Run:
                 raise JobFailed(outcome) from None
             return None
         finally:
-            session.close()
+            if ctx.opened_session is not None:
+                ctx.opened_session.close()
         log.info("job completed in %.1f ms", elapsed_ms, extra=self._extra())
         # What Celery reports (Flower shows it); the table keeps the result as it is.
         return redact_params(result, self.intent.secret_params)
@@ -385,6 +396,11 @@ class Run:
                     return False
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+
+def _rollback(ctx: JobContext) -> None:
+    if ctx.opened_session is not None:
+        ctx.opened_session.rollback()
 
 
 def register_intents(celery_app, manifest: Manifest) -> None:

@@ -26,6 +26,8 @@ from bench.common import (
 SETUPS: dict[str, list[list[str]]] = {
     "prefork2": [["-P", "prefork", "-c", "2"]],
     "solo2": [["-P", "solo"], ["-P", "solo"]],
+    "solo3": [["-P", "solo"]] * 3,
+    "solo4": [["-P", "solo"]] * 4,
     "threads4": [["-P", "threads", "-c", "4"]],
     "prefork1x2": [["-P", "prefork", "-c", "1"], ["-P", "prefork", "-c", "1"]],
 }
