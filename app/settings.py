@@ -67,6 +67,13 @@ def _rates(env: dict[str, str], name: str, default: dict[str, float]) -> dict[st
     return rates
 
 
+def _choice(env: dict[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = (env.get(name) or default).lower()
+    if value not in choices:
+        raise SettingsError(f"{name}={value!r} must be one of {', '.join(choices)}")
+    return value
+
+
 def _bool(env: dict[str, str], name: str, default: bool) -> bool:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -92,6 +99,9 @@ class Settings:
     default_time_limit: int = 300
     max_time_limit: int = 3600
     prefetch_multiplier: int = 1
+    #: The realtime workers' pool: solo (one process per core, fastest here) or prefork.
+    worker_pool: str = "solo"
+    worker_processes: int = 2
 
     # Dispatch and the audit mirror.
     manifest: str = "handlers.manifest:INTENTS"
@@ -200,12 +210,8 @@ def load(env: dict[str, str] | None = None) -> Settings:
     database_url = env.get("DATABASE_URL") or embedded.get("database_url")
     broker_url = env.get("CELERY_BROKER_URL") or embedded.get("broker_url")
     result_backend = env.get("CELERY_RESULT_BACKEND") or broker_url
-    log_format = env.get("LOG_FORMAT", "text").lower()
-    smtp_tls = env.get("SMTP_TLS", "starttls").lower()
-    if smtp_tls not in ("starttls", "ssl", "none"):
-        raise SettingsError(f"SMTP_TLS={smtp_tls!r} must be 'starttls', 'ssl' or 'none'")
-    if log_format not in ("text", "json"):
-        raise SettingsError(f"LOG_FORMAT={log_format!r} must be 'text' or 'json'")
+    log_format = _choice(env, "LOG_FORMAT", "text", ("text", "json"))
+    smtp_tls = _choice(env, "SMTP_TLS", "starttls", ("starttls", "ssl", "none"))
     default_time_limit = _int(env, "JOBQ_DEFAULT_TIME_LIMIT", 300, minimum=1)
     max_time_limit = _int(env, "JOBQ_MAX_TIME_LIMIT", 3600, minimum=1)
     if default_time_limit > max_time_limit:
@@ -223,6 +229,8 @@ def load(env: dict[str, str] | None = None) -> Settings:
         default_time_limit=default_time_limit,
         max_time_limit=max_time_limit,
         prefetch_multiplier=_int(env, "JOBQ_PREFETCH_MULTIPLIER", 1, minimum=1),
+        worker_pool=_choice(env, "JOBQ_WORKER_POOL", "solo", ("solo", "prefork")),
+        worker_processes=_int(env, "JOBQ_WORKER_PROCESSES", os.cpu_count() or 2, minimum=1),
         manifest=env.get("JOBQ_MANIFEST", "handlers.manifest:INTENTS"),
         max_params_bytes=_int(env, "JOBQ_MAX_PARAMS_BYTES", 65536, minimum=2),
         max_result_bytes=_int(env, "JOBQ_MAX_RESULT_BYTES", 65536, minimum=256),

@@ -2,17 +2,41 @@
 
 Urgent work (dispatches, realtime notices, beat's maintenance) and bulk work (broadcast
 chunks, imports, reports) get separate workers, so a burst of bulk jobs never delays a
-late-arrival notice. The pool and sizes are what the drain benchmark found fastest on a
-2-core machine (see bench/results/README.md).
+late-arrival notice.
+
+Realtime: ``JOBQ_WORKER_POOL=solo`` (the default) runs one single-process worker per core
+(``JOBQ_WORKER_PROCESSES``): on the 2-core benchmark machine that drained 1.8× what one
+prefork worker with two children did, audited (bench/results/README.md). A solo worker keeps
+each intent's soft time limit (app/timelimit.py) but has no hard limit and no pool child to
+lose instead of itself: pick ``prefork`` when handlers may hang in C code or leak memory.
+Bulk work always runs in prefork children, under Celery's hard time limits.
 """
 
 from __future__ import annotations
 
+from app.settings import settings
+
+REALTIME_QUEUES = "celery,dispatch,realtime,maintenance"
+BULK_QUEUES = "bulk"
+BULK_CHILDREN = 2
+
+
+def _realtime() -> dict[str, list[str]]:
+    n = settings.worker_processes
+    if settings.worker_pool == "prefork":
+        return {"realtime": ["-P", "prefork", "-c", str(n), "-n", "realtime@%h",
+                             "-Q", REALTIME_QUEUES]}
+    return {
+        ("realtime" if i == 1 else f"realtime-{i}"): [
+            "-P", "solo", "-n", f"realtime{'' if i == 1 else i}@%h", "-Q", REALTIME_QUEUES]
+        for i in range(1, n + 1)
+    }
+
+
 #: name -> the `celery worker` arguments of that process (node name and -Q included).
 WORKERS: dict[str, list[str]] = {
-    "realtime": ["-P", "prefork", "-c", "2", "-n", "realtime@%h",
-                 "-Q", "celery,dispatch,realtime,maintenance"],
-    "bulk": ["-P", "prefork", "-c", "1", "-n", "bulk@%h", "-Q", "bulk"],
+    **_realtime(),
+    "bulk": ["-P", "prefork", "-c", str(BULK_CHILDREN), "-n", "bulk@%h", "-Q", BULK_QUEUES],
 }
 
 #: Quieter, faster start for the processes `jobq run` manages (no peers to sync with).

@@ -13,6 +13,8 @@ BENCHMARKS = {
     "roster": "bench.roster",
     "broadcast": "bench.broadcast",
     "soak": "bench.soak",
+    "sweep_latency": "bench.sweep_latency",
+    "report": "bench.report",
 }
 
 

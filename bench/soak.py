@@ -519,8 +519,9 @@ def main(argv: list[str] | None = None) -> None:
 
     home = Path(tempfile.mkdtemp(prefix="jobq-soak-"))  # short: PostgreSQL's socket path
     services = PrivateServices(home).start()
+    # The realtime worker in prefork: its pool children are what the "child" fault kills.
     env = {**os.environ, **services.env(), "JOBQ_MANIFEST": "tests.manifest:INTENTS",
-           "LOG_LEVEL": "WARNING",
+           "LOG_LEVEL": "WARNING", "JOBQ_WORKER_POOL": "prefork",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     os.environ.update(env)
     procs = Processes(home, env)

@@ -141,3 +141,17 @@ def test_flower_in_compose_passes_its_own_exposure_check():
     refused = subprocess.run(check, env=env, capture_output=True, text=True, cwd=ROOT)
     assert refused.returncode == 2
     assert "FLOWER_BASIC_AUTH" in refused.stderr
+
+
+def test_compose_workers_match_the_set_up_jobq_run_starts():
+    """Same pools and queues as app/workers.py (with its default settings)."""
+    from app.workers import WORKERS
+
+    def pool(cmd: list[str]) -> tuple[str | None, str | None, str | None]:
+        return _option(cmd, "-P"), _option(cmd, "-c"), _option(cmd, "-Q")
+
+    compose = {pool(_command(s)) for s in SERVICES.values() if _command(s)[3:4] == ["worker"]}
+    ours = {pool(args) for args in WORKERS.values()}
+    assert compose == ours
+    # One realtime worker per core: jobq run counts this machine's; compose says 2 by default.
+    assert SERVICES["worker"]["deploy"]["replicas"] >= 1
