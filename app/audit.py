@@ -462,19 +462,23 @@ def release_owned(conn, job_id: str, *, owner: str, default_max_retries: int) ->
 
 # --- the sweep -------------------------------------------------------------------------------
 
-#: Due pending jobs that no broker holds: never published, or published so long ago
-#: without starting that the message must be lost; with their tenant's status, because a plain
-#: INSERT was never checked against it. Locked until the sweep commits.
+#: Due pending jobs that no broker holds: never published, published before the broker's
+#: Redis lost its data (``:broker_since``, see app.maintenance.broker_epoch), or published so
+#: long ago without starting that the message must be lost; with their tenant's status,
+#: because a plain INSERT was never checked against it. Locked until the sweep commits.
 LOCK_DUE = text(
     """
     SELECT j.id::text, j.tenant_id::text, j.intent_key, j.intent_params, j.queue,
-           j.published_at IS NOT NULL AS republish, t.status AS tenant_status
+           j.published_at IS NOT NULL AS republish,
+           coalesce(j.published_at < CAST(:broker_since AS timestamptz), false) AS lost,
+           t.status AS tenant_status
       FROM job_executions j
       JOIN tenants t ON t.id = j.tenant_id
      WHERE j.status = 'pending'
        AND coalesce(j.run_at, j.created_at) <= now()
        AND (j.published_at IS NULL
-            OR j.published_at < now() - make_interval(secs => :republish_after))
+            OR j.published_at < now() - make_interval(secs => :republish_after)
+            OR j.published_at < CAST(:broker_since AS timestamptz))
      ORDER BY coalesce(j.run_at, j.created_at)
      LIMIT :batch
        FOR UPDATE OF j SKIP LOCKED
@@ -506,11 +510,15 @@ class Due:
     intent_params: Any
     queue: str | None
     republish: bool
+    #: Published into a Redis that has since lost its data.
+    lost: bool
     tenant_status: str
 
 
-def lock_due(conn, *, batch: int, republish_after: float) -> list[Due]:
-    rows = conn.execute(LOCK_DUE, {"batch": batch, "republish_after": republish_after})
+def lock_due(conn, *, batch: int, republish_after: float,
+             broker_since: str | None = None) -> list[Due]:
+    rows = conn.execute(LOCK_DUE, {"batch": batch, "republish_after": republish_after,
+                                   "broker_since": broker_since})
     return [Due(*r) for r in rows]
 
 

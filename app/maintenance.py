@@ -12,7 +12,9 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 
-from app import audit, db, retention, schedules
+from sqlalchemy import text
+
+from app import audit, broker_client, db, retention, schedules
 from app.celery_app import celery_app
 from app.publish import Outgoing, publish
 from app.registry import manifest
@@ -33,13 +35,43 @@ def broker_queue_size(queue: str) -> int | None:
         return None
 
 
+#: A key in the broker's Redis holding when its current data began (the database's clock).
+BROKER_EPOCH = "broker-epoch"
+
+
+def broker_epoch(conn) -> str | None:
+    """When the broker's Redis began holding what it holds now; None when it cannot say.
+
+    A Redis that restarted without its data (or was flushed) has lost the marker with the
+    messages: the first sweep after that stamps a new epoch, and every pending row published
+    before it is published again at once instead of after ``JOBQ_REPUBLISH_AFTER``. A message
+    that did survive becomes a harmless duplicate (a claim runs a job once).
+    """
+    try:
+        client = broker_client.client()
+        key = broker_client.key(BROKER_EPOCH)
+        epoch = client.get(key)
+        if epoch is None:
+            # The transaction's own start: what this sweep stamps on what it publishes.
+            now = conn.execute(text("SELECT now()::text")).scalar_one()
+            if client.set(key, now, nx=True):
+                log.warning("the broker holds no epoch marker (a new or emptied Redis): "
+                            "jobs published before %s are published again", now)
+            epoch = client.get(key)
+    except Exception as exc:  # the broker is down: the publishing below fails anyway
+        log.debug("broker epoch unknown: %s", exc)
+        return None
+    return epoch.decode() if isinstance(epoch, bytes) else epoch
+
+
 def sweep_once(*, batch: int | None = None, republish_after: float | None = None) -> tuple[int, int]:
     """One batch: ``(locked, published)``."""
     batch = batch or settings.sweep_batch
     republish_after = settings.republish_after if republish_after is None else republish_after
     sizes: dict[str, int | None] = {}
     with db.engine().begin() as conn:
-        due = audit.lock_due(conn, batch=batch, republish_after=republish_after)
+        due = audit.lock_due(conn, batch=batch, republish_after=republish_after,
+                             broker_since=broker_epoch(conn))
         outgoing: list[Outgoing] = []
         for job in due:
             if job.tenant_status != "active":
@@ -61,7 +93,7 @@ def sweep_once(*, batch: int | None = None, republish_after: float | None = None
                           extra={"job_id": job.id, "tenant_id": job.tenant_id})
                 continue
             queue = job.queue or intent.queue
-            if job.republish:
+            if job.republish and not job.lost:
                 # Published long ago and never started: lost, unless its queue still has a
                 # backlog that it is waiting in.
                 if queue not in sizes:
@@ -79,7 +111,8 @@ def sweep_once(*, batch: int | None = None, republish_after: float | None = None
             audit.mark_published(conn, ids, queue=queue)
     republished = sum(1 for j in due if j.republish and j.id in sent)
     if sent:
-        log.info("sweep published %d job(s) (%d again after a lost message)", len(sent), republished)
+        log.info("sweep published %d job(s) (%d again after a lost message)", len(sent),
+                 republished)
     return len(due), len(sent)
 
 

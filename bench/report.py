@@ -84,12 +84,40 @@ def markdown() -> str:
                        [[ro["status"], ro["seconds"], ro["rows_per_s"], ro["students_imported"],
                          ro["bad_rows_reported"], ro["late_wait_p50_ms"], ro["late_wait_max_ms"],
                          ro["late_idle_wait_p50_ms"]]]), ""]
-    for name in ("soak", "sweep_latency"):
-        if data := _load(name):
-            out += [f"## {name.replace('_', ' ').capitalize()}", "",
-                    f"`python -m bench {name}` (or `python -m bench.{name}`). " + _when(data), "",
-                    "```json", json.dumps({k: v for k, v in data.items() if k != "machine"},
-                                          indent=2, ensure_ascii=False)[:3000], "```", ""]
+    if soak := _load("soak"):
+        st = soak["statuses"]
+        out += ["## Soak under faults", "", f"`python -m bench soak` — {soak['sent']:,} jobs of "
+                f"mixed intents (fast, slow, flaky, failing by design) kept flowing, a fault every "
+                f"{soak['settings']['fault_every_s']:g} s. " + _when(soak), "",
+                f"{soak['total_s']:,.0f} s in all: {st.get('completed', 0):,} completed, "
+                f"{st.get('failed', 0):,} failed as designed, **{soak['duplicated']} duplicated, "
+                f"{soak['stuck']} stuck**, {soak['lost_attempts']} lost attempts retried; "
+                "processes that died on their own: "
+                f"{len(soak['processes_that_died_on_their_own'])}.", "",
+                _table(["fault", "times", "jobs sent meanwhile", "completed", "failed as designed",
+                        "duplicated", "stuck", "recovered median s", "max s"],
+                       [[kind, f["times"], f["sent"], f["completed"], f["failed_as_expected"],
+                         f["duplicated"], f["stuck"], f.get("recovered_s_median", "-"),
+                         f.get("recovered_s_max", "-")]
+                        for kind, f in soak["faults_by_kind"].items()]), "",
+                _table(["process", "RSS early MB", "late MB", "max MB", "growth %"],
+                       [[name, m["early_mb"], m["late_mb"], m["max_mb"], m["growth_pct"]]
+                        for name, m in soak["memory"].items()]), ""]
+    if sw := _load("sweep_latency"):
+        def spread(values: list[float]) -> list[Any]:
+            ordered = sorted(values)
+            return [len(ordered), ordered[len(ordered) // 2], ordered[-1]] if ordered else [0, "-", "-"]
+
+        out += ["## Sweep and recovery latency", "", "`python -m bench sweep_latency` — a row "
+                "inserted by plain SQL until a worker starts it; a killed run until its next "
+                "attempt. " + _when(sw), "",
+                _table(["what", "samples", "median s", "max s"],
+                       [["plain-SQL INSERT → processing", *spread(sw["insert_to_processing_s"])],
+                        ["pool child SIGKILL → next attempt",
+                         *spread(sw["child_kill_to_next_attempt_s"])],
+                        ["whole worker SIGKILL → next attempt (lease "
+                         f"{sw['timings']['lease_s']:g} s)",
+                         *spread(sw["worker_kill_to_next_attempt_s"])]]), ""]
     out += ["![chart](chart.png)", ""]
     return "\n".join(out)
 

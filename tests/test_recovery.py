@@ -11,7 +11,7 @@ import signal
 import pytest
 import redis
 
-from app import db, lease, submit
+from app import db, lease, maintenance, submit
 from tests.conftest import KEY_PREFIX, REDIS_URL
 from tests.fixtures import event_kinds, job_events, job_row, wait_for, wait_for_status
 
@@ -48,13 +48,33 @@ def test_job_published_then_lost_in_a_redis_flush_still_completes_once(
     assert published_at is not None  # handed to the broker, which then forgets it
 
     assert flush_this_runs_redis_keys() > 0
-    start_worker_process("-P", "threads", "-c", "2")
-    start_beat_process()
+    # Far longer than the test waits: the sweep must see that Redis lost its data, not that
+    # the message is old.
+    patient = {"JOBQ_REPUBLISH_AFTER": "600"}
+    start_worker_process("-P", "threads", "-c", "2", env=patient)
+    start_beat_process(env=patient)
 
-    row = wait_for_status(job_id, "completed", timeout=30)
+    row = wait_for_status(job_id, "completed", timeout=20)
     assert row["result"] == {"survives": "flush"}
     assert row["published_at"] > published_at  # the sweep sent it again
     assert event_kinds(job_id) == [(0, "created"), (1, "started"), (1, "completed")]
+
+
+def test_sweep_republishes_at_once_only_what_a_lost_redis_held(tenant):
+    maintenance.sweep_once(republish_after=3600)  # the broker's epoch marker exists from here
+    held = submit_job(tenant, "system.exec.echo", {})
+    first = job_row(held)["published_at"]
+
+    maintenance.sweep_once(republish_after=3600)
+    assert job_row(held)["published_at"] == first  # Redis still holds its message
+
+    flush_this_runs_redis_keys()
+    maintenance.sweep_once(republish_after=3600)
+    again = job_row(held)["published_at"]
+    assert again > first  # published into a Redis that lost it: sent again at once
+
+    maintenance.sweep_once(republish_after=3600)
+    assert job_row(held)["published_at"] == again  # and only once
 
 
 def test_prefork_child_killed_mid_run_completes_once_with_the_lost_attempt(

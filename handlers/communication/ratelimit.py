@@ -4,8 +4,6 @@ sending a job's messages at that rate."""
 from __future__ import annotations
 
 import dataclasses
-import os
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -14,6 +12,7 @@ import redis
 from sqlalchemy import text
 
 import app.settings
+from app import broker_client
 from app.context import JobContext
 from app.errors import PermanentError, TransientError
 from handlers.notify.channels import Transports
@@ -65,21 +64,6 @@ class Bucket:
         return int(self.capacity) if self.rate > 0 else None
 
 
-_clients: dict[int, redis.Redis] = {}
-_lock = threading.Lock()
-
-
-def _client() -> redis.Redis:
-    pid = os.getpid()  # a forked worker child must not share its parent's sockets
-    with _lock:
-        client = _clients.get(pid)
-        if client is None:
-            client = _clients[pid] = redis.Redis.from_url(
-                app.settings.settings.require_broker_url(), socket_timeout=5,
-                socket_connect_timeout=5)
-        return client
-
-
 def bucket_for(channel: str, transport: str) -> Bucket:
     """The bucket a message on ``channel`` going out by ``transport`` draws from.
 
@@ -94,9 +78,9 @@ def reserve(bucket: Bucket, count: int) -> float:
     """Take ``count`` tokens; the seconds to wait before using them."""
     if bucket.rate <= 0 or count <= 0:
         return 0.0
-    key = f"{app.settings.settings.redis_key_prefix}jobq:send-rate:{bucket.name}"
+    key = broker_client.key(f"send-rate:{bucket.name}")
     try:
-        wait = _client().eval(_RESERVE, 1, key, repr(bucket.rate), repr(bucket.capacity), count)
+        wait = broker_client.client().eval(_RESERVE, 1, key, repr(bucket.rate), repr(bucket.capacity), count)
     except redis.RedisError as exc:
         raise TransientError(f"send-rate bucket unavailable: {exc}") from exc
     return float(wait)
