@@ -404,19 +404,39 @@ def _rollback(ctx: JobContext) -> None:
 
 
 def register_intents(celery_app, manifest: Manifest) -> None:
-    """One task per intent key, named by it; no handler module is imported here."""
+    """One task per intent key, named by it; no handler module is imported here.
+
+    Built the way ``@celery_app.task(base=IntentTask, bind=True)`` builds a task, minus what
+    it repeats per task: every intent shares one body, so its argument checker is made once;
+    the settings a task reads from the configuration are read once for all; and each task is
+    bound once (by the app's finalize), not twice. Start-up then stays flat as the manifest
+    grows (bench coldstart: 500 intents vs 10).
+    """
+    header = celery_app.type_checker(_intent_body, bound=True)
+    conf = celery_app.conf
+    configured = {attr: conf[name] for attr, name in IntentTask.from_config
+                  if getattr(IntentTask, attr, None) is None}
+    base = type("IntentTask", (IntentTask,), {"__module__": __name__, **configured})
     for intent in manifest:
         limit = intent.effective_time_limit
-        celery_app.task(
-            name=intent.key,
-            base=IntentTask,
-            bind=True,
-            intent=intent,
-            queue=intent.queue,
-            soft_time_limit=limit,
-            time_limit=limit + HARD_LIMIT_GRACE,
-            shared=False,
-        )(_intent_body)
+        task = type(intent.key, (base,), {
+            "app": celery_app,
+            "name": intent.key,
+            "run": _intent_body,
+            "_decorated": True,
+            "_decorated_fun": staticmethod(_intent_body),
+            "__doc__": intent.description or _intent_body.__doc__,
+            "__module__": __name__,
+            "__header__": header,
+            "__wrapped__": _intent_body,
+            "intent": intent,
+            "queue": intent.queue,
+            "soft_time_limit": limit,
+            "time_limit": limit + HARD_LIMIT_GRACE,
+        })()
+        celery_app._tasks[task.name] = task
+        if celery_app.finalized:  # registered late: finalize has bound the others already
+            task.bind(celery_app)
 
 
 def _intent_body(self, tenant_id=None, intent_params=None, job_id=None):

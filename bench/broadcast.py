@@ -4,7 +4,7 @@ and messages per second, and how long late-arrival notices (``attendance.exec.
 notify_guardians_late``, realtime queue) waited while it ran, against the same notices on an
 idle system. Optionally again with more bulk processes, to show the chunks running in parallel.
 
-    python -m bench broadcast [--guardians 10000] [--chunk-size 500] [--setups jobq-run,bulk2]
+    python -m bench broadcast [--guardians 10000] [--chunk-size 500] [--setups jobq-run,bulk1]
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from bench.common import (
 LATE = "attendance.exec.notify_guardians_late"
 BROADCAST = "communication.exec.broadcast"
 #: Bulk worker processes per set-up; ``None``: as ``jobq run`` starts it.
-SETUPS: dict[str, int | None] = {"jobq-run": None, "bulk2": 2, "bulk4": 4}
+#: name -> bulk worker children (None: as `jobq run` starts it, app.workers.BULK_CHILDREN).
+SETUPS: dict[str, int | None] = {"jobq-run": None, "bulk1": 1, "bulk4": 4}
 IDLE_NOTICES = 10
 NOTICE_EVERY = 0.25  # seconds between late notices while the broadcast runs
 
@@ -105,6 +106,12 @@ def wait_finished(job_ids: list[str], timeout: float) -> None:
             return
         time.sleep(0.2)
     raise SystemExit(f"{left} job(s) still unfinished after {timeout:.0f}s")
+
+
+def _bulk_children() -> int:
+    from app.workers import BULK_CHILDREN
+
+    return BULK_CHILDREN
 
 
 def start_workers(bulk_processes: int | None) -> list:
@@ -185,7 +192,7 @@ def run_one(setup: str, tenant: str, student: str, guardians: int, chunk_size: i
         return round(percentile(values, pct) * 1000, 1)
 
     return {
-        "setup": setup, "bulk_processes": SETUPS[setup] or 1, "status": status,
+        "setup": setup, "bulk_processes": SETUPS[setup] or _bulk_children(), "status": status,
         "guardians": guardians, "chunk_size": chunk_size, "chunks": result["chunks"],
         "chunks_sent_by": by_sender, "messages_sent": sent, "sent_twice": twice,
         "seconds": round(seconds, 2), "messages_per_s": round(sent / seconds, 1),
@@ -207,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench broadcast", description=__doc__)
     parser.add_argument("--guardians", type=int, default=10_000)
     parser.add_argument("--chunk-size", type=int, default=500)
-    parser.add_argument("--setups", default="jobq-run,bulk2")
+    parser.add_argument("--setups", default="jobq-run,bulk1")
     parser.add_argument("--timeout", type=float, default=900)
     args = parser.parse_args(argv)
     tenant = make_tenant()
