@@ -28,7 +28,9 @@ def _realtime() -> dict[str, list[str]]:
                              "-Q", REALTIME_QUEUES]}
     return {
         ("realtime" if i == 1 else f"realtime-{i}"): [
-            "-P", "solo", "-n", f"realtime{'' if i == 1 else i}@%h", "-Q", REALTIME_QUEUES]
+            # -c 1: what a solo worker runs anyway; the banner and Flower then say so.
+            "-P", "solo", "-c", "1", "-n", f"realtime{'' if i == 1 else i}@%h",
+            "-Q", REALTIME_QUEUES]
         for i in range(1, n + 1)
     }
 

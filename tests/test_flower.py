@@ -90,9 +90,10 @@ def start_flower(tmp_path: Path) -> Iterator[Callable[..., FlowerProcess]]:
         flower.stop()
 
 
-def wait_for_worker_in(flower: FlowerProcess, worker_name: str) -> None:
+def wait_for_worker_in(flower: FlowerProcess, worker_name: str,
+                       auth: tuple[str, str] | None = (USER, PASSWORD)) -> None:
     """Flower has heard from the worker: the events it sends from now on reach it."""
-    wait_for(lambda: flower.get("/api/workers", params={"status": "true"}).json()
+    wait_for(lambda: flower.get("/api/workers", auth=auth, params={"status": "true"}).json()
              .get(worker_name), 60, interval=0.5, message=f"Flower to see {worker_name}")
 
 
@@ -185,6 +186,21 @@ def test_flower_shows_each_intent_under_its_key_only_with_credentials(
     assert flower.get("/api/tasks", auth=(USER, "wrong")).status_code == 401
     assert flower.get("/tasks", auth=None).status_code == 401
     assert PASSWORD not in flower.log()
+
+
+def test_a_flower_for_this_machine_only_serves_its_api_without_a_password(
+        tenant, start_worker_process, start_flower):
+    worker = start_worker_process("-P", "solo", queues="celery,dispatch,realtime,maintenance")
+    flower = start_flower(env={"FLOWER_BASIC_AUTH": ""})  # 127.0.0.1, no credentials set
+    wait_for_worker_in(flower, worker.name, auth=None)
+
+    echo = submit_job(tenant, "system.exec.echo", hello="world")
+    wait_for_status(echo, "completed")
+    task = wait_for(lambda: flower.get("/api/tasks", auth=None).json().get(echo), 30,
+                    interval=0.3, message="Flower to list the job")
+    assert task["name"] == "system.exec.echo" and task["state"] in ("RECEIVED", "STARTED",
+                                                                     "SUCCESS")
+    assert flower.get("/api/workers", auth=None).status_code == 200
 
 
 def test_an_exposed_flower_refuses_every_unauthenticated_read_and_action(

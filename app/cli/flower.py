@@ -97,6 +97,13 @@ def flower(
                       + (" with basic auth" if settings.flower_basic_auth else " (this machine only)"))
         return
     settings.home.mkdir(parents=True, exist_ok=True)
+    if settings.flower_basic_auth:
+        os.environ.pop("FLOWER_UNAUTHENTICATED_API", None)
+    else:
+        # This machine only (checked above): the API, which the pages' buttons use too, is as
+        # open as the pages. Flower 2 otherwise answers every /api call 401 without a password.
+        os.environ["FLOWER_UNAUTHENTICATED_API"] = "true"
+        os.environ.pop("FLOWER_BASIC_AUTH", None)  # set but empty: Flower would want a login
     argv = flower_argv(address=address, port=port, home=settings.home)
     sys.stdout.flush()
     # Replace this process, so signals (Ctrl-C, docker stop) reach Flower and it saves its state.
