@@ -4,7 +4,8 @@
 serves the engine's own single-statement status writes (claim, outcome, progress, leases): in
 autocommit, with ``synchronous_commit = off`` (a status write lost to a database crash only
 makes a job run again, which at-least-once delivery allows anyway). With the completion riding
-along with the process's next claim, a job costs one round trip. Handlers get a session bound to their job's tenant.
+along with the process's next claim, a job costs one round trip. Handlers get a session bound
+to their job's tenant.
 """
 
 from __future__ import annotations

@@ -108,18 +108,11 @@ def _text_problem(value: str) -> str | None:
     return None
 
 
-def _uuid(value: Any, field: str) -> str:
+def _uuid(value: Any, field: str, refusal: type[IntentRefused] = IntentRefused) -> str:
     try:
         return str(uuid.UUID(str(value)))
     except (ValueError, TypeError, AttributeError):
-        raise IntentRefused(f"{field} {_short(value)} is not a UUID", field=field) from None
-
-
-def _tenant_uuid(value: Any) -> str:
-    try:
-        return str(uuid.UUID(str(value)))
-    except (ValueError, TypeError, AttributeError):
-        raise TenantRefused(f"tenant_id {_short(value)} is not a UUID", field="tenant_id") from None
+        raise refusal(f"{field} {_short(value)} is not a UUID", field=field) from None
 
 
 def _json_problem(value: Any, root: str = "intent_params") -> tuple[str, str] | None:
@@ -286,7 +279,7 @@ def _prepare(
     req: Request, *, source: str, now: dt.datetime
 ) -> tuple[audit.NewJob, _Refusal | None]:
     """The row to write for ``req``: pending, or failed with the reason it was refused."""
-    tenant_id = _tenant_uuid(req.tenant_id)
+    tenant_id = _uuid(req.tenant_id, "tenant_id", TenantRefused)
     # Malformed ids are the calling code's mistake: refused before anything is written, so
     # the caller's transaction stays usable.
     job_id = _uuid(req.job_id, "job_id") if req.job_id is not None else audit.new_id()

@@ -250,3 +250,21 @@ def start_beat_process(tmp_path: Path) -> Iterator[Callable[..., BeatProcess]]:
     yield start
     for bp in started:
         bp.stop(timeout=20)
+
+
+@pytest.fixture
+def scratch_database() -> Iterator[str]:
+    """An empty database of its own (for migrations), dropped afterwards."""
+    import psycopg2
+
+    from tests.conftest import ADMIN_URL, _database_url
+
+    name = f"jobq_scratch_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(ADMIN_URL)
+    admin.autocommit = True
+    admin.cursor().execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield _database_url(ADMIN_URL, name)
+    finally:
+        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
-import psycopg2
-import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -13,22 +9,6 @@ from sqlalchemy import create_engine, inspect, text
 
 from app import db
 from app.models import Base
-from tests.conftest import ADMIN_URL, _database_url
-
-
-@pytest.fixture
-def scratch_database():
-    """An empty database of its own, dropped afterwards."""
-    name = f"jobq_scratch_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(ADMIN_URL)
-    admin.autocommit = True
-    admin.cursor().execute(f'CREATE DATABASE "{name}"')
-    url = _database_url(ADMIN_URL, name)
-    try:
-        yield url
-    finally:
-        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 def _models_metadata():

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import uuid
 
-import psycopg2
 import pytest
 from alembic import command
 from sqlalchemy import create_engine, text
 
 from app import db, dispatch_intent
 from tests.academy import make_student
-from tests.conftest import ADMIN_URL, _database_url
 from tests.fixtures import job_row, make_tenant, sql, wait_for_status
 
 ROLE = db.TENANT_ROLE
@@ -65,14 +63,18 @@ def test_a_handler_that_snoops_on_another_tenant_sees_nothing_and_changes_nothin
     their_job = dispatch_intent.delay(tenant_id=theirs, intent_key="system.exec.echo",
                                       intent_params={"private": "남의 일"}).get(timeout=15)
     wait_for_status(their_job, "completed")
-    before = {
-        "students": sql("SELECT id, name, tenant_id FROM students WHERE tenant_id = :t "
-                        "ORDER BY id", t=theirs),
-        "jobs": sql("SELECT id, status FROM job_executions WHERE tenant_id = :t", t=theirs),
-        "events": sql("SELECT count(*) FROM job_events WHERE job_id = :j", j=their_job),
-        "tenants": sql("SELECT id, status FROM tenants WHERE id IN (:a, :b) ORDER BY id",
-                       a=mine, b=theirs),
-    }
+
+    def their_rows() -> dict[str, list]:
+        return {
+            "students": sql("SELECT id, name, tenant_id FROM students WHERE tenant_id = :t "
+                            "ORDER BY id", t=theirs),
+            "jobs": sql("SELECT id, status FROM job_executions WHERE tenant_id = :t", t=theirs),
+            "events": sql("SELECT count(*) FROM job_events WHERE job_id = :j", j=their_job),
+            "tenants": sql("SELECT id, status FROM tenants WHERE id IN (:a, :b) ORDER BY id",
+                           a=mine, b=theirs),
+        }
+
+    before = their_rows()
 
     job_id = dispatch_intent.delay(
         tenant_id=mine, intent_key="test.exec.snoop_other_tenant",
@@ -98,15 +100,7 @@ def test_a_handler_that_snoops_on_another_tenant_sees_nothing_and_changes_nothin
     assert writes["suspend_own_tenant"] == "permission denied for table tenants"
     assert writes["submit_for_other"] == f"unknown tenant {theirs}"
 
-    after = {
-        "students": sql("SELECT id, name, tenant_id FROM students WHERE tenant_id = :t "
-                        "ORDER BY id", t=theirs),
-        "jobs": sql("SELECT id, status FROM job_executions WHERE tenant_id = :t", t=theirs),
-        "events": sql("SELECT count(*) FROM job_events WHERE job_id = :j", j=their_job),
-        "tenants": sql("SELECT id, status FROM tenants WHERE id IN (:a, :b) ORDER BY id",
-                       a=mine, b=theirs),
-    }
-    assert after == before
+    assert their_rows() == before
     # Its own work committed with its completion, under the same policies.
     assert sql("SELECT name FROM students WHERE tenant_id = :t ORDER BY name", t=mine) == [
         ("우리 학생",), ("정상 학생",)]
@@ -162,19 +156,6 @@ def test_the_tenant_role_cannot_touch_the_engines_own_tables():
 
 
 # --- the migration ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def scratch_database():
-    name = f"jobq_scratch_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(ADMIN_URL)
-    admin.autocommit = True
-    admin.cursor().execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield _database_url(ADMIN_URL, name)
-    finally:
-        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 def test_the_migration_covers_a_table_added_to_the_domain_later_and_goes_down_cleanly(
