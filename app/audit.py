@@ -485,6 +485,15 @@ LOCK_DUE = text(
     """
 )
 
+#: The database's now, and how many pending jobs were handed to the broker before it (a broker
+#: that lost its data lost their messages).
+PUBLISHED_PENDING = text(
+    """
+    SELECT now(), count(*) FROM job_executions
+     WHERE status = 'pending' AND published_at IS NOT NULL
+    """
+)
+
 #: Stamp the hand-off to the broker.
 MARK_PUBLISHED = text(
     """

@@ -8,11 +8,14 @@ import datetime as dt
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -436,9 +439,20 @@ def test_tenants_create_list_suspend_resume():
 # --- jobq run ---------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def project_folder() -> Iterator[Path]:
+    """A folder like a user's clone: others may enter it (pytest's own tmp folders are 0700,
+    which as root the embedded PostgreSQL, running as ``nobody``, could not enter)."""
+    folder = Path(tempfile.mkdtemp(prefix="jobq-project-"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.mark.slow
-def test_run_starts_everything_with_no_settings_and_ctrl_c_stops_it_all(tmp_path):
+def test_run_starts_everything_with_no_settings_and_ctrl_c_stops_it_all(project_folder):
     """A fresh machine: no DATABASE_URL, no broker; embedded services under JOBQ_HOME."""
+    tmp_path = project_folder
     home = tmp_path / "home"
     port = free_port()
     env = {k: v for k, v in os.environ.items()
@@ -480,8 +494,23 @@ def test_run_starts_everything_with_no_settings_and_ctrl_c_stops_it_all(tmp_path
     assert pids
     for pid in pids:
         assert not _alive(pid), f"process {pid} outlived jobq run"
+    # The embedded PostgreSQL and Redis (not honcho's children) are gone too.
+    assert _processes_using(home) == [], "embedded services outlived jobq run"
     assert not (home / "services.json").exists()
     assert (home / "flower.db.dat").exists() or list(home.glob("flower.db*"))
+
+
+def _processes_using(folder: Path) -> list[str]:
+    """Command lines of live processes that name ``folder`` (its servers name their data)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text_ = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(folder) in text_ and _alive(int(cmdline.parent.name)):
+            found.append(text_)
+    return found
 
 
 def _alive(pid: int) -> bool:

@@ -42,3 +42,24 @@ def test_worker_set_up_follows_the_pool_setting(monkeypatch):
     monkeypatch.setattr(app.workers, "settings", prefork)
     (args,) = app.workers._realtime().values()
     assert args[:4] == ["-P", "prefork", "-c", "4"]
+
+
+def test_settings_are_read_at_first_use_not_at_import(tmp_path):
+    # A test run (or jobq run) may import jobq before it chooses the environment: the
+    # settings must follow the environment as it is when they are first read.
+    import json
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "services.json").write_text(json.dumps(
+        {"database_url": "postgresql://dev@/devdb", "broker_url": "redis://dev:1/0"}))
+    code = ("import os, app.embedded, app.settings as s\n"
+            "os.environ['DATABASE_URL'] = 'postgresql://chosen@/later'\n"
+            "os.environ['CELERY_BROKER_URL'] = 'redis://chosen:2/0'\n"
+            "print(s.settings.database_url, s.settings.broker_url)\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URL", "CELERY_BROKER_URL")}
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "JOBQ_HOME": str(tmp_path)},
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["postgresql://chosen@/later", "redis://chosen:2/0"]
