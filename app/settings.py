@@ -184,7 +184,8 @@ class Settings:
         if not self.database_url:
             raise SettingsError(
                 "DATABASE_URL is not set and no embedded PostgreSQL is running "
-                f"(no {self.home / SERVICES_FILE}); set DATABASE_URL or start `jobq run`"
+                f"(no {self.home / SERVICES_FILE}); set DATABASE_URL, or start `jobq run` and "
+                "work in its folder (or set JOBQ_HOME to its .jobq)"
             )
         return self.database_url
 
@@ -192,7 +193,9 @@ class Settings:
         if not self.broker_url:
             raise SettingsError(
                 "CELERY_BROKER_URL is not set and no embedded Redis is running "
-                f"(no {self.home / SERVICES_FILE}); set CELERY_BROKER_URL or start `jobq run`"
+                f"(no {self.home / SERVICES_FILE}); set CELERY_BROKER_URL (e.g. "
+                "redis://127.0.0.1:6379/0), or start `jobq run` and work in its folder "
+                "(or set JOBQ_HOME to its .jobq)"
             )
         return self.broker_url
 
