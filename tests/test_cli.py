@@ -152,6 +152,7 @@ def test_dispatch_by_tenant_name():
     assert str(wait_for_status(job_id, "completed")["tenant_id"]) == tenant_id
 
 
+@pytest.mark.smoke
 def test_dispatch_wait_shows_progress_and_the_outcome(tenant):
     result = jobq("dispatch", "system.exec.sleep", "-t", tenant, "-p", "seconds=1.5", "--wait")
     assert result.returncode == 0, result.stderr

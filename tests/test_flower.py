@@ -144,6 +144,7 @@ def test_flower_refuses_to_listen_beyond_localhost_without_basic_auth():
     assert local.returncode == 0 and "this machine only" in local.stdout
 
 
+@pytest.mark.smoke
 def test_flower_shows_each_intent_under_its_key_only_with_credentials(
         tenant, start_worker_process, start_flower):
     worker = start_worker_process("-P", "prefork", "-c", "2",

@@ -44,6 +44,7 @@ def test_worker_set_up_follows_the_pool_setting(monkeypatch):
     assert args[:4] == ["-P", "prefork", "-c", "4"]
 
 
+@pytest.mark.smoke
 def test_settings_are_read_at_first_use_not_at_import(tmp_path):
     # A test run (or jobq run) may import jobq before it chooses the environment: the
     # settings must follow the environment as it is when they are first read.

@@ -56,6 +56,7 @@ def test_every_tenant_owned_table_has_row_level_security_for_the_tenant_role():
     assert tuple(role) == (False, False, False)  # NOLOGIN, no superuser, no bypass
 
 
+@pytest.mark.smoke
 def test_a_handler_that_snoops_on_another_tenant_sees_nothing_and_changes_nothing(worker):
     mine, theirs = make_tenant("우리 학원"), make_tenant("남의 학원")
     own_student = make_student(mine, "우리 학생")
