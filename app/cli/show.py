@@ -33,6 +33,7 @@ EVENT_STYLES = {
     "refused": "bold red",
     "lost": "red",
     "cancelled": "magenta",
+    "stopped": "magenta",
 }
 
 
@@ -166,6 +167,11 @@ def event_detail(event: dict[str, Any]) -> Text:
             out.append(f"by {detail['by']}")
         if detail.get("was"):
             out.append(f" (was {detail['was']})")
+    elif kind == "stopped":
+        ran = detail.get("ran_ms")
+        how = "interrupted" if detail.get("interrupted") else "finished first"
+        out.append(f"run {how}" + (f" after {duration(ran / 1000)}" if ran is not None else ""))
+        out.append(f" (job {detail.get('reason', 'cancelled')}), its work rolled back")
     if event.get("error"):
         if kind == "cancelled":
             out.append(f": {shown_text(event['error'])}")
