@@ -74,7 +74,7 @@ def _is_zombie(pid: int) -> bool:
 @dataclass(frozen=True)
 class _Tracked:
     job_id: str
-    run: Stoppable | None
+    run: Stoppable
     since: float
 
 
@@ -88,7 +88,7 @@ class LeaseKeeper:
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
 
-    def track(self, job_id: str, lease_owner: str, run: Stoppable | None = None) -> None:
+    def track(self, job_id: str, lease_owner: str, run: Stoppable) -> None:
         with self._lock:
             if self._pid != os.getpid():  # forked: the parent's thread did not come along
                 self._running.clear()
@@ -117,7 +117,7 @@ class LeaseKeeper:
                 next_renew = now + renew_every
                 self._renew(running)
             settled = {owner: t for owner, t in running.items()
-                       if t.run is not None and now - t.since >= CHECK_SECONDS}
+                       if now - t.since >= CHECK_SECONDS}
             if settled:
                 self._stop_lost(settled)
 
@@ -137,9 +137,10 @@ class LeaseKeeper:
             log.debug("could not look for cancelled runs: %s", exc)
             return
         for owner, status in lost.items():
-            run = runs[owner].run
-            assert run is not None
-            run.stop("cancelled" if status == "cancelled" else "taken over")
+            try:
+                runs[owner].run.stop("cancelled" if status == "cancelled" else "taken over")
+            except Exception as exc:  # this thread must live on: it renews the other leases
+                log.warning("could not stop the run of job %s: %s", runs[owner].job_id, exc)
 
 
 keeper = LeaseKeeper()

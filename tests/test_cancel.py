@@ -4,20 +4,30 @@ behind it at once, and `jobq cancel` says what happened, including where a stop 
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
+import os
 import re
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from app import cancel, db, submit
+from app import audit, cancel, completions, db, submit
 from app.dispatch import run_stopped
-from tests.fixtures import event_kinds, job_events, job_row, sql, wait_for, wait_for_status
+from tests.fixtures import (
+    ROOT,
+    event_kinds,
+    job_events,
+    job_row,
+    sql,
+    wait_for,
+    wait_for_status,
+)
 from tests.intents import EFFECTS_DDL
-from tests.test_cli import jobq
-
-pytestmark = pytest.mark.slow
+from tests.test_cli import JOBQ, jobq
 
 POOLS = {
     "solo": ("-P", "solo"),
@@ -61,6 +71,7 @@ def event_at(job_id: str, kind: str):
     return next(e["at"] for e in reversed(job_events(job_id)) if e["kind"] == kind)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pool", list(POOLS))
 def test_a_cancel_stops_the_running_jobs_within_two_seconds_and_frees_the_worker(
         pool, start_worker_process, tenant):
@@ -103,6 +114,7 @@ def test_a_cancel_stops_the_running_jobs_within_two_seconds_and_frees_the_worker
           f"{next_after:.2f} s after the first cancel")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pool", ["solo", "prefork"])
 def test_a_run_in_a_main_thread_is_stopped_even_inside_one_long_sleep(
         pool, start_worker_process, tenant):
@@ -122,6 +134,7 @@ def test_a_run_in_a_main_thread_is_stopped_even_inside_one_long_sleep(
     print(f"\n[cancel] pool={pool} one long time.sleep: stopped after {stopped.after:.2f} s")
 
 
+@pytest.mark.slow
 def test_a_threads_pool_run_blocked_in_one_long_call_stops_when_it_returns_as_the_cli_says(
         start_worker_process, tenant):
     worker = start_worker_process(*POOLS["threads"])
@@ -152,6 +165,7 @@ def test_a_threads_pool_run_blocked_in_one_long_call_stops_when_it_returns_as_th
           f"the cancel, when the call returned ({stopped.ran_seconds:.2f} s into the run)")
 
 
+@pytest.mark.slow
 def test_ctrl_c_of_a_solo_worker_is_not_held_by_its_cancelled_run(start_worker_process, tenant):
     worker = start_worker_process(*POOLS["solo"])
     job_id = submit_job(tenant, LONG, seconds=60, step=0.2)
@@ -168,3 +182,65 @@ def test_ctrl_c_of_a_solo_worker_is_not_held_by_its_cancelled_run(start_worker_p
     assert run_stopped(job_id) is not None
     assert effects([job_id]) == 0
     print(f"\n[cancel] solo worker exited {exited_after:.2f} s after Ctrl-C with a cancelled run")
+
+
+def test_a_run_that_finishes_as_its_job_is_cancelled_is_recorded_and_the_cli_says_so(
+        tenant, caplog):
+    # A run the lease keeper had not looked up yet: it returns, and its completion is refused.
+    job_id = sql("INSERT INTO job_executions (tenant_id, intent_key, intent_params) "
+                 "VALUES (:t, 'system.exec.echo', '{}') RETURNING id::text", t=tenant)[0][0]
+    owner = "elsewhere:1:0123abcd"
+    with db.status_conn() as conn:
+        claimed, _ = audit.claim(conn, job_id, worker="realtime@elsewhere", owner=owner,
+                                 lease=30, default_max_retries=0)
+    assert claimed is not None
+    cli = subprocess.Popen([*JOBQ, "cancel", job_id], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                           env={**os.environ, "COLUMNS": "220"})
+    wait_for_status(job_id, "cancelled")
+
+    with caplog.at_level(logging.WARNING, logger="jobq.completions"):
+        completions.writer.add(audit.Outcome(job_id, owner, "realtime@elsewhere", 1, {"n": 1},
+                                             {"elapsed_ms": 1500.0}, dt.datetime.now(dt.UTC)))
+        completions.writer.flush()
+    out, err = cli.communicate(timeout=30)
+
+    assert cli.returncode == 0, err
+    assert re.search(rf"job {job_id} cancelled \(was processing\); its run on "
+                     r"realtime@elsewhere finished \d+\.\d s later, before it could be stopped: "
+                     "its work was rolled back and its result discarded", out), out
+    row = job_row(job_id)
+    assert row["status"] == "cancelled" and row["result"] is None
+    stopped = job_events(job_id)[-1]
+    assert stopped["kind"] == "stopped"
+    assert stopped["detail"] == {"ran_ms": 1500.0, "interrupted": False, "reason": "cancelled"}
+    assert "run stopped: job cancelled as it finished" in caplog.text
+
+
+@pytest.mark.slow
+def test_a_run_whose_job_recovery_took_over_is_stopped_too(start_worker_process, tenant):
+    from app.maintenance import recover_once
+
+    worker = start_worker_process(*POOLS["solo"])
+    job_id = submit_job(tenant, LONG, seconds=60, step=0.2)
+    wait_recorded(job_id)
+
+    def take_over() -> bool:  # as if the worker had stopped renewing its lease
+        sql("UPDATE job_executions SET lease_expires_at = now() - interval '1 second' "
+            "WHERE id = CAST(:id AS uuid)", id=job_id)
+        return any(r.id == job_id for r in recover_once())
+
+    wait_for(take_over, timeout=10, message="recovery to take the job over")
+    stopped = wait_for(
+        lambda: next((e for e in job_events(job_id) if e["kind"] == "stopped"), None),
+        timeout=5, message="the old run's stopped event")
+
+    assert stopped["detail"]["reason"] == "taken over" and stopped["detail"]["interrupted"]
+    assert [k for _, k in event_kinds(job_id)] == ["created", "started", "lost", "failed",
+                                                   "stopped"]
+    assert job_row(job_id)["status"] == "failed"  # recovery's verdict (no retries), kept
+    assert effects([job_id]) == 0
+    assert "run stopped: job taken over" in worker.log()
+    print(f"\n[cancel] solo run taken over by recovery: stopped "
+          f"{(stopped['at'] - event_at(job_id, 'lost')).total_seconds():.2f} s "
+          "after")
