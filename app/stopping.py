@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import signal
 import threading
 import time
@@ -47,9 +48,14 @@ def _on_signal(signum, frame) -> None:
     raise RunStopped(run.reason)
 
 
+_installed_in: int | None = None  # the pid whose main thread has the handler in place
+
+
 def _install() -> None:
-    if signal.getsignal(SIGNAL) is not _on_signal:
+    global _installed_in
+    if _installed_in != os.getpid():
         signal.signal(SIGNAL, _on_signal)
+        _installed_in = os.getpid()
 
 
 def _async_raise(thread_id: int, exc: type[BaseException] | None) -> None:
@@ -71,6 +77,7 @@ class Stoppable:
         self._inside = False
         self._shield = 0
         self._raised = False
+        self._sent = False  # an exception put into the thread, perhaps not landed yet
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
@@ -94,7 +101,7 @@ class Stoppable:
     def _leave(self) -> None:
         with self._lock:
             self._inside = False
-            if self.reason is not None and not self.in_main_thread:
+            if self._sent:
                 _async_raise(self.thread_id, None)  # sent but not landed: it never will now
 
     @contextlib.contextmanager
@@ -105,7 +112,7 @@ class Stoppable:
             stopping = self._inside and self.reason is not None
             if stopping:
                 self._raised = True
-                if not self.in_main_thread:
+                if self._sent:
                     _async_raise(self.thread_id, None)  # raised here instead
             else:
                 self._shield += 1
@@ -133,9 +140,9 @@ class Stoppable:
             self.requested_at = time.monotonic()
             if self._shield:
                 return True
-            if self.in_main_thread:
+            if self.in_main_thread and signal.getsignal(SIGNAL) is _on_signal:
                 signal.pthread_kill(self.thread_id, SIGNAL)
-            else:
-                self._raised = True
+            else:  # a thread, or a main thread whose handler someone replaced
+                self._raised = self._sent = True
                 _async_raise(self.thread_id, RunStopped)
         return True

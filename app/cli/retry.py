@@ -177,19 +177,20 @@ def cancel(
     line = Text(f"job {job['id']} cancelled (was {was})")
     if was != "processing":
         line.append("; it will not run", style="dim")
-        console.print(line)
+        console.print(line, soft_wrap=True)
         return
     stopped = run_stopped(job["id"], wait=STOP_WAIT)
     worker = (stopped and stopped.worker) or job["worker"] or "its worker"
     if stopped is None:
         line.append(f"; its run on {worker} has not stopped within {STOP_WAIT:.0f} s",
                     style="yellow")
-        console.print(line)
+        console.print(line, soft_wrap=True)
         console.print(Text(
             "It stops at its next Python step: a call blocked in C code finishes first (a "
             "database statement; on a threads-pool worker also a long sleep or network wait). "
             "Its uncommitted work is rolled back then and its outcome discarded; "
-            f"`jobq job {job['id'][:8]}` shows a `stopped` event when it has ended.",
+            f"`jobq job {job['id'][:8]}` shows a `stopped` event when it has ended (none "
+            "comes if its worker process died: then nothing of the run was kept).",
             style="dim"))
         return
     if stopped.interrupted:
@@ -199,4 +200,4 @@ def cancel(
         line.append(f"; its run on {worker} finished {stopped.after:.1f} s later, before it "
                     "could be stopped: its work was rolled back and its result discarded",
                     style="dim")
-    console.print(line)
+    console.print(line, soft_wrap=True)  # one line, for scripts and grep
