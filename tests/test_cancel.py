@@ -40,9 +40,12 @@ LONG = "test.exec.record_then_sleep"
 
 @pytest.fixture(scope="module", autouse=True)
 def effects_table() -> Iterator[None]:
+    """The test intents' table, for this module only (the schema test compares the rest)."""
     with db.engine().begin() as conn:
         conn.exec_driver_sql(EFFECTS_DDL)
     yield
+    with db.engine().begin() as conn:
+        conn.exec_driver_sql("DROP TABLE test_side_effects")
 
 
 def submit_job(tenant: str, intent_key: str, **params) -> str:
