@@ -21,6 +21,7 @@ _EXPORTS = {
     "submit": ("app.dispatch", "submit"),
     "submit_many": ("app.dispatch", "submit_many"),
     "cancel": ("app.dispatch", "cancel"),
+    "run_stopped": ("app.dispatch", "run_stopped"),
     "job_id_for": ("app.dispatch", "job_id_for"),
     "IntentRefused": ("app.errors", "IntentRefused"),
     "TenantRefused": ("app.errors", "TenantRefused"),

@@ -258,6 +258,26 @@ def renew_leases(conn, ids: Sequence[str], *, owners: Sequence[str], lease: floa
                                        "lease": lease}).rowcount
 
 
+#: Which of a process's runs no longer own their job (cancelled, or taken over after their lease
+#: lapsed), with the job's status now: primary-key lookups, and usually no row.
+LOST_RUNS = text(
+    """
+    SELECT v.owner, j.status
+      FROM unnest(CAST(:ids AS uuid[]), CAST(:owners AS text[])) AS v(id, owner)
+      LEFT JOIN job_executions j ON j.id = v.id
+     WHERE j.status IS DISTINCT FROM 'processing' OR j.lease_owner IS DISTINCT FROM v.owner
+    """
+).bindparams(bindparam("ids", type_=ARRAY(Text)), bindparam("owners", type_=ARRAY(Text)))
+
+
+def lost_runs(conn, ids: Sequence[str], *, owners: Sequence[str]) -> dict[str, str | None]:
+    """Lease owner -> the job's status, for each run that no longer owns its job."""
+    if not ids:
+        return {}
+    rows = conn.execute(LOST_RUNS, {"ids": list(ids), "owners": list(owners)})
+    return {r[0]: r[1] for r in rows}
+
+
 #: Record how far a running job got.
 SET_PROGRESS = text(
     """
@@ -376,6 +396,72 @@ def fail(conn, job_id: str, *, owner: str, worker: str, attempt: int, error: str
          "traceback": traceback},
     ).first()
     return bool(row and row[0])
+
+
+#: Runs that ended after their job was cancelled or taken over: a ``stopped`` event in the job's
+#: history and nothing else, the row stays as the cancel or the takeover left it. Only a run that
+#: no longer owns its job is recorded so. ``detail`` says how long it ran and whether the engine
+#: interrupted it (or it finished first and its outcome was discarded).
+RECORD_STOPPED = text(
+    """
+    INSERT INTO job_events (job_id, attempt, kind, worker, detail)
+    SELECT j.id, v.attempt, 'stopped', v.worker,
+           v.detail || jsonb_build_object(
+               'reason', CASE WHEN j.status = 'cancelled' THEN 'cancelled' ELSE 'taken over' END)
+      FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+           AS v(id uuid, owner text, attempt int, worker text, detail jsonb)
+      JOIN job_executions j ON j.id = v.id
+     WHERE NOT (j.status = 'processing' AND j.lease_owner IS NOT DISTINCT FROM v.owner)
+    RETURNING job_id::text, detail->>'reason'
+    """
+)
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """A run that ended without owning its job any more, as the runner hands it over."""
+
+    id: str
+    owner: str
+    worker: str
+    attempt: int
+    ran_ms: float
+    interrupted: bool
+
+    def as_row(self) -> dict[str, Any]:
+        return {"id": self.id, "owner": self.owner, "worker": self.worker,
+                "attempt": self.attempt,
+                "detail": {"ran_ms": self.ran_ms, "interrupted": self.interrupted}}
+
+
+def record_stopped(conn, runs: Sequence[Stopped]) -> dict[str, str]:
+    """Record the end of ``runs``; job id -> why it was no longer theirs, for those recorded."""
+    if not runs:
+        return {}
+    rows = json.dumps([r.as_row() for r in runs], ensure_ascii=False)
+    return {r[0]: r[1] for r in conn.execute(RECORD_STOPPED, {"rows": rows})}
+
+
+#: How the run of a job cancelled while it ran ended: its ``stopped`` event after the latest
+#: cancel, with the seconds between the two (both by the database's clock).
+STOPPED_AFTER_CANCEL = text(
+    """
+    SELECT extract(epoch FROM s.at - c.at)::float8 AS after, s.worker, s.detail
+      FROM (SELECT at, attempt FROM job_events
+             WHERE job_id = CAST(:id AS uuid) AND kind = 'cancelled'
+             ORDER BY at DESC, id DESC LIMIT 1) c
+      JOIN job_events s ON s.job_id = CAST(:id AS uuid) AND s.kind = 'stopped'
+                       AND s.attempt = c.attempt AND s.at >= c.at
+     ORDER BY s.at, s.id
+     LIMIT 1
+    """
+)
+
+
+def stopped_after_cancel(conn, job_id: str) -> tuple[float, str | None, dict[str, Any]] | None:
+    """``(seconds after the cancel, worker, detail)`` of the cancelled run's end, or None."""
+    row = conn.execute(STOPPED_AFTER_CANCEL, {"id": job_id}).first()
+    return (row[0], row[1], row[2] or {}) if row else None
 
 
 # --- lost runs -------------------------------------------------------------------------------

@@ -66,11 +66,24 @@ class Completions:
                 self._since = min(self._since, time.monotonic()) if self._pending else 0.0
 
     def written(self, outcomes: Iterable[audit.Outcome], done: set[str]) -> None:
-        """Say so for runs whose job was cancelled or taken over while they ran."""
-        for outcome in outcomes:
-            if outcome.id not in done:
-                log.warning("job %s was cancelled or taken over while it ran; its completion "
-                            "was not recorded", outcome.id, extra={"job_id": outcome.id})
+        """Record the end of runs whose job was cancelled or taken over as they finished (a
+        cancel the lease keeper had not seen yet): a ``stopped`` event, and a log line."""
+        refused = [o for o in outcomes if o.id not in done]
+        if not refused:
+            return
+        reasons: dict[str, str] = {}
+        try:
+            with db.status_conn() as conn:
+                reasons = audit.record_stopped(conn, [
+                    audit.Stopped(o.id, o.owner, o.worker, o.attempt,
+                                  (o.detail or {}).get("elapsed_ms", 0.0), interrupted=False)
+                    for o in refused])
+        except Exception as exc:
+            log.warning("could not record the end of %d run(s): %s", len(refused), exc)
+        for outcome in refused:
+            log.warning("run stopped: job %s as it finished; its completion was not recorded",
+                        reasons.get(outcome.id, "cancelled or taken over"),
+                        extra={"job_id": outcome.id, "attempt": outcome.attempt})
 
     def flush(self) -> None:
         """Write whatever is pending now (the process is about to stop)."""

@@ -13,6 +13,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +48,9 @@ class JobContext:
     _checkpoint: Callable[[Any], bool] | None = field(default=None, repr=False)
     _last_progress: float = field(default=0.0, repr=False)
     _min_interval: float = field(default=0.25, repr=False)
+    #: A section a cancel must not cut in two (app.stopping): the engine's own writes.
+    _shielded: Callable[[], AbstractContextManager[None]] = field(
+        default=contextlib.nullcontext, repr=False)
 
     @property
     def session(self) -> Session:
@@ -84,7 +88,8 @@ class JobContext:
         if message:
             info["message"] = message
         if self._progress is not None:
-            self._progress(info)
+            with self._shielded():
+                self._progress(info)
 
     def checkpoint(self, state: Any) -> None:
         """Commit the work done so far together with ``state``; a rerun gets ``resume_from``.
@@ -92,7 +97,9 @@ class JobContext:
         Raises :class:`RunAborted` when the job was cancelled or taken over meanwhile: the
         uncommitted work is then rolled back.
         """
-        if self._checkpoint is None or not self._checkpoint(state):
+        with self._shielded():
+            saved = self._checkpoint is not None and self._checkpoint(state)
+        if not saved:
             raise RunAborted(f"job {self.job_id} is no longer owned by this run")
         self.resume_from = state
 
@@ -104,7 +111,8 @@ class JobContext:
         must survive this run's rollback, or a retry would repeat the effect. It is another
         connection: it sees only committed rows, and it must never wait for a lock the run's
         own session holds (a foreign key to a row the run locked would wait forever).
+        A cancel that comes while the block runs stops the run after it has committed.
         """
-        with db.engine().begin() as conn:
+        with self._shielded(), db.engine().begin() as conn:
             db.bind_tenant(conn, self.tenant_id)
             yield conn

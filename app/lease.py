@@ -6,6 +6,11 @@ one process, e.g. a cancelled run still finishing beside its retry). A claim lea
 third of that. A run whose lease lapsed belongs to a dead (or wedged) process and is recovered
 by ``recover_lost_runs``; a redelivered message for a run whose owner pid is gone from this host
 takes it over at once.
+
+The same thread stops the runs that no longer own their job (cancelled, or taken over): every
+:data:`CHECK_SECONDS` it looks up the runs that have been going that long, one primary-key
+query for all of them, and interrupts the lost ones (:mod:`app.stopping`). An idle process, or
+one whose runs are all shorter than that, asks nothing.
 """
 
 from __future__ import annotations
@@ -14,14 +19,21 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
+from dataclasses import dataclass
 
 from app import audit, db
 from app.settings import settings
+from app.stopping import Stoppable
 
 log = logging.getLogger("jobq.lease")
 
 HOST = socket.gethostname()
+
+#: How often the keeper looks for runs whose job was cancelled or taken over, and how long a run
+#: must have been going before it is looked up: a cancel stops a run within about twice this.
+CHECK_SECONDS = 0.5
 
 
 def owner() -> str:
@@ -59,23 +71,30 @@ def _is_zombie(pid: int) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class _Tracked:
+    job_id: str
+    run: Stoppable
+    since: float
+
+
 class LeaseKeeper:
-    """Renews the leases of the runs this process has going."""
+    """Renews the leases of the runs this process has going, and stops those that lost them."""
 
     def __init__(self) -> None:
-        self._running: dict[str, str] = {}  # run's lease owner -> job id
+        self._running: dict[str, _Tracked] = {}  # run's lease owner -> its job
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
 
-    def track(self, job_id: str, lease_owner: str) -> None:
+    def track(self, job_id: str, lease_owner: str, run: Stoppable) -> None:
         with self._lock:
             if self._pid != os.getpid():  # forked: the parent's thread did not come along
                 self._running.clear()
                 self._thread = None
                 self._pid = os.getpid()
-            self._running[lease_owner] = job_id
+            self._running[lease_owner] = _Tracked(job_id, run, time.monotonic())
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="jobq-lease", daemon=True)
                 self._thread.start()
@@ -85,19 +104,43 @@ class LeaseKeeper:
             self._running.pop(lease_owner, None)
 
     def _loop(self) -> None:
-        interval = settings.lease_seconds / 3
+        renew_every = settings.lease_seconds / 3
+        next_renew = time.monotonic() + renew_every
         while True:
-            self._wake.wait(interval)
+            self._wake.wait(min(CHECK_SECONDS, renew_every))
             with self._lock:
                 running = dict(self._running)
             if not running:
                 continue
+            now = time.monotonic()
+            if now >= next_renew:
+                next_renew = now + renew_every
+                self._renew(running)
+            settled = {owner: t for owner, t in running.items()
+                       if now - t.since >= CHECK_SECONDS}
+            if settled:
+                self._stop_lost(settled)
+
+    def _renew(self, running: dict[str, _Tracked]) -> None:
+        try:
+            with db.status_conn() as conn:
+                audit.renew_leases(conn, [t.job_id for t in running.values()],
+                                   owners=list(running), lease=settings.lease_seconds)
+        except Exception as exc:  # the database is away; try again next round
+            log.warning("could not renew %d lease(s): %s", len(running), exc)
+
+    def _stop_lost(self, runs: dict[str, _Tracked]) -> None:
+        try:
+            with db.status_conn() as conn:
+                lost = audit.lost_runs(conn, [t.job_id for t in runs.values()], owners=list(runs))
+        except Exception as exc:  # said once per renewal round, when that fails too
+            log.debug("could not look for cancelled runs: %s", exc)
+            return
+        for owner, status in lost.items():
             try:
-                with db.status_conn() as conn:
-                    audit.renew_leases(conn, list(running.values()), owners=list(running),
-                                       lease=settings.lease_seconds)
-            except Exception as exc:  # the database is away; try again next round
-                log.warning("could not renew %d lease(s): %s", len(running), exc)
+                runs[owner].run.stop("cancelled" if status == "cancelled" else "taken over")
+            except Exception as exc:  # this thread must live on: it renews the other leases
+                log.warning("could not stop the run of job %s: %s", runs[owner].job_id, exc)
 
 
 keeper = LeaseKeeper()

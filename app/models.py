@@ -170,7 +170,7 @@ class JobEvent(Base):
         nullable=False,
     )
     attempt: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
-    #: created, refused, started, completed, retry, failed, lost, cancelled, requeued, ...
+    #: created, refused, started, completed, retry, failed, lost, cancelled, stopped, requeued, ...
     kind: Mapped[str] = mapped_column(Text, nullable=False)
     at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()

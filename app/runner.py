@@ -4,7 +4,8 @@ Registering a key creates its task class only; the handler module is imported th
 this process runs the intent. A run claims its row (``pending -> processing``), calls the
 handler with a :class:`~app.context.JobContext` inside the tenant's transaction, and commits the
 handler's effects together with ``completed``. Errors go through :mod:`app.retry`. A message
-for a job that is finished, cancelled or running elsewhere does nothing.
+for a job that is finished, cancelled or running elsewhere does nothing. A run whose job is
+cancelled or taken over while it runs is stopped (:mod:`app.stopping`), its work rolled back.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from app.messages import CheckedTask
 from app.publish import Outgoing, publish
 from app.redaction import redact_params, redact_text, redacted_call
 from app.settings import settings
+from app.stopping import RunStopped, Stoppable
 
 log = logging.getLogger("jobq.jobs")
 
@@ -155,6 +157,7 @@ class Run:
         self.owner = lease.owner()
         self.claimed: audit.Claimed | None = None
         self.dropped: str | None = None
+        self.stop: Stoppable | None = None
 
     # -- logging ---------------------------------------------------------------------------
     def _extra(self) -> dict[str, Any]:
@@ -251,7 +254,8 @@ class Run:
             raise
         if self.claimed is None:
             return {"dropped": self.dropped} if self.dropped else None
-        lease.keeper.track(self.job_id, self.owner)
+        self.stop = Stoppable()
+        lease.keeper.track(self.job_id, self.owner, self.stop)
         try:
             return self._run_claimed()
         finally:
@@ -259,7 +263,8 @@ class Run:
 
     def _run_claimed(self):
         c = self.claimed
-        assert c is not None
+        stop = self.stop
+        assert c is not None and stop is not None
         started = time.monotonic()
         log.info("job started", extra=self._extra())
         ctx = JobContext(
@@ -271,11 +276,15 @@ class Run:
             resume_from=c.checkpoint, _progress=self._progress,
             _checkpoint=lambda state: self._checkpoint(ctx.session, state),
             _min_interval=1.0 / settings.progress_writes_per_second,
+            _shielded=stop.shielded,
         )
         try:
             params = self._params(c)
-            with timelimit.soft_limit(self.intent.effective_time_limit):
-                result = bounded_result(self.intent.function(ctx, params))
+            with timelimit.soft_limit(self.intent.effective_time_limit), stop.running():
+                value = self.intent.function(ctx, params)
+            if stop.reason is not None:  # asked to stop as it returned: its outcome is not kept
+                raise RunStopped(stop.reason)
+            result = bounded_result(value)
             elapsed_ms = round((time.monotonic() - started) * 1000, 1)
             outcome = audit.Outcome(c.id, self.owner, self.worker, c.attempt, result,
                                     {"elapsed_ms": elapsed_ms}, dt.datetime.now(dt.UTC))
@@ -288,11 +297,12 @@ class Run:
             else:
                 # Nothing of the handler's to commit: the completion joins the next batch.
                 completions.writer.add(outcome)
-        except RunAborted as exc:
-            _rollback(ctx)
-            log.warning("job run aborted, work rolled back: %s", exc, extra=self._extra())
-            return None
+        except (RunStopped, RunAborted):
+            return self._stopped(ctx, started, interrupted=stop.reason is not None)
         except BaseException as exc:
+            if stop.reason is not None and isinstance(exc, Exception):
+                # The handler turned the stop (or what it cut short) into an error of its own.
+                return self._stopped(ctx, started, interrupted=True)
             _rollback(ctx)
             outcome = self._record_failure(exc)
             if not isinstance(exc, Exception):
@@ -311,6 +321,36 @@ class Run:
         log.info("job completed in %.1f ms", elapsed_ms, extra=self._extra())
         # What Celery reports (Flower shows it); the table keeps the result as it is.
         return redact_params(result, self.intent.secret_params)
+
+    def _stopped(self, ctx: JobContext, started: float, *, interrupted: bool) -> dict[str, str]:
+        """End a run whose job is no longer its own: nothing of it kept, its end in the history.
+
+        An interrupt may have landed anywhere in the handler, even between a statement and the
+        bookkeeping after it, so its session's connection is closed rather than reused.
+        """
+        c = self.claimed
+        assert c is not None
+        session = ctx.opened_session
+        if session is not None:
+            if interrupted:
+                session.invalidate()
+            else:
+                session.rollback()
+        ran_ms = round((time.monotonic() - started) * 1000, 1)
+        reason = self.stop.reason if self.stop is not None else None
+        try:
+            with db.status_conn() as conn:
+                recorded = audit.record_stopped(conn, [audit.Stopped(
+                    c.id, self.owner, self.worker, c.attempt, ran_ms, interrupted)])
+            reason = recorded.get(c.id, reason)
+        except Exception as exc:
+            log.warning("could not record the end of the run: %s", describe(exc),
+                        extra=self._extra())
+        reason = reason or "cancelled or taken over"
+        log.warning("run stopped: job %s; its work is rolled back (it ran %.1f s%s)", reason,
+                    ran_ms / 1000, "" if interrupted else " to its end",
+                    extra=self._extra())
+        return {"stopped": f"job {reason}"}
 
     def _params(self, c: audit.Claimed):
         from app.dispatch import invalid_params

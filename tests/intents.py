@@ -75,3 +75,24 @@ def record_outside(ctx: JobContext, params: EffectParams) -> dict:
         _record(conn, ctx, "journal")
     time.sleep(params.seconds / 2)
     return {"attempt": ctx.attempt, "pid": os.getpid()}
+
+
+class SleepAfterParams(IntentParams):
+    seconds: float = Field(30.0, ge=0, le=120, description="How long the run sleeps after its write.")
+    step: float = Field(0.2, ge=0, le=120,
+                        description="Seconds per time.sleep call; 0 sleeps in a single call.")
+
+
+def record_then_sleep(ctx: JobContext, params: SleepAfterParams) -> dict:
+    """The effect in the run's transaction, a progress report saying so, then a long sleep: in
+    short Python steps, or in one call that blocks in C for the whole time (what a cancel on a
+    threads pool cannot cut short)."""
+    _record(ctx.session, ctx, "transaction")
+    ctx.progress(0, params.seconds, "recorded", force=True)
+    if params.step == 0:
+        time.sleep(params.seconds)
+    else:
+        deadline = time.monotonic() + params.seconds
+        while (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, params.step))
+    return {"slept": params.seconds, "pid": os.getpid()}

@@ -21,6 +21,10 @@ INTENTS: tuple[Intent, ...] = (
     Intent("test.exec.record_in_transaction_bulk", "tests.intents:record_in_transaction",
            params=_EFFECT_PARAMS, max_retries=6, queue="bulk",
            description="test.exec.record_in_transaction on the bulk queue (slow work)."),
+    # Cancelling a running job (tests/test_cancel.py): an uncommitted write, then a long sleep.
+    Intent("test.exec.record_then_sleep", "tests.intents:record_then_sleep",
+           params="tests.intents:SleepAfterParams", max_retries=0,
+           description="Record a side effect in the run's transaction, then sleep."),
     # Time limits (tests/test_timelimit.py): the diagnostic sleep, limited to 2 s.
     Intent("test.exec.sleep_limited", "handlers.system.diagnostics:sleep",
            params="handlers.system.params:SleepParams", max_retries=0, time_limit=2,

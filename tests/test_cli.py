@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -310,14 +309,24 @@ def test_cancel_then_retry_are_audited_and_the_job_runs(tenant):
     assert job_row(job_id)["error_message"] is None
 
 
-def test_cancel_a_running_job(tenant):
-    job_id = dispatched(jobq("dispatch", "system.exec.sleep", "-t", tenant, "-p", "seconds=3"))
+def test_cancel_a_running_job_says_its_run_was_stopped(tenant):
+    job_id = dispatched(jobq("dispatch", "system.exec.sleep", "-t", tenant, "-p", "seconds=20"))
     wait_for_status(job_id, "processing")
     result = jobq("cancel", job_id)
     assert result.returncode == 0, result.stderr
-    assert "(was processing)" in result.stdout
-    time.sleep(3.5)  # the in-thread run ends its sleep and finds the job no longer its own
+    assert re.search(rf"job {job_id} cancelled \(was processing\); its run on \S+ was stopped "
+                     r"after \d+\.\d s and its work rolled back", result.stdout), result.stdout
     assert job_row(job_id)["status"] == "cancelled"
+    assert [k for _, k in event_kinds(job_id)] == ["created", "started", "cancelled", "stopped"]
+    shown = jobq("job", job_id)
+    assert re.search(r"stopped .* run interrupted after \d", shown.stdout), shown.stdout
+
+
+def test_cancel_a_pending_job_says_it_will_not_run(tenant):
+    job_id = dispatched(jobq("dispatch", "system.exec.echo", "-t", tenant, "--run-at", "+1h"))
+    result = jobq("cancel", job_id)
+    assert result.returncode == 0, result.stderr
+    assert f"job {job_id} cancelled (was pending); it will not run" in result.stdout
 
 
 def test_a_job_refused_for_its_parameters_is_retried_only_with_corrected_ones(tenant):

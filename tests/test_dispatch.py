@@ -11,6 +11,7 @@ from celery import Celery
 
 from app import cancel, dispatch_intent, job_id_for, submit
 from app.celery_app import celery_app
+from app.dispatch import run_stopped
 from app.errors import IntentRefused, TenantRefused
 from app.publish import Outgoing, publish
 from tests.conftest import KEY_PREFIX, REDIS_URL
@@ -219,17 +220,19 @@ def test_duplicate_message_for_a_running_job_is_dropped(tenant):
 # --- cancel -------------------------------------------------------------------------------------
 
 
-def test_cancel_a_running_job_marks_it_cancelled_and_its_work_is_discarded(tenant):
+def test_cancel_a_running_job_marks_it_cancelled_and_stops_its_run(tenant):
     job_id = dispatch(tenant_id=tenant, intent_key="system.exec.sleep",
-                      intent_params={"seconds": 1.5})
+                      intent_params={"seconds": 20})
     wait_for_status(job_id, "processing")
 
     assert cancel(job_id, reason="operator asked") == "processing"
-    time.sleep(2.0)  # the in-thread run finishes its sleep, then finds it no longer owns the job
+    stopped = run_stopped(job_id, wait=5)
 
+    assert stopped is not None and stopped.interrupted and stopped.after < 2.5
     row = job_row(job_id)
     assert row["status"] == "cancelled" and row["error_message"] == "operator asked"
-    assert [k for _, k in event_kinds(job_id)] == ["created", "started", "cancelled"]
+    assert [k for _, k in event_kinds(job_id)] == ["created", "started", "cancelled", "stopped"]
+    assert job_events(job_id)[-1]["detail"]["reason"] == "cancelled"
 
 
 def test_cancel_a_finished_job_changes_nothing(tenant):

@@ -143,8 +143,8 @@ def test_broadcast_is_paced_by_the_channel_rate_shows_progress_and_resumes_after
                     message="the parent to report progress part-way")
     assert cancel(job_id, reason="paused by the test") == "processing"
     wait_for_status(job_id, "cancelled")
-    # The runs under way finish their chunk, then stop (the parent at its next checkpoint,
-    # chunk jobs not yet started on seeing the cancel): wait until nothing more goes out.
+    # The chunk runs under way finish their chunk (the parent's own run is stopped by the
+    # cancel; chunk jobs not yet started stop on seeing it): wait until nothing more goes out.
     sent_before = settled(job_id)
     # At most the chunks under way (four workers' worth) went out after the cancel.
     assert 0 < seen < 50 and sent_before < 120

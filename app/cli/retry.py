@@ -23,6 +23,8 @@ from app.cli.lookup import find_job
 RETRYABLE = ("failed", "cancelled")
 #: Jobs requeued per transaction in a bulk retry.
 BATCH = 500
+#: How long `jobq cancel` watches a running job's run for its end.
+STOP_WAIT = 3.0
 
 
 def register(app: typer.Typer) -> None:
@@ -235,8 +237,14 @@ def cancel(
     reason: Annotated[str, typer.Option("--reason", "-r",
                                         help="Recorded as the job's error message.")] = "",
 ) -> None:
-    """Cancel a pending or running job. A running one is stopped and its work rolled back."""
+    """Cancel a pending or running job. A running one is stopped and its work rolled back.
+
+    The run stops at its next Python step, within about a second on every pool; a call blocked
+    in C code finishes first (a database statement; on a threads-pool worker also a long sleep).
+    The command waits up to 3 s to see it stop and says what happened.
+    """
     from app.dispatch import cancel as cancel_job
+    from app.dispatch import run_stopped
 
     with db.engine().connect() as conn:
         job = find_job(conn, job_id)
@@ -246,6 +254,29 @@ def cancel(
         raise fail(f"job {job['id']} is {job['status']}: only pending or processing jobs can be "
                    "cancelled")
     line = Text(f"job {job['id']} cancelled (was {was})")
-    if was == "processing":
-        line.append("; its run is stopped and its work rolled back", style="dim")
-    console.print(line)
+    if was != "processing":
+        line.append("; it will not run", style="dim")
+        console.print(line, soft_wrap=True)
+        return
+    stopped = run_stopped(job["id"], wait=STOP_WAIT)
+    worker = (stopped and stopped.worker) or job["worker"] or "its worker"
+    if stopped is None:
+        line.append(f"; its run on {worker} has not stopped within {STOP_WAIT:.0f} s",
+                    style="yellow")
+        console.print(line, soft_wrap=True)
+        console.print(Text(
+            "It stops at its next Python step: a call blocked in C code finishes first (a "
+            "database statement; on a threads-pool worker also a long sleep or network wait). "
+            "Its uncommitted work is rolled back then and its outcome discarded; "
+            f"`jobq job {job['id'][:8]}` shows a `stopped` event when it has ended (none "
+            "comes if its worker process died: then nothing of the run was kept).",
+            style="dim"))
+        return
+    if stopped.interrupted:
+        line.append(f"; its run on {worker} was stopped after {stopped.after:.1f} s and its "
+                    "work rolled back", style="dim")
+    else:
+        line.append(f"; its run on {worker} finished {stopped.after:.1f} s later, before it "
+                    "could be stopped: its work was rolled back and its result discarded",
+                    style="dim")
+    console.print(line, soft_wrap=True)  # one line, for scripts and grep

@@ -33,6 +33,7 @@ EVENT_STYLES = {
     "refused": "bold red",
     "lost": "red",
     "cancelled": "magenta",
+    "stopped": "magenta",
 }
 
 
@@ -194,6 +195,11 @@ def event_detail(event: dict[str, Any], intent_key: str | None = None) -> Text:
             old, new = (as_json(shown_params(intent_key or "", params.get(k)))
                         for k in ("old", "new"))
             out.append(f", parameters {old} → {new}", style="yellow")
+    elif kind == "stopped":
+        ran = detail.get("ran_ms")
+        how = "interrupted" if detail.get("interrupted") else "finished first"
+        out.append(f"run {how}" + (f" after {duration(ran / 1000)}" if ran is not None else ""))
+        out.append(f" (job {detail.get('reason', 'cancelled')}), its work rolled back")
     if event.get("error"):
         if kind == "cancelled":
             out.append(f": {shown_text(event['error'])}")
