@@ -14,6 +14,7 @@ from sqlalchemy import create_engine, text
 from app import db, dispatch_intent
 from tests.academy import make_student
 from tests.fixtures import job_row, make_tenant, sql, wait_for_status
+from tests.security_intents import ESCAPES
 
 ROLE = db.TENANT_ROLE
 POLICY = "tenant_isolation"
@@ -196,3 +197,67 @@ def test_an_insert_of_the_original_shape_still_works_for_the_engine(tenant):
     job_id = sql("INSERT INTO job_executions (tenant_id, intent_key) "
                  "VALUES (:t, 'system.exec.echo') RETURNING id::text", t=tenant)[0][0]
     assert job_row(job_id)["status"] == "pending"
+
+
+# --- escapes -------------------------------------------------------------------------------------
+
+
+def test_a_handler_that_tries_every_escape_stays_in_its_tenant_and_changes_nothing_of_another(
+        worker):
+    """The handler (tests/security_intents.py: escape_tenant) tries each way out on its own
+    session, then reads and writes the other tenant's rows and commits whatever got through;
+    meanwhile the other tenant's handler holds a bound session of its own."""
+    from tests.fixtures import wait_for
+
+    mine, theirs = make_tenant("탈출 학원"), make_tenant("피해 학원")
+    make_student(mine, "우리 학생")
+    victim = make_student(theirs, "남의 학생")
+    their_job = dispatch_intent.delay(tenant_id=theirs, intent_key="test.exec.hold_session",
+                                      intent_params={"seconds": 20}).get(timeout=15)
+    wait_for(lambda: (job_row(their_job) or {}).get("progress"), 15,
+             message="the other tenant's handler to hold its bound session")
+
+    def their_rows() -> dict[str, list]:
+        return {
+            "students": sql("SELECT id, name FROM students WHERE tenant_id = :t ORDER BY id",
+                            t=theirs),
+            "jobs": sql("SELECT id, status, error_message FROM job_executions "
+                        "WHERE tenant_id = :t ORDER BY id", t=theirs),
+            "events": sql("SELECT count(*) FROM job_events WHERE job_id = :j", j=their_job),
+            "tenants": sql("SELECT id, name, status FROM tenants ORDER BY id"),
+        }
+
+    before = their_rows()
+    job_id = dispatch_intent.delay(
+        tenant_id=mine, intent_key="test.exec.escape_tenant",
+        intent_params={"other_tenant_id": theirs, "other_student_id": str(victim.id),
+                       "other_job_id": their_job}).get(timeout=15)
+    report = wait_for_status(job_id, "completed", timeout=40)["result"]
+
+    handler = "jobq_handler"
+    owner = report["owner"]
+    refused = {
+        "set_session_authorization": "permission denied to set session authorization",
+        "set_role_owner": f'permission denied to set role "{owner}"',
+        "set_config_role": f'permission denied to set role "{owner}"',
+        "bind_other_job": f"job {their_job} is not running under this binding",
+    }
+    for name in ESCAPES:
+        attempt = report[name]
+        expected = refused.get(name, "ok")
+        if name == "replay_sniffed_bind":
+            expected = refused["bind_other_job"] if report["sniffed"] else "ok"
+        assert attempt["statement"].startswith(expected), (name, attempt["statement"])
+        assert attempt["seen"] == {
+            "user": handler, "job_tenants": 1, "tenants": 1, "other_students": 0,
+            "other_job_events": 0,
+            "schedules": "permission denied for table job_schedules",
+            "alembic_version": "permission denied for table alembic_version",
+            "rename_other_student": "0 rows", "forge_other_job": "0 rows",
+            "plant_other_student":
+                'new row violates row-level security policy for table "students"',
+            "submit_for_other": f"unknown tenant {theirs}",
+        }, (name, attempt["seen"])
+    assert report["journal"] == {"user": handler, "other_students": 0, "job_tenants": 1}
+    assert their_rows() == before
+
