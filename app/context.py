@@ -40,6 +40,8 @@ class JobContext:
     scheduled_for: dt.datetime | None = None
     #: The state saved by the last :meth:`checkpoint` of an earlier attempt, or None.
     resume_from: Any = None
+    #: The run's lease owner: what binds the handler's connections to this job's tenant.
+    _lease_owner: str | None = field(default=None, repr=False)
     #: Opens the tenant-bound session, the first time a handler asks for it.
     _open_session: Callable[[], Session] | None = field(default=None, repr=False)
     _session: Session | None = field(default=None, repr=False)
@@ -105,6 +107,8 @@ class JobContext:
         connection: it sees only committed rows, and it must never wait for a lock the run's
         own session holds (a foreign key to a row the run locked would wait forever).
         """
-        with db.engine().begin() as conn:
-            db.bind_tenant(conn, self.tenant_id)
+        if self._lease_owner is None:
+            raise RuntimeError("this context has no database session")
+        with db.handler_engine().begin() as conn:
+            db.bind_job(conn, self.job_id, self._lease_owner)
             yield conn

@@ -264,7 +264,8 @@ class Run:
         ctx = JobContext(
             job_id=c.id, tenant_id=c.tenant_id, intent_key=c.intent_key, attempt=c.attempt,
             max_retries=c.max_retries, scheduled_for=c.scheduled_for,
-            _open_session=lambda: db.tenant_session(c.tenant_id),
+            _lease_owner=self.owner,
+            _open_session=lambda: db.handler_session(c.id, self.owner),
             log=logging.LoggerAdapter(logging.getLogger(f"jobq.handler.{c.intent_key}"),
                                       self._extra()),
             resume_from=c.checkpoint, _progress=self._progress,
