@@ -40,8 +40,10 @@ class JobContext:
     scheduled_for: dt.datetime | None = None
     #: The state saved by the last :meth:`checkpoint` of an earlier attempt, or None.
     resume_from: Any = None
-    #: The run's lease owner: what binds the handler's connections to this job's tenant.
-    _lease_owner: str | None = field(default=None, repr=False)
+    #: ``(job id, lease owner)`` of the run: what binds the handler's connections to the job's
+    #: tenant. Its own field: a handler may record work under another ``job_id`` (a broadcast
+    #: chunk writes its messages under its parent's), but it runs as its own job.
+    _binding: tuple[str, str] | None = field(default=None, repr=False)
     #: Opens the tenant-bound session, the first time a handler asks for it.
     _open_session: Callable[[], Session] | None = field(default=None, repr=False)
     _session: Session | None = field(default=None, repr=False)
@@ -107,8 +109,8 @@ class JobContext:
         connection: it sees only committed rows, and it must never wait for a lock the run's
         own session holds (a foreign key to a row the run locked would wait forever).
         """
-        if self._lease_owner is None:
+        if self._binding is None:
             raise RuntimeError("this context has no database session")
         with db.handler_engine().begin() as conn:
-            db.bind_job(conn, self.job_id, self._lease_owner)
+            db.bind_job(conn, *self._binding)
             yield conn

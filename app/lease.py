@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import secrets
+import socket
 import threading
 
 from app import audit, db

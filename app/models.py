@@ -272,7 +272,7 @@ class JobqBinding(Base):
     neither read nor write it; only the SECURITY DEFINER functions do."""
 
     __tablename__ = "jobq_bindings"
-    __table_args__ = {"prefixes": ["UNLOGGED"]}
+    __table_args__ = ({"prefixes": ("UNLOGGED",)},)
 
     pid: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     #: The binding transaction's full id (``pg_current_xact_id()``).
