@@ -68,7 +68,7 @@ def dispatched(result: subprocess.CompletedProcess) -> str:
 @pytest.mark.parametrize("command", [
     [], ["run"], ["migrate"], ["dispatch"], ["jobs"], ["job"], ["retry"], ["cancel"], ["stats"],
     ["flower"], ["intents"], ["intents", "check"], ["tenants"], ["tenants", "create"],
-    ["tenants", "suspend"], ["tenants", "resume"],
+    ["tenants", "suspend"], ["tenants", "resume"], ["tenants", "delete"],
 ])
 def test_every_command_has_help(command):
     result = jobq(*command, "--help")

@@ -7,6 +7,7 @@ and nothing of it runs again. Every change is recorded with who made it (``tenan
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
@@ -119,7 +120,7 @@ def tenants_delete(
     its attempt but never runs again, and its new requests are refused. Its rows stay for the
     audit (retention removes its finished jobs in time). It cannot be undone."""
     from app import audit, db, queries
-    from app.cli.args import actor
+    from app.cli.args import actor, bad
     from app.cli.lookup import lookup_tenant
 
     with db.engine().connect() as conn:
@@ -131,9 +132,13 @@ def tenants_delete(
     if found["status"] == "deleted":
         console.print(f"tenant {name} was already deleted")
         return
-    if not yes and not typer.confirm(
-            f"delete tenant {name} for good ({pending} pending job(s) will fail)?"):
-        raise fail("not deleted")
+    if not yes:
+        question = f"delete tenant {name} for good ({pending} pending job(s) will fail)?"
+        if not sys.stdin.isatty():
+            raise bad("deleting a tenant needs a yes: answer in a terminal, or pass --yes",
+                      "--yes")
+        if not typer.confirm(question, default=False):
+            raise fail(f"tenant {name} not deleted")
     by = actor()
     with db.engine().begin() as conn:
         queries.set_tenant_status(conn, found["id"], "deleted", by=by)
