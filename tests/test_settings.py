@@ -42,3 +42,23 @@ def test_worker_set_up_follows_the_pool_setting(monkeypatch):
     monkeypatch.setattr(app.workers, "settings", prefork)
     (args,) = app.workers._realtime().values()
     assert args[:4] == ["-P", "prefork", "-c", "4"]
+
+
+@pytest.mark.parametrize(("database_url", "handler_url"), [
+    ("postgresql://jobq:secret@db.example:5432/jobq",
+     "postgresql://jobq_handler@db.example:5432/jobq"),
+    ("postgresql://postgres@127.0.0.1:5432/jobq_test", "postgresql://jobq_handler@127.0.0.1:5432/jobq_test"),
+    # The embedded PostgreSQL: a socket folder, trust authentication.
+    ("postgresql://postgres:@/jobq?host=/srv/.jobq/pg", "postgresql://jobq_handler@/jobq?host=/srv/.jobq/pg"),
+])
+def test_the_handler_url_is_the_engines_with_the_handler_role_and_no_password(
+        database_url, handler_url):
+    settings = load({"DATABASE_URL": database_url, "CELERY_BROKER_URL": "redis://x"})
+    assert settings.require_handler_database_url() == handler_url
+
+
+def test_an_explicit_handler_url_wins_and_its_password_never_shows():
+    settings = load({"DATABASE_URL": "postgresql://jobq:a@db/jobq", "CELERY_BROKER_URL": "redis://x",
+                     "JOBQ_HANDLER_DATABASE_URL": "postgresql://academy_handler:s3cr3t@db/jobq"})
+    assert settings.require_handler_database_url() == "postgresql://academy_handler:s3cr3t@db/jobq"
+    assert "s3cr3t" not in repr(settings)

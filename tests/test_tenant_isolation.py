@@ -300,6 +300,60 @@ def test_the_migration_covers_a_table_added_to_the_domain_later_and_goes_down_cl
         engine.dispose()
 
 
+def test_a_migrating_user_without_createrole_is_told_what_to_create_and_unfit_roles_are_refused():
+    """Where `jobq migrate` runs as a plain database owner, it stops and names the role a
+    database administrator must create; once created, it grants to it. A role that would see
+    every tenant is never accepted."""
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    from tests.conftest import ADMIN_URL
+
+    suffix = uuid.uuid4().hex[:8]
+    owner, handler, database = f"jobq_owner_{suffix}", f"jobq_handler_{suffix}", f"jobq_dba_{suffix}"
+    admin = psycopg2.connect(ADMIN_URL)
+    admin.autocommit = True
+    cur = admin.cursor()
+    cur.execute(f"CREATE ROLE {owner} LOGIN")
+    cur.execute(f"GRANT jobq_tenant TO {owner}")  # what 0003 asks of an administrator
+    cur.execute(f'CREATE DATABASE "{database}" OWNER {owner}')
+    url = make_url(ADMIN_URL).set(username=owner, database=database).render_as_string(
+        hide_password=False)
+
+    def migrate(role: str) -> None:
+        cfg = db.alembic_config(url)
+        cfg.attributes.update(configure_logger=False, handler_role=role, handler_password=None)
+        command.upgrade(cfg, "head")
+
+    try:
+        with pytest.raises(RuntimeError) as stopped:
+            migrate(handler)
+        assert str(stopped.value) == (
+            f"role {handler} does not exist and {owner} may not create roles: a database "
+            f"administrator must create it first, e.g. CREATE ROLE {handler} LOGIN PASSWORD "
+            "'...' (see the README, Tenant isolation)")
+        for unfit, says in ((owner, "is the migrating user itself"),
+                            ("postgres", "is a superuser")):
+            with pytest.raises(RuntimeError, match=f"role {unfit} cannot run handlers: it {says}"):
+                migrate(unfit)
+
+        cur.execute(f"CREATE ROLE {handler} LOGIN")  # as the administrator is asked to
+        migrate(handler)
+        engine = create_engine(db.sqlalchemy_url(url))
+        try:
+            with engine.connect() as conn:
+                assert rls_state(conn)["students"][2][POLICY] == [handler]
+                assert conn.execute(text("SELECT has_table_privilege(:r, 'students', 'SELECT')"),
+                                    {"r": handler}).scalar() is True
+        finally:
+            engine.dispose()
+    finally:
+        cur.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        cur.execute(f"DROP ROLE IF EXISTS {handler}")
+        cur.execute(f"DROP ROLE IF EXISTS {owner}")
+        admin.close()
+
+
 def test_an_insert_of_the_original_shape_still_works_for_the_engine(tenant):
     """The seed's callers insert as the tables' owner: its policy lets them."""
     job_id = sql("INSERT INTO job_executions (tenant_id, intent_key) "

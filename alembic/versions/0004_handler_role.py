@@ -41,7 +41,7 @@ user may (superuser or CREATEROLE); otherwise a database administrator creates i
     ALTER ROLE jobq_handler SET track_activities = off;
 
 and the migration checks what it finds (no superuser, no BYPASSRLS, not a member of the
-migrating role, owning nothing here), then grants. It also tenants' ``deleted`` status and
+migrating role, owning nothing here), then grants. It also adds tenants' ``deleted`` status and
 the ``tenant_events`` audit of status changes.
 
 Revision ID: 0004

@@ -31,6 +31,7 @@ EVENT_STYLES = {
     "retry": "yellow",
     "failed": "bold red",
     "refused": "bold red",
+    "held": "yellow",
     "lost": "red",
     "cancelled": "magenta",
 }
@@ -166,9 +167,13 @@ def event_detail(event: dict[str, Any]) -> Text:
             out.append(f"by {detail['by']}")
         if detail.get("was"):
             out.append(f" (was {detail['was']})")
+    elif kind == "refused" and detail.get("by"):
+        out.append(f"by {detail['by']}: ")
     if event.get("error"):
         if kind == "cancelled":
             out.append(f": {shown_text(event['error'])}")
+        elif kind == "held":  # not an error: the job waits for its tenant to be resumed
+            out.append(shown_text(event["error"]), style="yellow")
         else:
             out.append(shown_text(event["error"]), style="red")
     return out
