@@ -30,12 +30,22 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
+#: The names that talk to the broker. Without one configured (and no running `jobq run` to
+#: find), Celery would quietly fall back to AMQP on localhost and fail later in a long kombu
+#: traceback: these stop at once, saying which setting to set.
+_NEEDS_BROKER = frozenset({"celery", "celery_app", "dispatch_intent", "submit", "submit_many",
+                           "cancel"})
+
 
 def __getattr__(name: str) -> Any:
     try:
         module, attr = _EXPORTS[name]
     except KeyError:
         raise AttributeError(f"module 'app' has no attribute {name!r}") from None
+    if name in _NEEDS_BROKER:
+        from app.settings import settings
+
+        settings.require_broker_url()
     value = getattr(importlib.import_module(module), attr)
     globals()[name] = value
     return value

@@ -534,6 +534,15 @@ LOCK_DUE = text(
     """
 )
 
+#: The database's now, and how many pending jobs were handed to the broker before it (a broker
+#: that lost its data lost their messages).
+PUBLISHED_PENDING = text(
+    """
+    SELECT now(), count(*) FROM job_executions
+     WHERE status = 'pending' AND published_at IS NOT NULL
+    """
+)
+
 #: Stamp the hand-off to the broker.
 MARK_PUBLISHED = text(
     """
@@ -711,33 +720,43 @@ def cancel(conn, job_id: str, *, reason: str, by: str) -> str | None:
     return row[0] if row else None
 
 
-#: Put a finished job back to pending as a fresh start, keeping its history.
+#: Put a finished job back to pending as a fresh start, keeping its history; with ``:params``,
+#: on corrected parameters (the event keeps the old and the new) and ``:max_retries``.
 REQUEUE = text(
     """
     WITH before AS (
-        SELECT id, status FROM job_executions
+        SELECT id, status, intent_params FROM job_executions
          WHERE id = CAST(:id AS uuid) AND status IN ('failed', 'cancelled')
            FOR UPDATE
     ), again AS (
         UPDATE job_executions j
            SET status = 'pending', retry_count = 0, error_message = NULL,
                completed_at = NULL, executed_at = NULL, result = NULL, progress = NULL,
-               run_at = NULL, published_at = NULL, updated_at = now()
+               run_at = NULL, published_at = NULL, updated_at = now(),
+               intent_params = CASE WHEN :replace THEN :params ELSE j.intent_params END,
+               max_retries = coalesce(:max_retries, j.max_retries)
           FROM before WHERE j.id = before.id
-        RETURNING j.id, before.status AS was
+        RETURNING j.id, before.status AS was, before.intent_params AS old_params
     ), event AS (
         INSERT INTO job_events (job_id, attempt, kind, detail)
-        SELECT id, 0, 'requeued', jsonb_build_object('was', was, 'by', CAST(:by AS text))
+        SELECT id, 0, 'requeued',
+               jsonb_build_object('was', was, 'by', CAST(:by AS text))
+               || CASE WHEN :replace
+                       THEN jsonb_build_object('params', jsonb_build_object(
+                                'old', old_params, 'new', CAST(:params AS jsonb)))
+                       ELSE '{}'::jsonb END
           FROM again
     )
     SELECT was FROM again
     """
-)
+).bindparams(bindparam("params", type_=_JSON))
 
 
-def requeue(conn, job_id: str, *, by: str) -> str | None:
+def requeue(conn, job_id: str, *, by: str, params: Any = None, replace_params: bool = False,
+            max_retries: int | None = None) -> str | None:
     """The status the job had, or None when it was not failed or cancelled."""
-    row = conn.execute(REQUEUE, {"id": job_id, "by": by}).first()
+    row = conn.execute(REQUEUE, {"id": job_id, "by": by, "params": params,
+                                 "replace": replace_params, "max_retries": max_retries}).first()
     return row[0] if row else None
 
 

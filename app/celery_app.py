@@ -10,6 +10,8 @@ import time
 
 from celery import Celery, states
 from celery.signals import (
+    beat_embedded_init,
+    beat_init,
     setup_logging,
     task_postrun,
     worker_process_init,
@@ -61,6 +63,19 @@ def _collect_failure_garbage(state: str | None = None, **_: object) -> None:
 def _flush_completions(**_: object) -> None:
     # Completions still gathering are written before the process goes.
     completions.writer.flush()
+
+
+@beat_init.connect
+def _beat_sends_no_sent_events(sender=None, **_: object) -> None:
+    # Beat publishes only the caretaking tasks, several a second: their task-sent events would
+    # push the academies' jobs off Flower's first page (they send no other events either).
+    sender.app.conf.task_send_sent_event = False
+
+
+@beat_embedded_init.connect
+def _embedded_beat_keeps_sent_events(sender=None, **_: object) -> None:
+    # ``worker -B``: the process also publishes jobs, whose sent events Flower shows.
+    sender.app.conf.task_send_sent_event = True
 
 
 @setup_logging.connect

@@ -200,16 +200,30 @@ def _check_params(intent: Intent, params: Any) -> dict[str, Any]:
     try:
         model = intent.params_model.model_validate(params)
     except ValidationError as exc:
-        errors = exc.errors(include_url=False)
-        problems = [_problem(intent, err) for err in errors[:MAX_PROBLEMS]]
-        if len(errors) > MAX_PROBLEMS:
-            problems.append(f"and {len(errors) - MAX_PROBLEMS} more problems")
-        first = ".".join(_printable(str(p), MAX_NAME_SHOWN) for p in errors[0]["loc"])
-        raise _Refusal(
-            f"invalid intent_params for {intent.key!r}: " + "; ".join(problems),
-            "intent_params" + (f".{first}" if first else ""),
-        ) from None
+        message, field = invalid_params(intent, exc)
+        raise _Refusal(message, field) from None
     return model.model_dump(mode="json")
+
+
+def invalid_params(intent: Intent, exc: ValidationError) -> tuple[str, str]:
+    """``(message, field)`` of parameters the intent's model refused: each problem named by its
+    field, with what was given (a secret's value unshown), never a link to pydantic's docs."""
+    errors = exc.errors(include_url=False)
+    problems = [_problem(intent, err) for err in errors[:MAX_PROBLEMS]]
+    if len(errors) > MAX_PROBLEMS:
+        problems.append(f"and {len(errors) - MAX_PROBLEMS} more problems")
+    first = ".".join(_printable(str(p), MAX_NAME_SHOWN) for p in errors[0]["loc"])
+    return (f"invalid intent_params for {intent.key!r}: " + "; ".join(problems),
+            "intent_params" + (f".{first}" if first else ""))
+
+
+def validate_params(intent: Intent, params: Any) -> dict[str, Any]:
+    """``params`` as the intent's model normalises them, or :class:`IntentRefused` naming
+    each problem (for parameters given again, e.g. a retry with corrected ones)."""
+    try:
+        return _check_params(intent, params)
+    except _Refusal as refusal:
+        raise IntentRefused(str(refusal), field=refusal.field) from None
 
 
 def _problem(intent: Intent, err: Any) -> str:

@@ -5,9 +5,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import sys
+from zoneinfo import ZoneInfo
 
 from app.redaction import redact_text
 from app.settings import settings
@@ -19,7 +21,17 @@ FIELDS = ("job_id", "tenant_id", "intent_key", "attempt")
 QUIETER = ("celery.app.trace", "celery.worker.strategy", "celery.beat")
 
 
+def _local_time(record: logging.LogRecord, sep: str = " ") -> str:
+    """When ``record`` was made, in the academies' zone (as the CLI shows times) with its
+    offset, so a line read beside ``jobq job`` or the database's UTC needs no guessing."""
+    at = dt.datetime.fromtimestamp(record.created, ZoneInfo(settings.timezone))
+    return at.isoformat(sep=sep, timespec="milliseconds")
+
+
 class TextFormatter(logging.Formatter):
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return _local_time(record)
+
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
         tags = " ".join(
@@ -31,7 +43,7 @@ class TextFormatter(logging.Formatter):
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out = {
-            "at": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}",
+            "at": _local_time(record, "T"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": redact_text(record.getMessage()),

@@ -10,10 +10,11 @@ jobs (:mod:`app.retention`).
 
 from __future__ import annotations
 
+import functools
 import logging
+import time
 from collections import defaultdict
-
-from sqlalchemy import text
+from collections.abc import Callable
 
 from app import audit, broker_client, db, retention, schedules
 from app.celery_app import celery_app
@@ -54,10 +55,14 @@ def broker_epoch(conn) -> str | None:
         epoch = client.get(key)
         if epoch is None:
             # The transaction's own start: what this sweep stamps on what it publishes.
-            now = conn.execute(text("SELECT now()::text")).scalar_one()
-            if client.set(key, now, nx=True):
-                log.warning("the broker holds no epoch marker (a new or emptied Redis): "
-                            "jobs published before %s are published again", now)
+            now, held = conn.execute(audit.PUBLISHED_PENDING).one()
+            if client.set(key, now.isoformat(), nx=True):
+                if held:
+                    log.warning("the broker lost its data (no epoch marker in a new or emptied "
+                                "Redis): %d pending job(s) it held are published again", held)
+                else:
+                    log.info("the broker's epoch begins (a new or emptied Redis); no pending "
+                             "job was waiting in it")
             epoch = client.get(key)
     except Exception as exc:  # the broker is down: the publishing below fails anyway
         log.debug("broker epoch unknown: %s", exc)
@@ -116,8 +121,53 @@ def sweep_once(*, batch: int | None = None, republish_after: float | None = None
     return len(due), len(sent)
 
 
-@celery_app.task(name="jobq.sweep_due_jobs", queue="maintenance", ignore_result=True,
-                 acks_late=False)
+#: Where each caretaking task notes that it ran and what it did (a Redis hash per task), for
+#: ``jobq stats``: beat's tasks send no events, so they never crowd Flower's task list.
+CARETAKER_KEY = "caretaker:"
+
+
+def caretaking(fn: Callable[[], int]) -> Callable[[], int]:
+    """Note each run of a caretaking task: when it ran, how long it took, how much it did."""
+
+    @functools.wraps(fn)
+    def run() -> int:
+        started = time.time()
+        acted = fn()
+        try:
+            client = broker_client.client()
+            key = broker_client.key(CARETAKER_KEY + fn.__name__)
+            pipe = client.pipeline(transaction=False)
+            pipe.hset(key, mapping={"last_at": started, "last_ms": (time.time() - started) * 1000,
+                                    **({"last_acted_at": started} if acted else {})})
+            pipe.hincrby(key, "runs", 1)
+            pipe.hincrby(key, "acted", acted)
+            pipe.execute()
+        except Exception as exc:  # a note about the work must never fail the work
+            log.debug("could not note the %s run: %s", fn.__name__, exc)
+        return acted
+
+    return run
+
+
+def caretaker_notes() -> dict[str, dict[str, float]]:
+    """What each caretaking task last noted: ``{task: {last_at, last_ms, runs, acted, ...}}``."""
+    client = broker_client.client()
+    names = ("sweep_due_jobs", "recover_lost_runs", "fire_schedules", "apply_retention")
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.hgetall(broker_client.key(CARETAKER_KEY + name))
+    return {name: {k.decode(): float(v) for k, v in found.items()}
+            for name, found in zip(names, pipe.execute(), strict=True) if found}
+
+
+# Caretaking tasks send no task events (``send_events=False``): Flower is for the academies'
+# jobs, and beat's ticks (several a second) would push them off its first page.
+_CARETAKING = {"queue": "maintenance", "ignore_result": True, "acks_late": False,
+               "send_events": False}
+
+
+@celery_app.task(name="jobq.sweep_due_jobs", **_CARETAKING)
+@caretaking
 def sweep_due_jobs() -> int:
     """Publish due pending jobs that no broker holds; safe to run in many places at once."""
     total = 0
@@ -143,22 +193,22 @@ def recover_once(*, batch: int = 500) -> list[audit.Released]:
     return released
 
 
-@celery_app.task(name="jobq.recover_lost_runs", queue="maintenance", ignore_result=True,
-                 acks_late=False)
+@celery_app.task(name="jobq.recover_lost_runs", **_CARETAKING)
+@caretaking
 def recover_lost_runs() -> int:
     """Runs whose lease lapsed go back to pending (the sweep sends them) or fail."""
     return len(recover_once())
 
 
-@celery_app.task(name="jobq.fire_schedules", queue="maintenance", ignore_result=True,
-                 acks_late=False)
+@celery_app.task(name="jobq.fire_schedules", **_CARETAKING)
+@caretaking
 def fire_schedules() -> int:
     """Turn every due schedule slot into its jobs; reads the table afresh on each tick."""
     return sum(outcome.jobs for outcome in schedules.fire_due())
 
 
-@celery_app.task(name="jobq.apply_retention", queue="maintenance", ignore_result=True,
-                 acks_late=False)
+@celery_app.task(name="jobq.apply_retention", **_CARETAKING)
+@caretaking
 def apply_retention() -> int:
     """Delete finished jobs (and their events) older than the retention age, in batches."""
     return retention.delete_expired().jobs

@@ -114,7 +114,8 @@ WATCH_JOB = text(
 #: Finished jobs a bulk retry would put back, oldest first.
 RETRY_CANDIDATES = text(
     f"""
-    SELECT j.id::text AS id, j.intent_key, j.status, j.created_at, j.error_message
+    SELECT j.id::text AS id, j.intent_key, j.intent_params, j.status, j.created_at,
+           j.error_message
       FROM job_executions j
      WHERE {_JOB_FILTERS}
        AND j.status IN ('failed', 'cancelled')
@@ -209,6 +210,14 @@ FIND_TENANT_BY_ID = text(
     "SELECT id::text AS id, name, status FROM tenants WHERE id = CAST(:id AS uuid)"
 )
 
+#: Tenants whose id falls in a range (an id prefix), at most two (an ambiguity is reported).
+FIND_TENANTS_BY_ID_RANGE = text(
+    """
+    SELECT id::text AS id, name, status FROM tenants
+     WHERE id BETWEEN CAST(:lo AS uuid) AND CAST(:hi AS uuid) ORDER BY id LIMIT 2
+    """
+)
+
 #: Tenants by their exact name (names are not unique: the caller reports an ambiguity).
 FIND_TENANTS_BY_NAME = text(
     "SELECT id::text AS id, name, status FROM tenants WHERE name = :name ORDER BY created_at LIMIT 2"
@@ -260,6 +269,10 @@ def list_tenants(conn, *, status: str | None = None) -> list[dict[str, Any]]:
 def find_tenant_by_id(conn, tenant_id: str) -> dict[str, Any] | None:
     row = conn.execute(FIND_TENANT_BY_ID, {"id": tenant_id}).mappings().first()
     return dict(row) if row else None
+
+
+def find_tenants_by_id_range(conn, lo: str, hi: str) -> list[dict[str, Any]]:
+    return [dict(r) for r in conn.execute(FIND_TENANTS_BY_ID_RANGE, {"lo": lo, "hi": hi}).mappings()]
 
 
 def find_tenants_by_name(conn, name: str) -> list[dict[str, Any]]:

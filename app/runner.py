@@ -20,6 +20,7 @@ import uuid
 from typing import Any
 
 from celery.exceptions import Retry, SoftTimeLimitExceeded
+from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from app import audit, completions, db, lease, retry, timelimit
@@ -331,13 +332,16 @@ class Run:
         return redact_params(result, self.intent.secret_params)
 
     def _params(self, c: audit.Claimed):
+        from app.dispatch import invalid_params
+
         try:
             model = self.intent.params_model
-            return model.model_validate(c.intent_params or {})
         except ManifestError as exc:
             raise PermanentError(f"intent {self.intent.key!r} cannot load: {exc}") from exc
-        except Exception as exc:  # rows written by plain SQL were never validated
-            raise PermanentError(f"invalid intent_params for {self.intent.key!r}: {exc}") from exc
+        try:
+            return model.model_validate(c.intent_params or {})
+        except ValidationError as exc:  # rows written by plain SQL were never validated
+            raise PermanentError(invalid_params(self.intent, exc)[0]) from None
 
     def _progress(self, info: dict[str, Any]) -> None:
         try:

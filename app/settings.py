@@ -4,6 +4,9 @@ Nothing else in the code base looks at ``os.environ``. With neither ``DATABASE_U
 ``CELERY_BROKER_URL`` set, the URLs of the embedded services that ``jobq run`` started
 (written to ``$JOBQ_HOME/services.json``) are used, so a worker started by hand in the same
 folder finds them.
+
+The environment is read at the first use of :data:`settings`, not when this module is
+imported: whoever chooses the environment (a test run, ``jobq run``) may import jobq first.
 """
 
 from __future__ import annotations
@@ -203,7 +206,8 @@ class Settings:
         if not self.database_url:
             raise SettingsError(
                 "DATABASE_URL is not set and no embedded PostgreSQL is running "
-                f"(no {self.home / SERVICES_FILE}); set DATABASE_URL or start `jobq run`"
+                f"(no {self.home / SERVICES_FILE}); set DATABASE_URL, or start `jobq run` and "
+                "work in its folder (or set JOBQ_HOME to its .jobq)"
             )
         return self.database_url
 
@@ -216,7 +220,9 @@ class Settings:
         if not self.broker_url:
             raise SettingsError(
                 "CELERY_BROKER_URL is not set and no embedded Redis is running "
-                f"(no {self.home / SERVICES_FILE}); set CELERY_BROKER_URL or start `jobq run`"
+                f"(no {self.home / SERVICES_FILE}); set CELERY_BROKER_URL (e.g. "
+                "redis://127.0.0.1:6379/0), or start `jobq run` and work in its folder "
+                "(or set JOBQ_HOME to its .jobq)"
             )
         return self.broker_url
 
@@ -298,4 +304,32 @@ def load(env: dict[str, str] | None = None) -> Settings:
     )
 
 
-settings = load()
+class _Current:
+    """:data:`settings`: the process's settings, read from the environment at first use."""
+
+    _loaded: Settings | None = None
+
+    def __getattr__(self, name: str):
+        loaded = _Current._loaded
+        if loaded is None:
+            loaded = _Current._loaded = load()
+        return getattr(loaded, name)
+
+    def __repr__(self) -> str:
+        return repr(_Current._loaded or load())
+
+
+def reload(env: dict[str, str] | None = None) -> Settings:
+    """Read the settings again (from ``env``, default the process environment) and use them
+    from now on. For a process that changed its own environment, e.g. ``jobq run``."""
+    _Current._loaded = load(env)
+    return _Current._loaded
+
+
+def loaded() -> bool:
+    """Whether anything has read :data:`settings` yet."""
+    return _Current._loaded is not None
+
+
+#: The process's settings. Attribute reads go to a :class:`Settings` loaded at the first one.
+settings: Settings = _Current()  # type: ignore[assignment]

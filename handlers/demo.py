@@ -189,6 +189,22 @@ def sample_requests(session: Session, tenant_id: str) -> list[tuple[str, dict[st
     return samples
 
 
+def try_it(session: Session, tenant_id: str, tenant_name: str) -> tuple[list[tuple[str, str]], str]:
+    """A few students to try intents on, ``(id, name)``, and a command ready to paste that
+    tells the first one's guardians the student arrived late just now."""
+    tenant = uuid.UUID(str(tenant_id))
+    students = [(str(i), name) for i, name in session.execute(
+        select(Student.id, Student.name).where(Student.tenant_id == tenant,
+                                               Student.status == "active")
+        .order_by(Student.name).limit(3))]
+    if not students:
+        return [], ""
+    now = periods.now().astimezone(periods.zone()).replace(microsecond=0)
+    command = (f'jobq dispatch attendance.exec.notify_guardians_late --tenant "{tenant_name}" '
+               f"-p student_id={students[0][0]} -p notify_time={now.isoformat()} --wait")
+    return students, command
+
+
 # --- the parts ------------------------------------------------------------------------------------
 
 

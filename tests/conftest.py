@@ -2,8 +2,9 @@
 
 The local PostgreSQL (``TEST_DATABASE_URL``, an admin URL; default the local server's
 ``postgres`` database) and Redis (``TEST_REDIS_URL``) are used when reachable; otherwise the
-embedded ones start in a temporary folder. The environment is set before ``app`` is imported,
-because jobq reads its settings once. Everything is dropped again at the end of the run.
+embedded ones start in a temporary folder. The environment is set before anything reads jobq's
+settings, and ``JOBQ_HOME`` points into this run's folder, so no test ever finds the
+``.jobq/services.json`` of a ``jobq run`` beside it. Everything is dropped again at the end.
 """
 
 from __future__ import annotations
@@ -43,17 +44,21 @@ def _redis_reachable(url: str) -> bool:
         return False
 
 
-_embedded = None
+_embedded: list = []
 _need_pg = not _pg_reachable(ADMIN_URL)
 _need_redis = not _redis_reachable(REDIS_URL)
 if _need_pg or _need_redis:
-    from app.embedded import EmbeddedServices
+    # A fresh machine: the embedded servers, in this run's own folder, thrown away at the end.
+    from app.embedded import EmbeddedPostgres, EmbeddedRedis
 
-    _embedded = EmbeddedServices(TEST_HOME / "embedded").start(postgres=_need_pg, redis=_need_redis)
     if _need_pg:
-        ADMIN_URL = _embedded.database_url
+        _pg = EmbeddedPostgres(TEST_HOME / "pg", durable=False).start()
+        _embedded.append(_pg)
+        ADMIN_URL = _pg.url("postgres")
     if _need_redis:
-        REDIS_URL = _embedded.broker_url
+        _redis = EmbeddedRedis(TEST_HOME / "redis", persistent=False).start()
+        _embedded.append(_redis)
+        REDIS_URL = _redis.url
 
 
 def _database_url(admin_url: str, name: str) -> str:
@@ -99,6 +104,11 @@ os.environ.update(
 )
 os.environ.pop("CELERY_RESULT_BACKEND", None)
 
+from app import settings as _settings  # noqa: E402
+
+if _settings.loaded():  # pragma: no cover - a guard against reading them too early again
+    raise RuntimeError("jobq's settings were read before the test run chose its services")
+
 
 def _cleanup() -> None:
     with contextlib.suppress(Exception):
@@ -115,8 +125,9 @@ def _cleanup() -> None:
         keys = list(client.scan_iter(match=KEY_PREFIX + "*", count=1000))
         for start in range(0, len(keys), 500):
             client.delete(*keys[start:start + 500])
-    if _embedded is not None:
-        _embedded.stop()
+    for service in _embedded:
+        with contextlib.suppress(Exception):
+            service.close()
     shutil.rmtree(TEST_HOME, ignore_errors=True)
 
 

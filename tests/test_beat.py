@@ -75,6 +75,7 @@ def insert_by_sql(tenant: str, intent: str = "system.exec.echo", params: str = "
 # --- the sweep ------------------------------------------------------------------------------------
 
 
+@pytest.mark.smoke
 def test_row_inserted_by_plain_sql_completes_within_seconds(system, tenant):
     job_id = insert_by_sql(tenant, params='{"legacy": true}')
 

@@ -8,11 +8,14 @@ import datetime as dt
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -149,6 +152,7 @@ def test_dispatch_by_tenant_name():
     assert str(wait_for_status(job_id, "completed")["tenant_id"]) == tenant_id
 
 
+@pytest.mark.smoke
 def test_dispatch_wait_shows_progress_and_the_outcome(tenant):
     result = jobq("dispatch", "system.exec.sleep", "-t", tenant, "-p", "seconds=1.5", "--wait")
     assert result.returncode == 0, result.stderr
@@ -316,6 +320,37 @@ def test_cancel_a_running_job(tenant):
     assert job_row(job_id)["status"] == "cancelled"
 
 
+def test_a_job_refused_for_its_parameters_is_retried_only_with_corrected_ones(tenant):
+    refused = jobq("dispatch", "system.exec.sleep", "-t", tenant, "-p", "seconds=soon")
+    assert refused.returncode == 2
+    job_id = re.search(r"recorded as failed job ([0-9a-f-]{36})", refused.stderr).group(1)
+
+    # `jobq job` does not offer a retry that can only fail again; it says what can work.
+    shown = jobq("job", job_id)
+    assert f"run it again: jobq retry {job_id}" not in shown.stderr
+    assert f"jobq retry {job_id} --params-json" in shown.stderr
+    assert "pydantic" not in shown.stdout + shown.stderr
+    again = jobq("retry", job_id)
+    assert again.returncode == 1
+    line = one_error_line(again)
+    assert "would fail again" in line and "seconds: Input should be a valid number" in line
+    assert job_row(job_id)["status"] == "failed"
+
+    wrong = jobq("retry", job_id, "--params-json", '{"seconds": -1}')
+    assert wrong.returncode == 2
+    assert "seconds: Input should be greater than or equal to 0" in one_error_line(wrong)
+
+    fixed = jobq("retry", job_id, "-p", "seconds=0.1", "--wait")
+    assert fixed.returncode == 0, fixed.stderr
+    assert "pending again on new parameters" in fixed.stdout and "✓ completed" in fixed.stdout
+    row = job_row(job_id)
+    assert row["intent_params"] == {"seconds": 0.1} and row["max_retries"] == 3
+    requeued = next(e for e in job_events(job_id) if e["kind"] == "requeued")
+    assert requeued["detail"]["params"] == {"old": {"seconds": "soon"}, "new": {"seconds": 0.1}}
+    assert requeued["detail"]["by"].startswith("cli:")
+    assert '{"seconds": "soon"} → {"seconds": 0.1}' in jobq("job", job_id).stdout
+
+
 def test_retry_of_a_completed_job_is_refused(tenant):
     job_id = _completed_echo(tenant)
     result = jobq("retry", job_id)
@@ -433,12 +468,42 @@ def test_tenants_create_list_suspend_resume():
     assert "no tenant 'no such academy'" in one_error_line(missing)
 
 
+def test_tenants_and_intents_stay_whole_in_a_pipe_at_80_columns():
+    # What a script (or `| grep`) reads: nothing cut short, however narrow COLUMNS is.
+    name = f"서울 강남 대치동 수학 과학 전문 학원 {uuid.uuid4().hex[:6]}"
+    tenant_id = jobq("tenants", "create", name).stdout.strip()
+    listed = jobq("tenants", env={"COLUMNS": "80"})
+    assert listed.returncode == 0
+    assert any(tenant_id in line and name in line for line in listed.stdout.splitlines())
+
+    # A narrow terminal shows the first 8 characters of an id: commands take them.
+    assert "is now suspended" in jobq("tenants", "suspend", tenant_id[:8]).stdout
+    assert "is now active" in jobq("tenants", "resume", tenant_id[:8]).stdout
+
+    intents = jobq("intents", env={"COLUMNS": "80"}).stdout
+    assert ("    notify_time: string, required — When the student arrived (ISO 8601; a naive "
+            "time is the academy's).") in intents.splitlines()
+    assert "  지각 학생 보호자에게 알림 전송: record the student late and tell the guardians." \
+        in intents.splitlines()
+
+
 # --- jobq run ---------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def project_folder() -> Iterator[Path]:
+    """A folder like a user's clone: others may enter it (pytest's own tmp folders are 0700,
+    which as root the embedded PostgreSQL, running as ``nobody``, could not enter)."""
+    folder = Path(tempfile.mkdtemp(prefix="jobq-project-"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.mark.slow
-def test_run_starts_everything_with_no_settings_and_ctrl_c_stops_it_all(tmp_path):
+def test_run_starts_everything_with_no_settings_and_ctrl_c_stops_it_all(project_folder):
     """A fresh machine: no DATABASE_URL, no broker; embedded services under JOBQ_HOME."""
+    tmp_path = project_folder
     home = tmp_path / "home"
     port = free_port()
     env = {k: v for k, v in os.environ.items()
@@ -480,8 +545,23 @@ def test_run_starts_everything_with_no_settings_and_ctrl_c_stops_it_all(tmp_path
     assert pids
     for pid in pids:
         assert not _alive(pid), f"process {pid} outlived jobq run"
+    # The embedded PostgreSQL and Redis (not honcho's children) are gone too.
+    assert _processes_using(home) == [], "embedded services outlived jobq run"
     assert not (home / "services.json").exists()
     assert (home / "flower.db.dat").exists() or list(home.glob("flower.db*"))
+
+
+def _processes_using(folder: Path) -> list[str]:
+    """Command lines of live processes that name ``folder`` (its servers name their data)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text_ = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(folder) in text_ and _alive(int(cmdline.parent.name)):
+            found.append(text_)
+    return found
 
 
 def _alive(pid: int) -> bool:

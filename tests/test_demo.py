@@ -3,7 +3,12 @@ dispatches for it completes."""
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -61,6 +66,15 @@ def test_jobq_demo_creates_the_academy_and_every_sample_job_completes():
                 for j in job_ids}
     assert set(finished.values()) == {"completed"}, finished
     assert {k.split(".")[0] for k in finished} >= {"attendance", "billing", "class"}
+
+    # The command it prints for a newcomer to paste works as printed.
+    [command] = [line.strip() for line in result.output.splitlines()
+                 if line.strip().startswith("jobq dispatch attendance.exec.notify_guardians_late")]
+    pasted = subprocess.run([str(Path(sys.executable).with_name("jobq")),
+                             *shlex.split(command)[1:]],
+                            capture_output=True, text=True, timeout=90, env=os.environ)
+    assert pasted.returncode == 0, pasted.stderr
+    assert "✓ completed" in pasted.stderr and '"sent": ' in pasted.stderr
 
 
 def test_jobq_run_start_up_step_creates_the_demo_academy():

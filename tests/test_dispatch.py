@@ -31,6 +31,7 @@ def dispatch(**kwargs) -> str:
     return dispatch_intent.delay(**kwargs).get(timeout=15)
 
 
+@pytest.mark.smoke
 def test_dispatched_intent_completes_with_timestamps_result_and_events(tenant):
     job_id = dispatch(tenant_id=tenant, intent_key="system.exec.echo",
                       intent_params={"greeting": "안녕하세요", "n": 3})
@@ -114,6 +115,7 @@ def test_unknown_intent_is_refused_and_recorded(tenant):
     assert rows == [("failed", message, {"a": 1})]
 
 
+@pytest.mark.smoke
 def test_invalid_params_are_refused_naming_each_field(tenant):
     with pytest.raises(IntentRefused) as refused:
         dispatch(tenant_id=tenant, intent_key="system.exec.sleep",

@@ -487,6 +487,7 @@ def test_worker_stopped_with_sigterm_finishes_its_running_jobs_and_loses_none(sy
 # --- services restarted -------------------------------------------------------------------------
 
 
+@pytest.mark.smoke
 def test_redis_restarted_with_its_data_lost_every_job_still_completes_once(system, services):
     worker = system.start()[0]
     sent = system.send(mixed_jobs())

@@ -4,6 +4,7 @@ over HTTP with basic auth, refused without it, its state kept across a restart.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -143,6 +144,7 @@ def test_flower_refuses_to_listen_beyond_localhost_without_basic_auth():
     assert local.returncode == 0 and "this machine only" in local.stdout
 
 
+@pytest.mark.smoke
 def test_flower_shows_each_intent_under_its_key_only_with_credentials(
         tenant, start_worker_process, start_flower):
     worker = start_worker_process("-P", "prefork", "-c", "2",
@@ -293,3 +295,33 @@ def test_metrics_for_prometheus_and_state_kept_across_a_restart(
     again = start_flower()  # same data folder, no worker: only the saved state can know the job
     task = again.get(f"/api/task/info/{job_id}").json()
     assert task["state"] == "SUCCESS" and task["name"] == "system.exec.echo"
+
+
+def test_beats_caretaking_stays_out_of_flower_and_shows_in_jobq_stats(
+        tenant, start_worker_process, start_beat_process, start_flower):
+    worker = start_worker_process("-P", "solo", queues="celery,dispatch,realtime,maintenance")
+    flower = start_flower()
+    wait_for_worker_in(flower, worker.name)
+    start_beat_process()  # the sweep and recovery tick every 0.5 s in the tests
+
+    def caretaking():
+        out = subprocess.run([*JOBQ, "stats", "--json"], env=os.environ, capture_output=True,
+                             text=True, timeout=60, cwd=ROOT)
+        assert out.returncode == 0, out.stderr
+        notes = json.loads(out.stdout)["caretaking"] or {}
+        return notes if notes.get("sweep_due_jobs", {}).get("runs", 0) >= 6 else None
+
+    notes = wait_for(caretaking, 60, interval=0.5, message="beat's sweep to run six times")
+    assert notes["recover_lost_runs"]["runs"] >= 1
+    job_id = submit_job(tenant, "system.exec.echo", after="caretaking")
+    flower_task(flower, job_id, state="SUCCESS")
+
+    # Flower heard the job, and nothing of the dozen caretaking runs meanwhile.
+    tasks = flower.get("/api/tasks").json()
+    assert job_id in tasks
+    assert [t["name"] for t in tasks.values() if t["name"].startswith("jobq.")] == []
+    types = flower.get("/api/task/types").json()["task-types"]
+    assert "system.exec.echo" in types and not [t for t in types if t.startswith("jobq.")]
+    shown = subprocess.run([*JOBQ, "stats"], env={**os.environ, "COLUMNS": "120"},
+                           capture_output=True, text=True, timeout=60, cwd=ROOT).stdout
+    assert re.search(r"sweep_due_jobs\s+last ran \d+ ms ago, \d+ runs", shown), shown

@@ -39,6 +39,7 @@ def academy(tenant: str) -> str:
     return sql("SELECT name FROM tenants WHERE id = :t", t=tenant)[0][0]
 
 
+@pytest.mark.smoke
 def test_late_notice_records_the_late_arrival_in_the_session_found_from_the_timetable(tenant):
     klass = make_class(tenant)
     student = make_student(tenant, "김민준")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -19,6 +20,7 @@ def _models_metadata():
     return Base.metadata
 
 
+@pytest.mark.smoke
 def test_migrated_schema_equals_the_models():
     engine = db.engine()
     with engine.connect() as conn:

@@ -44,6 +44,46 @@ def test_worker_set_up_follows_the_pool_setting(monkeypatch):
     assert args[:4] == ["-P", "prefork", "-c", "4"]
 
 
+@pytest.mark.smoke
+def test_settings_are_read_at_first_use_not_at_import(tmp_path):
+    # A test run (or jobq run) may import jobq before it chooses the environment: the
+    # settings must follow the environment as it is when they are first read.
+    import json
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "services.json").write_text(json.dumps(
+        {"database_url": "postgresql://dev@/devdb", "broker_url": "redis://dev:1/0"}))
+    code = ("import os, app.embedded, app.settings as s\n"
+            "os.environ['DATABASE_URL'] = 'postgresql://chosen@/later'\n"
+            "os.environ['CELERY_BROKER_URL'] = 'redis://chosen:2/0'\n"
+            "print(s.settings.database_url, s.settings.broker_url)\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URL", "CELERY_BROKER_URL")}
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "JOBQ_HOME": str(tmp_path)},
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["postgresql://chosen@/later", "redis://chosen:2/0"]
+
+
+def test_a_caller_with_no_broker_configured_gets_one_clear_error(tmp_path):
+    # Run from a folder with no `jobq run` beside it: no silent fall-back to AMQP on localhost.
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "JOBQ_HOME")}
+    code = ("from app import dispatch_intent\n"
+            "dispatch_intent.delay(tenant_id='x', intent_key='system.exec.echo')\n")
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("app.settings.SettingsError: CELERY_BROKER_URL is not set"), last
+    assert "set CELERY_BROKER_URL" in last and "amqp" not in out.stderr.lower()
+
+
 @pytest.mark.parametrize(("database_url", "handler_url"), [
     ("postgresql://jobq:secret@db.example:5432/jobq",
      "postgresql://jobq_handler@db.example:5432/jobq"),

@@ -76,6 +76,7 @@ def test_every_tenant_table_forces_row_level_security_with_a_policy_per_role():
     assert tuple(role) == (True, False, False, False, 0)
 
 
+@pytest.mark.smoke
 def test_a_handler_that_snoops_on_another_tenant_sees_nothing_and_changes_nothing(worker):
     mine, theirs = make_tenant("우리 학원"), make_tenant("남의 학원")
     own_student = make_student(mine, "우리 학생")

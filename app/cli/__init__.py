@@ -243,6 +243,7 @@ def main(argv: list[str] | None = None) -> None:
     """The ``jobq`` entry point: every error is one line and a trustworthy exit code."""
     from sqlalchemy.exc import OperationalError
 
+    from app.embedded import EmbeddedError
     from app.settings import SettingsError
 
     ex = _click_exceptions()
@@ -266,6 +267,9 @@ def main(argv: list[str] | None = None) -> None:
     except SettingsError as exc:
         say_error(str(exc))
         sys.exit(2)
+    except EmbeddedError as exc:
+        say_error(str(exc))
+        sys.exit(1)
     except OperationalError as exc:
         from app.redaction import redact_text
 

@@ -21,27 +21,42 @@ def register(app: typer.Typer) -> None:
     app.command("demo")(demo)
 
 
-def create_demo_data(database_url: str, *, students: int = 300) -> tuple[str, dict]:
-    """Ensure the demo tenant and its academy; its id and what it holds."""
+def create_demo_data(database_url: str, *, students: int = 300
+                     ) -> tuple[str, dict, list[tuple[str, str]], str]:
+    """Ensure the demo tenant and its academy: its id, what it holds, a few students to try
+    intents on and a command ready to paste."""
     from sqlalchemy.orm import Session
 
     from app import db
-    from handlers.demo import create_demo_academy
+    from handlers.demo import create_demo_academy, try_it
 
     tenant_id = _ensure_demo_tenant(database_url)
     # The engine's own connection: it writes the demo academy's rows, each naming its tenant.
     with Session(db.engine(database_url)) as session:
         academy = create_demo_academy(session, tenant_id, students=students)
         session.commit()
-    return tenant_id, academy.as_dict()
+        db.bind_tenant(session, tenant_id)
+        sample, command = try_it(session, tenant_id, DEMO_TENANT_NAME)
+    return tenant_id, academy.as_dict(), sample, command
+
+
+def _print_try_it(sample: list[tuple[str, str]], command: str) -> None:
+    if not command:
+        return
+    console.print("students to try intents on:")
+    for student_id, name in sample:
+        console.print(f"  {name}  {student_id}", markup=False, highlight=False)
+    console.print("try it (another terminal, this folder, the venv's jobq):")
+    console.print(f"  {command}", markup=False, highlight=False, soft_wrap=True)
 
 
 def on_run(context: RunContext) -> None:
     """``jobq run``'s start-up step: the demo academy exists before the workers start."""
-    tenant_id, academy = create_demo_data(context.database_url)
+    tenant_id, academy, sample, command = create_demo_data(context.database_url)
     console.print(f"demo tenant [bold]{DEMO_TENANT_NAME}[/] id={tenant_id}: "
                   f"{academy['students']} students, {academy['classes']} classes, "
                   f"{academy['open_invoices']} open invoices")
+    _print_try_it(sample, command)
 
 
 def demo(
@@ -54,7 +69,8 @@ def demo(
     dispatch a sample intent of every family for it; prints the job ids."""
     from app.settings import settings
 
-    tenant_id, academy = create_demo_data(settings.require_database_url(), students=students)
+    tenant_id, academy, sample, command = create_demo_data(settings.require_database_url(),
+                                                           students=students)
     table = Table(title=f"{DEMO_TENANT_NAME} ({tenant_id})", show_header=False)
     for key, value in academy.items():
         if key != "tenant_id":
@@ -62,6 +78,7 @@ def demo(
     console.print(table)
     if dispatch:
         _dispatch_samples(tenant_id)
+    _print_try_it(sample, command)
 
 
 #: Modules whose ``sample_requests(session, tenant_id)`` give the samples of their families.

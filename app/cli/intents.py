@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
 from app.cli import console, err
@@ -95,18 +94,19 @@ def intents_list(
             })
         console.print_json(data=out)
         return
-    table = Table(box=None, header_style="bold", pad_edge=False, show_lines=True)
-    table.add_column("intent", style="bold", no_wrap=True)
-    table.add_column("queue", no_wrap=True)
-    table.add_column("retries", justify="right")
-    table.add_column("limit", justify="right", no_wrap=True)
-    table.add_column("description", ratio=1)
-    table.add_column("parameters", ratio=2)
-    for intent in intents:
-        table.add_row(intent.key, intent.queue, str(intent.effective_max_retries),
-                      f"{intent.effective_time_limit}s", intent.description,
-                      describe_params(intent))
-    console.print(table)
+    # One block per intent, not a table: keys, descriptions and parameter lists stay whole and
+    # readable in an 80-column terminal and in a pipe alike.
+    for i, intent in enumerate(intents):
+        if i:
+            console.print()
+        head = Text(intent.key, style="bold")
+        head.append(f"  {intent.queue} · {intent.effective_max_retries} retries · "
+                    f"{intent.effective_time_limit} s limit", style="dim")
+        console.print(head, soft_wrap=not console.is_terminal)
+        if intent.description:
+            console.print(Text(f"  {intent.description}"), soft_wrap=not console.is_terminal)
+        for line in describe_params(intent).split("\n"):
+            console.print(Text("    ").append_text(line), soft_wrap=not console.is_terminal)
     err.print(Text(f"{len(intents)} intents; parameters as JSON schema: jobq intents --json",
                    style="dim"))
 

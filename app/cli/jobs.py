@@ -80,9 +80,10 @@ _NOTE_MIN = 16
 
 def _jobs_table(rows: list[dict], width: int) -> Table:
     """The page as a table that fits ``width``: fixed columns, the note takes what is left."""
+    created = f"created ({show.zone_name()})"
     cells = {
         "id": [r["id"][:8] for r in rows],
-        "created": [show.local_time(r["created_at"], short=True) for r in rows],
+        created: [show.local_time(r["created_at"], short=True) for r in rows],
         "tenant": [r["tenant_name"] or r["tenant_id"][:8] for r in rows],
         "intent": [r["intent_key"] for r in rows],
         "status": [show.status(r["status"]) for r in rows],
@@ -154,7 +155,7 @@ def job_show(
         raise typer.Exit(0 if row["status"] == "completed" else 1)
     console.print(_details(job))
     console.print()
-    console.print(_timeline(events))
+    console.print(_timeline(events, job["intent_key"]))
     if traceback:
         for e in events:
             if e.get("traceback"):
@@ -164,7 +165,9 @@ def job_show(
     elif any(e.get("traceback") for e in events):
         err.print(Text("tracebacks: add --traceback", style="dim"))
     if job["status"] in ("failed", "cancelled"):
-        err.print(Text(f"run it again: jobq retry {job['id']}", style="dim"))
+        from app.cli.retry import retry_hint
+
+        err.print(Text(retry_hint(job), style="dim"), soft_wrap=True)
 
 
 def _header(job: dict) -> Text:
@@ -215,10 +218,10 @@ def _details(job: dict) -> Table:
     return grid
 
 
-def _timeline(events: list[dict]) -> Table:
+def _timeline(events: list[dict], intent_key: str) -> Table:
     table = Table(title="history", title_justify="left", title_style="bold", box=None,
                   header_style="bold", pad_edge=False)
-    table.add_column("at", no_wrap=True)
+    table.add_column(f"at ({show.zone_name()})", no_wrap=True)
     table.add_column("attempt", justify="right")
     table.add_column("event", no_wrap=True)
     table.add_column("worker", no_wrap=True, style="dim")
@@ -227,8 +230,8 @@ def _timeline(events: list[dict]) -> Table:
     for e in events:
         attempt = str(e["attempt"]) if e["attempt"] and e["attempt"] != previous else ""
         previous = e["attempt"] or previous
-        table.add_row(show.local_time(e["at"]), attempt, show.event_kind(e["kind"]),
-                      e["worker"] or "", show.event_detail(e))
+        table.add_row(show.local_time(e["at"], zone=False), attempt, show.event_kind(e["kind"]),
+                      e["worker"] or "", show.event_detail(e, intent_key))
     return table
 
 

@@ -6,6 +6,7 @@ exist is a bad argument (exit 2).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import typer
@@ -35,9 +36,20 @@ def find_tenant(conn, ref: str, param: str = "--tenant") -> dict[str, Any]:
 
 
 def lookup_tenant(conn, ref: str) -> dict[str, Any] | None:
+    """A tenant by its id, its exact name, or the first 8 or more characters of its id (as a
+    narrow ``jobq tenants`` shows them)."""
     if is_uuid(ref):
         return queries.find_tenant_by_id(conn, ref)
     named = queries.find_tenants_by_name(conn, ref)
     if len(named) > 1:
         raise typer.BadParameter(f"more than one tenant is named {ref!r}: use its id")
-    return named[0] if named else None
+    if named:
+        return named[0]
+    if re.fullmatch(r"[0-9a-fA-F-]{8,35}", ref):
+        lo, hi = id_range(ref)
+        prefixed = queries.find_tenants_by_id_range(conn, lo, hi)
+        if len(prefixed) > 1:
+            raise typer.BadParameter(f"tenant id prefix {ref} names more than one tenant: "
+                                     "give more of it")
+        return prefixed[0] if prefixed else None
+    return None

@@ -16,7 +16,7 @@ from rich.text import Text
 
 from app import audit, db, queries
 from app.cli import console, err, fail
-from app.cli.args import actor, bad
+from app.cli.args import actor, bad, parse_params
 from app.cli.jobs import IntentOption, SinceOption, TenantOption, job_filter
 from app.cli.lookup import find_job
 
@@ -44,10 +44,17 @@ def retry(
         "--dry-run", help="Bulk: show what would be retried, change nothing.")] = False,
     wait: Annotated[bool, typer.Option(
         "--wait", "-w", help="One job: follow it until it ends.")] = False,
+    param: Annotated[list[str] | None, typer.Option(
+        "--param", "-p", metavar="KEY=VALUE",
+        help="One job: run it on this parameter instead (repeatable; as for dispatch).")] = None,
+    params_json: Annotated[str | None, typer.Option(
+        "--params-json", metavar="JSON",
+        help="One job: run it on these parameters instead (the history keeps the old ones).")] = None,
 ) -> None:
     """Run failed or cancelled jobs again: one by id, or many by filter.
 
-    Examples: `jobq retry 3f2a9c1b`, `jobq retry --status failed --intent billing.* --since 1h`.
+    Examples: `jobq retry 3f2a9c1b`, `jobq retry 3f2a9c1b --params-json '{"seconds": 2}'`,
+    `jobq retry --status failed --intent billing.* --since 1h`.
     """
     bulk = any(v is not None for v in (status, intent, since, tenant))
     if job_id is not None and bulk:
@@ -55,10 +62,12 @@ def retry(
     if job_id is None and not bulk:
         raise bad("give a job id, or filters such as --status failed --since 1h")
     if job_id is not None:
-        _retry_one(job_id, wait)
+        _retry_one(job_id, wait, param, params_json)
         return
     if wait:
         raise bad("--wait follows one job; it does not go with filters", "--wait")
+    if param or params_json is not None:
+        raise bad("new parameters go with one job id, not with filters", "--params-json")
     for value in status or []:
         if value not in RETRYABLE:
             raise bad(f"only {' and '.join(RETRYABLE)} jobs can be retried, not {value!r}",
@@ -66,7 +75,40 @@ def retry(
     _retry_many(status or ["failed"], intent, since, tenant, limit, dry_run)
 
 
-def _retry_one(ref: str, wait: bool) -> None:
+def params_problem(job: dict[str, Any]) -> str | None:
+    """Why running ``job`` again as it is cannot work (its intent is unknown here, or its
+    parameters do not fit the intent's model), or None when a retry may help."""
+    from app.dispatch import validate_params
+    from app.errors import IntentRefused
+    from app.registry import manifest
+
+    intent = manifest.get(job["intent_key"])
+    if intent is None:
+        return f"its intent {job['intent_key']!r} is not in this manifest"
+    try:
+        validate_params(intent, job["intent_params"])
+    except IntentRefused as refused:
+        return str(refused)
+    return None
+
+
+def retry_hint(job: dict[str, Any]) -> str:
+    """What to type to run a failed or cancelled job again (only what can work)."""
+    problem = params_problem(job)
+    if problem is None:
+        return f"run it again: jobq retry {job['id']}"
+    if problem.startswith("its intent"):
+        return f"it cannot run again as it is: {problem}"
+    return (f"a retry as it is would fail again ({problem}); with corrected parameters: "
+            f"jobq retry {job['id']} --params-json '{{...}}'")
+
+
+def _retry_one(ref: str, wait: bool, param: list[str] | None = None,
+               params_json: str | None = None) -> None:
+    from app.dispatch import validate_params
+    from app.errors import IntentRefused
+    from app.registry import manifest
+
     with db.engine().connect() as conn:
         job = find_job(conn, ref)
     if job["status"] not in RETRYABLE:
@@ -78,10 +120,30 @@ def _retry_one(ref: str, wait: bool) -> None:
     if job["tenant_status"] != "active":
         raise fail(f"job {job['id']} belongs to tenant {job['tenant_name']!r}, which is "
                    f"{job['tenant_status']}: resume it first (jobq tenants resume)")
-    done = requeue([job])
+    intent = manifest.get(job["intent_key"])
+    new_params = None
+    if param or params_json is not None:
+        if intent is None:
+            raise fail(f"job {job['id']}'s intent {job['intent_key']!r} is not in this manifest")
+        schema = intent.params_model.model_json_schema()
+        base = {} if params_json is not None else dict(job["intent_params"] or {})
+        given = {**base, **parse_params(param or [], params_json, schema)}
+        try:
+            new_params = validate_params(intent, given)
+        except IntentRefused as refused:
+            raise fail(str(refused), 2) from None
+    else:
+        problem = params_problem(job)
+        if problem is not None:
+            raise fail(f"job {job['id']} would fail again: {problem}. "
+                       f"Run it on corrected parameters: jobq retry {job['id']} "
+                       "--params-json '{...}' (or -p key=value)")
+    done = requeue([job], params=new_params)
     if not done:  # it changed state between the read and the requeue
         raise fail(f"job {job['id']} is no longer failed or cancelled; nothing done")
-    console.print(f"job {job['id']} is pending again (was {done[0][1]}); its history is kept")
+    changed = " on new parameters (the old ones are in its history)" if new_params else ""
+    console.print(f"job {job['id']} is pending again{changed} (was {done[0][1]}); "
+                  "its history is kept")
     if wait:
         from app.cli.watch import outcome_line, watch
 
@@ -98,6 +160,14 @@ def _retry_many(status: list[str], intent: str | None, since: str | None, tenant
     if not found:
         err.print("no jobs match: nothing to retry")
         return
+    hopeless = [j for j in found if params_problem(j) is not None]
+    if hopeless:
+        found = [j for j in found if j not in hopeless]
+        err.print(Text(f"left out {len(hopeless)} job(s) that would fail again as they are "
+                       "(unknown intent or parameters that do not fit it): `jobq job ID` says "
+                       "why; retry each with --params-json", style="yellow"))
+        if not found:
+            return
     by_intent = Counter(j["intent_key"] for j in found)
     table = Table("intent", "jobs", box=None, header_style="bold", pad_edge=False)
     for key, count in by_intent.most_common():
@@ -114,8 +184,10 @@ def _retry_many(status: list[str], intent: str | None, since: str | None, tenant
         err.print(Text(f"stopped at --limit {limit}; run again for more", style="yellow"))
 
 
-def requeue(jobs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+def requeue(jobs: list[dict[str, Any]], *, params: dict[str, Any] | None = None
+            ) -> list[tuple[str, str]]:
     """Put ``jobs`` back to pending and publish them after commit; ``(id, was)`` of each done.
+    ``params``: run the (one) job on these validated parameters instead, audited.
 
     Jobs of suspended or deleted tenants are skipped: their work is refused, like their new
     requests.
@@ -132,11 +204,18 @@ def requeue(jobs: list[dict[str, Any]]) -> list[tuple[str, str]]:
             full = job if "tenant_status" in job else _load(conn, job["id"])
             if full is None or full["tenant_status"] != "active":
                 continue
-            was = audit.requeue(conn, full["id"], by=by)
+            intent = manifest.get(full["intent_key"])
+            # A request refused at intake never ran and was given no retries: corrected, it
+            # gets the intent's budget like any new job.
+            refused = full["executed_at"] is None and not full["max_retries"]
+            was = audit.requeue(
+                conn, full["id"], by=by, params=params, replace_params=params is not None,
+                max_retries=intent.effective_max_retries if intent and refused else None)
             if was is None:
                 continue
             done.append((full["id"], was))
-            intent = manifest.get(full["intent_key"])
+            if params is not None:
+                full = {**full, "intent_params": params}
             if intent is None:  # the sweep refuses it, with the reason, in the table
                 continue
             outgoing.append(Outgoing(full["id"], full["tenant_id"], full["intent_key"],

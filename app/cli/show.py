@@ -43,14 +43,37 @@ def _zone() -> ZoneInfo:
     return ZoneInfo(settings.timezone)
 
 
-def local_time(value: dt.datetime | None, *, date: bool = True, short: bool = False) -> str:
-    """``2026-11-26 09:05:00`` in the academies' zone; ``short`` drops the year."""
+def local_time(value: dt.datetime | None, *, date: bool = True, short: bool = False,
+               zone: bool = True) -> str:
+    """``2026-11-26 09:05:00 KST`` in the academies' zone, the zone the logs use too;
+    ``short`` drops the year, and table cells (whose header names the zone) drop the zone."""
     if value is None:
         return "-"
     local = value.astimezone(_zone())
     if not date:
         return local.strftime("%H:%M:%S")
-    return local.strftime("%m-%d %H:%M:%S" if short else "%Y-%m-%d %H:%M:%S")
+    if short:
+        return local.strftime("%m-%d %H:%M:%S")
+    return local.strftime("%Y-%m-%d %H:%M:%S" + (" %Z" if zone else ""))
+
+
+def print_whole(console, renderable, *, wide: bool = False) -> None:
+    """Print a table without cutting anything short when it goes to a pipe (or ``--wide``):
+    a script reading it gets whole ids and names, however wide the lines come out."""
+    if wide or not console.is_terminal:
+        from rich.console import Console
+
+        # Rich lays a table out to the console's width: a console as wide as the table needs.
+        unbounded = Console(file=console.file, width=100_000, color_system=console.color_system,
+                            force_terminal=console.is_terminal)
+        unbounded.print(renderable)
+    else:
+        console.print(renderable)
+
+
+def zone_name() -> str:
+    """The academies' zone as table headers name it (``KST``)."""
+    return dt.datetime.now(_zone()).strftime("%Z")
 
 
 def duration(seconds: float | None) -> str:
@@ -148,8 +171,8 @@ def job_for_json(job: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def event_detail(event: dict[str, Any]) -> Text:
-    """One line on what an event means: the error, the delay, who did it."""
+def event_detail(event: dict[str, Any], intent_key: str | None = None) -> Text:
+    """One line on what an event means: the error, the delay, who did it, what changed."""
     detail = event.get("detail") or {}
     kind = event["kind"]
     out = Text()
@@ -167,6 +190,11 @@ def event_detail(event: dict[str, Any]) -> Text:
             out.append(f"by {detail['by']}")
         if detail.get("was"):
             out.append(f" (was {detail['was']})")
+        if isinstance(detail.get("params"), dict):  # a retry on corrected parameters
+            params = detail["params"]
+            old, new = (as_json(shown_params(intent_key or "", params.get(k)))
+                        for k in ("old", "new"))
+            out.append(f", parameters {old} → {new}", style="yellow")
     elif kind == "refused" and detail.get("by"):
         out.append(f"by {detail['by']}: ")
     if event.get("error"):

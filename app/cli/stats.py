@@ -46,16 +46,19 @@ def stats(
         r["failure_rate"] = failure_rate(r)
     slowest = sorted((r for r in per_intent if r["run_p95"] is not None),
                      key=lambda r: r["run_p95"], reverse=True)[:SLOWEST]
+    caretaking = _caretaking_notes()
     if as_json:
         console.print_json(data={
             "since": since,
             "overall": overall,
             "intents": per_intent,
             "slowest": [r["intent_key"] for r in slowest],
+            "caretaking": caretaking,
         })
         return
     if overall is None or not overall["total"]:
         console.print(f"no jobs in the last {since}" if since[:1].isdigit() else f"no jobs since {since}")
+        _print_caretaking(caretaking)
         return
     console.print(_table(per_intent, overall, since, console.width))
     console.print()
@@ -70,6 +73,48 @@ def stats(
     if slowest:
         line = Text("slowest (p95): ", style="bold")
         line.append(", ".join(f"{r['intent_key']} {show.duration(r['run_p95'])}" for r in slowest))
+        console.print(line)
+    _print_caretaking(caretaking)
+
+
+#: What each caretaking task's "acted" count means.
+_ACTED = {"sweep_due_jobs": "jobs published", "recover_lost_runs": "lost runs recovered",
+          "fire_schedules": "scheduled jobs fired", "apply_retention": "old jobs deleted"}
+
+
+def _caretaking_notes() -> dict[str, dict[str, float]] | None:
+    """Beat's caretaking as its tasks noted it in Redis (they stay out of Flower); None when
+    the broker cannot say."""
+    from app.maintenance import caretaker_notes
+
+    try:
+        return caretaker_notes()
+    except Exception:
+        return None
+
+
+def _print_caretaking(notes: dict[str, dict[str, float]] | None) -> None:
+    """One line per caretaking task: when it last ran, how often it has, what it did."""
+    import time
+
+    console.print()
+    if notes is None:
+        console.print(Text("caretaking: the broker cannot say (is Redis reachable?)", style="yellow"))
+        return
+    if not notes:
+        console.print(Text("caretaking: beat has not run here yet (is `celery -A app beat` "
+                           "running?)", style="yellow"))
+        return
+    console.print(Text("caretaking (beat's tasks; they stay out of Flower)", style="bold"))
+    now = time.time()
+    for name, note in notes.items():
+        line = Text(f"  {name:<18} ")
+        ago = now - note.get("last_at", now)
+        line.append(f"last ran {show.duration(ago)} ago", style="red" if ago > 120 else "")
+        line.append(f", {int(note.get('runs', 0))} runs, "
+                    f"{int(note.get('acted', 0))} {_ACTED.get(name, 'acted on')}")
+        if note.get("last_acted_at"):
+            line.append(f" (last {show.duration(now - note['last_acted_at'])} ago)", style="dim")
         console.print(line)
 
 

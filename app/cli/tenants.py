@@ -20,11 +20,18 @@ app = typer.Typer(help="Tenants (academies): list, create, suspend, resume, dele
                   no_args_is_help=False)
 
 
+#: Below this terminal width the ids shrink to their first 8 characters (which every
+#: command taking a tenant accepts); in a pipe they are always whole.
+WIDE_ENOUGH = 100
+
+
 @app.callback(invoke_without_command=True)
 def tenants_list(
     ctx: typer.Context,
     status: Annotated[str | None, typer.Option(
         "--status", help="Only tenants in this state (active, suspended, deleted).")] = None,
+    wide: Annotated[bool, typer.Option(
+        "--wide", "-w", help="Whole ids and names however narrow the terminal.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON array, for scripts.")] = False,
 ) -> None:
     """List tenants with their jobs of the last 24 hours."""
@@ -42,16 +49,18 @@ def tenants_list(
     if as_json:
         console.print_json(data=[{**r, "created_at": r["created_at"].isoformat()} for r in rows])
         return
+    whole = wide or not console.is_terminal or console.width >= WIDE_ENOUGH
     table = Table(box=None, header_style="bold", pad_edge=False)
     for name, justify in (("id", "left"), ("name", "left"), ("status", "left"),
-                          ("created", "left"), ("jobs 24h", "right"), ("failed 24h", "right")):
-        table.add_column(name, justify=justify, no_wrap=True)
+                          (f"created ({show.zone_name()})", "left"), ("jobs 24h", "right"),
+                          ("failed 24h", "right")):
+        table.add_column(name, justify=justify, no_wrap=name != "name")
     for r in rows:
-        table.add_row(r["id"], Text(r["name"]),
+        table.add_row(r["id"] if whole else r["id"][:8], Text(r["name"]),
                       f"[green]{r['status']}[/]" if r["status"] == "active" else f"[red]{r['status']}[/]",
-                      show.local_time(r["created_at"]), str(r["jobs_24h"]),
+                      show.local_time(r["created_at"], short=True), str(r["jobs_24h"]),
                       f"[red]{r['failed_24h']}[/]" if r["failed_24h"] else "0")
-    console.print(table)
+    show.print_whole(console, table, wide=wide)
 
 
 @app.command("create")

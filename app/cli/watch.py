@@ -23,14 +23,14 @@ from app.models import FINISHED_STATUSES
 POLL_SECONDS = 0.25
 
 
-def event_line(event: dict[str, Any]) -> Text:
+def event_line(event: dict[str, Any], intent_key: str | None = None) -> Text:
     line = Text()
     line.append(show.local_time(event["at"], date=False), style="dim")
     line.append(f"  attempt {event['attempt']}  " if event["attempt"] else "  ")
     line.append_text(show.event_kind(event["kind"]))
     if event.get("worker") and event["kind"] == "started":
         line.append(f" on {event['worker']}", style="dim")
-    detail = show.event_detail(event)
+    detail = show.event_detail(event, intent_key)
     if detail.plain:
         line.append("  ")
         line.append_text(detail)
@@ -86,7 +86,7 @@ def watch(job_id: str, intent_key: str, console: Console, *,
             if row is None:  # deleted under us (retention)
                 break
             for event in events:
-                bar.console.print(event_line(event))
+                bar.console.print(event_line(event, intent_key))
                 last_event = event["id"]
                 if event["kind"] == "started":
                     bar.reset(task, total=None)
