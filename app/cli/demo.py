@@ -35,7 +35,6 @@ def create_demo_data(database_url: str, *, students: int = 300
     with Session(db.engine(database_url)) as session:
         academy = create_demo_academy(session, tenant_id, students=students)
         session.commit()
-        db.bind_tenant(session, tenant_id)
         sample, command = try_it(session, tenant_id, DEMO_TENANT_NAME)
     return tenant_id, academy.as_dict(), sample, command
 
