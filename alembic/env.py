@@ -9,7 +9,7 @@ from sqlalchemy import create_engine, pool
 
 from app.db import sqlalchemy_url
 from app.models import Base
-from app.settings import settings
+from app.settings import handler_url_for, settings, url_user
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
@@ -32,6 +32,20 @@ _import_domain_models()
 
 def _url() -> str:
     return sqlalchemy_url(config.attributes.get("database_url") or settings.require_database_url())
+
+
+def _handler_role() -> None:
+    """The role handlers log in as, and its password, for the migration that grants to it:
+    the user of JOBQ_HANDLER_DATABASE_URL, or the default role when it is derived."""
+    url = (config.attributes.get("handler_database_url") or settings.handler_database_url
+           or handler_url_for(config.attributes.get("database_url")
+                              or settings.require_database_url()))
+    role, password = url_user(url)
+    config.attributes.setdefault("handler_role", role)
+    config.attributes.setdefault("handler_password", password)
+
+
+_handler_role()
 
 
 def run_migrations_offline() -> None:

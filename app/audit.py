@@ -27,6 +27,13 @@ log = logging.getLogger("jobq.audit")
 # A run's claim tolerates this much clock skew between a Celery countdown and the database.
 RUN_AT_SLACK = "interval '2 seconds'"
 
+#: Why a job of a tenant that is not active does not run: "tenant … is suspended; its jobs
+#: wait until it is resumed" or "tenant … is deleted; its jobs are refused" (SQL, over t).
+_TENANT_REFUSAL = (
+    "'tenant ' || t.id || ' is ' || t.status || CASE WHEN t.status = 'suspended' "
+    "THEN '; its jobs wait until it is resumed' ELSE '; its jobs are refused' END"
+)
+
 _JSON = JSONB(none_as_null=True)
 _IDS = ARRAY(UUID(as_uuid=False))
 
@@ -156,32 +163,56 @@ def _completing(rows: str) -> str:
 
 #: Take a due pending job for a run: processing, leased to this run, attempt counted; and in
 #: the same round trip, record the completions this process still holds (the run before this
-#: one, usually). Prepared once per connection (see :func:`prepare`): it runs for every job.
+#: one, usually). Only an active tenant's job is taken; a suspended tenant's stays pending,
+#: held (unpublished, so the sweep sends it again once the tenant is resumed), and a deleted
+#: tenant's fails, each with an event saying why. Prepared once per connection (see
+#: :func:`prepare`): it runs for every job.
 #: Parameters: $1 id, $2 worker, $3 lease owner, $4 lease seconds, $5 default max retries,
 #: $6 the completions as a JSON array.
 CLAIM = "jobq_claim"
+_CLAIMABLE = f"""
+           j.id = $1 AND j.status = 'pending'
+           AND (j.run_at IS NULL OR j.run_at <= now() + {RUN_AT_SLACK})
+           AND NOT EXISTS (SELECT 1 FROM v WHERE v.id = $1)
+           AND t.id = j.tenant_id"""
 CLAIM_SQL = f"""
     WITH {_completing("$6")}, claimed AS (
-        UPDATE job_executions
+        UPDATE job_executions j
            SET status = 'processing', executed_at = now(), completed_at = NULL,
                worker = $2, lease_owner = $3,
                lease_expires_at = now() + make_interval(secs => $4),
                progress = NULL, updated_at = now()
-         WHERE id = $1 AND status = 'pending'
-           AND (run_at IS NULL OR run_at <= now() + {RUN_AT_SLACK})
-           AND NOT EXISTS (SELECT 1 FROM v WHERE v.id = $1)
-        RETURNING id, tenant_id::text, intent_key, intent_params,
-                  coalesce(retry_count, 0) + 1 AS attempt,
-                  coalesce(max_retries, $5) AS max_retries,
-                  checkpoint, coalesce(run_at, created_at) AS scheduled_for
+          FROM tenants t
+         WHERE {_CLAIMABLE} AND t.status = 'active'
+        RETURNING j.id, j.tenant_id::text, j.intent_key, j.intent_params,
+                  coalesce(j.retry_count, 0) + 1 AS attempt,
+                  coalesce(j.max_retries, $5) AS max_retries,
+                  j.checkpoint, coalesce(j.run_at, j.created_at) AS scheduled_for
     ), started AS (
         INSERT INTO job_events (job_id, attempt, kind, worker)
         SELECT id, attempt, 'started', $2 FROM claimed
+    ), stopped AS (
+        UPDATE job_executions j
+           SET status = CASE WHEN t.status = 'suspended' THEN 'pending' ELSE 'failed' END,
+               completed_at = CASE WHEN t.status = 'suspended' THEN NULL ELSE now() END,
+               error_message = CASE WHEN t.status = 'suspended' THEN j.error_message
+                                    ELSE {_TENANT_REFUSAL} END,
+               published_at = NULL, updated_at = now()
+          FROM tenants t
+         WHERE NOT EXISTS (SELECT 1 FROM claimed) AND {_CLAIMABLE} AND t.status <> 'active'
+        RETURNING j.id, t.status AS tenant_status, coalesce(j.retry_count, 0) AS retries,
+                  {_TENANT_REFUSAL} AS reason
+    ), stopped_events AS (
+        INSERT INTO job_events (job_id, attempt, kind, worker, error, detail)
+        SELECT id, retries, CASE WHEN tenant_status = 'suspended' THEN 'held' ELSE 'refused' END,
+               $2, reason, jsonb_build_object('tenant_status', tenant_status)
+          FROM stopped
     )
     SELECT c.id::text, c.tenant_id, c.intent_key, c.intent_params, c.attempt, c.max_retries,
            c.checkpoint, c.scheduled_for,
-           ARRAY(SELECT id::text FROM done) AS completed
-      FROM (SELECT 1) AS one LEFT JOIN claimed c ON true
+           ARRAY(SELECT id::text FROM done) AS completed,
+           s.tenant_status, s.reason
+      FROM (SELECT 1) AS one LEFT JOIN claimed c ON true LEFT JOIN stopped s ON true
 """
 
 #: Statements prepared on every status connection as it opens: name -> (argument types, SQL).
@@ -225,16 +256,32 @@ class Inspected:
     not_due: bool
 
 
+@dataclass(frozen=True)
+class TenantRefusal:
+    """A claim that found the job's tenant not active: held (suspended) or failed (deleted)."""
+
+    tenant_status: str
+    reason: str
+
+    @property
+    def held(self) -> bool:
+        return self.tenant_status == "suspended"
+
+
 def claim(conn, job_id: str, *, worker: str, owner: str, lease: float, default_max_retries: int,
-          completing: Sequence[Outcome] = ()) -> tuple[Claimed | None, set[str]]:
+          completing: Sequence[Outcome] = ()
+          ) -> tuple[Claimed | None, set[str], TenantRefusal | None]:
     """Claim ``job_id`` on a status connection, recording ``completing`` on the way; returns
-    the claim (None when the job is not there to take) and the ids that were completed."""
+    the claim (None when the job is not there to take), the ids that were completed, and why
+    the job was held or failed instead when its tenant is not active."""
     rows = json.dumps([o.as_row() for o in completing], ensure_ascii=False, default=str)
     row = conn.exec_driver_sql(
         f"EXECUTE {CLAIM} (%s, %s, %s, %s, %s, %s)",
         (job_id, worker, owner, lease, default_max_retries, rows),
     ).one()
-    return (Claimed(*row[:8]) if row[0] is not None else None), set(row[8])
+    claimed = Claimed(*row[:8]) if row[0] is not None else None
+    refusal = TenantRefusal(row[9], row[10]) if row[9] is not None else None
+    return claimed, set(row[8]), refusal
 
 
 def inspect(conn, job_id: str) -> Inspected | None:
@@ -551,7 +598,9 @@ def release_owned(conn, job_id: str, *, owner: str, default_max_retries: int) ->
 #: Due pending jobs that no broker holds: never published, published before the broker's
 #: Redis lost its data (``:broker_since``, see app.maintenance.broker_epoch), or published so
 #: long ago without starting that the message must be lost; with their tenant's status,
-#: because a plain INSERT was never checked against it. Locked until the sweep commits.
+#: because a plain INSERT was never checked against it. A suspended tenant's jobs are held:
+#: left as they are until it is resumed, then found here at once (a held job is unpublished).
+#: Locked until the sweep commits.
 LOCK_DUE = text(
     """
     SELECT j.id::text, j.tenant_id::text, j.intent_key, j.intent_params, j.queue,
@@ -559,7 +608,7 @@ LOCK_DUE = text(
            coalesce(j.published_at < CAST(:broker_since AS timestamptz), false) AS lost,
            t.status AS tenant_status
       FROM job_executions j
-      JOIN tenants t ON t.id = j.tenant_id
+      JOIN tenants t ON t.id = j.tenant_id AND t.status <> 'suspended'
      WHERE j.status = 'pending'
        AND coalesce(j.run_at, j.created_at) <= now()
        AND (j.published_at IS NULL
@@ -627,7 +676,8 @@ def mark_unpublished(conn, ids: Sequence[str]) -> None:
         conn.execute(MARK_UNPUBLISHED, {"ids": list(ids)})
 
 
-#: A pending job the engine cannot run (its intent is unknown): failed with the reason.
+#: A pending job the engine cannot run (its intent is unknown, its tenant deleted): failed with
+#: the reason.
 REFUSE_PENDING = text(
     """
     WITH refused AS (
@@ -648,6 +698,38 @@ REFUSE_PENDING = text(
 def refuse_pending(conn, job_id: str, error: str) -> bool:
     row = conn.execute(REFUSE_PENDING, {"id": job_id, "error": error}).first()
     return bool(row and row[0])
+
+
+#: Every pending job of a tenant being deleted: failed with the reason, naming who deleted it.
+REFUSE_TENANT_PENDING = text(
+    """
+    WITH refused AS (
+        UPDATE job_executions
+           SET status = 'failed', completed_at = now(), error_message = :error,
+               updated_at = now()
+         WHERE tenant_id = CAST(:tenant_id AS uuid) AND status = 'pending'
+        RETURNING id, coalesce(retry_count, 0) AS retries
+    ), event AS (
+        INSERT INTO job_events (job_id, attempt, kind, error, detail)
+        SELECT id, retries, 'refused', :error, jsonb_build_object('by', CAST(:by AS text))
+          FROM refused
+    )
+    SELECT count(*) FROM refused
+    """
+)
+
+
+def refuse_tenant_pending(conn, tenant_id: str, *, error: str, by: str) -> int:
+    """Fail every pending job of ``tenant_id``; how many there were."""
+    return conn.execute(REFUSE_TENANT_PENDING,
+                        {"tenant_id": tenant_id, "error": error, "by": by}).scalar_one()
+
+
+def tenant_refusal(tenant_id: str, status: str) -> str:
+    """Why a job of a tenant that is not active does not run (as the claim says it, in SQL)."""
+    if status == "suspended":
+        return f"tenant {tenant_id} is suspended; its jobs wait until it is resumed"
+    return f"tenant {tenant_id} is {status}; its jobs are refused"
 
 
 # --- retention -------------------------------------------------------------------------------

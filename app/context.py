@@ -41,6 +41,10 @@ class JobContext:
     scheduled_for: dt.datetime | None = None
     #: The state saved by the last :meth:`checkpoint` of an earlier attempt, or None.
     resume_from: Any = None
+    #: ``(job id, lease owner)`` of the run: what binds the handler's connections to the job's
+    #: tenant. Its own field: a handler may record work under another ``job_id`` (a broadcast
+    #: chunk writes its messages under its parent's), but it runs as its own job.
+    _binding: tuple[str, str] | None = field(default=None, repr=False)
     #: Opens the tenant-bound session, the first time a handler asks for it.
     _open_session: Callable[[], Session] | None = field(default=None, repr=False)
     _session: Session | None = field(default=None, repr=False)
@@ -113,6 +117,8 @@ class JobContext:
         own session holds (a foreign key to a row the run locked would wait forever).
         A cancel that comes while the block runs stops the run after it has committed.
         """
-        with self._shielded(), db.engine().begin() as conn:
-            db.bind_tenant(conn, self.tenant_id)
+        if self._binding is None:
+            raise RuntimeError("this context has no database session")
+        with self._shielded(), db.handler_engine().begin() as conn:
+            db.bind_job(conn, *self._binding)
             yield conn

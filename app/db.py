@@ -4,12 +4,13 @@
 serves the engine's own single-statement status writes (claim, outcome, progress, leases): in
 autocommit, with ``synchronous_commit = off`` (a status write lost to a database crash only
 makes a job run again, which at-least-once delivery allows anyway). With the completion riding
-along with the process's next claim, a job costs one round trip. Handlers get a session bound
-to their job's tenant.
+along with the process's next claim, a job costs one round trip. Handlers get connections of
+their own role (:func:`handler_session`), each transaction bound to their job's tenant.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import time
@@ -18,12 +19,12 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, create_engine, event, exc, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.settings import settings
+from app.settings import HANDLER_ROLE, settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
 _lock = threading.Lock()
-_engines: dict[tuple[int, str, bool], Engine] = {}
+_engines: dict[tuple[int, str, bool, bool], Engine] = {}
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -55,9 +56,12 @@ def _note_checkin(dbapi_conn, record) -> None:
     record.info["checked_in"] = time.monotonic()
 
 
-def _create(url: str, *, status: bool) -> Engine:
-    connect_args: dict = {"application_name": "jobq", "connect_timeout": 5}
+def _create(url: str, *, status: bool, handler: bool = False) -> Engine:
+    connect_args: dict = {"application_name": "jobq-handler" if handler else "jobq",
+                          "connect_timeout": 5}
     options: dict = {}
+    if handler:
+        options["pool_reset_on_return"] = None  # _discard_session_state rolls back, and more
     if status:
         connect_args["options"] = "-c synchronous_commit=off"
         options["isolation_level"] = "AUTOCOMMIT"
@@ -68,6 +72,9 @@ def _create(url: str, *, status: bool) -> Engine:
                         **options)
     event.listen(eng, "checkout", _ping_if_idle)
     event.listen(eng, "checkin", _note_checkin)
+    if handler:
+        event.listen(eng, "connect", _refuse_unbound_role)
+        event.listen(eng, "reset", _discard_session_state)
     if status:
         from app import audit
 
@@ -75,16 +82,16 @@ def _create(url: str, *, status: bool) -> Engine:
     return eng
 
 
-def _get(url: str | None, *, status: bool) -> Engine:
+def _get(url: str | None, *, status: bool, handler: bool = False) -> Engine:
     url = sqlalchemy_url(url or settings.require_database_url())
-    key = (os.getpid(), url, status)
+    key = (os.getpid(), url, status, handler)
     found = _engines.get(key)
     if found is not None:
         return found
     with _lock:
         found = _engines.get(key)
         if found is None:
-            found = _engines[key] = _create(url, status=status)
+            found = _engines[key] = _create(url, status=status, handler=handler)
         return found
 
 
@@ -122,33 +129,88 @@ def session() -> Session:
     return maker()
 
 
-#: The role a tenant-bound transaction runs as. Row-level security (alembic 0003) shows it only
-#: the rows of the tenant in ``app.tenant_id``; the engine's own connections log in as the
-#: tables' owner, which the policies do not bind (status writes, sweep, recovery, dispatch).
-TENANT_ROLE = "jobq_tenant"
+# --- handlers' connections -------------------------------------------------------------------
+#
+# A handler's session and journal log in as the handler role (JOBQ_HANDLER_DATABASE_URL), which
+# row-level security binds to the tenant of the job it runs (alembic 0004): never as the engine.
 
-# Both ``SET LOCAL``: they end with the transaction and never leak to the next user of the
-# pooled connection. One statement, so binding costs one round trip.
-_BIND_TENANT = text(
-    "SELECT set_config('app.tenant_id', :t, true), set_config('role', :role, true)"
-)
+#: One round trip as each transaction begins. Its ticket is only good for the job's running
+#: attempt (its lease owner, a secret of the run) and for this very connection (its backend pid).
+_BIND = text("SELECT jobq_bind(CAST(:job AS uuid), :ticket)")
+
+#: What makes a connection unfit for handlers: it would see every tenant.
+_UNBOUND_ROLE = """
+    SELECT current_user, r.rolsuper, r.rolbypassrls,
+           c.oid IS NOT NULL AND pg_has_role(current_user, c.relowner, 'MEMBER')
+      FROM pg_roles r LEFT JOIN pg_class c ON c.oid = to_regclass('job_executions')
+     WHERE r.rolname = current_user
+"""
 
 
-def bind_tenant(conn: Session | Connection, tenant_id: str) -> None:
-    """Bind ``conn``'s current transaction to one tenant: ``app.tenant_id`` for the policies,
-    and :data:`TENANT_ROLE`, which they bind, so it sees and changes that tenant's rows only.
-    """
-    conn.execute(_BIND_TENANT, {"t": str(tenant_id), "role": TENANT_ROLE})
+class HandlerRoleError(RuntimeError):
+    """JOBQ_HANDLER_DATABASE_URL logs in as a role that row-level security does not bind."""
 
 
-def tenant_session(tenant_id: str) -> Session:
-    """A session whose every transaction is bound to ``tenant_id`` as it begins.
+def bind_ticket(job_id: str, lease_owner: str, backend_pid: int) -> str:
+    """What ``jobq_bind`` checks: the job, its run's lease owner and the connection's backend."""
+    return hashlib.sha256(f"{job_id}:{lease_owner}:{backend_pid}".encode()).hexdigest()
+
+
+def bind_job(conn: Connection, job_id: str, lease_owner: str) -> None:
+    """Bind ``conn``'s current transaction (a handler connection) to the tenant of ``job_id``,
+    which must be running under ``lease_owner``; the binding ends with the transaction."""
+    pid = conn.connection.dbapi_connection.info.backend_pid
+    conn.execute(_BIND, {"job": job_id, "ticket": bind_ticket(job_id, lease_owner, pid)})
+
+
+def _refuse_unbound_role(dbapi_conn, _record) -> None:
+    with dbapi_conn.cursor() as cur:
+        cur.execute(_UNBOUND_ROLE)
+        user, superuser, bypass, owner = cur.fetchone()
+    dbapi_conn.rollback()
+    if superuser or bypass or owner:
+        why = ("a superuser" if superuser else "a role with BYPASSRLS" if bypass
+               else "the owner of the engine's tables (or a member of it)")
+        raise HandlerRoleError(
+            f"JOBQ_HANDLER_DATABASE_URL logs in as {user}, {why}: row-level security would not "
+            "bind handlers to their tenant (it must be the handler role that `jobq migrate` "
+            f"grants to, {HANDLER_ROLE} by default)")
+
+
+def _discard_session_state(dbapi_conn, _record, reset_state) -> None:
+    """A handler may have left session state behind (temporary tables, settings, prepared
+    statements, advisory locks); the next handler on this pooled connection, another tenant's
+    perhaps, must find none of it."""
+    if reset_state.terminate_only:
+        return
+    dbapi_conn.rollback()
+    dbapi_conn.autocommit = True
+    try:
+        with dbapi_conn.cursor() as cur:
+            cur.execute("DISCARD ALL")
+    finally:
+        dbapi_conn.autocommit = False
+
+
+def handler_engine() -> Engine:
+    """The process's engine for handlers' connections (JOBQ_HANDLER_DATABASE_URL)."""
+    return _get(settings.require_handler_database_url(), status=False, handler=True)
+
+
+def handler_session(job_id: str, lease_owner: str) -> Session:
+    """A session for the handler of ``job_id``: every transaction is bound to the job's tenant
+    as it begins (savepoints are inside it).
 
     Binding on begin (not up front) costs nothing when the handler never touches the database,
     and binds again after each commit of a checkpoint.
     """
-    s = session()
-    event.listen(s, "after_begin", lambda _s, _tx, conn: bind_tenant(conn, tenant_id))
+    s = Session(handler_engine(), expire_on_commit=False)
+
+    def bind(_session: Session, transaction, conn: Connection) -> None:
+        if not transaction.nested:
+            bind_job(conn, job_id, lease_owner)
+
+    event.listen(s, "after_begin", bind)
     return s
 
 

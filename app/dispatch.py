@@ -12,6 +12,7 @@ row can exist (the tenant is real and active) the refusal is recorded as a ``fai
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import json
 import logging
 import math
@@ -64,6 +65,10 @@ class Request:
     max_retries: Any = None
     job_id: str | None = None
     parent_id: str | None = None
+    #: What is wrong with the call itself (an unknown keyword, too many arguments), refused
+    #: like any bad input; and the argument it names.
+    call_problem: str | None = None
+    call_problem_field: str | None = None
 
 
 # --- validation --------------------------------------------------------------------------------
@@ -308,6 +313,8 @@ def _prepare(
         "parent_id": parent_id,
     }
     try:
+        if req.call_problem:
+            raise _Refusal(req.call_problem, req.call_problem_field or "dispatch_intent")
         if not isinstance(key, str) or not key:
             raise _Refusal(f"intent_key must be a non-empty string, not {_short(key)}", "intent_key")
         if intent is None:
@@ -491,28 +498,69 @@ class DispatchTask(CheckedTask):
         return redacted_call(args, kwargs, intent.secret_params if intent else ())
 
 
+def dispatch_request(args: Any, kwargs: Any, job_id: str | None) -> Request:
+    """The request in a ``dispatch_intent`` message, whatever shape a client gave it: what
+    cannot be read as :data:`DISPATCH_ARGUMENTS` (an unknown keyword, more positional arguments
+    than there are, one argument given twice) becomes its ``call_problem``."""
+    args, kwargs = list(args or ()), dict(kwargs or {})
+    problems: list[str] = []
+    field: str | None = None
+    for name in kwargs:
+        if name in DISPATCH_ARGUMENTS:
+            continue
+        shown = _short(name, MAX_NAME_SHOWN) if isinstance(name, str) else _short(name)
+        hint = (difflib.get_close_matches(name, DISPATCH_ARGUMENTS, n=1)
+                if isinstance(name, str) else [])
+        problems.append(f"unknown argument {shown} for dispatch_intent"
+                        + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+        field = field or (_printable(name, MAX_NAME_SHOWN) if isinstance(name, str) else "kwargs")
+    if len(args) > len(DISPATCH_ARGUMENTS):
+        problems.append(f"dispatch_intent takes at most {len(DISPATCH_ARGUMENTS)} positional "
+                        f"arguments ({', '.join(DISPATCH_ARGUMENTS)}), not {len(args)}")
+        field = field or "args"
+    named = dict(zip(DISPATCH_ARGUMENTS, args, strict=False))
+    for name in named:
+        if name in kwargs:
+            problems.append(f"dispatch_intent got {name!r} both by position and by keyword")
+            field = field or name
+    values = {**named, **{k: v for k, v in kwargs.items() if k in DISPATCH_ARGUMENTS}}
+    if any(p.startswith("unknown argument") for p in problems):
+        problems.append(f"it takes {', '.join(DISPATCH_ARGUMENTS)}")
+    return Request(values.get("tenant_id"), values.get("intent_key"), values.get("intent_params"),
+                   values.get("idempotency_key"), values.get("run_at"), values.get("max_retries"),
+                   job_id, call_problem="; ".join(problems) or None, call_problem_field=field)
+
+
 # A refusal is an expected outcome (``throws``): Celery logs it in one line, not as a crash.
+# Any call shape is taken (``*args, **kwargs``): a client's unknown keyword or extra argument is
+# refused as bad input, with its failed row where the tenant is real and active, instead of a
+# TypeError from Python that only the caller's result would show.
 @celery_app.task(name="dispatch_intent", bind=True, queue="dispatch", ignore_result=False,
                  acks_late=True, max_retries=None, throws=(IntentRefused,), base=DispatchTask)
-def dispatch_intent(self, tenant_id: str, intent_key: str, intent_params: dict | None = None,
-                    idempotency_key: str | None = None, run_at: str | None = None,
-                    max_retries: int | None = None) -> str:
-    """Validate, write the job's row and its first event, publish it; return the job id."""
+def dispatch_intent(self, *args: Any, **kwargs: Any) -> str:
+    """Validate, write the job's row and its first event, publish it; return the job id.
+
+    Arguments (by keyword, or in this order): tenant_id, intent_key, intent_params=None,
+    idempotency_key=None, run_at=None, max_retries=None.
+    """
     job_id = job_id_for(self.request.id) if self.request.id else None
-    request = Request(tenant_id, intent_key, intent_params, idempotency_key, run_at, max_retries,
-                      job_id)
+    request = dispatch_request(args, kwargs, job_id)
     try:
         # One autocommit statement: the row (or the refusal's row) is durable before the
         # message goes out, and a redelivered dispatch finds it by its derived id.
         with db.engine().connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             ids, outgoing, refusal = _write(conn, [request], source="dispatch")
+    except TenantRefused as exc:
+        if request.call_problem:  # no row to keep it in: say both
+            raise TenantRefused(f"{exc}; {request.call_problem}", field=exc.field) from None
+        raise
     except IntentRefused:
         raise
     except Exception as exc:
         if _is_db_outage(exc):
             delay = min(60.0, 1.0 * 2 ** min(self.request.retries, 6))
             log.warning("database unavailable for dispatch of %s; retrying in %.0fs: %s",
-                        intent_key, delay, exc)
+                        _short(request.intent_key), delay, exc)
             raise self.retry(exc=exc, countdown=delay) from None
         raise
     if refusal is not None:

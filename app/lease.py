@@ -1,11 +1,11 @@
 """Leases: how a live run proves it is alive, so a long healthy run is never taken away.
 
 Each run owns its lease as ``host:pid:token`` (the token tells apart two runs of one job in
-one process, e.g. a cancelled run still finishing beside its retry). A claim leases the job for
-``JOBQ_LEASE_SECONDS``; a daemon thread renews the leases of the process's running jobs every
-third of that. A run whose lease lapsed belongs to a dead (or wedged) process and is recovered
-by ``recover_lost_runs``; a redelivered message for a run whose owner pid is gone from this host
-takes it over at once.
+one process, e.g. a cancelled run still finishing beside its retry; unguessable, it is also
+the run's secret). A claim leases the job for ``JOBQ_LEASE_SECONDS``; a daemon thread renews
+the leases of the process's running jobs every third of that. A run whose lease lapsed belongs
+to a dead (or wedged) process and is recovered by ``recover_lost_runs``; a redelivered message
+for a run whose owner pid is gone from this host takes it over at once.
 
 The same thread stops the runs that no longer own their job (cancelled, or taken over): every
 :data:`CHECK_SECONDS` it looks up the runs that have been going that long, one primary-key
@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 
 from app import audit, db
@@ -37,8 +37,9 @@ CHECK_SECONDS = 0.5
 
 
 def owner() -> str:
-    """A new lease-owner name for one run in this process."""
-    return f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """A new lease-owner name for one run in this process. Its token's 128 random bits also
+    make it the secret that binds the run's handler connections to the job (alembic 0004)."""
+    return f"{HOST}:{os.getpid()}:{secrets.token_hex(16)}"
 
 
 def owner_pid(lease_owner: str | None) -> int | None:

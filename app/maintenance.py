@@ -1,7 +1,8 @@
 """Beat's own tasks: the table is the truth, these keep the broker in step with it.
 
 ``sweep_due_jobs`` publishes due pending rows that no broker holds (plain-SQL inserts, rows
-whose publish failed, ``run_at`` and long retry backoffs, messages lost with Redis);
+whose publish failed, ``run_at`` and long retry backoffs, messages lost with Redis, jobs held
+while their tenant was suspended);
 ``recover_lost_runs`` finds runs whose process died by their lapsed lease; ``fire_schedules``
 turns due cron slots into jobs (:mod:`app.schedules`); ``apply_retention`` deletes old finished
 jobs (:mod:`app.retention`).
@@ -79,10 +80,9 @@ def sweep_once(*, batch: int | None = None, republish_after: float | None = None
                              broker_since=broker_epoch(conn))
         outgoing: list[Outgoing] = []
         for job in due:
-            if job.tenant_status != "active":
-                audit.refuse_pending(
-                    conn, job.id, f"tenant {job.tenant_id} is {job.tenant_status}; its jobs are refused"
-                )
+            if job.tenant_status != "active":  # deleted (a suspended tenant's are held)
+                audit.refuse_pending(conn, job.id,
+                                     audit.tenant_refusal(job.tenant_id, job.tenant_status))
                 log.warning("job refused: tenant is %s", job.tenant_status,
                             extra={"job_id": job.id, "tenant_id": job.tenant_id})
                 continue

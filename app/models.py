@@ -38,7 +38,8 @@ NAMING = {
 
 JOB_STATUSES = ("pending", "processing", "completed", "failed", "cancelled")
 FINISHED_STATUSES = ("completed", "failed", "cancelled")
-TENANT_STATUSES = ("active", "suspended")
+#: suspended: its jobs wait (held) until it is resumed; deleted: its jobs fail, for good.
+TENANT_STATUSES = ("active", "suspended", "deleted")
 
 
 class Base(DeclarativeBase):
@@ -56,7 +57,7 @@ class Tenant(Base):
 
     __tablename__ = "tenants"
     __table_args__ = (
-        CheckConstraint("status IN ('active', 'suspended')", name="status"),
+        CheckConstraint("status IN ('active', 'suspended', 'deleted')", name="status"),
     )
 
     id: Mapped[uuid.UUID] = _uuid_pk()
@@ -143,7 +144,8 @@ class JobExecution(Base):
     checkpoint: Mapped[Any | None] = mapped_column(JSONB)
     #: The Celery node that ran (or runs) the last attempt.
     worker: Mapped[str | None] = mapped_column(Text)
-    #: ``host:pid`` of the process holding the lease of the running attempt.
+    #: ``host:pid:token`` of the run holding the lease of the running attempt; the token's 128
+    #: random bits make it the secret a handler's session binds its tenant with (alembic 0004).
     lease_owner: Mapped[str | None] = mapped_column(Text)
     lease_expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     #: Who asked: sql (a plain INSERT), dispatch, submit, direct, schedule, fanout, retry.
@@ -238,3 +240,43 @@ class JobScheduleRun(Base):
     at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
+
+
+class TenantEvent(Base):
+    """A change of a tenant's status (suspended, resumed, deleted): who did it, and when."""
+
+    __tablename__ = "tenant_events"
+    __table_args__ = (Index("ix_tenant_events_tenant_at", "tenant_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False
+    )
+    #: suspended, resumed or deleted.
+    kind: Mapped[str] = mapped_column(Text, nullable=False)
+    #: The status before.
+    was: Mapped[str] = mapped_column(Text, nullable=False)
+    #: Who: ``cli:user@host``, ``api``, ...
+    by: Mapped[str | None] = mapped_column(Text)
+    #: Jobs the change touched (failed on deletion).
+    detail: Mapped[Any | None] = mapped_column(JSONB)
+    at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+class JobqBinding(Base):
+    """Which tenant a handler's transaction is bound to: one row per database backend, valid
+    for the transaction that wrote it (alembic 0004's ``jobq_bind``). Unlogged: a binding
+    never outlives its transaction, so a crash has nothing of value to lose. Handlers can
+    neither read nor write it; only the SECURITY DEFINER functions do."""
+
+    __tablename__ = "jobq_bindings"
+    __table_args__ = ({"prefixes": ("UNLOGGED",)},)
+
+    pid: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    #: The binding transaction's full id (``pg_current_xact_id()``).
+    xid: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    #: Not ``tenant_id``: that column name marks the tables row-level security binds.
+    bound_tenant: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    job_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)

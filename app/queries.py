@@ -1,12 +1,14 @@
 """Every statement the command line reads with, named, in one place (procrastinate's manager).
 
 Reads of jobs, their events and statistics live here; every change of a job's state goes through
-:mod:`app.audit`. The only writes here touch tenants (create, suspend, resume), never a job.
+:mod:`app.audit`. The only writes here touch tenants (create, suspend, resume, delete, and
+the record of who did it), never a job.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -224,13 +226,38 @@ FIND_TENANTS_BY_NAME = text(
 #: A new tenant; returns its id.
 CREATE_TENANT = text("INSERT INTO tenants (name) VALUES (:name) RETURNING id::text")
 
-#: Suspend or resume a tenant; returns the status it had.
+#: Suspend, resume or delete a tenant, recording who did it; returns the status it had. A
+#: deleted tenant stays deleted (its status is not changed again).
 SET_TENANT_STATUS = text(
     """
-    UPDATE tenants t SET status = :status
-      FROM (SELECT id, status FROM tenants WHERE id = CAST(:id AS uuid) FOR UPDATE) before
-     WHERE t.id = before.id
-    RETURNING before.status
+    WITH before AS (
+        SELECT id, status FROM tenants WHERE id = CAST(:id AS uuid) FOR UPDATE
+    ), changed AS (
+        UPDATE tenants t SET status = :status
+          FROM before
+         WHERE t.id = before.id AND before.status <> :status AND before.status <> 'deleted'
+        RETURNING t.id, before.status AS was
+    ), event AS (
+        INSERT INTO tenant_events (tenant_id, kind, was, by, detail)
+        SELECT id, :kind, was, :by, CAST(:detail AS jsonb) FROM changed
+    )
+    SELECT status FROM before
+    """
+)
+
+#: What a status change is called in ``tenant_events``.
+TENANT_EVENT_KINDS = {"active": "resumed", "suspended": "suspended", "deleted": "deleted"}
+
+#: A tenant's jobs still to run (held while it is suspended).
+PENDING_JOBS = text(
+    "SELECT count(*) FROM job_executions WHERE tenant_id = CAST(:id AS uuid) AND status = 'pending'"
+)
+
+#: A tenant's status changes, oldest first.
+TENANT_EVENTS = text(
+    """
+    SELECT kind, was, by, detail, at FROM tenant_events
+     WHERE tenant_id = CAST(:id AS uuid) ORDER BY at, id
     """
 )
 
@@ -256,6 +283,18 @@ def create_tenant(conn, name: str) -> str:
     return conn.execute(CREATE_TENANT, {"name": name}).scalar_one()
 
 
-def set_tenant_status(conn, tenant_id: str, status: str) -> str | None:
-    """The status the tenant had, or None when there is no such tenant."""
-    return conn.execute(SET_TENANT_STATUS, {"id": tenant_id, "status": status}).scalar()
+def set_tenant_status(conn, tenant_id: str, status: str, *, by: str,
+                      detail: dict[str, Any] | None = None) -> str | None:
+    """The status the tenant had, or None when there is no such tenant; a change is recorded
+    in ``tenant_events`` with ``by`` (nothing changes once a tenant is deleted)."""
+    return conn.execute(SET_TENANT_STATUS, {
+        "id": tenant_id, "status": status, "kind": TENANT_EVENT_KINDS[status], "by": by,
+        "detail": json.dumps(detail) if detail is not None else None}).scalar()
+
+
+def pending_jobs(conn, tenant_id: str) -> int:
+    return conn.execute(PENDING_JOBS, {"id": tenant_id}).scalar_one()
+
+
+def tenant_events(conn, tenant_id: str) -> list[dict[str, Any]]:
+    return [dict(r) for r in conn.execute(TENANT_EVENTS, {"id": tenant_id}).mappings()]

@@ -158,6 +158,8 @@ class Run:
         self.claimed: audit.Claimed | None = None
         self.dropped: str | None = None
         self.stop: Stoppable | None = None
+        #: Set when the claim found the job's tenant suspended (held) or deleted (failed).
+        self.refused: audit.TenantRefusal | None = None
 
     # -- logging ---------------------------------------------------------------------------
     def _extra(self) -> dict[str, Any]:
@@ -175,7 +177,7 @@ class Run:
         completing = completions.writer.take()
         try:
             with db.status_conn() as conn:
-                claimed, done = audit.claim(
+                claimed, done, self.refused = audit.claim(
                     conn, self.job_id, worker=self.worker, owner=self.owner,
                     lease=settings.lease_seconds, default_max_retries=settings.default_max_retries,
                     completing=completing)
@@ -187,8 +189,8 @@ class Run:
 
     def _claim_or_explain(self, tenant_id: str | None, intent_params: dict | None,
                           from_engine: bool) -> audit.Claimed | None:
-        claimed = self._claim()
-        if claimed is not None:
+        claimed = self._take()
+        if claimed is not None or self.refused is not None:
             return claimed
         with db.status_conn() as conn:
             state = audit.inspect(conn, self.job_id)
@@ -196,7 +198,7 @@ class Run:
             if from_engine:
                 return self._drop("no row: the job was deleted", logging.WARNING)
             self._record_direct_call(tenant_id, intent_params)
-            return self._claim()
+            return self._take()
         if state.status == "processing":
             if state.lease_expired or lease.owner_is_dead(state.lease_owner):
                 with db.status_conn() as conn:
@@ -208,13 +210,29 @@ class Run:
                                 released.attempt, released.status,
                                 extra={"job_id": self.job_id, "intent_key": self.intent.key})
                     if released.status == "pending":
-                        return self._claim()
+                        return self._take()
                 return self._drop(f"the job was lost by {state.lease_owner} and is "
                                   f"{released.status if released else 'taken over'}")
             return self._drop(f"the job is running elsewhere ({state.lease_owner})")
         if state.status == "pending" and state.not_due:
             return self._drop("the job is not due yet (the sweep sends it when it is)")
         return self._drop(f"the job is already {state.status}")
+
+    def _take(self) -> audit.Claimed | None:
+        """The claim, or None (held or failed on the way when the tenant is not active)."""
+        claimed = self._claim()
+        if claimed is None and self.refused is not None:
+            self._refused(self.refused)
+        return claimed
+
+    def _refused(self, refusal: audit.TenantRefusal) -> None:
+        """The claim held the job (its tenant is suspended) or failed it (deleted)."""
+        if refusal.held:
+            self._drop(f"held: {refusal.reason}")
+            return
+        log.error("job refused: %s", refusal.reason,
+                  extra={"job_id": self.job_id, "intent_key": self.intent.key})
+        raise JobFailed(refusal.reason)
 
     def _drop(self, reason: str, level: int = logging.INFO) -> None:
         """A message that must not run anything; Flower shows ``reason`` as its result."""
@@ -270,7 +288,8 @@ class Run:
         ctx = JobContext(
             job_id=c.id, tenant_id=c.tenant_id, intent_key=c.intent_key, attempt=c.attempt,
             max_retries=c.max_retries, scheduled_for=c.scheduled_for,
-            _open_session=lambda: db.tenant_session(c.tenant_id),
+            _binding=(c.id, self.owner),
+            _open_session=lambda: db.handler_session(c.id, self.owner),
             log=logging.LoggerAdapter(logging.getLogger(f"jobq.handler.{c.intent_key}"),
                                       self._extra()),
             resume_from=c.checkpoint, _progress=self._progress,

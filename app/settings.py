@@ -15,9 +15,12 @@ import json
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 #: Where the embedded services write the URLs they listen on.
 SERVICES_FILE = "services.json"
+#: The role handlers' connections log in as, unless JOBQ_HANDLER_DATABASE_URL names another.
+HANDLER_ROLE = "jobq_handler"
 #: Messages per second per channel when JOBQ_SEND_RATES does not say.
 DEFAULT_SEND_RATES = {"kakao": 50.0, "sms": 20.0, "email": 10.0, "record": 0.0}
 
@@ -70,6 +73,22 @@ def _rates(env: dict[str, str], name: str, default: dict[str, float]) -> dict[st
     return rates
 
 
+def handler_url_for(database_url: str, role: str = HANDLER_ROLE) -> str:
+    """``database_url`` (the engine's) with the handler role as its user and no password: the
+    same server and database. Where the server wants a password from that role too, set
+    JOBQ_HANDLER_DATABASE_URL instead."""
+    parts = urlsplit(database_url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{quote(role, safe='')}@{host}"))
+
+
+def url_user(url: str) -> tuple[str | None, str | None]:
+    """The user name and password in a database URL (percent-decoded), either None."""
+    parts = urlsplit(url)
+    return (unquote(parts.username) if parts.username else None,
+            unquote(parts.password) if parts.password else None)
+
+
 def _choice(env: dict[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
     value = (env.get(name) or default).lower()
     if value not in choices:
@@ -92,6 +111,9 @@ def _bool(env: dict[str, str], name: str, default: bool) -> bool:
 class Settings:
     # Services. ``None`` means "not configured": the embedded default applies.
     database_url: str | None
+    #: Handlers' connections: JOBQ_HANDLER_DATABASE_URL, or None for the one derived from
+    #: ``database_url`` (see :meth:`require_handler_database_url`).
+    handler_database_url: str | None
     broker_url: str | None
     result_backend: str | None
     home: Path
@@ -189,6 +211,11 @@ class Settings:
             )
         return self.database_url
 
+    def require_handler_database_url(self) -> str:
+        """Where handlers' sessions log in: a role that row-level security binds to one
+        tenant, never the engine's (see alembic 0004)."""
+        return self.handler_database_url or handler_url_for(self.require_database_url())
+
     def require_broker_url(self) -> str:
         if not self.broker_url:
             raise SettingsError(
@@ -227,6 +254,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
         )
     return Settings(
         database_url=database_url,
+        handler_database_url=env.get("JOBQ_HANDLER_DATABASE_URL") or None,
         broker_url=broker_url,
         result_backend=result_backend,
         home=home,

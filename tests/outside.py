@@ -43,8 +43,11 @@ def configure(monkeypatch: pytest.MonkeyPatch):
     """
 
     def apply(**changes: Any) -> None:
-        monkeypatch.setattr(app.settings, "settings",
-                            dataclasses.replace(app.settings.settings, **changes))
+        # ``app.settings.settings`` reads the Settings it loaded first (app.settings._Current):
+        # what every module holding it sees is replaced there.
+        current = app.settings._Current._loaded or app.settings.load()
+        monkeypatch.setattr(app.settings._Current, "_loaded",
+                            dataclasses.replace(current, **changes))
 
     return apply
 

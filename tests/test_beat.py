@@ -125,13 +125,31 @@ def test_long_healthy_run_keeps_its_lease_and_is_never_recovered(system, tenant)
     assert event_kinds(job_id) == [(0, "created"), (1, "started"), (1, "completed")]
 
 
-def test_plain_sql_row_of_a_suspended_tenant_is_refused_by_the_sweep(system):
+def test_plain_sql_row_of_a_suspended_tenant_waits_unpublished_and_runs_once_resumed(system):
+    from app import queries
+    from app.maintenance import sweep_once
+
     suspended = make_tenant(status="suspended")
     job_id = insert_by_sql(suspended)
 
+    sweep_once()  # a sweep (beat's run too) neither publishes nor fails it
+    row = job_row(job_id)
+    assert (row["status"], row["published_at"]) == ("pending", None)
+    assert event_kinds(job_id) == [(0, "created")]
+
+    with db.engine().begin() as conn:
+        queries.set_tenant_status(conn, suspended, "active", by="test")
+    row = wait_for_status(job_id, "completed", timeout=20)
+    assert event_kinds(job_id) == [(0, "created"), (1, "started"), (1, "completed")]
+
+
+def test_plain_sql_row_of_a_deleted_tenant_is_refused_by_the_sweep(system):
+    deleted = make_tenant(status="deleted")
+    job_id = insert_by_sql(deleted)
+
     row = wait_for_status(job_id, "failed", timeout=20)
 
-    assert row["error_message"] == f"tenant {suspended} is suspended; its jobs are refused"
+    assert row["error_message"] == f"tenant {deleted} is deleted; its jobs are refused"
     assert row["executed_at"] is None
     assert event_kinds(job_id) == [(0, "created"), (0, "refused")]
 

@@ -70,7 +70,7 @@ def dispatched(result: subprocess.CompletedProcess) -> str:
 @pytest.mark.parametrize("command", [
     [], ["run"], ["migrate"], ["dispatch"], ["jobs"], ["job"], ["retry"], ["cancel"], ["stats"],
     ["flower"], ["intents"], ["intents", "check"], ["tenants"], ["tenants", "create"],
-    ["tenants", "suspend"], ["tenants", "resume"],
+    ["tenants", "suspend"], ["tenants", "resume"], ["tenants", "delete"],
 ])
 def test_every_command_has_help(command):
     result = jobq(*command, "--help")
@@ -226,6 +226,7 @@ def test_jobs_lists_newest_first_with_filters_and_pages(tenant):
     table = jobq("jobs", "--tenant", tenant, "--limit", "2")
     assert table.returncode == 0
     lines = table.stdout.splitlines()
+    # The times are the academies' (JOBQ_TIMEZONE, Asia/Seoul here), and the header says so.
     assert lines[0].split()[:6] == ["id", "created", "(KST)", "tenant", "intent", "status"]
     assert flaky[:8] in lines[1] and "failed" in lines[1] and "planned failure 1 of 3" in lines[1]
     assert "older: add --page 2" in table.stderr

@@ -111,6 +111,19 @@ def test_the_settings_file_is_what_jobq_reads():
     assert env["DATABASE_URL"].endswith("/" + pg["POSTGRES_DB"])
 
 
+def test_handlers_log_in_as_their_own_role_with_a_password_the_migration_sets():
+    """The postgres image asks every TCP client for a password; the migrate service (its user
+    a superuser) creates the handler role with the password of JOBQ_HANDLER_DATABASE_URL."""
+    from app.settings import url_user
+
+    settings = load(_env_file())
+    handler = settings.require_handler_database_url()
+    assert url_user(handler) == ("jobq_handler", "handler-change-me")
+    assert url_user(settings.database_url)[0] != "jobq_handler"
+    assert handler.rpartition("@")[2] == settings.database_url.rpartition("@")[2]  # same db
+    assert SERVICES["migrate"]["env_file"] == "jobq.env"
+
+
 def test_the_dockerfile_copies_what_the_image_needs():
     dockerfile = (ROOT / "Dockerfile").read_text()
     copied = re.findall(r"^COPY (.+) \S+$", dockerfile, flags=re.M)

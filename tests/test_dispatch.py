@@ -304,14 +304,70 @@ def test_submit_for_an_unknown_tenant_raises_tenant_refused():
 
 
 def test_vanilla_celery_client_that_knows_only_the_broker_can_dispatch(tenant):
-    vanilla = Celery(broker=REDIS_URL, backend=REDIS_URL)
-    vanilla.conf.broker_transport_options = {"global_keyprefix": KEY_PREFIX}
-    vanilla.conf.result_backend_transport_options = {"global_keyprefix": KEY_PREFIX}
-    result = vanilla.send_task("dispatch_intent", kwargs={
+    result = _vanilla().send_task("dispatch_intent", kwargs={
         "tenant_id": tenant, "intent_key": "system.exec.echo", "intent_params": {"from": "php"},
     })
     job_id = result.get(timeout=15)
     assert wait_for_status(job_id, "completed")["result"] == {"from": "php"}
+
+
+def _vanilla() -> Celery:
+    vanilla = Celery(broker=REDIS_URL, backend=REDIS_URL)
+    vanilla.conf.broker_transport_options = {"global_keyprefix": KEY_PREFIX}
+    vanilla.conf.result_backend_transport_options = {"global_keyprefix": KEY_PREFIX}
+    return vanilla
+
+
+ECHO = {"intent_key": "system.exec.echo", "intent_params": {"from": "php"}}
+
+
+@pytest.mark.parametrize(("call", "says"), [
+    ({"kwargs": {**ECHO, "colour": "red"}},
+     "unknown argument 'colour' for dispatch_intent; it takes tenant_id, intent_key, "
+     "intent_params, idempotency_key, run_at, max_retries"),
+    ({"kwargs": {**ECHO, "intent_param": {"x": 1}}},
+     "unknown argument 'intent_param' for dispatch_intent (did you mean 'intent_params'?)"),
+    ({"args": ["system.exec.echo", {}, None, None, None, 7], "kwargs": {}},
+     "dispatch_intent takes at most 6 positional arguments"),
+    ({"args": [], "kwargs": {**ECHO, "intent_params": "from=php"}},
+     "intent_params must be a JSON object, not str"),
+    ({"args": [], "kwargs": {**ECHO, "max_retries": "3"}},
+     "max_retries must be an integer, not str"),
+    ({"args": [], "kwargs": {**ECHO, "run_at": 1764000000}},
+     "run_at must be an ISO 8601 string or a datetime, not int"),
+])
+def test_a_vanilla_client_with_a_bad_keyword_or_type_leaves_a_failed_row_naming_it(
+        tenant, call, says):
+    args = call.get("args")
+    if args:  # the tenant first, as a positional caller gives it
+        args = [tenant, *args]
+    kwargs = {**call["kwargs"]} if args else {"tenant_id": tenant, **call["kwargs"]}
+    result = _vanilla().send_task("dispatch_intent", args=args, kwargs=kwargs)
+    with pytest.raises(Exception) as refused:
+        result.get(timeout=15)
+    assert says in str(refused.value)
+    row = job_row(job_id_for(result.id))
+    assert row is not None, "no row was written"
+    assert row["status"] == "failed" and says in row["error_message"]
+    assert row["source"] == "dispatch" and row["intent_key"] == "system.exec.echo"
+    assert event_kinds(row["id"]) == [(0, "refused")]
+
+
+def test_a_bad_keyword_for_an_unknown_or_suspended_tenant_is_refused_without_a_row():
+    suspended = make_tenant(status="suspended")
+    for kwargs, says in (
+        ({"tenant": suspended, **ECHO},
+         "tenant_id None is not a UUID; unknown argument 'tenant' for dispatch_intent "
+         "(did you mean 'tenant_id'?)"),
+        ({"tenant_id": suspended, **ECHO, "colour": "red"},
+         f"tenant {suspended} is suspended; its jobs are refused; unknown argument 'colour'"),
+    ):
+        result = _vanilla().send_task("dispatch_intent", kwargs=kwargs)
+        with pytest.raises(Exception) as refused:
+            result.get(timeout=15)
+        assert says in str(refused.value)
+        assert job_row(job_id_for(result.id)) is None
+    assert sql("SELECT count(*) FROM job_executions WHERE tenant_id = :t", t=suspended) == [(0,)]
 
 
 def test_handler_task_called_directly_is_mirrored_too(tenant):

@@ -82,3 +82,23 @@ def test_a_caller_with_no_broker_configured_gets_one_clear_error(tmp_path):
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("app.settings.SettingsError: CELERY_BROKER_URL is not set"), last
     assert "set CELERY_BROKER_URL" in last and "amqp" not in out.stderr.lower()
+
+
+@pytest.mark.parametrize(("database_url", "handler_url"), [
+    ("postgresql://jobq:secret@db.example:5432/jobq",
+     "postgresql://jobq_handler@db.example:5432/jobq"),
+    ("postgresql://postgres@127.0.0.1:5432/jobq_test", "postgresql://jobq_handler@127.0.0.1:5432/jobq_test"),
+    # The embedded PostgreSQL: a socket folder, trust authentication.
+    ("postgresql://postgres:@/jobq?host=/srv/.jobq/pg", "postgresql://jobq_handler@/jobq?host=/srv/.jobq/pg"),
+])
+def test_the_handler_url_is_the_engines_with_the_handler_role_and_no_password(
+        database_url, handler_url):
+    settings = load({"DATABASE_URL": database_url, "CELERY_BROKER_URL": "redis://x"})
+    assert settings.require_handler_database_url() == handler_url
+
+
+def test_an_explicit_handler_url_wins_and_its_password_never_shows():
+    settings = load({"DATABASE_URL": "postgresql://jobq:a@db/jobq", "CELERY_BROKER_URL": "redis://x",
+                     "JOBQ_HANDLER_DATABASE_URL": "postgresql://academy_handler:s3cr3t@db/jobq"})
+    assert settings.require_handler_database_url() == "postgresql://academy_handler:s3cr3t@db/jobq"
+    assert "s3cr3t" not in repr(settings)

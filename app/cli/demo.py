@@ -31,11 +31,10 @@ def create_demo_data(database_url: str, *, students: int = 300
     from handlers.demo import create_demo_academy, try_it
 
     tenant_id = _ensure_demo_tenant(database_url)
+    # The engine's own connection: it writes the demo academy's rows, each naming its tenant.
     with Session(db.engine(database_url)) as session:
-        db.bind_tenant(session, tenant_id)
         academy = create_demo_academy(session, tenant_id, students=students)
         session.commit()
-        db.bind_tenant(session, tenant_id)
         sample, command = try_it(session, tenant_id, DEMO_TENANT_NAME)
     return tenant_id, academy.as_dict(), sample, command
 
@@ -95,7 +94,6 @@ def _dispatch_samples(tenant_id: str) -> None:
     from app.registry import manifest
 
     with db.session() as session:
-        db.bind_tenant(session, tenant_id)
         samples = [(key, params) for source in SAMPLE_SOURCES
                    for key, params in importlib.import_module(source).sample_requests(
                        session, tenant_id)

@@ -116,6 +116,9 @@ def _retry_one(ref: str, wait: bool, param: list[str] | None = None,
     if job["status"] not in RETRYABLE:
         raise fail(f"job {job['id']} is {job['status']}: only failed or cancelled jobs can be "
                    "retried")
+    if job["tenant_status"] == "deleted":
+        raise fail(f"job {job['id']} belongs to tenant {job['tenant_name']!r}, which is "
+                   "deleted: its jobs never run again")
     if job["tenant_status"] != "active":
         raise fail(f"job {job['id']} belongs to tenant {job['tenant_name']!r}, which is "
                    f"{job['tenant_status']}: resume it first (jobq tenants resume)")
@@ -188,7 +191,8 @@ def requeue(jobs: list[dict[str, Any]], *, params: dict[str, Any] | None = None
     """Put ``jobs`` back to pending and publish them after commit; ``(id, was)`` of each done.
     ``params``: run the (one) job on these validated parameters instead, audited.
 
-    Jobs of suspended tenants are skipped: their work is refused, like their new requests.
+    Jobs of suspended or deleted tenants are skipped: their work is refused, like their new
+    requests.
     """
     from app.dispatch import forget_revoked
     from app.publish import Outgoing, publish_or_release

@@ -31,6 +31,7 @@ EVENT_STYLES = {
     "retry": "yellow",
     "failed": "bold red",
     "refused": "bold red",
+    "held": "yellow",
     "lost": "red",
     "cancelled": "magenta",
     "stopped": "magenta",
@@ -200,9 +201,13 @@ def event_detail(event: dict[str, Any], intent_key: str | None = None) -> Text:
         how = "interrupted" if detail.get("interrupted") else "finished first"
         out.append(f"run {how}" + (f" after {duration(ran / 1000)}" if ran is not None else ""))
         out.append(f" (job {detail.get('reason', 'cancelled')}), its work rolled back")
+    elif kind == "refused" and detail.get("by"):
+        out.append(f"by {detail['by']}: ")
     if event.get("error"):
         if kind == "cancelled":
             out.append(f": {shown_text(event['error'])}")
+        elif kind == "held":  # not an error: the job waits for its tenant to be resumed
+            out.append(shown_text(event["error"]), style="yellow")
         else:
             out.append(shown_text(event["error"]), style="red")
     return out

@@ -1,11 +1,13 @@
-"""`jobq tenants`: list, create, suspend and resume tenants (academies).
+"""`jobq tenants`: list, create, suspend, resume and delete tenants (academies).
 
-A suspended tenant's new requests are refused at dispatch and its failed jobs cannot be
-retried until it is resumed.
+A suspended tenant's new requests are refused at dispatch, its pending jobs are held (not run)
+and its failed jobs cannot be retried until it is resumed. A deleted tenant's pending jobs fail
+and nothing of it runs again. Every change is recorded with who made it (``tenant_events``).
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
@@ -14,7 +16,7 @@ from rich.text import Text
 
 from app.cli import console, fail
 
-app = typer.Typer(help="Tenants (academies): list, create, suspend, resume.",
+app = typer.Typer(help="Tenants (academies): list, create, suspend, resume, delete.",
                   no_args_is_help=False)
 
 
@@ -27,7 +29,7 @@ WIDE_ENOUGH = 100
 def tenants_list(
     ctx: typer.Context,
     status: Annotated[str | None, typer.Option(
-        "--status", help="Only tenants in this state (active, suspended).")] = None,
+        "--status", help="Only tenants in this state (active, suspended, deleted).")] = None,
     wide: Annotated[bool, typer.Option(
         "--wide", "-w", help="Whole ids and names however narrow the terminal.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON array, for scripts.")] = False,
@@ -78,24 +80,35 @@ def tenants_create(
 
 def _set_status(ref: str, status: str) -> None:
     from app import db, queries
+    from app.cli.args import actor
     from app.cli.lookup import lookup_tenant
 
     with db.engine().begin() as conn:
         tenant = lookup_tenant(conn, ref)
         if tenant is None:
             raise fail(f"no tenant {ref!r}")
-        was = queries.set_tenant_status(conn, tenant["id"], status)
+        was = queries.set_tenant_status(conn, tenant["id"], status, by=actor())
+        pending = queries.pending_jobs(conn, tenant["id"])
+    name = f"{tenant['name']} ({tenant['id']})"
+    if was == "deleted" and status != "deleted":
+        raise fail(f"tenant {name} is deleted; a deleted tenant cannot be "
+                   f"{'resumed' if status == 'active' else 'suspended'}")
     if was == status:
-        console.print(f"tenant {tenant['name']} ({tenant['id']}) was already {status}")
-    else:
-        console.print(f"tenant {tenant['name']} ({tenant['id']}) is now {status}")
+        console.print(f"tenant {name} was already {status}")
+        return
+    console.print(f"tenant {name} is now {status}")
+    if status == "suspended" and pending:
+        console.print(f"its {pending} pending job(s) are held until it is resumed")
+    elif status == "active" and pending:
+        console.print(f"its {pending} held job(s) run again")
 
 
 @app.command("suspend")
 def tenants_suspend(
     tenant: Annotated[str, typer.Argument(metavar="TENANT", help="Its id or exact name.")],
 ) -> None:
-    """Suspend a tenant: its new requests are refused until it is resumed."""
+    """Suspend a tenant: its new requests are refused and its pending jobs are held (they stay
+    pending, with a `held` event) until it is resumed."""
     _set_status(tenant, "suspended")
 
 
@@ -103,5 +116,41 @@ def tenants_suspend(
 def tenants_resume(
     tenant: Annotated[str, typer.Argument(metavar="TENANT", help="Its id or exact name.")],
 ) -> None:
-    """Make a suspended tenant active again."""
+    """Make a suspended tenant active again; its held jobs run."""
     _set_status(tenant, "active")
+
+
+@app.command("delete")
+def tenants_delete(
+    tenant: Annotated[str, typer.Argument(metavar="TENANT", help="Its id or exact name.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a tenant for good: its pending jobs fail with the reason, a running job finishes
+    its attempt but never runs again, and its new requests are refused. Its rows stay for the
+    audit (retention removes its finished jobs in time). It cannot be undone."""
+    from app import audit, db, queries
+    from app.cli.args import actor, bad
+    from app.cli.lookup import lookup_tenant
+
+    with db.engine().connect() as conn:
+        found = lookup_tenant(conn, tenant)
+        if found is None:
+            raise fail(f"no tenant {tenant!r}")
+        pending = queries.pending_jobs(conn, found["id"])
+    name = f"{found['name']} ({found['id']})"
+    if found["status"] == "deleted":
+        console.print(f"tenant {name} was already deleted")
+        return
+    if not yes:
+        question = f"delete tenant {name} for good ({pending} pending job(s) will fail)?"
+        if not sys.stdin.isatty():
+            raise bad("deleting a tenant needs a yes: answer in a terminal, or pass --yes",
+                      "--yes")
+        if not typer.confirm(question, default=False):
+            raise fail(f"tenant {name} not deleted")
+    by = actor()
+    with db.engine().begin() as conn:
+        queries.set_tenant_status(conn, found["id"], "deleted", by=by)
+        failed = audit.refuse_tenant_pending(
+            conn, found["id"], error=audit.tenant_refusal(found["id"], "deleted"), by=by)
+    console.print(f"tenant {name} is now deleted; {failed} pending job(s) failed")
