@@ -194,7 +194,7 @@ def test_a_run_that_finishes_as_its_job_is_cancelled_is_recorded_and_the_cli_say
                  "VALUES (:t, 'system.exec.echo', '{}') RETURNING id::text", t=tenant)[0][0]
     owner = "elsewhere:1:0123abcd"
     with db.status_conn() as conn:
-        claimed, _ = audit.claim(conn, job_id, worker="realtime@elsewhere", owner=owner,
+        claimed, _, _ = audit.claim(conn, job_id, worker="realtime@elsewhere", owner=owner,
                                  lease=30, default_max_retries=0)
     assert claimed is not None
     cli = subprocess.Popen([*JOBQ, "cancel", job_id], stdout=subprocess.PIPE,
