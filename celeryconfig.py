@@ -1,6 +1,6 @@
-"""Celery's settings for jobq, all derived from :mod:`app.settings` (the environment).
+"""Celery's settings for jobq, all derived from :mod:`app.core.settings` (the environment).
 
-Loaded by ``app.celery_app`` with ``config_from_object("celeryconfig")``. Nothing here reads
+Loaded by ``app.broker.celery_app`` with ``config_from_object("celeryconfig")``. Nothing here reads
 the environment directly.
 """
 
@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from kombu import Exchange, Queue
 
-from app.manifest import QUEUES
+from app.core.manifest import QUEUES
 
 # Private (underscore) name: Celery takes every other module attribute for a setting, and
 # `celery inspect conf` (which Flower shows) would print this object, URLs and passwords included.
-from app.settings import settings as _settings
+from app.core.settings import settings as _settings
 
 # --- connections ---------------------------------------------------------------------------
 broker_url = _settings.broker_url

@@ -7,9 +7,9 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from app.db import sqlalchemy_url
-from app.models import Base
-from app.settings import handler_url_for, settings, url_user
+from app.core.settings import handler_url_for, settings, url_user
+from app.store.db import sqlalchemy_url
+from app.store.models import Base
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):

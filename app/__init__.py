@@ -5,7 +5,7 @@
     from app import dispatch_intent, submit
     dispatch_intent.delay(tenant_id=..., intent_key="system.exec.echo", intent_params={...})
 
-The names below load on first use, so ``import app.settings`` (or ``app.embedded``) does not
+The names below load on first use, so ``import app.core.settings`` (or ``app.ops.embedded``) does not
 build the Celery application.
 """
 
@@ -15,18 +15,19 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "celery": ("app.celery_app", "celery_app"),
-    "celery_app": ("app.celery_app", "celery_app"),
-    "dispatch_intent": ("app.dispatch", "dispatch_intent"),
-    "submit": ("app.dispatch", "submit"),
-    "submit_many": ("app.dispatch", "submit_many"),
-    "cancel": ("app.dispatch", "cancel"),
-    "run_stopped": ("app.dispatch", "run_stopped"),
-    "job_id_for": ("app.dispatch", "job_id_for"),
-    "IntentRefused": ("app.errors", "IntentRefused"),
-    "TenantRefused": ("app.errors", "TenantRefused"),
-    "TransientError": ("app.errors", "TransientError"),
-    "PermanentError": ("app.errors", "PermanentError"),
+    "celery": ("app.broker.celery_app", "celery_app"),
+    "celery_app": ("app.broker.celery_app", "celery_app"),
+    "dispatch_intent": ("app.tasks.dispatch", "dispatch_intent"),
+    "submit": ("app.intake.submit", "submit"),
+    "submit_many": ("app.intake.submit", "submit_many"),
+    "Request": ("app.core.validation", "Request"),
+    "cancel": ("app.intake.actions", "cancel"),
+    "run_stopped": ("app.intake.actions", "run_stopped"),
+    "job_id_for": ("app.core.validation", "job_id_for"),
+    "IntentRefused": ("app.core.errors", "IntentRefused"),
+    "TenantRefused": ("app.core.errors", "TenantRefused"),
+    "TransientError": ("app.core.errors", "TransientError"),
+    "PermanentError": ("app.core.errors", "PermanentError"),
 }
 
 __all__ = sorted(_EXPORTS)
@@ -44,7 +45,7 @@ def __getattr__(name: str) -> Any:
     except KeyError:
         raise AttributeError(f"module 'app' has no attribute {name!r}") from None
     if name in _NEEDS_BROKER:
-        from app.settings import settings
+        from app.core.settings import settings
 
         settings.require_broker_url()
     value = getattr(importlib.import_module(module), attr)

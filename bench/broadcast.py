@@ -30,7 +30,7 @@ from bench.common import (
 LATE = "attendance.exec.notify_guardians_late"
 BROADCAST = "communication.exec.broadcast"
 #: Bulk worker processes per set-up; ``None``: as ``jobq run`` starts it.
-#: name -> bulk worker children (None: as `jobq run` starts it, app.workers.BULK_CHILDREN).
+#: name -> bulk worker children (None: as `jobq run` starts it, app.ops.workers.BULK_CHILDREN).
 SETUPS: dict[str, int | None] = {"jobq-run": None, "bulk1": 1, "bulk4": 4}
 IDLE_NOTICES = 10
 NOTICE_EVERY = 0.25  # seconds between late notices while the broadcast runs
@@ -39,7 +39,7 @@ NOTICE_EVERY = 0.25  # seconds between late notices while the broadcast runs
 def sql(statement: str, **params: Any) -> list[Any]:
     from sqlalchemy import text
 
-    from app import db
+    from app.store import db
 
     with db.engine().begin() as conn:
         result = conn.execute(text(statement), params)
@@ -75,8 +75,8 @@ def seed(tenant: str, guardians: int) -> str:
 
 
 def submit(tenant: str, intent: str, params: dict[str, Any]) -> str:
-    from app import db
-    from app.dispatch import submit as submit_job
+    from app.intake.submit import submit as submit_job
+    from app.store import db
 
     with db.session() as session:
         job_id = submit_job(session, tenant_id=tenant, intent_key=intent, intent_params=params)
@@ -109,14 +109,14 @@ def wait_finished(job_ids: list[str], timeout: float) -> None:
 
 
 def _bulk_children() -> int:
-    from app.workers import BULK_CHILDREN
+    from app.ops.workers import BULK_CHILDREN
 
     return BULK_CHILDREN
 
 
 def start_workers(bulk_processes: int | None) -> list:
-    from app.celery_app import celery_app
-    from app.workers import WORKERS, worker_args
+    from app.broker.celery_app import celery_app
+    from app.ops.workers import WORKERS, worker_args
 
     procs = [celery_beat()]
     for name in WORKERS:

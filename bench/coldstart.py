@@ -46,7 +46,7 @@ def generate(root: Path, n: int, eager: bool) -> str:
         if eager else ""
     )
     (root / pkg / "manifest.py").write_text(
-        "from app.manifest import Intent\n"
+        "from app.core.manifest import Intent\n"
         "from handlers.manifest import INTENTS as REAL\n"
         f"{eager_imports}"
         f"INTENTS = REAL + (\n{entries}\n)\n"
@@ -72,7 +72,7 @@ def one_start(manifest: str | None, tenant: str, root: Path, intent: str) -> dic
     """Start a worker, dispatch one job the moment it is asked, time it to ``completed``."""
     from sqlalchemy import text
 
-    from app import db
+    from app.store import db
 
     extra = {"PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     if manifest:
@@ -83,7 +83,7 @@ def one_start(manifest: str | None, tenant: str, root: Path, intent: str) -> dic
             "published_at) VALUES (CAST(:t AS uuid), :k, '{}', 'realtime', now()) "
             "RETURNING id::text"), {"t": tenant, "k": intent}).scalar_one()
     # The message waits in the broker before the worker exists: the clock starts at spawn.
-    from app.publish import Outgoing, publish
+    from app.broker.publish import Outgoing, publish
 
     publish([Outgoing(job, tenant, intent, "realtime")])
     started = time.time()

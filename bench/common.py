@@ -46,7 +46,7 @@ def queue_length(queue: str) -> int:
 
 
 def make_tenant(name: str = "벤치마크 학원") -> str:
-    from app import db
+    from app.store import db
 
     with db.engine().begin() as conn:
         return conn.execute(text("INSERT INTO tenants (name) VALUES (:n) RETURNING id::text"),
@@ -54,7 +54,7 @@ def make_tenant(name: str = "벤치마크 학원") -> str:
 
 
 def reset_jobs() -> None:
-    from app import db
+    from app.store import db
 
     with db.engine().begin() as conn:
         conn.execute(text("TRUNCATE job_events, job_executions"))

@@ -47,8 +47,9 @@ def enqueue(path: str, n: int, tenant: str) -> float:
                 bare_app.send_task("bare.noop", kwargs={"tenant_id": tenant, "job_id": job},
                                    task_id=job, queue="bare", producer=producer)
     elif path == "submit":
-        from app import db
-        from app.dispatch import Request, submit_many
+        from app.core.validation import Request
+        from app.intake.submit import submit_many
+        from app.store import db
 
         for start in range(0, n, 1000):
             with db.session() as session:
@@ -56,8 +57,8 @@ def enqueue(path: str, n: int, tenant: str) -> float:
                                       for i in range(start, min(n, start + 1000))])
                 session.commit()
     elif path == "dispatch":
-        from app.celery_app import celery_app
-        from app.dispatch import dispatch_intent
+        from app.broker.celery_app import celery_app
+        from app.tasks.dispatch import dispatch_intent
 
         with celery_app.producer_or_acquire() as producer:
             for i in range(n):
@@ -67,7 +68,7 @@ def enqueue(path: str, n: int, tenant: str) -> float:
     elif path == "sql":
         from sqlalchemy import text
 
-        from app import db
+        from app.store import db
 
         with db.engine().begin() as conn:
             conn.execute(text(
@@ -83,7 +84,7 @@ def finished_span(n: int, timeout: float) -> tuple[int, float, float]:
     """Wait until ``n`` jobs are completed; ``(done, first start, last completion)``."""
     from sqlalchemy import text
 
-    from app import db
+    from app.store import db
 
     deadline = time.monotonic() + timeout
     while True:

@@ -48,7 +48,7 @@ os.environ.pop("CELERY_RESULT_BACKEND", None)
 
 def cleanup() -> None:
     with contextlib.suppress(Exception):
-        from app import db
+        from app.store import db
 
         for eng in list(db._engines.values()):
             eng.dispose()
@@ -66,6 +66,6 @@ def cleanup() -> None:
 
 atexit.register(cleanup)
 
-from app import db as _db  # noqa: E402
+from app.store import db as _db  # noqa: E402
 
 _db.migrate(DATABASE_URL)

@@ -28,8 +28,9 @@ ECHO = "system.exec.echo"
 def ask(path: str, tenant: str, i: int) -> str | None:
     from sqlalchemy import text
 
-    from app import db
-    from app.dispatch import dispatch_intent, submit
+    from app.intake.submit import submit
+    from app.store import db
+    from app.tasks.dispatch import dispatch_intent
 
     if path == "submit":
         with db.session() as session:
@@ -49,7 +50,7 @@ def ask(path: str, tenant: str, i: int) -> str | None:
 def measure(path: str, tenant: str, rate: float, seconds: float) -> dict:
     from sqlalchemy import text
 
-    from app import db
+    from app.store import db
 
     reset_jobs()
     n = int(rate * seconds)
@@ -81,7 +82,7 @@ def measure(path: str, tenant: str, rate: float, seconds: float) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from app.workers import WORKERS, worker_args
+    from app.ops.workers import WORKERS, worker_args
 
     parser = argparse.ArgumentParser(prog="python -m bench latency", description=__doc__)
     parser.add_argument("--rate", type=float, default=20)

@@ -30,7 +30,7 @@ def bare(n: int, tenant: str) -> float:
 
 
 def dispatch(n: int, tenant: str) -> float:
-    from app.dispatch import dispatch_intent
+    from app.tasks.dispatch import dispatch_intent
 
     t = time.perf_counter()
     for i in range(n):
@@ -39,8 +39,8 @@ def dispatch(n: int, tenant: str) -> float:
 
 
 def submit_each(n: int, tenant: str) -> float:
-    from app import db
-    from app.dispatch import submit
+    from app.intake.submit import submit
+    from app.store import db
 
     t = time.perf_counter()
     with db.session() as session:
@@ -51,8 +51,8 @@ def submit_each(n: int, tenant: str) -> float:
 
 
 def submit_in_transaction(n: int, tenant: str, per_commit: int = 100) -> float:
-    from app import db
-    from app.dispatch import submit
+    from app.intake.submit import submit
+    from app.store import db
 
     t = time.perf_counter()
     with db.session() as session:
@@ -65,8 +65,9 @@ def submit_in_transaction(n: int, tenant: str, per_commit: int = 100) -> float:
 
 
 def submit_many_bulk(n: int, tenant: str, per_call: int = 1000) -> float:
-    from app import db
-    from app.dispatch import Request, submit_many
+    from app.core.validation import Request
+    from app.intake.submit import submit_many
+    from app.store import db
 
     t = time.perf_counter()
     with db.session() as session:

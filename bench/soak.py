@@ -1,6 +1,6 @@
 """Soak: 50,000 jobs of mixed intents (fast, slow, flaky, failing) kept flowing while a fault
 strikes every 30 s, on a PostgreSQL and a Redis of its own, with the worker set-up of
-app/workers.py plus beat; then the table is audited and worker memory judged.
+app/ops/workers.py plus beat; then the table is audited and worker memory judged.
 
     python -m bench soak [--jobs 50000] [--fault-every 30] [--faults child,worker,redis,postgres]
                          [--max-backlog 1000] [--drain-timeout 900]
@@ -40,7 +40,7 @@ from rich.table import Table
 from sqlalchemy import Engine, text
 
 # Nothing of jobq is imported before the private services' URLs are in the environment.
-from tests.services import PrivateServices
+from app.ops.embedded import PrivateServices
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -85,7 +85,7 @@ FLAT_GROWTH_PCT = 10.0
 
 
 class Processes:
-    """The workers of app/workers.py and a beat, started (and restarted) by role."""
+    """The workers of app/ops/workers.py and a beat, started (and restarted) by role."""
 
     def __init__(self, home: Path, env: dict[str, str]):
         self.home = home
@@ -94,7 +94,7 @@ class Processes:
         self.starts: Counter[str] = Counter()
 
     def start(self, role: str) -> subprocess.Popen:
-        from app.workers import worker_args
+        from app.ops.workers import worker_args
 
         self.starts[role] += 1
         log = self.home / f"{role}-{self.starts[role]}.log"
@@ -162,7 +162,7 @@ class Processes:
 
 
 def wait_until_answering(node: str, timeout: float = 60.0) -> None:
-    from app.celery_app import celery_app
+    from app.broker.celery_app import celery_app
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -211,8 +211,9 @@ class Submitter(threading.Thread):
         return self.rng.choices(list(MIX), weights=[k.share for k in MIX.values()])[0]
 
     def run(self) -> None:
-        from app import db
-        from app.dispatch import Request, submit_many
+        from app.core.validation import Request
+        from app.intake.submit import submit_many
+        from app.store import db
 
         while len(self.jobs) < self.total and not self.stopping.is_set():
             backlog = self.backlog()
@@ -528,7 +529,7 @@ def main(argv: list[str] | None = None) -> None:
     sampler: MemorySampler | None = None
     submitter: Submitter | None = None
     try:
-        from app import db
+        from app.store import db
         from tests.intents import EFFECTS_DDL
 
         db.migrate(services.database_url())
@@ -595,7 +596,7 @@ def main(argv: list[str] | None = None) -> None:
                          "batch": args.batch,
                          "mix": {k: {"share": v.share, "intent": v.intent, "params": v.params,
                                      "expected": v.expected} for k, v in MIX.items()},
-                         "workers": "app/workers.py: realtime prefork -c 2, bulk prefork -c 1; "
+                         "workers": "app/ops/workers.py: realtime prefork -c 2, bulk prefork -c 1; "
                                     "beat; production timings"},
             "sent": len(submitter.jobs),
             "submitting_s": round(submitted_s, 1),

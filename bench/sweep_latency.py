@@ -43,7 +43,7 @@ SLEEP_SECONDS = 20
 def sql(statement: str, **params):
     from sqlalchemy import text
 
-    from app import db
+    from app.store import db
 
     with db.engine().begin() as conn:
         result = conn.execute(text(statement), params)
@@ -51,7 +51,7 @@ def sql(statement: str, **params):
 
 
 def start_worker(name: str, *args: str) -> Proc:
-    from app.celery_app import celery_app
+    from app.broker.celery_app import celery_app
 
     proc = celery_worker("app", name, *args, "-Q", QUEUES)
     deadline = time.monotonic() + 60
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--worker-kills", type=int, default=2)
     args = parser.parse_args(argv)
 
-    from app.settings import settings
+    from app.core.settings import settings
 
     timings = {"sweep_interval_s": settings.sweep_interval, "lease_s": settings.lease_seconds,
                "recover_interval_s": settings.recover_interval}

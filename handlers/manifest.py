@@ -6,7 +6,7 @@ process first runs (or validates) that intent. Keep the list sorted by family.
 
 from __future__ import annotations
 
-from app.manifest import Intent, RetryPolicy
+from app.handler_api import Intent, RetryPolicy, Schedule
 
 INTENTS: tuple[Intent, ...] = (
     # --- attendance -------------------------------------------------------------------------------
@@ -236,3 +236,20 @@ INTENTS: tuple[Intent, ...] = (
         retry=RetryPolicy(base=0.2, maximum=2.0),
     ),
 )
+
+#: The periodic work every installation has: ``jobq run`` creates whichever is missing (by name);
+#: from then on they live in ``job_schedules``, where ``jobq schedules`` changes them.
+SCHEDULES: tuple[Schedule, ...] = (
+    Schedule(
+        "monthly-settlement", "billing.exec.monthly_settlement", "0 2 1 * *",
+        "Monthly settlement of every active academy: the 1st of the month, 02:00",
+    ),
+    Schedule(
+        "weekly-attendance-report", "report.exec.weekly_attendance", "0 7 * * 1",
+        "Weekly attendance report of every active academy: Mondays, 07:00",
+    ),
+)
+
+#: Business commands ``jobq`` adds (their ``register(app, operations)``) and whose ``on_run``
+#: hook ``jobq run`` calls after migrating: the demo academy.
+COMMANDS: tuple[str, ...] = ("handlers.demo_cli",)

@@ -31,7 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models import Base
+from app.handler_api import Base
 
 STUDENT_STATUSES = ("active", "inactive", "graduated", "merged")
 #: What a guardian asked to be reached by. kakao and sms go through the message gateway.

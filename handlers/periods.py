@@ -9,9 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from zoneinfo import ZoneInfo
 
-from app.context import JobContext
-from app.errors import PermanentError
-from app.settings import settings
+from app.handler_api import JobContext, PermanentError, settings
 
 
 def zone() -> ZoneInfo:

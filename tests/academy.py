@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import text
 
-from app import db
+from app.store import db
 from handlers.models import (
     AcademyClass,
     AttendanceRecord,

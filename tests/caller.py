@@ -16,8 +16,9 @@ import time
 
 def submit(tenant: str, jobs: list[dict], batch: int) -> dict:
     """Each batch in one transaction of the caller's own; published after it commits."""
-    from app import db
-    from app.dispatch import Request, submit_many
+    from app.core.validation import Request
+    from app.intake.submit import submit_many
+    from app.store import db
 
     ids: list[str] = []
     seconds: list[float] = []
@@ -33,8 +34,9 @@ def submit(tenant: str, jobs: list[dict], batch: int) -> dict:
 
 def dispatch(tenant: str, jobs: list[dict], batch: int) -> dict:
     """``dispatch_intent`` messages only: this process never touches the database."""
-    from app.celery_app import celery_app
-    from app.dispatch import dispatch_intent, job_id_for
+    from app.broker.celery_app import celery_app
+    from app.core.validation import job_id_for
+    from app.tasks.dispatch import dispatch_intent
 
     ids: list[str] = []
     seconds: list[float] = []

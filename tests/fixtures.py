@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from app import db
-from app.celery_app import celery_app
+import app.tasks  # noqa: F401  (registers every task, as a worker's include does)
+from app.broker.celery_app import celery_app
+from app.store import db
 
 ROOT = Path(__file__).resolve().parent.parent
 FINISHED = ("completed", "failed", "cancelled")
@@ -73,6 +74,18 @@ def wait_for_status(job_id: str, *statuses: str, timeout: float = 20.0) -> dict[
     except AssertionError as exc:
         row = job_row(job_id)
         raise AssertionError(f"{exc}; it is {row and row['status']}: {row}") from None
+
+
+def queued_job_ids(queue: str) -> list[str]:
+    """The job ids of the messages waiting in ``queue`` on the broker (not yet taken by any
+    worker): what was really published, read straight from Redis."""
+    import json
+
+    from app.broker import client as broker_client
+    from app.core.settings import settings
+
+    raw = broker_client.client().lrange(settings.redis_key_prefix + queue, 0, -1)
+    return [json.loads(m)["headers"]["id"] for m in raw]
 
 
 def sql(statement: str, **params: Any) -> list[Any]:

@@ -12,9 +12,9 @@ import time
 from pydantic import Field
 from sqlalchemy import text
 
-from app.context import JobContext
-from app.errors import PermanentError, TransientError
-from app.manifest import IntentParams
+from app.core.errors import PermanentError, TransientError
+from app.core.manifest import IntentParams
+from app.run.context import JobContext
 
 #: The table the test intents write; created by whoever sets up the test database.
 EFFECTS_DDL = """

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from app.manifest import Intent
+from app.core.manifest import Intent
+from handlers.manifest import COMMANDS, SCHEDULES  # noqa: F401  (the production ones)
 from handlers.manifest import INTENTS as PRODUCTION
 
 _EFFECT_PARAMS = "tests.intents:EffectParams"

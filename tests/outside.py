@@ -22,7 +22,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-import app.settings
+import app.core.settings
 
 SMTP_USER, SMTP_PASSWORD = "academy-mailer", "s3cret-pass"
 WEBHOOK_SECRET = "test-webhook-secret"
@@ -39,14 +39,14 @@ def configure(monkeypatch: pytest.MonkeyPatch):
     """Point jobq's settings at the test's services: ``configure(smtp_host=..., ...)``.
 
     The in-thread worker runs handlers in this process, and handlers read
-    ``app.settings.settings`` when they send, so replacing it reaches them.
+    ``app.core.settings.settings`` when they send, so replacing it reaches them.
     """
 
     def apply(**changes: Any) -> None:
-        # ``app.settings.settings`` reads the Settings it loaded first (app.settings._Current):
+        # ``app.core.settings.settings`` reads the Settings it loaded first (app.core.settings._Current):
         # what every module holding it sees is replaced there.
-        current = app.settings._Current._loaded or app.settings.load()
-        monkeypatch.setattr(app.settings._Current, "_loaded",
+        current = app.core.settings._Current._loaded or app.core.settings.load()
+        monkeypatch.setattr(app.core.settings._Current, "_loaded",
                             dataclasses.replace(current, **changes))
 
     return apply

@@ -12,10 +12,10 @@ import psycopg2
 from pydantic import Field
 from sqlalchemy import text
 
-from app.context import JobContext, RunAborted
-from app.dispatch import submit
-from app.errors import IntentRefused, PermanentError
-from app.manifest import IntentParams
+from app.core.errors import IntentRefused, PermanentError
+from app.core.manifest import IntentParams
+from app.intake.submit import submit
+from app.run.context import JobContext, RunAborted
 
 
 class SnoopParams(IntentParams):

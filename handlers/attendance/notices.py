@@ -9,8 +9,7 @@ from sqlalchemy import and_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from app.context import JobContext
-from app.errors import PermanentError
+from app.handler_api import JobContext, PermanentError
 from handlers import periods
 from handlers.attendance.params import NotifyGuardiansLateParams, SessionParams
 from handlers.models import AcademyClass, AttendanceRecord, ClassSession, Enrolment, Student

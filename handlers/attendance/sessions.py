@@ -8,9 +8,7 @@ from collections import defaultdict
 from sqlalchemy import func, literal, or_, select
 from sqlalchemy.dialects.postgresql import UUID, insert
 
-from app.context import JobContext
-from app.dispatch import submit
-from app.errors import PermanentError
+from app.handler_api import JobContext, PermanentError
 from handlers import periods
 from handlers.attendance.params import DailySummaryParams, MarkUncheckedAbsentParams
 from handlers.models import (
@@ -60,10 +58,9 @@ def mark_unchecked_absent(ctx: JobContext, params: MarkUncheckedAbsentParams) ->
     follow_up = None
     if params.notify_guardians:
         # One notice job per session, however often this runs: the idempotency key says so.
-        follow_up = submit(ctx.session, tenant_id=ctx.tenant_id,
-                           intent_key="attendance.exec.notify_absentees",
-                           intent_params={"session_id": str(session.id)},
-                           idempotency_key=f"absentees:{session.id}", parent_id=ctx.job_id)
+        follow_up = ctx.submit("attendance.exec.notify_absentees",
+                               {"session_id": str(session.id)},
+                               idempotency_key=f"absentees:{session.id}")
     return {"session_id": str(session.id), "marked_absent": marked,
             "already_closed": already_closed, "notify_job_id": follow_up}
 

@@ -17,9 +17,7 @@ import requests
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 
-import app.settings
-from app.context import JobContext
-from app.errors import PermanentError
+from app.handler_api import JobContext, PermanentError, settings
 from handlers.billing.params import SyncPaymentStatusParams
 from handlers.models import Invoice, Payment
 from handlers.notify.channels import post_signed
@@ -31,7 +29,7 @@ PAID_STATUSES = ("paid", "succeeded", "captured")
 
 def sync_payment_status(ctx: JobContext, params: SyncPaymentStatusParams) -> dict:
     """Record the gateway's payments of open invoices; mark the invoices paid in full paid."""
-    cfg = app.settings.settings
+    cfg = settings
     if not cfg.payment_gateway_url:
         raise PermanentError("no payment gateway configured (JOBQ_PAYMENT_GATEWAY_URL)")
     url = cfg.payment_gateway_url.rstrip("/") + "/payments/search"

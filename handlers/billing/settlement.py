@@ -10,7 +10,7 @@ from sqlalchemy import and_, func, literal, or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from app.context import JobContext
+from app.handler_api import JobContext
 from handlers import periods
 from handlers.billing.params import (
     ApplyLateFeesParams,

@@ -6,8 +6,7 @@ import uuid
 
 from sqlalchemy import select, update
 
-from app.context import JobContext
-from app.errors import PermanentError
+from app.handler_api import JobContext, PermanentError
 from handlers import periods
 from handlers.classes.params import ArchiveClassParams, CloseTermParams
 from handlers.models import AcademyClass, ClassSession, Enrolment, Term

@@ -10,8 +10,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from app.context import JobContext
-from app.errors import PermanentError
+from app.handler_api import JobContext, PermanentError
 from handlers import periods
 from handlers.classes.params import GenerateTermSessionsParams, NotifyScheduleChangeParams
 from handlers.models import AcademyClass, ClassSession, Enrolment, Term, TimetableSlot

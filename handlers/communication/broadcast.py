@@ -13,10 +13,7 @@ from typing import Any
 from sqlalchemy import and_, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 
-from app.context import JobContext
-from app.dispatch import Request, submit_many
-from app.errors import PermanentError
-from app.models import JobExecution
+from app.handler_api import JobContext, PermanentError
 from handlers import periods
 from handlers.communication.params import BroadcastChunkParams, BroadcastParams
 from handlers.communication.ratelimit import send_at_rate
@@ -102,8 +99,7 @@ def broadcast_chunk(ctx: JobContext, params: BroadcastChunkParams) -> dict[str, 
         Broadcast.tenant_id == uuid.UUID(ctx.tenant_id), Broadcast.id == params.broadcast_id))
     if row is None:
         raise PermanentError(f"no broadcast {params.broadcast_id} in this academy")
-    parent_status = ctx.session.scalar(select(JobExecution.status).where(
-        JobExecution.id == row.job_id))
+    parent_status = ctx.job_status(str(row.job_id))
     if parent_status == "cancelled":
         # Stopped by whoever cancelled the broadcast; a retry of the parent sends the rest.
         return {"broadcast_id": str(row.id), "chunk_no": params.chunk_no, "sent": 0,
@@ -143,11 +139,11 @@ def _fan_out(ctx: JobContext, params: BroadcastParams) -> Broadcast:
     ctx.session.add(row)
     ctx.session.flush()
     # The idempotency key makes a chunk job once per chunk, however often this runs.
-    job_ids = submit_many(ctx.session, [
-        Request(ctx.tenant_id, CHUNK_INTENT, {"broadcast_id": str(row.id), "chunk_no": n},
-                idempotency_key=f"broadcast:{row.id}:{n}", parent_id=ctx.job_id)
+    job_ids = ctx.submit_many([
+        {"intent_key": CHUNK_INTENT, "intent_params": {"broadcast_id": str(row.id), "chunk_no": n},
+         "idempotency_key": f"broadcast:{row.id}:{n}"}
         for n in range(len(chunks))
-    ], source="fanout")
+    ])
     if chunks:
         ctx.session.execute(insert(BroadcastChunk).values([
             {"broadcast_id": row.id, "chunk_no": n, "tenant_id": tenant, "guardian_ids": ids,

@@ -11,8 +11,7 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from app.context import JobContext
-from app.errors import PermanentError
+from app.handler_api import JobContext, PermanentError
 from handlers import periods
 from handlers.communication.params import DailyDigestParams, SendMessageParams
 from handlers.communication.ratelimit import send_at_rate

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from app.manifest import IntentParams
+from app.handler_api import IntentParams
 
 
 class BroadcastParams(IntentParams):

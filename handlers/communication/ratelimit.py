@@ -1,67 +1,36 @@
-"""A per-channel send rate shared by every worker process (a token bucket in Redis), and
-sending a job's messages at that rate."""
+"""Each channel's send rate, and sending a job's messages at it. The rate is shared by every
+worker process through the engine's throttle (``ctx.throttle``): an outside message service
+(a KakaoTalk or SMS gateway, an SMTP relay) takes so many messages a second per sender account,
+whichever of our processes sends them. Turned off (``JOBQ_SEND_RATES=kakao=0,...``), a broadcast
+sends as fast as the workers go; the gateway then answers 429 and the chunks retry with backoff.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import redis
 from sqlalchemy import text
 
-import app.settings
-from app import broker_client
-from app.context import JobContext
-from app.errors import PermanentError, TransientError
+from app.handler_api import JobContext, PermanentError, settings
 from handlers.notify.channels import Transports
 from handlers.notify.sending import Outgoing, SendSummary, send_for_job
 
-# An outside message service (a KakaoTalk or SMS gateway, an SMTP relay) takes so many messages
-# a second per sender account, whichever of our processes sends them. Each bucket is one Redis
-# hash updated by one Lua script, so all workers draw from the same tokens. A caller *reserves*
-# tokens and sleeps as long as the script says: the bucket may go into debt, which keeps
-# concurrent callers in arrival order instead of letting them race. Turned off
-# (JOBQ_SEND_RATES=kakao=0,...), a broadcast sends as fast as the workers go; the gateway then
-# answers 429 and the chunks retry with backoff.
-
-#: A bucket holds at most this many seconds' worth of tokens: a short burst, then the rate.
-BURST_SECONDS = 1.0
-
-# KEYS[1]: the bucket. ARGV: rate per second, capacity, tokens wanted.
-# Returns the seconds the caller waits before its tokens are due (as a string: Lua numbers
-# lose their fraction on the way back to Redis).
-_RESERVE = """
-local rate = tonumber(ARGV[1])
-local capacity = tonumber(ARGV[2])
-local wanted = tonumber(ARGV[3])
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
-local tokens = tonumber(state[1]) or capacity
-local at = tonumber(state[2]) or now
-tokens = math.min(capacity, tokens + (now - at) * rate) - wanted
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
-redis.call('EXPIRE', KEYS[1], math.ceil(capacity / rate - tokens / rate) + 60)
-if tokens >= 0 then return '0' end
-return tostring(-tokens / rate)
-"""
+#: Messages per second each channel's outside service takes, across all workers, unless
+#: ``JOBQ_SEND_RATES`` says otherwise; 0: no limit. Recorded messages leave nothing: no limit.
+DEFAULT_SEND_RATES = {"kakao": 50.0, "sms": 20.0, "email": 10.0, "record": 0.0}
 
 
 @dataclass(frozen=True)
 class Bucket:
     name: str
-    rate: float  # tokens per second; 0: unlimited
-
-    @property
-    def capacity(self) -> float:
-        return max(1.0, self.rate * BURST_SECONDS)
+    rate: float  # messages per second; 0: unlimited
 
     @property
     def portion(self) -> int | None:
-        """The most messages to send on one reservation (no more than a burst); None: any."""
-        return int(self.capacity) if self.rate > 0 else None
+        """The most messages to send on one reservation (a second's worth); None: any."""
+        return max(1, int(self.rate)) if self.rate > 0 else None
 
 
 def bucket_for(channel: str, transport: str) -> Bucket:
@@ -71,35 +40,13 @@ def bucket_for(channel: str, transport: str) -> Bucket:
     (unlimited unless configured), whatever channel the guardian prefers.
     """
     name = "record" if transport == "record" else channel
-    return Bucket(name, float(app.settings.settings.send_rates.get(name, 0.0)))
+    rate = settings.send_rates.get(name, DEFAULT_SEND_RATES.get(name, 0.0))
+    return Bucket(name, float(rate))
 
 
-def reserve(bucket: Bucket, count: int) -> float:
-    """Take ``count`` tokens; the seconds to wait before using them."""
-    if bucket.rate <= 0 or count <= 0:
-        return 0.0
-    key = broker_client.key(f"send-rate:{bucket.name}")
-    try:
-        wait = broker_client.client().eval(_RESERVE, 1, key, repr(bucket.rate), repr(bucket.capacity), count)
-    except redis.RedisError as exc:
-        raise TransientError(f"send-rate bucket unavailable: {exc}") from exc
-    return float(wait)
-
-
-def acquire(bucket: Bucket, count: int) -> float:
-    """Block until ``count`` messages may go out on ``bucket``; the seconds waited.
-
-    Send at most :attr:`Bucket.portion` messages per call, or they leave in one burst.
-    """
-    waited = 0.0
-    while count > 0:
-        portion = min(count, bucket.portion or count)
-        wait = reserve(bucket, portion)
-        if wait > 0:
-            time.sleep(wait)
-            waited += wait
-        count -= portion
-    return waited
+def acquire(ctx: JobContext, bucket: Bucket, count: int) -> float:
+    """Block until ``count`` messages may go out on ``bucket``; the seconds waited."""
+    return ctx.throttle(f"send-rate:{bucket.name}", count, rate=bucket.rate)
 
 
 # --- sending at the rate ----------------------------------------------------------------------
@@ -134,7 +81,7 @@ def send_at_rate(ctx: JobContext, outgoing: Sequence[Outgoing], *,
             "job_id": ctx.job_id, "tenant_id": ctx.tenant_id,
             "recipients": sorted({o.recipient for o in outgoing})})}
     summary.already_sent = sum(1 for o in outgoing if (o.recipient, o.channel) in done_before)
-    transports = Transports(app.settings.settings)
+    transports = Transports(settings)
     by_bucket: dict[Bucket, list[Outgoing]] = {}
     for o in outgoing:
         if (o.recipient, o.channel) not in done_before:
@@ -145,7 +92,7 @@ def send_at_rate(ctx: JobContext, outgoing: Sequence[Outgoing], *,
         step = bucket.portion or UNLIMITED_SLICE
         for start in range(0, len(messages), step):
             part = messages[start:start + step]
-            acquire(bucket, len(part))
+            acquire(ctx, bucket, len(part))
             got = send_for_job(quiet, part, transports=transports,
                                fail_if_nothing_delivered=False)
             summary.sent += got.sent

@@ -8,9 +8,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-import app.settings
-from app.context import JobContext
-from app.errors import PermanentError, TransientError
+from app.handler_api import JobContext, PermanentError, TransientError, settings
 from handlers import periods
 from handlers.communication.params import RetryFailedDeliveriesParams
 from handlers.communication.ratelimit import acquire, bucket_for
@@ -96,7 +94,7 @@ def retry_failed_deliveries(ctx: JobContext,
         ids = [r[0] for r in conn.execute(_CANDIDATES, {
             "tenant_id": ctx.tenant_id, "since": since, "max_attempts": params.max_attempts,
             "job_id": str(params.job_id) if params.job_id else None, "limit": params.limit})]
-    transports = Transports(app.settings.settings)
+    transports = Transports(settings)
     counts = {"candidates": len(ids), "sent": 0, "failed": 0, "skipped": 0}
     errors: list[str] = []
     try:
@@ -124,7 +122,7 @@ def _retry_one(ctx: JobContext, transports: Transports,
         address = row.current_address or row.address
         transport = transports.route(row.channel)
         conn.execute(_ATTEMPT, {"id": row.id, "address": address, "transport": transport})
-        acquire(bucket_for(row.channel, transport), 1)
+        acquire(ctx, bucket_for(row.channel, transport), 1)
         message = Message(reference=row.id, channel=row.channel, address=address,
                           subject=row.subject, body=row.body)
         try:

@@ -5,8 +5,8 @@
 gateway. A guardian's channel (kakao, sms, email) is routed to a transport by the settings:
 with no SMTP host or webhook URL configured, that channel records.
 
-Transports raise :class:`~app.errors.TransientError` for "try again later" (5xx, 429, timeouts,
-lost connections, SMTP 4xx) and :class:`~app.errors.PermanentError` with the other side's reason
+Transports raise :class:`~app.core.errors.TransientError` for "try again later" (5xx, 429, timeouts,
+lost connections, SMTP 4xx) and :class:`~app.core.errors.PermanentError` with the other side's reason
 for "this will not work" (4xx, SMTP 5xx, a refused address).
 """
 
@@ -26,8 +26,7 @@ from typing import Protocol
 
 import requests
 
-from app.errors import PermanentError, TransientError
-from app.settings import Settings
+from app.handler_api import PermanentError, Settings, TransientError
 
 #: Where a guardian's channel goes when its outside service is configured.
 ROUTES = {"email": "smtp", "kakao": "webhook", "sms": "webhook", "record": "record"}

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.models import Tenant
+from app.handler_api import Tenant
 from handlers.models import Guardian, Student, StudentGuardian
 from handlers.notify.sending import Outgoing
 from handlers.notify.templates import render

@@ -2,7 +2,7 @@
 
 Every message is first written ``pending`` under the unique (job_id, recipient, channel), then
 handed to its transport, then marked ``sent`` with the provider's message id. These writes go
-through :meth:`~app.context.JobContext.journal`, committed at once, not with the job: a message
+through :meth:`~app.run.context.JobContext.journal`, committed at once, not with the job: a message
 that went out stays recorded even when the run fails later, so the retry (or a rerun of the
 whole job) skips it. A message is sent again only if the run died between handing it over and
 recording it; its ``Idempotency-Key`` / ``Message-ID`` (the notification id) lets the other side
@@ -18,9 +18,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-import app.settings
-from app.context import JobContext
-from app.errors import PermanentError, TransientError
+from app.handler_api import JobContext, PermanentError, TransientError, settings
 from handlers.notify.channels import Message, Transports
 from handlers.notify.templates import Rendered
 
@@ -127,7 +125,7 @@ def send_for_job(ctx: JobContext, outgoing: Sequence[Outgoing], *,
     summary = SendSummary()
     if not outgoing:
         return summary
-    transports = transports or Transports(app.settings.settings)
+    transports = transports or Transports(settings)
     rows = [_row(o, transports.route(o.channel)) for o in outgoing]
     with ctx.journal() as conn:
         conn.execute(_WRITE_PENDING, {"tenant_id": ctx.tenant_id, "job_id": ctx.job_id,

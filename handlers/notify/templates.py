@@ -11,8 +11,7 @@ import string
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from app.errors import PermanentError
-from app.settings import settings
+from app.handler_api import PermanentError, settings
 
 WEEKDAYS_KO = "월화수목금토일"
 

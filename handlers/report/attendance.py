@@ -10,8 +10,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from app.context import JobContext
-from app.errors import PermanentError
+from app.handler_api import JobContext, PermanentError
 from handlers import periods
 from handlers.models import (
     AcademyClass,

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from app.context import JobContext
+from app.handler_api import JobContext
 from handlers import periods
 from handlers.models import AcademyClass, Invoice, Payment, Student
 from handlers.notify.templates import month_ko

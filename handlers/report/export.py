@@ -15,8 +15,7 @@ from typing import Any
 from sqlalchemy import select
 
 import handlers.models  # the domain tables must be in the metadata
-from app.context import JobContext
-from app.models import Base, Tenant
+from app.handler_api import Base, JobContext, Tenant
 from handlers import periods
 from handlers.report.files import aside, report_dir, save_report, sha256
 from handlers.report.params import ExportTenantDataParams

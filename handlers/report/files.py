@@ -16,8 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, func
 from sqlalchemy.dialects.postgresql import insert
 
-import app.settings
-from app.context import JobContext
+from app.handler_api import JobContext, settings
 from handlers.models import Report
 
 #: Excel in Korea opens a UTF-8 CSV correctly only with the byte-order mark.
@@ -25,7 +24,7 @@ CSV_ENCODING = "utf-8-sig"
 
 
 def report_dir(tenant_id: str, kind: str) -> Path:
-    path = app.settings.settings.home / "reports" / str(tenant_id) / kind
+    path = settings.home / "reports" / str(tenant_id) / kind
     path.mkdir(parents=True, exist_ok=True)
     return path
 

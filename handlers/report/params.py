@@ -7,7 +7,7 @@ import uuid
 
 from pydantic import Field, model_validator
 
-from app.manifest import IntentParams
+from app.handler_api import IntentParams
 
 
 class WeeklyAttendanceParams(IntentParams):

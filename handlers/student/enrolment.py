@@ -11,8 +11,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from app.context import JobContext
-from app.errors import PermanentError
+from app.handler_api import JobContext, PermanentError
 from handlers import periods
 from handlers.models import AcademyClass, Enrolment, Invoice, Student, TimetableSlot
 from handlers.notify.recipients import academy_name, guardians_of

@@ -10,8 +10,7 @@ from sqlalchemy import delete, exists, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, aliased
 
-from app.context import JobContext
-from app.errors import PermanentError
+from app.handler_api import JobContext, PermanentError
 from handlers import periods
 from handlers.models import AttendanceRecord, Enrolment, Invoice, Student, StudentGuardian
 from handlers.student.params import MergeDuplicatesParams

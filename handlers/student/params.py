@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from app.manifest import IntentParams
+from app.handler_api import IntentParams
 
 #: Inline CSV is for small rosters; larger files are uploaded to JOBQ_HOME/uploads.
 MAX_INLINE_CSV = 48_000

@@ -12,9 +12,7 @@ from sqlalchemy import func, literal_column, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-import app.settings
-from app.context import JobContext
-from app.errors import PermanentError
+from app.handler_api import JobContext, PermanentError, settings
 from handlers import periods
 from handlers.models import (
     AcademyClass,
@@ -68,7 +66,7 @@ _UPSERT_STUDENTS = _upsert_students_statement()
 
 def uploads_dir() -> Path:
     """Where roster files are put for import: ``$JOBQ_HOME/uploads``."""
-    return app.settings.settings.home / UPLOADS
+    return settings.home / UPLOADS
 
 
 def import_roster(ctx: JobContext, params: ImportRosterParams) -> dict[str, Any]:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import time
 
-from app.context import JobContext
-from app.errors import TransientError
+from app.handler_api import JobContext, TransientError
 from handlers.system.params import EchoParams, FlakyParams, SleepParams
 
 

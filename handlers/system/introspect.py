@@ -8,8 +8,7 @@ from __future__ import annotations
 import os
 import sys
 
-from app.context import JobContext
-from app.manifest import NoParams
+from app.handler_api import JobContext, NoParams
 
 
 def loaded_handlers(ctx: JobContext, params: NoParams) -> dict:

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import Field
 
-from app.manifest import IntentParams
+from app.handler_api import IntentParams
 
 
 class EchoParams(IntentParams):

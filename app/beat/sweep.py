@@ -1,0 +1,128 @@
+"""The sweep: the table is the truth, and this keeps the broker in step with it.
+
+It publishes due pending rows that no broker holds: plain-SQL inserts, rows whose publish
+failed, ``run_at`` and long retry backoffs, messages lost with a Redis that lost its data
+(noticed by the broker's epoch marker), jobs held while their tenant was suspended.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+
+from app.broker import client as broker_client
+from app.broker.celery_app import celery_app
+from app.broker.publish import Outgoing, publish
+from app.core.registry import manifest
+from app.core.settings import settings
+from app.store import db, jobstore
+
+log = logging.getLogger("jobq.maintenance")
+
+#: Batches one sweep may publish before it yields to the next beat tick.
+MAX_SWEEP_ROUNDS = 20
+
+
+def broker_queue_size(queue: str) -> int | None:
+    """Messages waiting in ``queue``, or None when the broker cannot say."""
+    try:
+        with celery_app.connection_for_read() as conn:
+            return conn.default_channel.queue_declare(queue=queue, passive=True).message_count
+    except Exception:
+        return None
+
+
+#: A key in the broker's Redis holding when its current data began (the database's clock).
+BROKER_EPOCH = "broker-epoch"
+
+
+def broker_epoch(conn) -> str | None:
+    """When the broker's Redis began holding what it holds now; None when it cannot say.
+
+    A Redis that restarted without its data (or was flushed) has lost the marker with the
+    messages: the first sweep after that stamps a new epoch, and every pending row published
+    before it is published again at once instead of after ``JOBQ_REPUBLISH_AFTER``. A message
+    that did survive becomes a harmless duplicate (a claim runs a job once).
+    """
+    try:
+        client = broker_client.client()
+        key = broker_client.key(BROKER_EPOCH)
+        epoch = client.get(key)
+        if epoch is None:
+            # The transaction's own start: what this sweep stamps on what it publishes.
+            now, held = conn.execute(jobstore.PUBLISHED_PENDING).one()
+            if client.set(key, now.isoformat(), nx=True):
+                if held:
+                    log.warning("the broker lost its data (no epoch marker in a new or emptied "
+                                "Redis): %d pending job(s) it held are published again", held)
+                else:
+                    log.info("the broker's epoch begins (a new or emptied Redis); no pending "
+                             "job was waiting in it")
+            epoch = client.get(key)
+    except Exception as exc:  # the broker is down: the publishing below fails anyway
+        log.debug("broker epoch unknown: %s", exc)
+        return None
+    return epoch.decode() if isinstance(epoch, bytes) else epoch
+
+
+def sweep_once(*, batch: int | None = None, republish_after: float | None = None) -> tuple[int, int]:
+    """One batch: ``(locked, published)``."""
+    batch = batch or settings.sweep_batch
+    republish_after = settings.republish_after if republish_after is None else republish_after
+    sizes: dict[str, int | None] = {}
+    with db.engine().begin() as conn:
+        due = jobstore.lock_due(conn, batch=batch, republish_after=republish_after,
+                             broker_since=broker_epoch(conn))
+        outgoing: list[Outgoing] = []
+        for job in due:
+            if job.tenant_status != "active":  # deleted (a suspended tenant's are held)
+                jobstore.refuse_pending(conn, job.id,
+                                     jobstore.tenant_refusal(job.tenant_id, job.tenant_status))
+                log.warning("job refused: tenant is %s", job.tenant_status,
+                            extra={"job_id": job.id, "tenant_id": job.tenant_id})
+                continue
+            intent = manifest.get(job.intent_key)
+            if intent is None:
+                hint = manifest.suggest(job.intent_key)
+                jobstore.refuse_pending(
+                    conn, job.id,
+                    f"unknown intent key {job.intent_key!r}"
+                    + (f" (did you mean {', '.join(map(repr, hint))}?)" if hint else ""),
+                )
+                log.error("job refused: unknown intent key %r", job.intent_key,
+                          extra={"job_id": job.id, "tenant_id": job.tenant_id})
+                continue
+            queue = job.queue or intent.queue
+            if job.republish and not job.lost:
+                # Published long ago and never started: lost, unless its queue still has a
+                # backlog that it is waiting in.
+                if queue not in sizes:
+                    sizes[queue] = broker_queue_size(queue)
+                if sizes[queue]:
+                    continue
+            outgoing.append(Outgoing(job.id, job.tenant_id, job.intent_key, queue,
+                                     job.intent_params, intent.secret_params))
+        sent = set(publish(outgoing))
+        by_queue: dict[str, list[str]] = defaultdict(list)
+        for job in outgoing:
+            if job.id in sent:
+                by_queue[job.queue].append(job.id)
+        for queue, ids in by_queue.items():
+            jobstore.mark_published(conn, ids, queue=queue)
+    republished = sum(1 for j in due if j.republish and j.id in sent)
+    if sent:
+        log.info("sweep published %d job(s) (%d again after a lost message)", len(sent),
+                 republished)
+    return len(due), len(sent)
+
+
+def sweep() -> int:
+    """Publish due pending jobs that no broker holds, a batch at a time, at most
+    :data:`MAX_SWEEP_ROUNDS` batches; safe to run in many places at once."""
+    total = 0
+    for _ in range(MAX_SWEEP_ROUNDS):
+        locked, published = sweep_once()
+        total += published
+        if locked < settings.sweep_batch:
+            break
+    return total

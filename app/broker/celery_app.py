@@ -1,0 +1,39 @@
+"""The Celery application object, configured from ``celeryconfig``.
+
+It imports nothing of jobq above :mod:`app.core` (beside the broker's own leaf modules): the
+task declarations live in :mod:`app.tasks`, which Celery imports through ``include`` when a
+worker starts. So a caller that only publishes, or sends a control message, builds nothing of
+the engine. The hooks here are the ones Celery fires before it imports ``include``.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from celery.signals import beat_embedded_init, beat_init, setup_logging
+
+from app.broker.kombu_patch import survive_redis_restarts
+from app.core.logs import configure_logging
+
+survive_redis_restarts()
+
+# Every task's messages are checked before Celery reads them (see app.broker.messages).
+celery_app = Celery("jobq", task_cls="app.broker.messages:CheckedTask", include=["app.tasks"])
+celery_app.config_from_object("celeryconfig")
+
+
+@setup_logging.connect
+def _setup_logging(loglevel=None, **_: object) -> None:
+    configure_logging(loglevel)
+
+
+@beat_init.connect
+def _beat_sends_no_sent_events(sender=None, **_: object) -> None:
+    # Beat publishes only the caretaking tasks, several a second: their task-sent events would
+    # push the academies' jobs off Flower's first page (they send no other events either).
+    sender.app.conf.task_send_sent_event = False
+
+
+@beat_embedded_init.connect
+def _embedded_beat_keeps_sent_events(sender=None, **_: object) -> None:
+    # ``worker -B``: the process also publishes jobs, whose sent events Flower shows.
+    sender.app.conf.task_send_sent_event = True

@@ -1,0 +1,73 @@
+"""Handing jobs to the broker: one message per job, its Celery task id the job's id.
+
+The message carries only the tenant and the job id; the row is the truth and the worker reads
+the parameters from it. Flower still shows the parameters (secrets redacted) through
+``kwargsrepr``. A publish that fails leaves the row for the sweep, never loses it: the caller
+un-stamps what did not go (:func:`app.intake.submit.publish_or_release`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from app.broker.celery_app import celery_app
+from app.core.redaction import redact_params
+
+log = logging.getLogger("jobq.publish")
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    id: str
+    tenant_id: str
+    intent_key: str
+    queue: str
+    intent_params: Any = None
+    secret_params: tuple[str, ...] = ()
+    #: Seconds the broker holds the message before delivery (short waits only).
+    countdown: float | None = None
+
+
+def message_kwargs(job: Outgoing) -> dict[str, str]:
+    return {"tenant_id": job.tenant_id, "job_id": job.id}
+
+
+def publish(jobs: Sequence[Outgoing]) -> list[str]:
+    """Send one message per job; return the ids the broker took.
+
+    Never raises for a broker outage: the ids it could not send are simply not returned.
+    """
+    if not jobs:
+        return []
+    sent: list[str] = []
+    try:
+        with celery_app.producer_or_acquire() as producer:
+            for job in jobs:
+                shown = {
+                    "tenant_id": job.tenant_id,
+                    "intent_params": redact_params(job.intent_params, job.secret_params),
+                }
+                celery_app.send_task(
+                    job.intent_key,
+                    kwargs=message_kwargs(job),
+                    task_id=job.id,
+                    queue=job.queue,
+                    countdown=job.countdown,
+                    producer=producer,
+                    kwargsrepr=repr(shown),
+                    add_to_parent=False,
+                    # The outcome lives in the table. Without this, a caller outside a worker
+                    # subscribes to a result channel per job, and while Redis is down that
+                    # subscription retries for ~20 s before the publish can fail.
+                    ignore_result=True,
+                )
+                sent.append(job.id)
+    except Exception as exc:  # broker down: the sweep publishes what is left
+        log.warning(
+            "broker refused %d of %d job(s); the sweep will publish them: %s",
+            len(jobs) - len(sent), len(jobs), exc,
+        )
+    return sent

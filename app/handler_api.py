@@ -1,0 +1,63 @@
+"""What a handler (the business, ``handlers/``) may import from the engine, and nothing else.
+
+The job's context (its tenant's session, progress, checkpoints, child jobs, a shared outside
+rate), the errors that steer retries, the manifest's building blocks (intents, their parameter
+models, retry policies, schedules), the settings, and the declarative base its own tables build
+on; and what a business command (the manifest module's ``COMMANDS``) gets from the engine's
+command line. An import-linter contract (pyproject.toml) keeps ``handlers`` to this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from sqlalchemy.orm import Session
+
+from app.core.errors import IntentRefused, PermanentError, TransientError
+from app.core.manifest import Intent, IntentParams, NoParams, RetryPolicy, Schedule
+from app.core.settings import Settings, settings
+from app.run.context import JobContext, RunAborted
+from app.store.models import Base, Tenant
+
+
+class Operations(Protocol):
+    """What a business command gets from ``jobq`` (its ``register(app, operations)`` and
+    ``on_run(operations)`` hooks, named in the manifest module's ``COMMANDS``): the database it
+    works on, the academies, and asking for work."""
+
+    database_url: str
+    home: Path
+    #: ``jobq run`` was asked for the demo academy (``--demo``, the default).
+    demo: bool
+
+    def session(self) -> Session:
+        """A session on the engine's own connection: every tenant's rows (the caller commits)."""
+
+    def ensure_tenant(self, name: str) -> str:
+        """The id of the academy named ``name``, created when there is none."""
+
+    def submit_many(self, session: Session, tenant_id: str,
+                    requests: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
+        """Ask for ``(intent_key, intent_params)`` jobs of a tenant in ``session``; published
+        once it commits. Bad input raises IntentRefused (its failed rows are in the session)."""
+
+
+__all__ = [
+    "Base",
+    "Intent",
+    "IntentParams",
+    "IntentRefused",
+    "JobContext",
+    "NoParams",
+    "Operations",
+    "PermanentError",
+    "RetryPolicy",
+    "RunAborted",
+    "Schedule",
+    "Settings",
+    "Tenant",
+    "TransientError",
+    "settings",
+]

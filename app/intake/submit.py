@@ -1,0 +1,227 @@
+"""Asking for work: validate a request, write its row, publish it after commit.
+
+``submit(session, ...)`` is for callers that hold a database session: the row joins their
+transaction and the message goes out only once it commits; ``submit_many`` writes many in one
+statement. ``dispatch_intent`` (app.tasks.dispatch) runs the same :func:`write_requests` for
+callers that only reach the broker.
+
+Bad input is refused with :class:`~app.core.errors.IntentRefused` naming what is wrong. Where a
+row can exist (the tenant is real and active) the refusal is recorded as a ``failed`` row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, event
+from sqlalchemy.orm import Session
+
+from app.broker.publish import Outgoing, publish
+from app.core.errors import IntentRefused, TenantRefused
+from app.core.registry import manifest
+from app.core.settings import settings
+from app.core.validation import (
+    Refusal,
+    Request,
+    as_uuid,
+    check_idempotency_key,
+    check_max_retries,
+    check_params,
+    parse_run_at,
+    printable_key,
+    short,
+    storable,
+)
+from app.store import db, jobstore, tenants
+
+log = logging.getLogger("jobq.dispatch")
+
+SOURCES = ("dispatch", "submit", "direct", "schedule", "fanout", "retry", "cli", "api")
+
+
+def _prepare(
+    req: Request, *, source: str, now: dt.datetime
+) -> tuple[jobstore.NewJob, Refusal | None]:
+    """The row to write for ``req``: pending, or failed with the reason it was refused."""
+    tenant_id = as_uuid(req.tenant_id, "tenant_id", TenantRefused)
+    # Malformed ids are the calling code's mistake: refused before anything is written, so
+    # the caller's transaction stays usable.
+    job_id = as_uuid(req.job_id, "job_id") if req.job_id is not None else jobstore.new_id()
+    parent_id = as_uuid(req.parent_id, "parent_id") if req.parent_id is not None else None
+    key = req.intent_key
+    intent = manifest.get(key) if isinstance(key, str) else None
+    base = {
+        "id": job_id,
+        "tenant_id": tenant_id,
+        "source": source,
+        "parent_id": parent_id,
+    }
+    try:
+        if req.call_problem:
+            raise Refusal(req.call_problem, req.call_problem_field or "dispatch_intent")
+        if not isinstance(key, str) or not key:
+            raise Refusal(f"intent_key must be a non-empty string, not {short(key)}", "intent_key")
+        if intent is None:
+            hint = manifest.suggest(key) if len(key) <= settings.max_key_length else []
+            raise Refusal(
+                f"unknown intent key {short(key, settings.max_key_length)}"
+                + (f" (did you mean {', '.join(map(repr, hint))}?)" if hint else ""),
+                "intent_key",
+            )
+        params = check_params(intent, req.intent_params)
+        run_at = parse_run_at(req.run_at)
+        max_retries = check_max_retries(req.max_retries, intent)
+        idempotency_key = check_idempotency_key(req.idempotency_key)
+    except Refusal as refusal:
+        kept = storable(req.intent_params) if refusal.keep_params else None
+        return jobstore.NewJob(
+            **base,
+            intent_key=printable_key(key),
+            intent_params=kept,
+            max_retries=0,
+            queue=intent.queue if intent else None,
+            error_message=str(refusal),
+            idempotency_key=None,
+        ), refusal
+    due_now = run_at is None or run_at <= now + dt.timedelta(seconds=settings.eta_max_seconds)
+    return jobstore.NewJob(
+        **base,
+        intent_key=key,
+        intent_params=params,
+        max_retries=max_retries,
+        queue=intent.queue,
+        run_at=run_at,
+        idempotency_key=idempotency_key,
+        publish=due_now,
+    ), None
+
+
+# --- submit ------------------------------------------------------------------------------------
+
+def submit(
+    session: Session,
+    *,
+    tenant_id: Any,
+    intent_key: str,
+    intent_params: Mapping[str, Any] | None = None,
+    idempotency_key: str | None = None,
+    run_at: dt.datetime | str | None = None,
+    max_retries: int | None = None,
+    job_id: str | None = None,
+    parent_id: str | None = None,
+    source: str = "submit",
+) -> str:
+    """Write a job into ``session``'s transaction and publish it once that commits.
+
+    Returns the job id (the existing job's id when ``idempotency_key`` was seen before).
+    Raises :class:`IntentRefused` for bad input; its failed row is in the session, so commit
+    to keep the audit record.
+    """
+    req = Request(tenant_id, intent_key, intent_params, idempotency_key, run_at, max_retries,
+                  job_id, parent_id)
+    return submit_many(session, [req], source=source)[0]
+
+
+def submit_many(session: Session, requests: Iterable[Request], *, source: str = "submit") -> list[str]:
+    """:func:`submit` for many jobs in one statement; all or nothing.
+
+    A refused request raises :class:`IntentRefused` for the first bad one, after writing the
+    failed rows of every bad one.
+    """
+    ids, outgoing, refusal = write_requests(session, requests, source=source)
+    if refusal is not None:
+        raise refusal
+    _publish_after_commit(session, outgoing)
+    return ids
+
+
+def write_requests(conn: Session | Connection, requests: Iterable[Request], *, source: str
+           ) -> tuple[list[str], list[Outgoing], IntentRefused | None]:
+    """Validate and insert; ``(ids, messages to publish once committed, first refusal)``."""
+    if source not in SOURCES:
+        raise ValueError(f"source {source!r} is not one of {SOURCES}")
+    now = dt.datetime.now(dt.UTC)
+    prepared = [_prepare(r, source=source, now=now) for r in requests]
+    inserted = jobstore.insert_jobs(conn, [job for job, _ in prepared])
+    ids: list[str] = []
+    outgoing: list[Outgoing] = []
+    first_refusal: IntentRefused | None = None
+    for job, refusal in prepared:
+        if job.id in inserted:
+            ids.append(job.id)
+            if refusal is not None:
+                log.info("job refused: %s", job.error_message,
+                         extra={"job_id": job.id, "tenant_id": job.tenant_id,
+                                "intent_key": job.intent_key})
+                first_refusal = first_refusal or IntentRefused(
+                    str(refusal), field=refusal.field, job_id=job.id)
+            elif job.publish:
+                intent = manifest.get(job.intent_key)
+                outgoing.append(Outgoing(job.id, job.tenant_id, job.intent_key, intent.queue,
+                                         job.intent_params, intent.secret_params,
+                                         countdown=_countdown(job.run_at, now)))
+            continue
+        existing = jobstore.find_existing(conn, job)
+        if existing is not None:  # a redelivered dispatch, or a repeated idempotency key
+            if refusal is not None:
+                first_refusal = first_refusal or IntentRefused(
+                    str(refusal), field=refusal.field, job_id=existing[0])
+            ids.append(existing[0])
+            continue
+        _raise_for_tenant(conn, job.tenant_id)
+        raise RuntimeError(f"job {job.id} was neither written nor found")  # pragma: no cover
+    return ids, outgoing, first_refusal
+
+
+def _countdown(run_at: dt.datetime | None, now: dt.datetime) -> float | None:
+    """A near-future ``run_at`` rides a short broker countdown (a later one waits for the sweep)."""
+    if run_at is None or run_at <= now:
+        return None
+    return (run_at - now).total_seconds()
+
+
+def _raise_for_tenant(conn: Session | Connection, tenant_id: str) -> None:
+    status = tenants.status_of(conn, tenant_id)
+    if status is None:
+        raise TenantRefused(f"unknown tenant {tenant_id}", field="tenant_id")
+    if status != "active":
+        raise TenantRefused(f"tenant {tenant_id} is {status}; its jobs are refused", field="tenant_id")
+
+
+# --- publishing after commit -------------------------------------------------------------------
+
+_PENDING = "jobq_outgoing"
+
+
+def _publish_after_commit(session: Session, jobs: list[Outgoing]) -> None:
+    if jobs:
+        session.info.setdefault(_PENDING, []).extend(jobs)
+
+
+@event.listens_for(Session, "after_commit")
+def _after_commit(session: Session) -> None:
+    jobs = session.info.pop(_PENDING, None)
+    if jobs:
+        publish_or_release(jobs)
+
+
+@event.listens_for(Session, "after_rollback")
+def _after_rollback(session: Session) -> None:
+    session.info.pop(_PENDING, None)
+
+
+
+def publish_or_release(jobs: Sequence[Outgoing]) -> list[str]:
+    """Publish jobs whose rows claim a hand-off already; un-stamp those that did not go."""
+    sent = publish(jobs)
+    missed = [j.id for j in jobs if j.id not in set(sent)]
+    if missed:
+        try:
+            with db.engine().begin() as conn:
+                jobstore.mark_unpublished(conn, missed)
+        except Exception as exc:  # then the sweep's republish_after catches them
+            log.warning("could not clear published_at of %d job(s): %s", len(missed), exc)
+    return sent

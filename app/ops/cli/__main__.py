@@ -1,0 +1,3 @@
+from app.ops.cli import main
+
+main()

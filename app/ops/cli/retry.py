@@ -1,0 +1,287 @@
+"""`jobq retry` (one job, or every job a filter finds) and `jobq cancel`.
+
+Both are audited: :mod:`app.store.jobstore` writes a ``requeued`` or ``cancelled`` event naming who did
+it (``cli:user@host``). A retried job keeps its id and history and starts over with a fresh
+retry budget; it is published after the requeue commits, like any new job.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from app.ops.cli import console, err, fail
+from app.ops.cli.args import actor, bad, parse_params
+from app.ops.cli.jobs import IntentOption, SinceOption, TenantOption, job_filter
+from app.ops.cli.lookup import find_job
+from app.store import db, jobstore, reads
+
+RETRYABLE = ("failed", "cancelled")
+#: Jobs requeued per transaction in a bulk retry.
+BATCH = 500
+#: How long `jobq cancel` watches a running job's run for its end.
+STOP_WAIT = 3.0
+
+
+def register(app: typer.Typer) -> None:
+    app.command("retry")(retry)
+    app.command("cancel")(cancel)
+
+
+def retry(
+    job_id: Annotated[str | None, typer.Argument(
+        metavar="[ID]", help="The job to run again; leave out to retry by the filters.")] = None,
+    status: Annotated[list[str] | None, typer.Option(
+        "--status", "-s", help="Bulk: jobs in this state (failed, cancelled); default failed.")] = None,
+    intent: IntentOption = None,
+    since: SinceOption = None,
+    tenant: TenantOption = None,
+    limit: Annotated[int, typer.Option(
+        "--limit", min=1, help="Bulk: retry at most this many, oldest first.")] = 1000,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Bulk: show what would be retried, change nothing.")] = False,
+    wait: Annotated[bool, typer.Option(
+        "--wait", "-w", help="One job: follow it until it ends.")] = False,
+    param: Annotated[list[str] | None, typer.Option(
+        "--param", "-p", metavar="KEY=VALUE",
+        help="One job: run it on this parameter instead (repeatable; as for dispatch).")] = None,
+    params_json: Annotated[str | None, typer.Option(
+        "--params-json", metavar="JSON",
+        help="One job: run it on these parameters instead (the history keeps the old ones).")] = None,
+) -> None:
+    """Run failed or cancelled jobs again: one by id, or many by filter.
+
+    Examples: `jobq retry 3f2a9c1b`, `jobq retry 3f2a9c1b --params-json '{"seconds": 2}'`,
+    `jobq retry --status failed --intent billing.* --since 1h`.
+    """
+    bulk = any(v is not None for v in (status, intent, since, tenant))
+    if job_id is not None and bulk:
+        raise bad("give a job id or filters (--status/--intent/--since/--tenant), not both")
+    if job_id is None and not bulk:
+        raise bad("give a job id, or filters such as --status failed --since 1h")
+    if job_id is not None:
+        _retry_one(job_id, wait, param, params_json)
+        return
+    if wait:
+        raise bad("--wait follows one job; it does not go with filters", "--wait")
+    if param or params_json is not None:
+        raise bad("new parameters go with one job id, not with filters", "--params-json")
+    for value in status or []:
+        if value not in RETRYABLE:
+            raise bad(f"only {' and '.join(RETRYABLE)} jobs can be retried, not {value!r}",
+                      "--status")
+    _retry_many(status or ["failed"], intent, since, tenant, limit, dry_run)
+
+
+def params_problem(job: dict[str, Any]) -> str | None:
+    """Why running ``job`` again as it is cannot work (its intent is unknown here, or its
+    parameters do not fit the intent's model), or None when a retry may help."""
+    from app.core.errors import IntentRefused
+    from app.core.registry import manifest
+    from app.core.validation import validate_params
+
+    intent = manifest.get(job["intent_key"])
+    if intent is None:
+        return f"its intent {job['intent_key']!r} is not in this manifest"
+    try:
+        validate_params(intent, job["intent_params"])
+    except IntentRefused as refused:
+        return str(refused)
+    return None
+
+
+def retry_hint(job: dict[str, Any]) -> str:
+    """What to type to run a failed or cancelled job again (only what can work)."""
+    problem = params_problem(job)
+    if problem is None:
+        return f"run it again: jobq retry {job['id']}"
+    if problem.startswith("its intent"):
+        return f"it cannot run again as it is: {problem}"
+    return (f"a retry as it is would fail again ({problem}); with corrected parameters: "
+            f"jobq retry {job['id']} --params-json '{{...}}'")
+
+
+def _retry_one(ref: str, wait: bool, param: list[str] | None = None,
+               params_json: str | None = None) -> None:
+    from app.core.errors import IntentRefused
+    from app.core.registry import manifest
+    from app.core.validation import validate_params
+
+    with db.engine().connect() as conn:
+        job = find_job(conn, ref)
+    if job["status"] not in RETRYABLE:
+        raise fail(f"job {job['id']} is {job['status']}: only failed or cancelled jobs can be "
+                   "retried")
+    if job["tenant_status"] == "deleted":
+        raise fail(f"job {job['id']} belongs to tenant {job['tenant_name']!r}, which is "
+                   "deleted: its jobs never run again")
+    if job["tenant_status"] != "active":
+        raise fail(f"job {job['id']} belongs to tenant {job['tenant_name']!r}, which is "
+                   f"{job['tenant_status']}: resume it first (jobq tenants resume)")
+    intent = manifest.get(job["intent_key"])
+    new_params = None
+    if param or params_json is not None:
+        if intent is None:
+            raise fail(f"job {job['id']}'s intent {job['intent_key']!r} is not in this manifest")
+        schema = intent.params_model.model_json_schema()
+        base = {} if params_json is not None else dict(job["intent_params"] or {})
+        given = {**base, **parse_params(param or [], params_json, schema)}
+        try:
+            new_params = validate_params(intent, given)
+        except IntentRefused as refused:
+            raise fail(str(refused), 2) from None
+    else:
+        problem = params_problem(job)
+        if problem is not None:
+            raise fail(f"job {job['id']} would fail again: {problem}. "
+                       f"Run it on corrected parameters: jobq retry {job['id']} "
+                       "--params-json '{...}' (or -p key=value)")
+    done = requeue([job], params=new_params)
+    if not done:  # it changed state between the read and the requeue
+        raise fail(f"job {job['id']} is no longer failed or cancelled; nothing done")
+    changed = " on new parameters (the old ones are in its history)" if new_params else ""
+    console.print(f"job {job['id']} is pending again{changed} (was {done[0][1]}); "
+                  "its history is kept")
+    if wait:
+        from app.ops.cli.watch import outcome_line, watch
+
+        row = watch(job["id"], job["intent_key"], console)
+        console.print(outcome_line(row))
+        raise typer.Exit(0 if row["status"] == "completed" else 1)
+
+
+def _retry_many(status: list[str], intent: str | None, since: str | None, tenant: str | None,
+                limit: int, dry_run: bool) -> None:
+    with db.engine().connect() as conn:
+        where = job_filter(tenant, status, intent, since, conn)
+        found = reads.retry_candidates(conn, where, limit=limit)
+    if not found:
+        err.print("no jobs match: nothing to retry")
+        return
+    hopeless = [j for j in found if params_problem(j) is not None]
+    if hopeless:
+        found = [j for j in found if j not in hopeless]
+        err.print(Text(f"left out {len(hopeless)} job(s) that would fail again as they are "
+                       "(unknown intent or parameters that do not fit it): `jobq job ID` says "
+                       "why; retry each with --params-json", style="yellow"))
+        if not found:
+            return
+    by_intent = Counter(j["intent_key"] for j in found)
+    table = Table("intent", "jobs", box=None, header_style="bold", pad_edge=False)
+    for key, count in by_intent.most_common():
+        table.add_row(key, str(count))
+    console.print(table)
+    if dry_run:
+        console.print(f"would retry {len(found)} job(s); run again without --dry-run to do it")
+        return
+    done = []
+    for start in range(0, len(found), BATCH):
+        done += requeue(found[start:start + BATCH])
+    console.print(f"retried {len(done)} of {len(found)} job(s)")
+    if len(found) == limit:
+        err.print(Text(f"stopped at --limit {limit}; run again for more", style="yellow"))
+
+
+def requeue(jobs: list[dict[str, Any]], *, params: dict[str, Any] | None = None
+            ) -> list[tuple[str, str]]:
+    """Put ``jobs`` back to pending and publish them after commit; ``(id, was)`` of each done.
+    ``params``: run the (one) job on these validated parameters instead, audited.
+
+    Jobs of suspended or deleted tenants are skipped: their work is refused, like their new
+    requests.
+    """
+    from app.broker.publish import Outgoing
+    from app.core.registry import manifest
+    from app.intake.actions import forget_revoked
+    from app.intake.submit import publish_or_release
+
+    by = actor()
+    done: list[tuple[str, str]] = []
+    outgoing: list[Outgoing] = []
+    with db.engine().begin() as conn:
+        for job in jobs:
+            full = job if "tenant_status" in job else _load(conn, job["id"])
+            if full is None or full["tenant_status"] != "active":
+                continue
+            intent = manifest.get(full["intent_key"])
+            # A request refused at intake never ran and was given no retries: corrected, it
+            # gets the intent's budget like any new job.
+            refused = full["executed_at"] is None and not full["max_retries"]
+            was = jobstore.requeue(
+                conn, full["id"], by=by, params=params, replace_params=params is not None,
+                max_retries=intent.effective_max_retries if intent and refused else None)
+            if was is None:
+                continue
+            done.append((full["id"], was))
+            if params is not None:
+                full = {**full, "intent_params": params}
+            if intent is None:  # the sweep refuses it, with the reason, in the table
+                continue
+            outgoing.append(Outgoing(full["id"], full["tenant_id"], full["intent_key"],
+                                     full["queue"] or intent.queue, full["intent_params"],
+                                     intent.secret_params))
+        # Stamped in the same transaction, so the sweep does not publish them a second time.
+        jobstore.mark_published(conn, [o.id for o in outgoing])
+    # A cancel revoked the id in every worker; the job keeps its id, so lift that first.
+    forget_revoked(job_id for job_id, was in done if was == "cancelled")
+    publish_or_release(outgoing)
+    return done
+
+
+def _load(conn, job_id: str) -> dict[str, Any] | None:
+    found = reads.find_jobs_by_prefix(conn, job_id, job_id)
+    return found[0] if found else None
+
+
+def cancel(
+    job_id: Annotated[str, typer.Argument(metavar="ID", help="The job to cancel.")],
+    reason: Annotated[str, typer.Option("--reason", "-r",
+                                        help="Recorded as the job's error message.")] = "",
+) -> None:
+    """Cancel a pending or running job. A running one is stopped and its work rolled back.
+
+    The run stops at its next Python step, within about a second on every pool; a call blocked
+    in C code finishes first (a database statement; on a threads-pool worker also a long sleep).
+    The command waits up to 3 s to see it stop and says what happened.
+    """
+    from app.intake.actions import cancel as cancel_job
+    from app.intake.actions import run_stopped
+
+    with db.engine().connect() as conn:
+        job = find_job(conn, job_id)
+    by = actor()
+    was = cancel_job(job["id"], reason=reason or f"cancelled by {by}", by=by)
+    if was is None:
+        raise fail(f"job {job['id']} is {job['status']}: only pending or processing jobs can be "
+                   "cancelled")
+    line = Text(f"job {job['id']} cancelled (was {was})")
+    if was != "processing":
+        line.append("; it will not run", style="dim")
+        console.print(line, soft_wrap=True)
+        return
+    stopped = run_stopped(job["id"], wait=STOP_WAIT)
+    worker = (stopped and stopped.worker) or job["worker"] or "its worker"
+    if stopped is None:
+        line.append(f"; its run on {worker} has not stopped within {STOP_WAIT:.0f} s",
+                    style="yellow")
+        console.print(line, soft_wrap=True)
+        console.print(Text(
+            "It stops at its next Python step: a call blocked in C code finishes first (a "
+            "database statement; on a threads-pool worker also a long sleep or network wait). "
+            "Its uncommitted work is rolled back then and its outcome discarded; "
+            f"`jobq job {job['id'][:8]}` shows a `stopped` event when it has ended (none "
+            "comes if its worker process died: then nothing of the run was kept).",
+            style="dim"))
+        return
+    if stopped.interrupted:
+        line.append(f"; its run on {worker} was stopped after {stopped.after:.1f} s and its "
+                    "work rolled back", style="dim")
+    else:
+        line.append(f"; its run on {worker} finished {stopped.after:.1f} s later, before it "
+                    "could be stopped: its work was rolled back and its result discarded",
+                    style="dim")
+    console.print(line, soft_wrap=True)  # one line, for scripts and grep

@@ -1,0 +1,173 @@
+"""`jobq stats`: how the jobs of a window went, per intent and overall.
+
+Counts by state, run time percentiles (p50/p95 of the last attempt, start to finish), the wait
+from due to start, failure rate (failed over finished-or-failed), and the slowest intents.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from app.ops.cli import console, show
+from app.ops.cli.jobs import IntentOption, TenantOption, job_filter
+from app.store import db, reads
+
+#: How many intents the "slowest" list names.
+SLOWEST = 5
+
+
+def register(app: typer.Typer) -> None:
+    app.command("stats")(stats)
+
+
+def failure_rate(row: dict[str, Any]) -> float | None:
+    ended = row["completed"] + row["failed"]
+    return row["failed"] / ended if ended else None
+
+
+def stats(
+    since: Annotated[str, typer.Option(
+        "--since", help="The window: jobs created within it (30m, 24h, 7d) or since a time.")] = "24h",
+    tenant: TenantOption = None,
+    intent: IntentOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The numbers as JSON.")] = False,
+) -> None:
+    """Counts by state and intent, p50/p95 run times, failure rate and the slowest intents."""
+    with db.engine().connect() as conn:
+        where = job_filter(tenant, None, intent, since, conn)
+        rows = reads.stats_by_intent(conn, where)
+    per_intent = [r for r in rows if r["intent_key"] is not None]
+    overall = next((r for r in rows if r["intent_key"] is None), None)
+    for r in rows:
+        r["failure_rate"] = failure_rate(r)
+    slowest = sorted((r for r in per_intent if r["run_p95"] is not None),
+                     key=lambda r: r["run_p95"], reverse=True)[:SLOWEST]
+    caretaking = _caretaking_notes()
+    if as_json:
+        console.print_json(data={
+            "since": since,
+            "overall": overall,
+            "intents": per_intent,
+            "slowest": [r["intent_key"] for r in slowest],
+            "caretaking": caretaking,
+        })
+        return
+    if overall is None or not overall["total"]:
+        console.print(f"no jobs in the last {since}" if since[:1].isdigit() else f"no jobs since {since}")
+        _print_caretaking(caretaking)
+        return
+    console.print(_table(per_intent, overall, since, console.width))
+    console.print()
+    summary = Text()
+    rate = overall["failure_rate"]
+    summary.append(f"{overall['total']} jobs", style="bold")
+    summary.append(f", failure rate {_percent(rate)}", style="red" if rate else "green")
+    summary.append(f", run time p50 {show.duration(overall['run_p50'])} / "
+                   f"p95 {show.duration(overall['run_p95'])}")
+    summary.append(f", wait p50 {show.duration(overall['wait_p50'])}")
+    console.print(summary)
+    if slowest:
+        line = Text("slowest (p95): ", style="bold")
+        line.append(", ".join(f"{r['intent_key']} {show.duration(r['run_p95'])}" for r in slowest))
+        console.print(line)
+    _print_caretaking(caretaking)
+
+
+#: What each caretaking task's "acted" count means.
+_ACTED = {"sweep_due_jobs": "jobs published", "recover_lost_runs": "lost runs recovered",
+          "fire_schedules": "scheduled jobs fired", "apply_retention": "old jobs deleted"}
+
+
+def _caretaking_notes() -> dict[str, dict[str, float]] | None:
+    """Beat's caretaking as its tasks noted it in Redis (they stay out of Flower); None when
+    the broker cannot say."""
+    from app.beat.caretaking import caretaker_notes
+
+    try:
+        return caretaker_notes()
+    except Exception:
+        return None
+
+
+def _print_caretaking(notes: dict[str, dict[str, float]] | None) -> None:
+    """One line per caretaking task: when it last ran, how often it has, what it did."""
+    import time
+
+    console.print()
+    if notes is None:
+        console.print(Text("caretaking: the broker cannot say (is Redis reachable?)", style="yellow"))
+        return
+    if not notes:
+        console.print(Text("caretaking: beat has not run here yet (is `celery -A app beat` "
+                           "running?)", style="yellow"))
+        return
+    console.print(Text("caretaking (beat's tasks; they stay out of Flower)", style="bold"))
+    now = time.time()
+    for name, note in notes.items():
+        line = Text(f"  {name:<18} ")
+        ago = now - note.get("last_at", now)
+        line.append(f"last ran {show.duration(ago)} ago", style="red" if ago > 120 else "")
+        line.append(f", {int(note.get('runs', 0))} runs, "
+                    f"{int(note.get('acted', 0))} {_ACTED.get(name, 'acted on')}")
+        if note.get("last_acted_at"):
+            line.append(f" (last {show.duration(now - note['last_acted_at'])} ago)", style="dim")
+        console.print(line)
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"
+
+
+#: Columns a narrow terminal drops first, in order.
+_OPTIONAL = ("wait p95", "max", "retries", "cancelled", "running", "pending")
+_INTENT_MIN = 16
+
+
+def _table(per_intent: list[dict], overall: dict, since: str, width: int) -> Table:
+    """Counts and times per intent, fitted to ``width``: numbers keep their width, long intent
+    keys give way, and the least needed columns go first on a narrow terminal."""
+    title = f"jobs of the last {since}" if since[:1].isdigit() else f"jobs since {since}"
+    columns: dict[str, Any] = {
+        "total": lambda r: str(r["total"]),
+        "pending": lambda r: _count(r["pending"], "yellow"),
+        "running": lambda r: _count(r["processing"], "cyan"),
+        "completed": lambda r: _count(r["completed"], "green"),
+        "failed": lambda r: _count(r["failed"], "red"),
+        "cancelled": lambda r: _count(r["cancelled"], "magenta"),
+        "retries": lambda r: str(r["retries"]),
+        "fail rate": lambda r: _percent(r["failure_rate"]),
+        "p50": lambda r: show.duration(r["run_p50"]),
+        "p95": lambda r: show.duration(r["run_p95"]),
+        "max": lambda r: show.duration(r["run_max"]),
+        "wait p95": lambda r: show.duration(r["wait_p95"]),
+    }
+    rows = [*per_intent, overall]
+    widths = {name: max(len(name), *(Text.from_markup(str(cell(r))).cell_len
+                                     if isinstance(cell(r), str) else cell(r).cell_len
+                                     for r in rows))
+              for name, cell in columns.items()}
+    intent_width = max(len(r["intent_key"] or "all") for r in rows)
+    shown = list(columns)
+    for name in _OPTIONAL:
+        if sum(widths[n] + 2 for n in shown) + _INTENT_MIN <= width:
+            break
+        shown.remove(name)
+    intent_width = max(_INTENT_MIN, min(intent_width, width - sum(widths[n] + 2 for n in shown)))
+    table = Table(title=title, title_justify="left", title_style="bold", box=None,
+                  header_style="bold", pad_edge=False, show_footer=True)
+    table.add_column("intent", footer="all", width=intent_width, no_wrap=True,
+                     overflow="ellipsis")
+    for name in shown:
+        table.add_column(name, justify="right", footer=columns[name](overall),
+                         width=widths[name], no_wrap=True)
+    for r in per_intent:
+        table.add_row(r["intent_key"], *(columns[name](r) for name in shown))
+    return table
+
+
+def _count(value: int, style: str) -> Text:
+    return Text(str(value), style=style if value else "dim")

@@ -1,0 +1,156 @@
+"""`jobq tenants`: list, create, suspend, resume and delete tenants (academies).
+
+A suspended tenant's new requests are refused at dispatch, its pending jobs are held (not run)
+and its failed jobs cannot be retried until it is resumed. A deleted tenant's pending jobs fail
+and nothing of it runs again. Every change is recorded with who made it (``tenant_events``).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from app.ops.cli import console, fail
+
+app = typer.Typer(help="Tenants (academies): list, create, suspend, resume, delete.",
+                  no_args_is_help=False)
+
+
+#: Below this terminal width the ids shrink to their first 8 characters (which every
+#: command taking a tenant accepts); in a pipe they are always whole.
+WIDE_ENOUGH = 100
+
+
+@app.callback(invoke_without_command=True)
+def tenants_list(
+    ctx: typer.Context,
+    status: Annotated[str | None, typer.Option(
+        "--status", help="Only tenants in this state (active, suspended, deleted).")] = None,
+    wide: Annotated[bool, typer.Option(
+        "--wide", "-w", help="Whole ids and names however narrow the terminal.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array, for scripts.")] = False,
+) -> None:
+    """List tenants with their jobs of the last 24 hours."""
+    if ctx.invoked_subcommand:
+        return
+    from app.ops.cli import show
+    from app.ops.cli.args import bad
+    from app.store import db, tenants
+    from app.store.models import TENANT_STATUSES
+
+    if status is not None and status not in TENANT_STATUSES:
+        raise bad(f"{status!r} is not one of {', '.join(TENANT_STATUSES)}", "--status")
+    with db.engine().connect() as conn:
+        rows = tenants.list_tenants(conn, status=status)
+    if as_json:
+        console.print_json(data=[{**r, "created_at": r["created_at"].isoformat()} for r in rows])
+        return
+    whole = wide or not console.is_terminal or console.width >= WIDE_ENOUGH
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for name, justify in (("id", "left"), ("name", "left"), ("status", "left"),
+                          (f"created ({show.zone_name()})", "left"), ("jobs 24h", "right"),
+                          ("failed 24h", "right")):
+        table.add_column(name, justify=justify, no_wrap=name != "name")
+    for r in rows:
+        table.add_row(r["id"] if whole else r["id"][:8], Text(r["name"]),
+                      f"[green]{r['status']}[/]" if r["status"] == "active" else f"[red]{r['status']}[/]",
+                      show.local_time(r["created_at"], short=True), str(r["jobs_24h"]),
+                      f"[red]{r['failed_24h']}[/]" if r["failed_24h"] else "0")
+    show.print_whole(console, table, wide=wide)
+
+
+@app.command("create")
+def tenants_create(
+    name: Annotated[str, typer.Argument(help="The academy's name, e.g. '해오름 수학학원'.")],
+) -> None:
+    """Create a tenant; prints its id."""
+    from app.ops.cli.args import bad
+    from app.store import db, tenants
+
+    if not name.strip():
+        raise bad("a tenant needs a name", "NAME")
+    with db.engine().begin() as conn:
+        tenant_id = tenants.create_tenant(conn, name.strip())
+    console.print(tenant_id)
+
+
+def _set_status(ref: str, status: str) -> None:
+    from app.ops.cli.args import actor
+    from app.ops.cli.lookup import lookup_tenant
+    from app.store import db, tenants
+
+    with db.engine().begin() as conn:
+        tenant = lookup_tenant(conn, ref)
+        if tenant is None:
+            raise fail(f"no tenant {ref!r}")
+        was = tenants.set_tenant_status(conn, tenant["id"], status, by=actor())
+        pending = tenants.pending_jobs(conn, tenant["id"])
+    name = f"{tenant['name']} ({tenant['id']})"
+    if was == "deleted" and status != "deleted":
+        raise fail(f"tenant {name} is deleted; a deleted tenant cannot be "
+                   f"{'resumed' if status == 'active' else 'suspended'}")
+    if was == status:
+        console.print(f"tenant {name} was already {status}")
+        return
+    console.print(f"tenant {name} is now {status}")
+    if status == "suspended" and pending:
+        console.print(f"its {pending} pending job(s) are held until it is resumed")
+    elif status == "active" and pending:
+        console.print(f"its {pending} held job(s) run again")
+
+
+@app.command("suspend")
+def tenants_suspend(
+    tenant: Annotated[str, typer.Argument(metavar="TENANT", help="Its id or exact name.")],
+) -> None:
+    """Suspend a tenant: its new requests are refused and its pending jobs are held (they stay
+    pending, with a `held` event) until it is resumed."""
+    _set_status(tenant, "suspended")
+
+
+@app.command("resume")
+def tenants_resume(
+    tenant: Annotated[str, typer.Argument(metavar="TENANT", help="Its id or exact name.")],
+) -> None:
+    """Make a suspended tenant active again; its held jobs run."""
+    _set_status(tenant, "active")
+
+
+@app.command("delete")
+def tenants_delete(
+    tenant: Annotated[str, typer.Argument(metavar="TENANT", help="Its id or exact name.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a tenant for good: its pending jobs fail with the reason, a running job finishes
+    its attempt but never runs again, and its new requests are refused. Its rows stay for the
+    audit (retention removes its finished jobs in time). It cannot be undone."""
+    from app.ops.cli.args import actor, bad
+    from app.ops.cli.lookup import lookup_tenant
+    from app.store import db, jobstore, tenants
+
+    with db.engine().connect() as conn:
+        found = lookup_tenant(conn, tenant)
+        if found is None:
+            raise fail(f"no tenant {tenant!r}")
+        pending = tenants.pending_jobs(conn, found["id"])
+    name = f"{found['name']} ({found['id']})"
+    if found["status"] == "deleted":
+        console.print(f"tenant {name} was already deleted")
+        return
+    if not yes:
+        question = f"delete tenant {name} for good ({pending} pending job(s) will fail)?"
+        if not sys.stdin.isatty():
+            raise bad("deleting a tenant needs a yes: answer in a terminal, or pass --yes",
+                      "--yes")
+        if not typer.confirm(question, default=False):
+            raise fail(f"tenant {name} not deleted")
+    by = actor()
+    with db.engine().begin() as conn:
+        tenants.set_tenant_status(conn, found["id"], "deleted", by=by)
+        failed = jobstore.refuse_tenant_pending(
+            conn, found["id"], error=jobstore.tenant_refusal(found["id"], "deleted"), by=by)
+    console.print(f"tenant {name} is now deleted; {failed} pending job(s) failed")

@@ -1,0 +1,850 @@
+"""The one module that writes ``job_executions`` and ``job_events``.
+
+Every statement that changes a job's state is a named constant here, and each state change
+lands in the same statement as its event, so the history can never disagree with the row.
+Callers pass a connection or session and own the transaction. (The ``created`` event of a new
+row is written by a trigger from the first migration, so a plain ``INSERT INTO
+job_executions`` from outside gets one too.)
+
+All times come from the database's clock, never the caller's.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Text, bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+
+log = logging.getLogger("jobq.audit")
+
+# A run's claim tolerates this much clock skew between a Celery countdown and the database.
+RUN_AT_SLACK = "interval '2 seconds'"
+
+#: Why a job of a tenant that is not active does not run: "tenant … is suspended; its jobs
+#: wait until it is resumed" or "tenant … is deleted; its jobs are refused" (SQL, over t).
+_TENANT_REFUSAL = (
+    "'tenant ' || t.id || ' is ' || t.status || CASE WHEN t.status = 'suspended' "
+    "THEN '; its jobs wait until it is resumed' ELSE '; its jobs are refused' END"
+)
+
+_JSON = JSONB(none_as_null=True)
+_IDS = ARRAY(UUID(as_uuid=False))
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+# --- creating jobs ---------------------------------------------------------------------------
+
+#: Insert new jobs of active tenants; a conflicting id or idempotency key inserts nothing.
+INSERT_JOBS = text(
+    """
+    INSERT INTO job_executions (
+        id, tenant_id, intent_key, intent_params, status, max_retries, run_at,
+        published_at, idempotency_key, queue, source, parent_id, error_message, completed_at
+    )
+    SELECT v.id, v.tenant_id, v.intent_key, v.intent_params, v.status, v.max_retries, v.run_at,
+           CASE WHEN v.publish THEN now() END,
+           v.idempotency_key, v.queue, v.source, v.parent_id, v.error_message,
+           CASE WHEN v.status = 'failed' THEN now() END
+      FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(
+            id uuid, tenant_id uuid, intent_key text, intent_params jsonb, status text,
+            max_retries int, run_at timestamptz, publish boolean, idempotency_key text,
+            queue text, source text, parent_id uuid, error_message text)
+      JOIN tenants t ON t.id = v.tenant_id AND t.status = 'active'
+    ON CONFLICT DO NOTHING
+    RETURNING id::text
+    """
+)
+
+#: The job an id or an idempotency key already names.
+FIND_EXISTING = text(
+    """
+    SELECT id::text, status, published_at IS NOT NULL AS published
+      FROM job_executions
+     WHERE id = CAST(:id AS uuid)
+        OR (idempotency_key = :idempotency_key
+            AND tenant_id = CAST(:tenant_id AS uuid) AND intent_key = :intent_key)
+     LIMIT 1
+    """
+)
+
+
+@dataclass(frozen=True)
+class NewJob:
+    id: str
+    tenant_id: str
+    intent_key: str
+    intent_params: Any
+    max_retries: int
+    queue: str | None
+    source: str
+    run_at: dt.datetime | None = None
+    idempotency_key: str | None = None
+    parent_id: str | None = None
+    #: Set for a refused request: the row is written ``failed`` with this message.
+    error_message: str | None = None
+    #: The caller publishes right after commit (stamps ``published_at``).
+    publish: bool = False
+
+    def as_row(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "tenant_id": self.tenant_id,
+            "intent_key": self.intent_key,
+            "intent_params": self.intent_params,
+            "status": "failed" if self.error_message else "pending",
+            "max_retries": self.max_retries,
+            "run_at": self.run_at.isoformat() if self.run_at else None,
+            "publish": self.publish and not self.error_message,
+            "idempotency_key": self.idempotency_key,
+            "queue": self.queue,
+            "source": self.source,
+            "parent_id": self.parent_id,
+            "error_message": self.error_message,
+        }
+
+
+def insert_jobs(conn, jobs: Sequence[NewJob]) -> set[str]:
+    """Insert ``jobs`` in one statement; return the ids that were new."""
+    if not jobs:
+        return set()
+    rows = json.dumps([j.as_row() for j in jobs], ensure_ascii=False, default=str)
+    return {r[0] for r in conn.execute(INSERT_JOBS, {"rows": rows})}
+
+
+def find_existing(conn, job: NewJob) -> tuple[str, str, bool] | None:
+    """``(id, status, published)`` of the job that made ``job`` a duplicate."""
+    row = conn.execute(
+        FIND_EXISTING,
+        {
+            "id": job.id,
+            "idempotency_key": job.idempotency_key,
+            "tenant_id": job.tenant_id,
+            "intent_key": job.intent_key,
+        },
+    ).first()
+    return (row[0], row[1], row[2]) if row else None
+
+
+# --- running jobs ----------------------------------------------------------------------------
+
+def _completing(rows: str) -> str:
+    """CTEs ``done`` (runs marked completed) and ``done_events`` for the outcomes in ``rows``."""
+    return f"""
+    v AS (
+        SELECT * FROM jsonb_to_recordset(CAST({rows} AS jsonb)) AS v(
+            id uuid, owner text, worker text, attempt int, result jsonb, detail jsonb,
+            finished_at timestamptz)
+    ), done AS (
+        UPDATE job_executions j
+           SET status = 'completed', completed_at = greatest(v.finished_at, j.executed_at),
+               result = v.result, error_message = NULL,
+               lease_owner = NULL, lease_expires_at = NULL,
+               progress = CASE WHEN j.progress IS NULL THEN NULL
+                               ELSE j.progress || '{{"percent": 100}}'::jsonb END,
+               updated_at = statement_timestamp()
+          FROM v
+         WHERE j.id = v.id AND j.status = 'processing' AND j.lease_owner = v.owner
+        RETURNING j.id, v.attempt, v.worker, v.detail, j.completed_at
+    ), done_events AS (
+        INSERT INTO job_events (job_id, attempt, kind, worker, detail, at)
+        SELECT id, attempt, 'completed', worker, detail, completed_at FROM done
+    )"""
+
+
+#: Take a due pending job for a run: processing, leased to this run, attempt counted; and in
+#: the same round trip, record the completions this process still holds (the run before this
+#: one, usually). Only an active tenant's job is taken; a suspended tenant's stays pending,
+#: held (unpublished, so the sweep sends it again once the tenant is resumed), and a deleted
+#: tenant's fails, each with an event saying why. Prepared once per connection (see
+#: :func:`prepare`): it runs for every job.
+#: Parameters: $1 id, $2 worker, $3 lease owner, $4 lease seconds, $5 default max retries,
+#: $6 the completions as a JSON array.
+CLAIM = "jobq_claim"
+_CLAIMABLE = f"""
+           j.id = $1 AND j.status = 'pending'
+           AND (j.run_at IS NULL OR j.run_at <= now() + {RUN_AT_SLACK})
+           AND NOT EXISTS (SELECT 1 FROM v WHERE v.id = $1)
+           AND t.id = j.tenant_id"""
+CLAIM_SQL = f"""
+    WITH {_completing("$6")}, claimed AS (
+        UPDATE job_executions j
+           SET status = 'processing', executed_at = now(), completed_at = NULL,
+               worker = $2, lease_owner = $3,
+               lease_expires_at = now() + make_interval(secs => $4),
+               progress = NULL, updated_at = now()
+          FROM tenants t
+         WHERE {_CLAIMABLE} AND t.status = 'active'
+        RETURNING j.id, j.tenant_id::text, j.intent_key, j.intent_params,
+                  coalesce(j.retry_count, 0) + 1 AS attempt,
+                  coalesce(j.max_retries, $5) AS max_retries,
+                  j.checkpoint, coalesce(j.run_at, j.created_at) AS scheduled_for
+    ), started AS (
+        INSERT INTO job_events (job_id, attempt, kind, worker)
+        SELECT id, attempt, 'started', $2 FROM claimed
+    ), stopped AS (
+        UPDATE job_executions j
+           SET status = CASE WHEN t.status = 'suspended' THEN 'pending' ELSE 'failed' END,
+               completed_at = CASE WHEN t.status = 'suspended' THEN NULL ELSE now() END,
+               error_message = CASE WHEN t.status = 'suspended' THEN j.error_message
+                                    ELSE {_TENANT_REFUSAL} END,
+               published_at = NULL, updated_at = now()
+          FROM tenants t
+         WHERE NOT EXISTS (SELECT 1 FROM claimed) AND {_CLAIMABLE} AND t.status <> 'active'
+        RETURNING j.id, t.status AS tenant_status, coalesce(j.retry_count, 0) AS retries,
+                  {_TENANT_REFUSAL} AS reason
+    ), stopped_events AS (
+        INSERT INTO job_events (job_id, attempt, kind, worker, error, detail)
+        SELECT id, retries, CASE WHEN tenant_status = 'suspended' THEN 'held' ELSE 'refused' END,
+               $2, reason, jsonb_build_object('tenant_status', tenant_status)
+          FROM stopped
+    )
+    SELECT c.id::text, c.tenant_id, c.intent_key, c.intent_params, c.attempt, c.max_retries,
+           c.checkpoint, c.scheduled_for,
+           ARRAY(SELECT id::text FROM done) AS completed,
+           s.tenant_status, s.reason
+      FROM (SELECT 1) AS one LEFT JOIN claimed c ON true LEFT JOIN stopped s ON true
+"""
+
+#: Statements prepared on every status connection as it opens: name -> (argument types, SQL).
+PREPARED = {CLAIM: ("uuid, text, text, float8, int, jsonb", CLAIM_SQL)}
+
+
+def prepare(dbapi_connection) -> None:
+    """Prepare the hot statements on a new connection (parsed and planned once, not per job)."""
+    with dbapi_connection.cursor() as cur:
+        for name, (types, sql) in PREPARED.items():
+            cur.execute(f"PREPARE {name} ({types}) AS {sql}")
+
+
+#: What a message for an unclaimable job is up against.
+INSPECT = text(
+    f"""
+    SELECT status, lease_owner, lease_expires_at < now() AS lease_expired,
+           coalesce(run_at > now() + {RUN_AT_SLACK}, false) AS not_due
+      FROM job_executions WHERE id = CAST(:id AS uuid)
+    """
+)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: str
+    tenant_id: str
+    intent_key: str
+    intent_params: Any
+    attempt: int
+    max_retries: int
+    checkpoint: Any
+    scheduled_for: dt.datetime
+
+
+@dataclass(frozen=True)
+class Inspected:
+    status: str
+    lease_owner: str | None
+    lease_expired: bool
+    not_due: bool
+
+
+@dataclass(frozen=True)
+class TenantRefusal:
+    """A claim that found the job's tenant not active: held (suspended) or failed (deleted)."""
+
+    tenant_status: str
+    reason: str
+
+    @property
+    def held(self) -> bool:
+        return self.tenant_status == "suspended"
+
+
+def claim(conn, job_id: str, *, worker: str, owner: str, lease: float, default_max_retries: int,
+          completing: Sequence[Outcome] = ()
+          ) -> tuple[Claimed | None, set[str], TenantRefusal | None]:
+    """Claim ``job_id`` on a status connection, recording ``completing`` on the way; returns
+    the claim (None when the job is not there to take), the ids that were completed, and why
+    the job was held or failed instead when its tenant is not active."""
+    rows = json.dumps([o.as_row() for o in completing], ensure_ascii=False, default=str)
+    row = conn.exec_driver_sql(
+        f"EXECUTE {CLAIM} (%s, %s, %s, %s, %s, %s)",
+        (job_id, worker, owner, lease, default_max_retries, rows),
+    ).one()
+    claimed = Claimed(*row[:8]) if row[0] is not None else None
+    refusal = TenantRefusal(row[9], row[10]) if row[9] is not None else None
+    return claimed, set(row[8]), refusal
+
+
+def inspect(conn, job_id: str) -> Inspected | None:
+    row = conn.execute(INSPECT, {"id": job_id}).first()
+    return Inspected(*row) if row else None
+
+
+#: Keep the leases of this process's running jobs fresh (each run has its own owner token).
+RENEW_LEASES = text(
+    """
+    UPDATE job_executions SET lease_expires_at = now() + make_interval(secs => :lease)
+     WHERE id = ANY(:ids) AND status = 'processing' AND lease_owner = ANY(:owners)
+    """
+).bindparams(bindparam("ids", type_=_IDS), bindparam("owners", type_=ARRAY(Text)))
+
+
+def renew_leases(conn, ids: Sequence[str], *, owners: Sequence[str], lease: float) -> int:
+    if not ids:
+        return 0
+    return conn.execute(RENEW_LEASES, {"ids": list(ids), "owners": list(owners),
+                                       "lease": lease}).rowcount
+
+
+#: Which of a process's runs no longer own their job (cancelled, or taken over after their lease
+#: lapsed), with the job's status now: primary-key lookups, and usually no row.
+LOST_RUNS = text(
+    """
+    SELECT v.owner, j.status
+      FROM unnest(CAST(:ids AS uuid[]), CAST(:owners AS text[])) AS v(id, owner)
+      LEFT JOIN job_executions j ON j.id = v.id
+     WHERE j.status IS DISTINCT FROM 'processing' OR j.lease_owner IS DISTINCT FROM v.owner
+    """
+).bindparams(bindparam("ids", type_=ARRAY(Text)), bindparam("owners", type_=ARRAY(Text)))
+
+
+def lost_runs(conn, ids: Sequence[str], *, owners: Sequence[str]) -> dict[str, str | None]:
+    """Lease owner -> the job's status, for each run that no longer owns its job."""
+    if not ids:
+        return {}
+    rows = conn.execute(LOST_RUNS, {"ids": list(ids), "owners": list(owners)})
+    return {r[0]: r[1] for r in rows}
+
+
+#: Record how far a running job got.
+SET_PROGRESS = text(
+    """
+    UPDATE job_executions SET progress = :progress, updated_at = now()
+     WHERE id = CAST(:id AS uuid) AND status = 'processing'
+    """
+).bindparams(bindparam("progress", type_=_JSON))
+
+
+def set_progress(conn, job_id: str, progress: dict[str, Any]) -> None:
+    conn.execute(SET_PROGRESS, {"id": job_id, "progress": progress})
+
+
+#: Save a resumable handler's state, only while this process still owns the run.
+SAVE_CHECKPOINT = text(
+    """
+    UPDATE job_executions SET checkpoint = :state, updated_at = now()
+     WHERE id = CAST(:id AS uuid) AND status = 'processing' AND lease_owner = :owner
+    """
+).bindparams(bindparam("state", type_=_JSON))
+
+
+def save_checkpoint(conn, job_id: str, *, owner: str, state: Any) -> bool:
+    return conn.execute(SAVE_CHECKPOINT, {"id": job_id, "owner": owner, "state": state}).rowcount == 1
+
+
+#: Runs succeeded. Either in the handler's own transaction (one row), so its effects and this
+#: land together, or a batch for handlers that wrote nothing themselves (usually it rides along
+#: with the process's next claim, see CLAIM). ``finished_at`` is when the handler returned, by
+#: the worker's clock, never before the run's start.
+COMPLETE = text(f"WITH {_completing(':rows')} SELECT id::text FROM done")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A successful run, as the runner hands it over."""
+
+    id: str
+    owner: str
+    worker: str
+    attempt: int
+    result: Any
+    detail: dict[str, Any] | None
+    finished_at: dt.datetime
+
+    def as_row(self) -> dict[str, Any]:
+        return {"id": self.id, "owner": self.owner, "worker": self.worker,
+                "attempt": self.attempt, "result": self.result, "detail": self.detail,
+                "finished_at": self.finished_at.isoformat()}
+
+
+def complete(conn, outcomes: Sequence[Outcome]) -> set[str]:
+    """Mark runs completed; returns the ids still owned by their run (the others were
+    cancelled or lost to recovery meanwhile, and stay as they are)."""
+    if not outcomes:
+        return set()
+    rows = json.dumps([o.as_row() for o in outcomes], ensure_ascii=False, default=str)
+    return {r[0] for r in conn.execute(COMPLETE, {"rows": rows})}
+
+
+#: A run failed with a transient error and will run again at ``run_at``.
+RETRY_LATER = text(
+    """
+    WITH again AS (
+        UPDATE job_executions
+           SET status = 'pending', retry_count = coalesce(retry_count, 0) + 1,
+               error_message = :error, run_at = now() + make_interval(secs => :delay),
+               published_at = CASE WHEN :via_countdown THEN now() END,
+               lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+         WHERE id = CAST(:id AS uuid) AND status = 'processing' AND lease_owner = :owner
+        RETURNING id, run_at
+    ), event AS (
+        INSERT INTO job_events (job_id, attempt, kind, worker, error, traceback, detail)
+        SELECT id, :attempt, 'retry', :worker, :error, :traceback,
+               jsonb_build_object('delay_seconds', CAST(:delay AS float8), 'run_at', run_at)
+          FROM again
+    )
+    SELECT count(*) FROM again
+    """
+)
+
+
+def retry_later(conn, job_id: str, *, owner: str, worker: str, attempt: int, error: str,
+                traceback: str | None, delay: float, via_countdown: bool) -> bool:
+    row = conn.execute(
+        RETRY_LATER,
+        {"id": job_id, "owner": owner, "worker": worker, "attempt": attempt, "error": error,
+         "traceback": traceback, "delay": delay, "via_countdown": via_countdown},
+    ).first()
+    return bool(row and row[0])
+
+
+#: A run failed for good.
+FAIL = text(
+    """
+    WITH failed AS (
+        UPDATE job_executions
+           SET status = 'failed', completed_at = now(), error_message = :error,
+               lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+         WHERE id = CAST(:id AS uuid) AND status = 'processing' AND lease_owner = :owner
+        RETURNING id
+    ), event AS (
+        INSERT INTO job_events (job_id, attempt, kind, worker, error, traceback)
+        SELECT id, :attempt, 'failed', :worker, :error, :traceback FROM failed
+    )
+    SELECT count(*) FROM failed
+    """
+)
+
+
+def fail(conn, job_id: str, *, owner: str, worker: str, attempt: int, error: str,
+         traceback: str | None) -> bool:
+    row = conn.execute(
+        FAIL,
+        {"id": job_id, "owner": owner, "worker": worker, "attempt": attempt, "error": error,
+         "traceback": traceback},
+    ).first()
+    return bool(row and row[0])
+
+
+#: Runs that ended after their job was cancelled or taken over: a ``stopped`` event in the job's
+#: history and nothing else, the row stays as the cancel or the takeover left it. Only a run that
+#: no longer owns its job is recorded so. ``detail`` says how long it ran and whether the engine
+#: interrupted it (or it finished first and its outcome was discarded).
+RECORD_STOPPED = text(
+    """
+    INSERT INTO job_events (job_id, attempt, kind, worker, detail)
+    SELECT j.id, v.attempt, 'stopped', v.worker,
+           v.detail || jsonb_build_object(
+               'reason', CASE WHEN j.status = 'cancelled' THEN 'cancelled' ELSE 'taken over' END)
+      FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+           AS v(id uuid, owner text, attempt int, worker text, detail jsonb)
+      JOIN job_executions j ON j.id = v.id
+     WHERE NOT (j.status = 'processing' AND j.lease_owner IS NOT DISTINCT FROM v.owner)
+    RETURNING job_id::text, detail->>'reason'
+    """
+)
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """A run that ended without owning its job any more, as the runner hands it over."""
+
+    id: str
+    owner: str
+    worker: str
+    attempt: int
+    ran_ms: float
+    interrupted: bool
+
+    def as_row(self) -> dict[str, Any]:
+        return {"id": self.id, "owner": self.owner, "worker": self.worker,
+                "attempt": self.attempt,
+                "detail": {"ran_ms": self.ran_ms, "interrupted": self.interrupted}}
+
+
+def record_stopped(conn, runs: Sequence[Stopped]) -> dict[str, str]:
+    """Record the end of ``runs``; job id -> why it was no longer theirs, for those recorded."""
+    if not runs:
+        return {}
+    rows = json.dumps([r.as_row() for r in runs], ensure_ascii=False)
+    return {r[0]: r[1] for r in conn.execute(RECORD_STOPPED, {"rows": rows})}
+
+
+#: How the run of a job cancelled while it ran ended: its ``stopped`` event after the latest
+#: cancel, with the seconds between the two (both by the database's clock).
+STOPPED_AFTER_CANCEL = text(
+    """
+    SELECT extract(epoch FROM s.at - c.at)::float8 AS after, s.worker, s.detail
+      FROM (SELECT at, attempt FROM job_events
+             WHERE job_id = CAST(:id AS uuid) AND kind = 'cancelled'
+             ORDER BY at DESC, id DESC LIMIT 1) c
+      JOIN job_events s ON s.job_id = CAST(:id AS uuid) AND s.kind = 'stopped'
+                       AND s.attempt = c.attempt AND s.at >= c.at
+     ORDER BY s.at, s.id
+     LIMIT 1
+    """
+)
+
+
+def stopped_after_cancel(conn, job_id: str) -> tuple[float, str | None, dict[str, Any]] | None:
+    """``(seconds after the cancel, worker, detail)`` of the cancelled run's end, or None."""
+    row = conn.execute(STOPPED_AFTER_CANCEL, {"id": job_id}).first()
+    return (row[0], row[1], row[2] or {}) if row else None
+
+
+# --- lost runs -------------------------------------------------------------------------------
+
+_RELEASE_LOST = """
+    WITH lost AS (
+        SELECT id, coalesce(retry_count, 0) AS retries,
+               coalesce(max_retries, :default_max_retries) AS max_retries,
+               worker, lease_owner, lease_expires_at
+          FROM job_executions
+         WHERE status = 'processing' AND {where}
+         ORDER BY lease_expires_at
+         LIMIT :batch
+           FOR UPDATE SKIP LOCKED
+    ), released AS (
+        UPDATE job_executions j
+           SET status = CASE WHEN lost.retries < lost.max_retries THEN 'pending' ELSE 'failed' END,
+               retry_count = CASE WHEN lost.retries < lost.max_retries
+                                  THEN lost.retries + 1 ELSE j.retry_count END,
+               error_message = :error || ' (' || coalesce(lost.worker, 'unknown worker') || ', '
+                               || coalesce(lost.lease_owner, '?') || ')',
+               completed_at = CASE WHEN lost.retries < lost.max_retries THEN NULL ELSE now() END,
+               run_at = CASE WHEN lost.retries < lost.max_retries THEN now() ELSE j.run_at END,
+               published_at = NULL, lease_owner = NULL, lease_expires_at = NULL,
+               updated_at = now()
+          FROM lost
+         WHERE j.id = lost.id
+        RETURNING j.id, j.status, lost.retries + 1 AS attempt, lost.worker, j.error_message
+    ), events AS (
+        INSERT INTO job_events (job_id, attempt, kind, worker, error)
+        SELECT id, attempt, 'lost', worker, error_message FROM released
+        UNION ALL
+        SELECT id, attempt, 'failed', worker, error_message FROM released WHERE status = 'failed'
+    )
+    SELECT id::text, status, attempt, worker FROM released
+"""
+
+#: Runs whose lease lapsed: their process stopped renewing it, so it is gone. A processing row
+#: without a lease (written so from outside, e.g. left over from the original cron worker) was
+#: never leased by the engine and is lost once it is a lease period old.
+#: Right after a database restart nobody could renew a lease: wait one lease period first.
+RELEASE_EXPIRED = text(
+    _RELEASE_LOST.format(
+        where="(lease_expires_at < now() "
+        "OR (lease_expires_at IS NULL "
+        "AND coalesce(executed_at, updated_at) < now() - make_interval(secs => :lease))) "
+        "AND pg_postmaster_start_time() < now() - make_interval(secs => :lease)"
+    )
+)
+#: One run whose lease holder is known to be dead (its pid is gone from this host).
+RELEASE_OWNED = text(
+    _RELEASE_LOST.format(where="id = CAST(:id AS uuid) AND lease_owner = :owner")
+)
+
+LOST_ERROR = "worker lost: the process running this attempt died or stopped renewing its lease"
+
+
+@dataclass(frozen=True)
+class Released:
+    id: str
+    status: str  # pending (will run again) or failed
+    attempt: int
+    worker: str | None
+
+
+def release_expired(conn, *, batch: int, default_max_retries: int,
+                    lease: float) -> list[Released]:
+    rows = conn.execute(
+        RELEASE_EXPIRED,
+        {"batch": batch, "error": LOST_ERROR, "default_max_retries": default_max_retries,
+         "lease": lease},
+    )
+    return [Released(*r) for r in rows]
+
+
+def release_owned(conn, job_id: str, *, owner: str, default_max_retries: int) -> Released | None:
+    row = conn.execute(
+        RELEASE_OWNED,
+        {"id": job_id, "owner": owner, "batch": 1, "error": LOST_ERROR,
+         "default_max_retries": default_max_retries},
+    ).first()
+    return Released(*row) if row else None
+
+
+# --- the sweep -------------------------------------------------------------------------------
+
+#: Due pending jobs that no broker holds: never published, published before the broker's
+#: Redis lost its data (``:broker_since``, see app.beat.sweep.broker_epoch), or published so
+#: long ago without starting that the message must be lost; with their tenant's status,
+#: because a plain INSERT was never checked against it. A suspended tenant's jobs are held:
+#: left as they are until it is resumed, then found here at once (a held job is unpublished).
+#: Locked until the sweep commits.
+LOCK_DUE = text(
+    """
+    SELECT j.id::text, j.tenant_id::text, j.intent_key, j.intent_params, j.queue,
+           j.published_at IS NOT NULL AS republish,
+           coalesce(j.published_at < CAST(:broker_since AS timestamptz), false) AS lost,
+           t.status AS tenant_status
+      FROM job_executions j
+      JOIN tenants t ON t.id = j.tenant_id AND t.status <> 'suspended'
+     WHERE j.status = 'pending'
+       AND coalesce(j.run_at, j.created_at) <= now()
+       AND (j.published_at IS NULL
+            OR j.published_at < now() - make_interval(secs => :republish_after)
+            OR j.published_at < CAST(:broker_since AS timestamptz))
+     ORDER BY coalesce(j.run_at, j.created_at)
+     LIMIT :batch
+       FOR UPDATE OF j SKIP LOCKED
+    """
+)
+
+#: The database's now, and how many pending jobs were handed to the broker before it (a broker
+#: that lost its data lost their messages).
+PUBLISHED_PENDING = text(
+    """
+    SELECT now(), count(*) FROM job_executions
+     WHERE status = 'pending' AND published_at IS NOT NULL
+    """
+)
+
+#: Stamp the hand-off to the broker.
+MARK_PUBLISHED = text(
+    """
+    UPDATE job_executions SET published_at = now(), queue = coalesce(queue, :queue)
+     WHERE id = ANY(:ids)
+    """
+).bindparams(bindparam("ids", type_=_IDS))
+
+#: The broker did not take them: let the sweep publish them again.
+MARK_UNPUBLISHED = text(
+    """
+    UPDATE job_executions SET published_at = NULL
+     WHERE id = ANY(:ids) AND status = 'pending'
+    """
+).bindparams(bindparam("ids", type_=_IDS))
+
+
+@dataclass(frozen=True)
+class Due:
+    id: str
+    tenant_id: str
+    intent_key: str
+    intent_params: Any
+    queue: str | None
+    republish: bool
+    #: Published into a Redis that has since lost its data.
+    lost: bool
+    tenant_status: str
+
+
+def lock_due(conn, *, batch: int, republish_after: float,
+             broker_since: str | None = None) -> list[Due]:
+    rows = conn.execute(LOCK_DUE, {"batch": batch, "republish_after": republish_after,
+                                   "broker_since": broker_since})
+    return [Due(*r) for r in rows]
+
+
+def mark_published(conn, ids: Sequence[str], *, queue: str | None = None) -> None:
+    if ids:
+        conn.execute(MARK_PUBLISHED, {"ids": list(ids), "queue": queue})
+
+
+def mark_unpublished(conn, ids: Sequence[str]) -> None:
+    if ids:
+        conn.execute(MARK_UNPUBLISHED, {"ids": list(ids)})
+
+
+#: A pending job the engine cannot run (its intent is unknown, its tenant deleted): failed with
+#: the reason.
+REFUSE_PENDING = text(
+    """
+    WITH refused AS (
+        UPDATE job_executions
+           SET status = 'failed', completed_at = now(), error_message = :error,
+               updated_at = now()
+         WHERE id = CAST(:id AS uuid) AND status = 'pending'
+        RETURNING id, coalesce(retry_count, 0) AS retries
+    ), event AS (
+        INSERT INTO job_events (job_id, attempt, kind, error)
+        SELECT id, retries, 'refused', :error FROM refused
+    )
+    SELECT count(*) FROM refused
+    """
+)
+
+
+def refuse_pending(conn, job_id: str, error: str) -> bool:
+    row = conn.execute(REFUSE_PENDING, {"id": job_id, "error": error}).first()
+    return bool(row and row[0])
+
+
+#: Every pending job of a tenant being deleted: failed with the reason, naming who deleted it.
+REFUSE_TENANT_PENDING = text(
+    """
+    WITH refused AS (
+        UPDATE job_executions
+           SET status = 'failed', completed_at = now(), error_message = :error,
+               updated_at = now()
+         WHERE tenant_id = CAST(:tenant_id AS uuid) AND status = 'pending'
+        RETURNING id, coalesce(retry_count, 0) AS retries
+    ), event AS (
+        INSERT INTO job_events (job_id, attempt, kind, error, detail)
+        SELECT id, retries, 'refused', :error, jsonb_build_object('by', CAST(:by AS text))
+          FROM refused
+    )
+    SELECT count(*) FROM refused
+    """
+)
+
+
+def refuse_tenant_pending(conn, tenant_id: str, *, error: str, by: str) -> int:
+    """Fail every pending job of ``tenant_id``; how many there were."""
+    return conn.execute(REFUSE_TENANT_PENDING,
+                        {"tenant_id": tenant_id, "error": error, "by": by}).scalar_one()
+
+
+def tenant_refusal(tenant_id: str, status: str) -> str:
+    """Why a job of a tenant that is not active does not run (as the claim says it, in SQL)."""
+    if status == "suspended":
+        return f"tenant {tenant_id} is suspended; its jobs wait until it is resumed"
+    return f"tenant {tenant_id} is {status}; its jobs are refused"
+
+
+# --- retention -------------------------------------------------------------------------------
+
+_FINISHED_AND_OLD = """
+    {t}.status IN ('completed', 'failed', 'cancelled')
+    AND {t}.completed_at < now() - make_interval(
+        days => CASE WHEN {t}.status = 'failed' THEN :failed_days ELSE :days END)
+"""
+
+#: One batch of finished jobs past their retention age (failed ones are kept longer), deleted
+#: with their events by the foreign keys' cascade. A parent goes only when every child is old
+#: enough too, since the cascade would take the children with it.
+DELETE_EXPIRED = text(
+    f"""
+    WITH doomed AS (
+        SELECT j.id
+          FROM job_executions j
+         WHERE j.status = ANY(:statuses)
+           AND j.completed_at < now() - make_interval(days => :older_than_days)
+           AND NOT EXISTS (
+                SELECT 1 FROM job_executions c
+                 WHERE c.parent_id = j.id
+                   AND NOT coalesce({_FINISHED_AND_OLD.format(t="c")}, false))
+         ORDER BY j.completed_at
+         LIMIT :batch
+           FOR UPDATE OF j SKIP LOCKED
+    )
+    DELETE FROM job_executions j USING doomed WHERE j.id = doomed.id
+    """
+).bindparams(bindparam("statuses", type_=ARRAY(Text())))
+
+
+def delete_expired(conn, *, statuses: Sequence[str], older_than_days: int, days: int,
+                   failed_days: int, batch: int) -> int:
+    """Delete one batch of jobs in ``statuses`` finished more than ``older_than_days`` ago."""
+    return conn.execute(
+        DELETE_EXPIRED,
+        {"statuses": list(statuses), "older_than_days": older_than_days, "days": days,
+         "failed_days": failed_days, "batch": batch},
+    ).rowcount
+
+
+# --- operator actions ------------------------------------------------------------------------
+
+#: Cancel a job that has not finished; returns its status before.
+CANCEL = text(
+    """
+    WITH before AS (
+        SELECT id, status, coalesce(retry_count, 0) + 1 AS attempt
+          FROM job_executions
+         WHERE id = CAST(:id AS uuid) AND status IN ('pending', 'processing')
+           FOR UPDATE
+    ), cancelled AS (
+        UPDATE job_executions j
+           SET status = 'cancelled', completed_at = now(), error_message = :reason,
+               lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+          FROM before WHERE j.id = before.id
+        RETURNING j.id, before.status AS was, before.attempt
+    ), event AS (
+        INSERT INTO job_events (job_id, attempt, kind, error, detail)
+        SELECT id, attempt, 'cancelled', :reason,
+               jsonb_build_object('was', was, 'by', CAST(:by AS text))
+          FROM cancelled
+    )
+    SELECT was FROM cancelled
+    """
+)
+
+
+def cancel(conn, job_id: str, *, reason: str, by: str) -> str | None:
+    """The status the job had, or None when it was not pending or processing."""
+    row = conn.execute(CANCEL, {"id": job_id, "reason": reason, "by": by}).first()
+    return row[0] if row else None
+
+
+#: Put a finished job back to pending as a fresh start, keeping its history; with ``:params``,
+#: on corrected parameters (the event keeps the old and the new) and ``:max_retries``.
+REQUEUE = text(
+    """
+    WITH before AS (
+        SELECT id, status, intent_params FROM job_executions
+         WHERE id = CAST(:id AS uuid) AND status IN ('failed', 'cancelled')
+           FOR UPDATE
+    ), again AS (
+        UPDATE job_executions j
+           SET status = 'pending', retry_count = 0, error_message = NULL,
+               completed_at = NULL, executed_at = NULL, result = NULL, progress = NULL,
+               run_at = NULL, published_at = NULL, updated_at = now(),
+               intent_params = CASE WHEN :replace THEN :params ELSE j.intent_params END,
+               max_retries = coalesce(:max_retries, j.max_retries)
+          FROM before WHERE j.id = before.id
+        RETURNING j.id, before.status AS was, before.intent_params AS old_params
+    ), event AS (
+        INSERT INTO job_events (job_id, attempt, kind, detail)
+        SELECT id, 0, 'requeued',
+               jsonb_build_object('was', was, 'by', CAST(:by AS text))
+               || CASE WHEN :replace
+                       THEN jsonb_build_object('params', jsonb_build_object(
+                                'old', old_params, 'new', CAST(:params AS jsonb)))
+                       ELSE '{}'::jsonb END
+          FROM again
+    )
+    SELECT was FROM again
+    """
+).bindparams(bindparam("params", type_=_JSON))
+
+
+def requeue(conn, job_id: str, *, by: str, params: Any = None, replace_params: bool = False,
+            max_retries: int | None = None) -> str | None:
+    """The status the job had, or None when it was not failed or cancelled."""
+    row = conn.execute(REQUEUE, {"id": job_id, "by": by, "params": params,
+                                 "replace": replace_params, "max_retries": max_retries}).first()
+    return row[0] if row else None
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())

@@ -1,0 +1,208 @@
+"""Every statement the command line reads with, named, in one place (procrastinate's manager).
+
+Reads of jobs, their events and statistics live here; every change of a job's state goes through
+:mod:`app.store.jobstore`, and tenants have :mod:`app.store.tenants`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Text, bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY
+
+_TEXTS = ARRAY(Text)
+
+#: The columns a job is shown with; ``tenant_name`` comes from its tenant.
+_JOB_COLUMNS = """
+    j.id::text AS id, j.tenant_id::text AS tenant_id, t.name AS tenant_name,
+    t.status AS tenant_status, j.intent_key, j.intent_params, j.status,
+    coalesce(j.retry_count, 0) AS retry_count, j.max_retries, j.created_at, j.run_at,
+    j.executed_at, j.completed_at, j.error_message, j.result, j.progress, j.queue, j.source,
+    j.worker, j.idempotency_key, j.parent_id::text AS parent_id, j.published_at, j.updated_at
+"""
+
+#: The filters every job listing shares. A NULL parameter means "no filter"; PostgreSQL folds
+#: those branches away when it plans the statement, so each listing still uses its index.
+_JOB_FILTERS = """
+       (CAST(:tenant_id AS uuid) IS NULL OR j.tenant_id = CAST(:tenant_id AS uuid))
+   AND (CAST(:statuses AS text[]) IS NULL OR j.status = ANY(CAST(:statuses AS text[])))
+   AND (CAST(:intent AS text) IS NULL OR j.intent_key = CAST(:intent AS text))
+   AND (CAST(:intent_like AS text) IS NULL OR j.intent_key LIKE CAST(:intent_like AS text))
+   AND (CAST(:since_seconds AS float8) IS NULL
+        OR j.created_at >= now() - make_interval(secs => CAST(:since_seconds AS float8)))
+   AND (CAST(:since_at AS timestamptz) IS NULL OR j.created_at >= CAST(:since_at AS timestamptz))
+"""
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """Which jobs a listing, a bulk retry or the statistics look at."""
+
+    tenant_id: str | None = None
+    statuses: Sequence[str] | None = None
+    #: An exact intent key, or a pattern ending in ``*`` (``billing.*``).
+    intent: str | None = None
+    #: A window reaching back from the database's now, or an absolute start.
+    since_seconds: float | None = None
+    since_at: dt.datetime | None = None
+
+    def params(self) -> dict[str, Any]:
+        intent, intent_like = self.intent, None
+        if intent is not None and intent.endswith("*"):
+            escaped = intent[:-1].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            intent, intent_like = None, escaped + "%"
+        return {
+            "tenant_id": self.tenant_id,
+            "statuses": list(self.statuses) if self.statuses else None,
+            "intent": intent,
+            "intent_like": intent_like,
+            "since_seconds": self.since_seconds,
+            "since_at": self.since_at,
+        }
+
+
+# --- jobs ------------------------------------------------------------------------------------
+
+#: A page of jobs, newest first.
+LIST_JOBS = text(
+    f"""
+    SELECT {_JOB_COLUMNS}
+      FROM job_executions j LEFT JOIN tenants t ON t.id = j.tenant_id
+     WHERE {_JOB_FILTERS}
+     ORDER BY j.created_at DESC, j.id DESC
+     LIMIT :limit OFFSET :offset
+    """
+).bindparams(bindparam("statuses", type_=_TEXTS))
+
+#: Jobs whose id lies in ``[lo, hi]``: one id, or every id with a given prefix.
+FIND_JOBS_BY_ID_RANGE = text(
+    f"""
+    SELECT {_JOB_COLUMNS}
+      FROM job_executions j LEFT JOIN tenants t ON t.id = j.tenant_id
+     WHERE j.id BETWEEN CAST(:lo AS uuid) AND CAST(:hi AS uuid)
+     ORDER BY j.id
+     LIMIT 2
+    """
+)
+
+#: A job's history, oldest first; ``after`` skips the events a watcher has already shown.
+JOB_EVENTS = text(
+    """
+    SELECT id, attempt, kind, at, worker, error, traceback, detail
+      FROM job_events
+     WHERE job_id = CAST(:job_id AS uuid) AND id > :after
+     ORDER BY at, id
+    """
+)
+
+#: What a watcher polls: the row's live state and the database's clock.
+WATCH_JOB = text(
+    """
+    SELECT intent_key, status, progress, coalesce(retry_count, 0) AS retry_count, max_retries,
+           error_message, result, executed_at, completed_at, run_at, worker, now() AS db_now
+      FROM job_executions
+     WHERE id = CAST(:job_id AS uuid)
+    """
+)
+
+#: Finished jobs a bulk retry would put back, oldest first.
+RETRY_CANDIDATES = text(
+    f"""
+    SELECT j.id::text AS id, j.intent_key, j.intent_params, j.status, j.created_at,
+           j.error_message
+      FROM job_executions j
+     WHERE {_JOB_FILTERS}
+       AND j.status IN ('failed', 'cancelled')
+     ORDER BY j.created_at, j.id
+     LIMIT :limit
+    """
+).bindparams(bindparam("statuses", type_=_TEXTS))
+
+#: Counts, run times and failure rates per intent, and (intent_key NULL) over all of them.
+#: Run time is the last attempt's, start to finish; wait is from due to that start.
+STATS_BY_INTENT = text(
+    f"""
+    SELECT j.intent_key,
+           count(*) AS total,
+           count(*) FILTER (WHERE j.status = 'pending') AS pending,
+           count(*) FILTER (WHERE j.status = 'processing') AS processing,
+           count(*) FILTER (WHERE j.status = 'completed') AS completed,
+           count(*) FILTER (WHERE j.status = 'failed') AS failed,
+           count(*) FILTER (WHERE j.status = 'cancelled') AS cancelled,
+           coalesce(sum(j.retry_count), 0) AS retries,
+           percentile_cont(0.5) WITHIN GROUP (
+               ORDER BY extract(epoch FROM j.completed_at - j.executed_at))
+               FILTER (WHERE j.status = 'completed') AS run_p50,
+           percentile_cont(0.95) WITHIN GROUP (
+               ORDER BY extract(epoch FROM j.completed_at - j.executed_at))
+               FILTER (WHERE j.status = 'completed') AS run_p95,
+           CAST(max(extract(epoch FROM j.completed_at - j.executed_at))
+                FILTER (WHERE j.status = 'completed') AS float8) AS run_max,
+           percentile_cont(0.5) WITHIN GROUP (
+               ORDER BY extract(epoch FROM j.executed_at - coalesce(j.run_at, j.created_at)))
+               FILTER (WHERE j.executed_at IS NOT NULL) AS wait_p50,
+           percentile_cont(0.95) WITHIN GROUP (
+               ORDER BY extract(epoch FROM j.executed_at - coalesce(j.run_at, j.created_at)))
+               FILTER (WHERE j.executed_at IS NOT NULL) AS wait_p95
+      FROM job_executions j
+     WHERE {_JOB_FILTERS}
+     GROUP BY GROUPING SETS ((j.intent_key), ())
+     ORDER BY j.intent_key NULLS LAST
+    """
+).bindparams(bindparam("statuses", type_=_TEXTS))
+
+
+def list_jobs(conn, where: JobFilter, *, limit: int, offset: int = 0) -> list[dict[str, Any]]:
+    rows = conn.execute(LIST_JOBS, {**where.params(), "limit": limit, "offset": offset})
+    return [dict(r) for r in rows.mappings()]
+
+
+def find_jobs_by_prefix(conn, lo: str, hi: str) -> list[dict[str, Any]]:
+    """At most two jobs whose ids lie in ``[lo, hi]`` (two means the prefix is ambiguous)."""
+    return [dict(r) for r in conn.execute(FIND_JOBS_BY_ID_RANGE, {"lo": lo, "hi": hi}).mappings()]
+
+
+def job_events(conn, job_id: str, *, after: int = 0) -> list[dict[str, Any]]:
+    rows = conn.execute(JOB_EVENTS, {"job_id": job_id, "after": after})
+    return [dict(r) for r in rows.mappings()]
+
+
+def watch_job(conn, job_id: str) -> dict[str, Any] | None:
+    row = conn.execute(WATCH_JOB, {"job_id": job_id}).mappings().first()
+    return dict(row) if row else None
+
+
+def retry_candidates(conn, where: JobFilter, *, limit: int) -> list[dict[str, Any]]:
+    rows = conn.execute(RETRY_CANDIDATES, {**where.params(), "limit": limit})
+    return [dict(r) for r in rows.mappings()]
+
+
+def stats_by_intent(conn, where: JobFilter) -> list[dict[str, Any]]:
+    return [dict(r) for r in conn.execute(STATS_BY_INTENT, where.params()).mappings()]
+
+
+# --- for handlers (through their context, under their tenant's row-level security) ----------
+
+#: A job's children, oldest first.
+CHILDREN = text(
+    """
+    SELECT id::text AS id, intent_key, status, progress, result, error_message
+      FROM job_executions WHERE parent_id = CAST(:parent AS uuid)
+     ORDER BY created_at, id
+    """
+)
+
+#: One job's status.
+JOB_STATUS = text("SELECT status FROM job_executions WHERE id = CAST(:id AS uuid)")
+
+
+def children(conn, parent_id: str) -> list[dict[str, Any]]:
+    return [dict(r) for r in conn.execute(CHILDREN, {"parent": parent_id}).mappings()]
+
+
+def job_status(conn, job_id: str) -> str | None:
+    return conn.execute(JOB_STATUS, {"id": job_id}).scalar()

@@ -1,0 +1,139 @@
+"""Every statement about tenants (academies): listing them with their recent jobs, finding one
+by id, id prefix or name, creating one, changing its status (recorded with who did it), and the
+status checks intake and the schedules make.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import text
+
+#: A tenant's status, or no row: whether its new work is taken.
+TENANT_STATUS = text("SELECT status FROM tenants WHERE id = CAST(:id AS uuid)")
+
+#: The active tenants, oldest first (a schedule without a tenant fires for each).
+ACTIVE_TENANTS = text(
+    "SELECT id::text FROM tenants WHERE status = 'active' ORDER BY created_at, id")
+
+
+def status_of(conn, tenant_id: str) -> str | None:
+    """The tenant's status, or None when there is no such tenant."""
+    row = conn.execute(TENANT_STATUS, {"id": tenant_id}).first()
+    return row[0] if row else None
+
+
+def active_tenant_ids(conn) -> list[str]:
+    return list(conn.execute(ACTIVE_TENANTS).scalars())
+
+
+#: Every tenant with its jobs of the last day (counted on the tenant's own index range).
+LIST_TENANTS = text(
+    """
+    SELECT t.id::text AS id, t.name, t.status, t.created_at,
+           day.total AS jobs_24h, day.failed AS failed_24h
+      FROM tenants t
+      CROSS JOIN LATERAL (
+            SELECT count(*) AS total, count(*) FILTER (WHERE j.status = 'failed') AS failed
+              FROM job_executions j
+             WHERE j.tenant_id = t.id AND j.created_at >= now() - interval '24 hours'
+      ) day
+     WHERE CAST(:status AS text) IS NULL OR t.status = CAST(:status AS text)
+     ORDER BY t.created_at, t.name
+    """
+)
+
+#: A tenant by its id.
+FIND_TENANT_BY_ID = text(
+    "SELECT id::text AS id, name, status FROM tenants WHERE id = CAST(:id AS uuid)"
+)
+
+#: Tenants whose id falls in a range (an id prefix), at most two (an ambiguity is reported).
+FIND_TENANTS_BY_ID_RANGE = text(
+    """
+    SELECT id::text AS id, name, status FROM tenants
+     WHERE id BETWEEN CAST(:lo AS uuid) AND CAST(:hi AS uuid) ORDER BY id LIMIT 2
+    """
+)
+
+#: Tenants by their exact name (names are not unique: the caller reports an ambiguity).
+FIND_TENANTS_BY_NAME = text(
+    "SELECT id::text AS id, name, status FROM tenants WHERE name = :name ORDER BY created_at LIMIT 2"
+)
+
+#: A new tenant; returns its id.
+CREATE_TENANT = text("INSERT INTO tenants (name) VALUES (:name) RETURNING id::text")
+
+#: Suspend, resume or delete a tenant, recording who did it; returns the status it had. A
+#: deleted tenant stays deleted (its status is not changed again).
+SET_TENANT_STATUS = text(
+    """
+    WITH before AS (
+        SELECT id, status FROM tenants WHERE id = CAST(:id AS uuid) FOR UPDATE
+    ), changed AS (
+        UPDATE tenants t SET status = :status
+          FROM before
+         WHERE t.id = before.id AND before.status <> :status AND before.status <> 'deleted'
+        RETURNING t.id, before.status AS was
+    ), event AS (
+        INSERT INTO tenant_events (tenant_id, kind, was, by, detail)
+        SELECT id, :kind, was, :by, CAST(:detail AS jsonb) FROM changed
+    )
+    SELECT status FROM before
+    """
+)
+
+#: What a status change is called in ``tenant_events``.
+TENANT_EVENT_KINDS = {"active": "resumed", "suspended": "suspended", "deleted": "deleted"}
+
+#: A tenant's jobs still to run (held while it is suspended).
+PENDING_JOBS = text(
+    "SELECT count(*) FROM job_executions WHERE tenant_id = CAST(:id AS uuid) AND status = 'pending'"
+)
+
+#: A tenant's status changes, oldest first.
+TENANT_EVENTS = text(
+    """
+    SELECT kind, was, by, detail, at FROM tenant_events
+     WHERE tenant_id = CAST(:id AS uuid) ORDER BY at, id
+    """
+)
+
+
+def list_tenants(conn, *, status: str | None = None) -> list[dict[str, Any]]:
+    return [dict(r) for r in conn.execute(LIST_TENANTS, {"status": status}).mappings()]
+
+
+def find_tenant_by_id(conn, tenant_id: str) -> dict[str, Any] | None:
+    row = conn.execute(FIND_TENANT_BY_ID, {"id": tenant_id}).mappings().first()
+    return dict(row) if row else None
+
+
+def find_tenants_by_id_range(conn, lo: str, hi: str) -> list[dict[str, Any]]:
+    return [dict(r) for r in conn.execute(FIND_TENANTS_BY_ID_RANGE, {"lo": lo, "hi": hi}).mappings()]
+
+
+def find_tenants_by_name(conn, name: str) -> list[dict[str, Any]]:
+    return [dict(r) for r in conn.execute(FIND_TENANTS_BY_NAME, {"name": name}).mappings()]
+
+
+def create_tenant(conn, name: str) -> str:
+    return conn.execute(CREATE_TENANT, {"name": name}).scalar_one()
+
+
+def set_tenant_status(conn, tenant_id: str, status: str, *, by: str,
+                      detail: dict[str, Any] | None = None) -> str | None:
+    """The status the tenant had, or None when there is no such tenant; a change is recorded
+    in ``tenant_events`` with ``by`` (nothing changes once a tenant is deleted)."""
+    return conn.execute(SET_TENANT_STATUS, {
+        "id": tenant_id, "status": status, "kind": TENANT_EVENT_KINDS[status], "by": by,
+        "detail": json.dumps(detail) if detail is not None else None}).scalar()
+
+
+def pending_jobs(conn, tenant_id: str) -> int:
+    return conn.execute(PENDING_JOBS, {"id": tenant_id}).scalar_one()
+
+
+def tenant_events(conn, tenant_id: str) -> list[dict[str, Any]]:
+    return [dict(r) for r in conn.execute(TENANT_EVENTS, {"id": tenant_id}).mappings()]

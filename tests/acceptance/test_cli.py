@@ -1,0 +1,561 @@
+"""The `jobq` command as a user runs it: a real subprocess against the test database and broker,
+asserting what it prints and the exit code scripts rely on (0 ok, 1 failure, 2 bad arguments).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from app.broker.publish import Outgoing, publish
+from app.ops.cli import _worker_commands
+from app.ops.embedded import free_port
+from tests.commands import JOBQ, jobq, one_error_line
+from tests.fixtures import (
+    event_kinds,
+    job_events,
+    job_row,
+    make_tenant,
+    sql,
+    wait_for,
+    wait_for_status,
+)
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+def dispatched(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 0, result.stderr
+    job_id = result.stdout.strip()
+    uuid.UUID(job_id)
+    return job_id
+
+
+# --- help and bad arguments ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [
+    [], ["run"], ["migrate"], ["dispatch"], ["jobs"], ["job"], ["retry"], ["cancel"], ["stats"],
+    ["flower"], ["intents"], ["intents", "check"], ["tenants"], ["tenants", "create"],
+    ["tenants", "suspend"], ["tenants", "resume"], ["tenants", "delete"],
+])
+def test_every_command_has_help(command):
+    result = jobq(*command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "Usage: jobq" in result.stdout
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["dispatch", "system.exec.echo"], "Missing option '--tenant'"),
+    (["dispatch", "system.exec.echo", "-t", "{tenant}", "-p", "novalue"], "'novalue' is not key=value"),
+    (["dispatch", "system.exec.echo", "-t", "{tenant}", "--params-json", "[1]"], "must be a JSON object"),
+    (["dispatch", "system.exec.echo", "-t", "no such academy"], "no tenant 'no such academy'"),
+    (["jobs", "--since", "yesterday"], "'yesterday' is neither a duration"),
+    (["jobs", "--status", "done"], "'done' is not one of pending, processing"),
+    (["jobs", "--limit", "0"], "--limit"),
+    (["job", "xyz"], "'xyz' is not a job id"),
+    (["job", "3f2a"], "too short"),
+    (["retry"], "give a job id, or filters"),
+    (["retry", "--status", "completed"], "only failed and cancelled jobs can be retried"),
+    (["nonsense"], "No such command 'nonsense'"),
+])
+def test_bad_arguments_print_one_line_and_exit_2(tenant, args, says):
+    result = jobq(*[a.format(tenant=tenant) for a in args])
+    assert result.returncode == 2, result.stderr
+    assert says in one_error_line(result)
+
+
+def test_unknown_job_id_says_so_and_exits_1():
+    stranger = str(uuid.uuid4())
+    for command in (["job", stranger], ["retry", stranger], ["cancel", stranger],
+                    ["job", stranger[:8], "--watch"]):
+        result = jobq(*command)
+        assert result.returncode == 1, (command, result.stderr)
+        assert f"no job {command[1]}" in one_error_line(result)
+
+
+def test_unreachable_database_is_one_line_without_its_password():
+    result = jobq("jobs", env={"DATABASE_URL": "postgresql://jobq:db-secret-42@127.0.0.1:1/jobq"})
+    assert result.returncode == 1
+    line = one_error_line(result)
+    assert "cannot reach the database" in line
+    assert "db-secret-42" not in result.stderr + result.stdout
+
+
+def test_no_database_configured_is_explained(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")}
+    result = jobq("jobs", env={**env, "JOBQ_HOME": str(tmp_path)}, replace_env=True)
+    assert result.returncode == 2
+    assert "DATABASE_URL is not set" in one_error_line(result)
+
+
+# --- dispatch --------------------------------------------------------------------------------
+
+
+def test_dispatch_prints_the_job_id_and_the_job_runs_with_typed_params(tenant):
+    result = jobq("dispatch", "system.exec.echo", "--tenant", tenant,
+                  "--params-json", '{"class": "고1 수학", "n": 1}',
+                  "-p", "n=3", "-p", "flag=true", "-p", "phone=010-1234-5678", "-p", "code=007")
+    job_id = dispatched(result)
+    assert "dispatched system.exec.echo" in result.stderr
+
+    row = wait_for_status(job_id, "completed")
+    assert row["source"] == "cli"
+    assert row["result"] == {"class": "고1 수학", "n": 3, "flag": True,
+                             "phone": "010-1234-5678", "code": "007"}
+
+
+def test_text_fields_stay_text_when_the_schema_says_so(tenant):
+    # ``seconds`` is a number in the schema: "0.2" becomes 0.2; an echo field stays JSON-typed.
+    job_id = dispatched(jobq("dispatch", "system.exec.sleep", "-t", tenant, "-p", "seconds=0.2"))
+    assert wait_for_status(job_id, "completed")["intent_params"] == {"seconds": 0.2}
+
+
+def test_dispatch_by_tenant_name():
+    name = f"해오름 수학학원 {uuid.uuid4().hex[:4]}"
+    tenant_id = make_tenant(name)
+    job_id = dispatched(jobq("dispatch", "system.exec.echo", "--tenant", name))
+    assert str(wait_for_status(job_id, "completed")["tenant_id"]) == tenant_id
+
+
+@pytest.mark.smoke
+def test_dispatch_wait_shows_progress_and_the_outcome(tenant):
+    result = jobq("dispatch", "system.exec.sleep", "-t", tenant, "-p", "seconds=1.5", "--wait")
+    assert result.returncode == 0, result.stderr
+    out = result.stderr
+    assert "attempt 1  started" in out
+    assert "✓ completed in 1." in out
+    assert 'result: {"slept": 1.5}' in out
+
+
+def test_dispatch_wait_exits_1_and_says_why_when_the_job_fails(tenant):
+    result = jobq("dispatch", "system.exec.flaky", "-t", tenant, "-p", "failures=5",
+                  "--max-retries", "1", "--wait")
+    assert result.returncode == 1
+    assert "retry" in result.stderr
+    assert ("✗ failed after 2 attempts: TransientError: flaky: planned failure 2 of 5"
+            in result.stderr)
+
+
+def test_refused_dispatch_is_one_line_exit_2_and_still_audited(tenant):
+    result = jobq("dispatch", "system.exec.sleep", "-t", tenant, "-p", "seconds=soon")
+    assert result.returncode == 2
+    line = one_error_line(result)
+    assert "invalid intent_params for 'system.exec.sleep': seconds:" in line
+    job_id = re.search(r"recorded as failed job ([0-9a-f-]{36})", line).group(1)
+    row = job_row(job_id)
+    assert row["status"] == "failed" and row["source"] == "cli"
+
+    unknown = jobq("dispatch", "system.exec.ecco", "-t", tenant)
+    assert unknown.returncode == 2
+    assert "did you mean 'system.exec.echo'" in one_error_line(unknown)
+
+
+def test_run_at_keeps_the_job_pending_until_then(tenant):
+    job_id = dispatched(jobq("dispatch", "system.exec.echo", "-t", tenant, "--run-at", "+2h"))
+    row = job_row(job_id)
+    assert row["status"] == "pending"
+    expected = dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)
+    assert abs((row["run_at"] - expected).total_seconds()) < 30
+
+    listed = jobq("jobs", "--tenant", tenant, "--status", "pending")
+    assert job_id[:8] in listed.stdout and "pending" in listed.stdout
+
+
+# --- jobs and job ------------------------------------------------------------------------------
+
+
+def _completed_echo(tenant: str, **params) -> str:
+    job_id = dispatched(jobq("dispatch", "system.exec.echo", "-t", tenant,
+                             "--params-json", json.dumps(params)))
+    wait_for_status(job_id, "completed")
+    return job_id
+
+
+def test_jobs_lists_newest_first_with_filters_and_pages(tenant):
+    ids = [_completed_echo(tenant, n=i) for i in range(3)]
+    flaky = dispatched(jobq("dispatch", "system.exec.flaky", "-t", tenant, "-p", "failures=3",
+                            "--max-retries", "0"))
+    wait_for_status(flaky, "failed")
+
+    listed = json.loads(jobq("jobs", "--tenant", tenant, "--json").stdout)
+    assert [j["id"] for j in listed] == [flaky, *reversed(ids)]
+
+    page2 = json.loads(jobq("jobs", "-t", tenant, "--limit", "2", "--page", "2", "--json").stdout)
+    assert [j["id"] for j in page2] == [ids[1], ids[0]]
+
+    failed = json.loads(jobq("jobs", "-t", tenant, "--status", "failed", "--json").stdout)
+    assert [j["id"] for j in failed] == [flaky]
+    family = json.loads(jobq("jobs", "-t", tenant, "--intent", "system.exec.e*", "--json").stdout)
+    assert {j["id"] for j in family} == set(ids)
+    assert json.loads(jobq("jobs", "-t", tenant, "--since", "1h", "--json").stdout)
+
+    table = jobq("jobs", "--tenant", tenant, "--limit", "2")
+    assert table.returncode == 0
+    lines = table.stdout.splitlines()
+    # The times are the academies' (JOBQ_TIMEZONE, Asia/Seoul here), and the header says so.
+    assert lines[0].split()[:6] == ["id", "created", "(KST)", "tenant", "intent", "status"]
+    assert flaky[:8] in lines[1] and "failed" in lines[1] and "planned failure 1 of 3" in lines[1]
+    assert "older: add --page 2" in table.stderr
+
+
+def test_job_shows_the_row_and_every_attempt_with_its_error(tenant):
+    job_id = dispatched(jobq("dispatch", "system.exec.flaky", "-t", tenant, "-p", "failures=2"))
+    wait_for_status(job_id, "completed")
+
+    shown = jobq("job", job_id[:8])
+    assert shown.returncode == 0, shown.stderr
+    out = shown.stdout
+    assert f"job       {job_id}" in out
+    assert re.search(r"status\s+completed", out)
+    assert re.search(r"retries\s+2 of 5", out)
+    history = out[out.index("history"):]
+    assert [line.split()[2:4] for line in history.splitlines() if " started " in line] == [
+        ["1", "started"], ["2", "started"], ["3", "started"]]
+    assert "again in" in history and "TransientError: flaky: planned failure 1 of 2" in history
+    assert "TransientError: flaky: planned failure 2 of 2" in history
+    assert "completed" in history.splitlines()[-1]
+
+    as_json = json.loads(jobq("job", job_id, "--json").stdout)
+    assert as_json["job"]["status"] == "completed"
+    assert [(e["attempt"], e["kind"]) for e in as_json["events"]] == event_kinds(job_id)
+
+
+def test_job_traceback_of_a_failed_attempt(tenant):
+    job_id = sql("INSERT INTO job_executions (tenant_id, intent_key, intent_params) "
+                 "VALUES (:t, 'system.exec.sleep', '{\"seconds\": -1}') RETURNING id::text",
+                 t=tenant)[0][0]
+    publish([Outgoing(job_id, tenant, "system.exec.sleep", "realtime")])  # no beat sweep here
+    wait_for_status(job_id, "failed")
+    shown = jobq("job", job_id, "--traceback")
+    assert "Traceback (most recent call last)" in shown.stdout
+    assert "PermanentError" in shown.stdout
+    assert f"jobq retry {job_id}" in shown.stderr
+
+
+def test_job_never_shows_secret_params(tenant):
+    job_id = _completed_echo(tenant, password="hunter2-secret", api_token="tok-9f8e7d",
+                             note="ok")
+    for args in (["job", job_id], ["job", job_id, "--json"], ["jobs", "-t", tenant, "--json"]):
+        out = jobq(*args).stdout
+        assert "hunter2-secret" not in out and "tok-9f8e7d" not in out
+        assert "***" in out and "ok" in out
+
+
+def test_job_watch_follows_a_running_job_to_its_end(tenant):
+    job_id = dispatched(jobq("dispatch", "system.exec.sleep", "-t", tenant, "-p", "seconds=2"))
+    watched = jobq("job", job_id, "--watch")
+    assert watched.returncode == 0, watched.stderr
+    assert f"job {job_id}  system.exec.sleep" in watched.stdout
+    assert "attempt 1  started" in watched.stdout
+    assert "✓ completed in 2." in watched.stdout
+
+
+# --- retry and cancel --------------------------------------------------------------------------
+
+
+def test_cancel_then_retry_are_audited_and_the_job_runs(tenant):
+    job_id = dispatched(jobq("dispatch", "system.exec.echo", "-t", tenant, "--run-at", "+1h",
+                             "-p", "x=1"))
+    cancelled = jobq("cancel", job_id, "--reason", "wrong academy")
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert f"job {job_id} cancelled (was pending)" in cancelled.stdout
+    assert job_row(job_id)["status"] == "cancelled"
+    again = jobq("cancel", job_id)
+    assert again.returncode == 1
+    assert "is cancelled: only pending or processing jobs can be cancelled" in one_error_line(again)
+
+    retried = jobq("retry", job_id, "--wait")
+    assert retried.returncode == 0, retried.stderr
+    assert "is pending again (was cancelled)" in retried.stdout
+    assert "✓ completed" in retried.stdout
+    assert [k for _, k in event_kinds(job_id)] == [
+        "created", "cancelled", "requeued", "started", "completed"]
+    by = {e["kind"]: e["detail"]["by"] for e in job_events(job_id)
+          if e["kind"] in ("cancelled", "requeued")}
+    assert by["cancelled"].startswith("cli:") and by["requeued"].startswith("cli:")
+    assert job_row(job_id)["error_message"] is None
+
+
+def test_cancel_a_running_job_says_its_run_was_stopped(tenant):
+    job_id = dispatched(jobq("dispatch", "system.exec.sleep", "-t", tenant, "-p", "seconds=20"))
+    wait_for_status(job_id, "processing")
+    result = jobq("cancel", job_id)
+    assert result.returncode == 0, result.stderr
+    assert re.search(rf"job {job_id} cancelled \(was processing\); its run on \S+ was stopped "
+                     r"after \d+\.\d s and its work rolled back", result.stdout), result.stdout
+    assert job_row(job_id)["status"] == "cancelled"
+    assert [k for _, k in event_kinds(job_id)] == ["created", "started", "cancelled", "stopped"]
+    shown = jobq("job", job_id)
+    assert re.search(r"stopped .* run interrupted after \d", shown.stdout), shown.stdout
+
+
+def test_cancel_a_pending_job_says_it_will_not_run(tenant):
+    job_id = dispatched(jobq("dispatch", "system.exec.echo", "-t", tenant, "--run-at", "+1h"))
+    result = jobq("cancel", job_id)
+    assert result.returncode == 0, result.stderr
+    assert f"job {job_id} cancelled (was pending); it will not run" in result.stdout
+
+
+def test_a_job_refused_for_its_parameters_is_retried_only_with_corrected_ones(tenant):
+    refused = jobq("dispatch", "system.exec.sleep", "-t", tenant, "-p", "seconds=soon")
+    assert refused.returncode == 2
+    job_id = re.search(r"recorded as failed job ([0-9a-f-]{36})", refused.stderr).group(1)
+
+    # `jobq job` does not offer a retry that can only fail again; it says what can work.
+    shown = jobq("job", job_id)
+    assert f"run it again: jobq retry {job_id}" not in shown.stderr
+    assert f"jobq retry {job_id} --params-json" in shown.stderr
+    assert "pydantic" not in shown.stdout + shown.stderr
+    again = jobq("retry", job_id)
+    assert again.returncode == 1
+    line = one_error_line(again)
+    assert "would fail again" in line and "seconds: Input should be a valid number" in line
+    assert job_row(job_id)["status"] == "failed"
+
+    wrong = jobq("retry", job_id, "--params-json", '{"seconds": -1}')
+    assert wrong.returncode == 2
+    assert "seconds: Input should be greater than or equal to 0" in one_error_line(wrong)
+
+    fixed = jobq("retry", job_id, "-p", "seconds=0.1", "--wait")
+    assert fixed.returncode == 0, fixed.stderr
+    assert "pending again on new parameters" in fixed.stdout and "✓ completed" in fixed.stdout
+    row = job_row(job_id)
+    assert row["intent_params"] == {"seconds": 0.1} and row["max_retries"] == 3
+    requeued = next(e for e in job_events(job_id) if e["kind"] == "requeued")
+    assert requeued["detail"]["params"] == {"old": {"seconds": "soon"}, "new": {"seconds": 0.1}}
+    assert requeued["detail"]["by"].startswith("cli:")
+    assert '{"seconds": "soon"} → {"seconds": 0.1}' in jobq("job", job_id).stdout
+
+
+def test_retry_of_a_completed_job_is_refused(tenant):
+    job_id = _completed_echo(tenant)
+    result = jobq("retry", job_id)
+    assert result.returncode == 1
+    assert "is completed: only failed or cancelled jobs can be retried" in one_error_line(result)
+
+
+def test_retry_of_a_suspended_tenants_job_is_refused():
+    tenant = make_tenant()
+    job_id = dispatched(jobq("dispatch", "system.exec.echo", "-t", tenant, "--run-at", "+1h"))
+    assert jobq("cancel", job_id).returncode == 0
+    assert jobq("tenants", "suspend", tenant).returncode == 0
+    result = jobq("retry", job_id)
+    assert result.returncode == 1
+    assert "which is suspended: resume it first" in one_error_line(result)
+
+
+def test_bulk_retry_by_status_intent_and_window(tenant):
+    failed = []
+    for _ in range(3):
+        job_id = dispatched(jobq("dispatch", "system.exec.flaky", "-t", tenant,
+                                 "-p", "failures=1", "--max-retries", "0"))
+        failed.append(job_id)
+    done = _completed_echo(tenant)
+    for job_id in failed:
+        wait_for_status(job_id, "failed")
+
+    dry = jobq("retry", "--status", "failed", "--intent", "system.exec.flaky", "--since", "1h",
+               "--tenant", tenant, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert re.search(r"system\.exec\.flaky\s+3", dry.stdout)
+    assert "would retry 3 job(s)" in dry.stdout
+    assert all(job_row(j)["status"] == "failed" for j in failed)
+
+    real = jobq("retry", "--status", "failed", "--intent", "system.exec.flaky", "--since", "1h",
+                "--tenant", tenant)
+    assert real.returncode == 0, real.stderr
+    assert "retried 3 of 3 job(s)" in real.stdout
+    for job_id in failed:  # flaky fails its first attempt again: a fresh start, audited
+        wait_for(lambda j=job_id: [k for _, k in event_kinds(j)][-1] == "failed"
+                 and "requeued" in [k for _, k in event_kinds(j)], message="the rerun")
+        assert [k for _, k in event_kinds(job_id)] == [
+            "created", "started", "failed", "requeued", "started", "failed"]
+    assert [k for _, k in event_kinds(done)] == ["created", "started", "completed"]
+
+
+# --- stats, intents, tenants -----------------------------------------------------------------
+
+
+def test_stats_counts_by_status_and_intent_with_run_times(tenant):
+    for _ in range(2):
+        _completed_echo(tenant)
+    sleeper = dispatched(jobq("dispatch", "system.exec.sleep", "-t", tenant, "-p", "seconds=0.6"))
+    flaky = dispatched(jobq("dispatch", "system.exec.flaky", "-t", tenant, "-p", "failures=3",
+                            "--max-retries", "0"))
+    wait_for_status(sleeper, "completed")
+    wait_for_status(flaky, "failed")
+
+    data = json.loads(jobq("stats", "--tenant", tenant, "--since", "1h", "--json").stdout)
+    by_key = {r["intent_key"]: r for r in data["intents"]}
+    assert by_key["system.exec.echo"]["completed"] == 2
+    assert by_key["system.exec.flaky"]["failed"] == 1
+    assert by_key["system.exec.flaky"]["failure_rate"] == 1.0
+    assert data["overall"]["total"] == 4
+    assert data["overall"]["failure_rate"] == pytest.approx(0.25)
+    assert by_key["system.exec.sleep"]["run_p50"] == pytest.approx(0.6, abs=0.3)
+    assert data["slowest"][0] == "system.exec.sleep"
+
+    table = jobq("stats", "--tenant", tenant, "--since", "1h")
+    assert table.returncode == 0
+    assert re.search(r"system\.exec\.echo\s+2\s+0\s+0\s+2\s+0", table.stdout)
+    assert "4 jobs, failure rate 25.0%" in table.stdout
+    assert "slowest (p95): system.exec.sleep" in table.stdout
+
+
+def test_intents_show_each_parameter_schema_and_check_passes():
+    listed = jobq("intents")
+    assert listed.returncode == 0
+    assert "system.exec.sleep" in listed.stdout
+    assert re.search(r"seconds: number ≥ 0 ≤ 3600, required — How long to sleep", listed.stdout)
+
+    schemas = {i["key"]: i for i in json.loads(jobq("intents", "--json").stdout)}
+    sleep = schemas["system.exec.sleep"]["params_schema"]
+    assert sleep["properties"]["seconds"]["type"] == "number"
+    assert sleep["required"] == ["seconds"]
+
+    checked = jobq("intents", "check")
+    assert checked.returncode == 0, checked.stderr
+    assert "all importable" in checked.stdout
+
+
+def test_tenants_create_list_suspend_resume():
+    name = f"새벽별 영어학원 {uuid.uuid4().hex[:4]}"
+    created = jobq("tenants", "create", name)
+    assert created.returncode == 0
+    tenant_id = created.stdout.strip()
+    uuid.UUID(tenant_id)
+
+    listed = jobq("tenants")
+    assert any(tenant_id in line and name in line and "active" in line
+               for line in listed.stdout.splitlines())
+
+    assert "is now suspended" in jobq("tenants", "suspend", name).stdout
+    refused = jobq("dispatch", "system.exec.echo", "-t", tenant_id)
+    assert refused.returncode == 2
+    assert "is suspended" in one_error_line(refused)
+    suspended = json.loads(jobq("tenants", "--status", "suspended", "--json").stdout)
+    assert tenant_id in [t["id"] for t in suspended]
+
+    assert "is now active" in jobq("tenants", "resume", tenant_id).stdout
+    assert jobq("dispatch", "system.exec.echo", "-t", tenant_id).returncode == 0
+
+    missing = jobq("tenants", "suspend", "no such academy")
+    assert missing.returncode == 1
+    assert "no tenant 'no such academy'" in one_error_line(missing)
+
+
+def test_tenants_and_intents_stay_whole_in_a_pipe_at_80_columns():
+    # What a script (or `| grep`) reads: nothing cut short, however narrow COLUMNS is.
+    name = f"서울 강남 대치동 수학 과학 전문 학원 {uuid.uuid4().hex[:6]}"
+    tenant_id = jobq("tenants", "create", name).stdout.strip()
+    listed = jobq("tenants", env={"COLUMNS": "80"})
+    assert listed.returncode == 0
+    assert any(tenant_id in line and name in line for line in listed.stdout.splitlines())
+
+    # A narrow terminal shows the first 8 characters of an id: commands take them.
+    assert "is now suspended" in jobq("tenants", "suspend", tenant_id[:8]).stdout
+    assert "is now active" in jobq("tenants", "resume", tenant_id[:8]).stdout
+
+    intents = jobq("intents", env={"COLUMNS": "80"}).stdout
+    assert ("    notify_time: string, required — When the student arrived (ISO 8601; a naive "
+            "time is the academy's).") in intents.splitlines()
+    assert "  지각 학생 보호자에게 알림 전송: record the student late and tell the guardians." \
+        in intents.splitlines()
+
+
+# --- jobq run ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def project_folder() -> Iterator[Path]:
+    """A folder like a user's clone: others may enter it (pytest's own tmp folders are 0700,
+    which as root the embedded PostgreSQL, running as ``nobody``, could not enter)."""
+    folder = Path(tempfile.mkdtemp(prefix="jobq-project-"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_run_starts_everything_with_no_settings_and_ctrl_c_stops_it_all(project_folder):
+    """A fresh machine: no DATABASE_URL, no broker; embedded services under JOBQ_HOME."""
+    tmp_path = project_folder
+    home = tmp_path / "home"
+    port = free_port()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("DATABASE_URL", "CELERY_", "JOBQ_", "FLOWER_"))}
+    env.update({"JOBQ_HOME": str(home), "FLOWER_PORT": str(port), "COLUMNS": "200"})
+    log_path = tmp_path / "run.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([*JOBQ, "run"], cwd=tmp_path, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        def flower_up():
+            if proc.poll() is not None:
+                raise AssertionError(f"jobq run exited early:\n{log_path.read_text()[-4000:]}")
+            try:
+                return requests.get(f"http://127.0.0.1:{port}/healthcheck", timeout=1).ok
+            except requests.RequestException:
+                return False
+
+        wait_for(flower_up, 120, interval=0.5, message="Flower of jobq run")
+        wait_for(lambda: "ready." in log_path.read_text(errors="replace"), 60, interval=0.5,
+                 message="a worker of jobq run")
+        assert (home / "services.json").exists()
+
+        # Another terminal, same folder, still no settings: it finds the running services.
+        other = subprocess.run([*JOBQ, "dispatch", "system.exec.echo", "--tenant", "데모 학원",
+                                "-p", "hello=world", "--wait", "--timeout", "60"],
+                               cwd=tmp_path, env=env, capture_output=True, text=True, timeout=90)
+        assert other.returncode == 0, other.stderr
+        assert '✓ completed' in other.stderr
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGINT)  # what Ctrl-C sends
+        code = proc.wait(60)
+    out = log_path.read_text(errors="replace")
+    assert code == 0, out[-4000:]
+    for name in [*_worker_commands("celery"), "beat", "flower"]:
+        assert re.search(rf"^\S+ system\s+\| {name} started \(pid=\d+\)", out, re.M), name
+    pids = [int(p) for p in re.findall(r"started \(pid=(\d+)\)", out)]
+    assert pids
+    for pid in pids:
+        assert not _alive(pid), f"process {pid} outlived jobq run"
+    # The embedded PostgreSQL and Redis (not honcho's children) are gone too.
+    assert _processes_using(home) == [], "embedded services outlived jobq run"
+    assert not (home / "services.json").exists()
+    assert (home / "flower.db.dat").exists() or list(home.glob("flower.db*"))
+
+
+def _processes_using(folder: Path) -> list[str]:
+    """Command lines of live processes that name ``folder`` (its servers name their data)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text_ = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(folder) in text_ and _alive(int(cmdline.parent.name)):
+            found.append(text_)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and ") Z " in stat.read_text())

@@ -1,0 +1,10 @@
+"""The handlers tier: real PostgreSQL and Redis (tests/conftest.py: ``run_services``)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _services(run_services):
+    return run_services

@@ -1,0 +1,109 @@
+"""The schema Alembic builds is the schema the models declare, and it goes down cleanly."""
+
+from __future__ import annotations
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine, inspect, text
+
+from app.store import db
+from app.store.models import Base
+
+
+def _models_metadata():
+    import contextlib
+
+    with contextlib.suppress(ModuleNotFoundError):
+        import handlers.models  # noqa: F401  (domain tables share the metadata)
+    return Base.metadata
+
+
+@pytest.mark.smoke
+def test_migrated_schema_equals_the_models():
+    engine = db.engine()
+    with engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True,
+                                                     "compare_server_default": True})
+        diff = compare_metadata(ctx, _models_metadata())
+    assert diff == [], f"migrations and models disagree: {diff}"
+
+
+def test_downgrade_to_base_and_up_again(scratch_database):
+    cfg = db.alembic_config(scratch_database)
+    cfg.attributes["configure_logger"] = False
+    command.upgrade(cfg, "head")
+    command.downgrade(cfg, "base")
+    engine = create_engine(db.sqlalchemy_url(scratch_database))
+    try:
+        assert set(inspect(engine).get_table_names()) == {"alembic_version"}
+        command.upgrade(cfg, "head")
+        assert {"tenants", "job_executions", "job_events"} <= set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_the_original_insert_still_works_with_the_original_defaults():
+    with db.engine().begin() as conn:
+        tenant = conn.execute(text("INSERT INTO tenants (name) VALUES ('원본 학원') RETURNING id")).scalar()
+        row = conn.execute(text(
+            "INSERT INTO job_executions (tenant_id, intent_key, intent_params) "
+            "VALUES (:t, 'attendance.exec.notify_guardians_late', "
+            "'{\"student_id\": \"s-1\", \"notify_time\": \"2026-11-26T09:05:00+09:00\"}') "
+            "RETURNING status, retry_count, max_retries, created_at, executed_at, completed_at, "
+            "error_message, id"), {"t": tenant}).one()
+        events = conn.execute(text("SELECT kind, detail FROM job_events WHERE job_id = :j"),
+                              {"j": row.id}).all()
+    assert (row.status, row.retry_count, row.max_retries) == ("pending", 0, 3)
+    assert row.created_at is not None
+    assert (row.executed_at, row.completed_at, row.error_message) == (None, None, None)
+    assert events == [("created", {"source": "sql"})]
+
+
+def test_hot_queries_use_an_index(scratch_database):
+    """On a table of mostly finished jobs, the sweep, recovery and listings read indexes."""
+    cfg = db.alembic_config(scratch_database)
+    cfg.attributes["configure_logger"] = False
+    command.upgrade(cfg, "head")
+    engine = create_engine(db.sqlalchemy_url(scratch_database))
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("""
+                WITH t AS (INSERT INTO tenants (name) SELECT 'academy ' || i
+                             FROM generate_series(1, 300) i RETURNING id)
+                INSERT INTO job_executions (tenant_id, intent_key, status, created_at,
+                                            completed_at, lease_expires_at)
+                SELECT (SELECT id FROM t ORDER BY id OFFSET (i % 300) LIMIT 1),
+                       'family.exec.intent_' || (i % 1000),
+                       CASE WHEN i % 500 = 0 THEN 'pending'
+                            WHEN i % 500 = 1 THEN 'processing' ELSE 'completed' END,
+                       now() - make_interval(secs => i),
+                       now() - make_interval(secs => i),
+                       CASE WHEN i % 500 = 1 THEN now() END
+                  FROM generate_series(1, 30000) i
+            """))
+            conn.execute(text("ANALYZE"))
+            tenant = conn.execute(text("SELECT id FROM tenants LIMIT 1")).scalar()
+            job = conn.execute(text("SELECT id FROM job_executions LIMIT 1")).scalar()
+            queries = {
+                "ix_job_executions_due": "SELECT id FROM job_executions WHERE status = 'pending' "
+                "AND coalesce(run_at, created_at) <= now() "
+                "ORDER BY coalesce(run_at, created_at) LIMIT 10",
+                "ix_job_executions_lease": "SELECT id FROM job_executions WHERE "
+                "status = 'processing' AND lease_expires_at < now() LIMIT 10",
+                "ix_job_executions_tenant_created": f"SELECT id FROM job_executions WHERE "
+                f"tenant_id = '{tenant}' ORDER BY created_at DESC LIMIT 20",
+                "ix_job_executions_intent_created": "SELECT id FROM job_executions WHERE "
+                "intent_key = 'family.exec.intent_7' ORDER BY created_at DESC LIMIT 20",
+                "ix_job_events_job_at": f"SELECT * FROM job_events WHERE job_id = '{job}' "
+                "ORDER BY at",
+            }
+            plans = {
+                index: "\n".join(r[0] for r in conn.execute(text("EXPLAIN " + q)))
+                for index, q in queries.items()
+            }
+    finally:
+        engine.dispose()
+    for index, plan in plans.items():
+        assert index in plan and "Seq Scan" not in plan, f"expected {index}:\n{plan}"

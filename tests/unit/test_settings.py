@@ -1,0 +1,104 @@
+"""Settings come from the environment; a malformed one stops start-up with its name."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.core.settings import SettingsError, load
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("JOBQ_WORKER_POOL", "threads", "JOBQ_WORKER_POOL='threads' must be one of solo, prefork"),
+        ("JOBQ_WORKER_PROCESSES", "0", "JOBQ_WORKER_PROCESSES=0 is below the minimum of 1"),
+        ("JOBQ_WORKER_PROCESSES", "two", "JOBQ_WORKER_PROCESSES='two' is not an integer"),
+        ("LOG_FORMAT", "xml", "LOG_FORMAT='xml' must be one of text, json"),
+        ("SMTP_TLS", "yes", "SMTP_TLS='yes' must be one of starttls, ssl, none"),
+        ("JOBQ_SEND_RATES", "kakao=fast", "JOBQ_SEND_RATES='kakao=fast' must look like"),
+    ],
+)
+def test_a_malformed_setting_is_named_in_the_error(name, value, says):
+    with pytest.raises(SettingsError) as refused:
+        load({"DATABASE_URL": "postgresql://x/y", "CELERY_BROKER_URL": "redis://x", name: value})
+    assert says in str(refused.value)
+
+
+def test_worker_set_up_follows_the_pool_setting(monkeypatch):
+    import app.core.settings
+    import app.ops.workers
+
+    base = {"DATABASE_URL": "postgresql://x/y", "CELERY_BROKER_URL": "redis://x"}
+    solo = load({**base, "JOBQ_WORKER_PROCESSES": "3"})
+    monkeypatch.setattr(app.core.settings, "settings", solo)
+    monkeypatch.setattr(app.ops.workers, "settings", solo)
+    workers = app.ops.workers._realtime()
+    assert list(workers) == ["realtime", "realtime-2", "realtime-3"]
+    assert all(args[:2] == ["-P", "solo"] for args in workers.values())
+    # Node names differ, or the second worker would refuse to share the first's name.
+    assert len({args[args.index("-n") + 1] for args in workers.values()}) == 3
+
+    prefork = load({**base, "JOBQ_WORKER_POOL": "PREFORK", "JOBQ_WORKER_PROCESSES": "4"})
+    monkeypatch.setattr(app.ops.workers, "settings", prefork)
+    (args,) = app.ops.workers._realtime().values()
+    assert args[:4] == ["-P", "prefork", "-c", "4"]
+
+
+@pytest.mark.smoke
+def test_settings_are_read_at_first_use_not_at_import(tmp_path):
+    # A test run (or jobq run) may import jobq before it chooses the environment: the
+    # settings must follow the environment as it is when they are first read.
+    import json
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "services.json").write_text(json.dumps(
+        {"database_url": "postgresql://dev@/devdb", "broker_url": "redis://dev:1/0"}))
+    code = ("import os, app.ops.embedded, app.core.settings as s\n"
+            "os.environ['DATABASE_URL'] = 'postgresql://chosen@/later'\n"
+            "os.environ['CELERY_BROKER_URL'] = 'redis://chosen:2/0'\n"
+            "print(s.settings.database_url, s.settings.broker_url)\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URL", "CELERY_BROKER_URL")}
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "JOBQ_HOME": str(tmp_path)},
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["postgresql://chosen@/later", "redis://chosen:2/0"]
+
+
+def test_a_caller_with_no_broker_configured_gets_one_clear_error(tmp_path):
+    # Run from a folder with no `jobq run` beside it: no silent fall-back to AMQP on localhost.
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "JOBQ_HOME")}
+    code = ("from app import dispatch_intent\n"
+            "dispatch_intent.delay(tenant_id='x', intent_key='system.exec.echo')\n")
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("app.core.settings.SettingsError: CELERY_BROKER_URL is not set"), last
+    assert "set CELERY_BROKER_URL" in last and "amqp" not in out.stderr.lower()
+
+
+@pytest.mark.parametrize(("database_url", "handler_url"), [
+    ("postgresql://jobq:secret@db.example:5432/jobq",
+     "postgresql://jobq_handler@db.example:5432/jobq"),
+    ("postgresql://postgres@127.0.0.1:5432/jobq_test", "postgresql://jobq_handler@127.0.0.1:5432/jobq_test"),
+    # The embedded PostgreSQL: a socket folder, trust authentication.
+    ("postgresql://postgres:@/jobq?host=/srv/.jobq/pg", "postgresql://jobq_handler@/jobq?host=/srv/.jobq/pg"),
+])
+def test_the_handler_url_is_the_engines_with_the_handler_role_and_no_password(
+        database_url, handler_url):
+    settings = load({"DATABASE_URL": database_url, "CELERY_BROKER_URL": "redis://x"})
+    assert settings.require_handler_database_url() == handler_url
+
+
+def test_an_explicit_handler_url_wins_and_its_password_never_shows():
+    settings = load({"DATABASE_URL": "postgresql://jobq:a@db/jobq", "CELERY_BROKER_URL": "redis://x",
+                     "JOBQ_HANDLER_DATABASE_URL": "postgresql://academy_handler:s3cr3t@db/jobq"})
+    assert settings.require_handler_database_url() == "postgresql://academy_handler:s3cr3t@db/jobq"
+    assert "s3cr3t" not in repr(settings)
