@@ -95,6 +95,20 @@ def sql(statement: str, **params: Any) -> list[Any]:
         return list(result) if result.returns_rows else []
 
 
+@pytest.fixture
+def fresh_queues() -> None:
+    """Each test starts with empty queues: what earlier tests left pending is cancelled and
+    their messages dropped, so it neither fills a queue's window nor waits in its fair queue."""
+    from app.broker import client as broker_client
+    from app.core.manifest import QUEUES
+    from app.core.settings import settings
+
+    sql("UPDATE job_executions SET status = 'cancelled', completed_at = now(), "
+        "error_message = 'left pending by an earlier test' WHERE status = 'pending'")
+    sql("UPDATE fair_queue SET ready = false WHERE ready")
+    broker_client.client().delete(*(settings.redis_key_prefix + q for q in QUEUES))
+
+
 # --- tenants ------------------------------------------------------------------------------------
 
 
@@ -119,9 +133,17 @@ def worker() -> Iterator[Any]:
     """An in-thread Celery worker on the real broker, serving every queue."""
     from celery.contrib.testing.worker import start_worker
 
+    from app.run import feeder
+
     with start_worker(celery_app, pool="threads", concurrency=4, perform_ping_check=False,
                       shutdown_timeout=30, loglevel="WARNING") as w:
-        yield w
+        # A worker process starts its fairness feeder when it is ready (app.tasks.signals);
+        # Celery's in-thread test worker sends no such signal.
+        feeder.start(list(celery_app.amqp.queues), owner=w)
+        try:
+            yield w
+        finally:
+            feeder.stop(owner=w)
 
 
 @dataclass

@@ -1,8 +1,10 @@
-"""The sweep: the table is the truth, and this keeps the broker in step with it.
+"""The sweep: the table is the truth, and this keeps the broker and the fair queue in step.
 
-It publishes due pending rows that no broker holds: plain-SQL inserts, rows whose publish
-failed, ``run_at`` and long retry backoffs, messages lost with a Redis that lost its data
-(noticed by the broker's epoch marker), jobs held while their tenant was suspended.
+Waiting jobs are the fairness feeder's (app.run.feeder): the sweep routes plain-SQL inserts
+(no queue) to their intent's queue, wakes the fair queue for tenants whose ``run_at``, retry
+backoff or suspension has passed, publishes again what a Redis lost with its data (noticed by
+the broker's epoch marker) or what was published long ago and never started, and refuses jobs
+of a deleted tenant or an unknown intent.
 """
 
 from __future__ import annotations
@@ -66,10 +68,11 @@ def broker_epoch(conn) -> str | None:
 
 
 def sweep_once(*, batch: int | None = None, republish_after: float | None = None) -> tuple[int, int]:
-    """One batch: ``(locked, published)``."""
+    """One batch: ``(locked, published or routed)``."""
     batch = batch or settings.sweep_batch
     republish_after = settings.republish_after if republish_after is None else republish_after
     sizes: dict[str, int | None] = {}
+    routes: dict[str, list[str]] = defaultdict(list)
     with db.engine().begin() as conn:
         due = jobstore.lock_due(conn, batch=batch, republish_after=republish_after,
                              broker_since=broker_epoch(conn))
@@ -93,7 +96,10 @@ def sweep_once(*, batch: int | None = None, republish_after: float | None = None
                           extra={"job_id": job.id, "tenant_id": job.tenant_id})
                 continue
             queue = job.queue or intent.queue
-            if job.republish and not job.lost:
+            if not job.republish:  # inserted without a queue: it waits its turn there
+                routes[queue].append(job.id)
+                continue
+            if not job.lost:
                 # Published long ago and never started: lost, unless its queue still has a
                 # backlog that it is waiting in.
                 if queue not in sizes:
@@ -102,6 +108,8 @@ def sweep_once(*, batch: int | None = None, republish_after: float | None = None
                     continue
             outgoing.append(Outgoing(job.id, job.tenant_id, job.intent_key, queue,
                                      job.intent_params, intent.secret_params))
+        for queue, ids in routes.items():
+            jobstore.route(conn, ids, queue)
         sent = set(publish(outgoing))
         by_queue: dict[str, list[str]] = defaultdict(list)
         for job in outgoing:
@@ -109,15 +117,18 @@ def sweep_once(*, batch: int | None = None, republish_after: float | None = None
                 by_queue[job.queue].append(job.id)
         for queue, ids in by_queue.items():
             jobstore.mark_published(conn, ids, queue=queue)
-    republished = sum(1 for j in due if j.republish and j.id in sent)
+        woken = jobstore.flag_due(conn)
+    routed = sum(len(ids) for ids in routes.values())
     if sent:
-        log.info("sweep published %d job(s) (%d again after a lost message)", len(sent),
-                 republished)
-    return len(due), len(sent)
+        log.info("sweep published %d job(s) again after a lost message", len(sent))
+    if routed or woken:
+        log.info("sweep routed %d job(s) inserted without a queue; %d idle tenant queue(s) "
+                 "have due jobs again", routed, sum(woken.values()))
+    return len(due), len(sent) + routed
 
 
 def sweep() -> int:
-    """Publish due pending jobs that no broker holds, a batch at a time, at most
+    """Route, wake and republish (see the module), a batch at a time, at most
     :data:`MAX_SWEEP_ROUNDS` batches; safe to run in many places at once."""
     total = 0
     for _ in range(MAX_SWEEP_ROUNDS):

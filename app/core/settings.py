@@ -130,6 +130,14 @@ class Settings:
     worker_pool: str = "solo"
     worker_processes: int = 2
 
+    # Fair scheduling between tenants (app.run.feeder).
+    #: At most this many jobs of one queue wait in the broker (the window's upper bound).
+    fair_window: int = 64
+    #: At least this many (enough to keep every worker process of a queue fed).
+    fair_window_min: int = 4
+    #: Workers run a feeder thread (one per queue leads); off only for special set-ups.
+    fair_feeder: bool = True
+
     # Dispatch and the audit mirror.
     manifest: str = "handlers.manifest:INTENTS"
     max_params_bytes: int = 65536
@@ -270,6 +278,9 @@ def load(env: dict[str, str] | None = None) -> Settings:
         prefetch_multiplier=_int(env, "JOBQ_PREFETCH_MULTIPLIER", 1, minimum=1),
         worker_pool=_choice(env, "JOBQ_WORKER_POOL", "solo", ("solo", "prefork")),
         worker_processes=_int(env, "JOBQ_WORKER_PROCESSES", os.cpu_count() or 2, minimum=1),
+        fair_window=_int(env, "JOBQ_FAIR_WINDOW", 64, minimum=1),
+        fair_window_min=_int(env, "JOBQ_FAIR_WINDOW_MIN", 4, minimum=1),
+        fair_feeder=_bool(env, "JOBQ_FAIR_FEEDER", True),
         manifest=env.get("JOBQ_MANIFEST", "handlers.manifest:INTENTS"),
         max_params_bytes=_int(env, "JOBQ_MAX_PARAMS_BYTES", 65536, minimum=2),
         max_result_bytes=_int(env, "JOBQ_MAX_RESULT_BYTES", 65536, minimum=256),

@@ -80,3 +80,62 @@ def forget_revoked(job_ids: Iterable[str]) -> None:
             celery_app.control.broadcast("jobq_forget_revoked", arguments={"ids": ids})
         except Exception as exc:
             log.warning("could not tell workers to forget %d revoke(s): %s", len(ids), exc)
+
+
+@dataclass(frozen=True)
+class TenantLimits:
+    """A tenant's fair-scheduling limits after a change."""
+
+    tenant_id: str
+    weight: float
+    max_running: int | None
+    #: Caps on single queues.
+    queue_max_running: dict[str, int]
+
+
+def set_tenant_limits(tenant_id: str, *, weight: float | None = None,
+                      max_running: int | None = None, queue: str | None = None,
+                      by: str = "api") -> TenantLimits:
+    """Change a tenant's share and cap, live (the feeders read them at every pick), recorded
+    in ``tenant_events`` with ``by``.
+
+    ``weight``: its share of a queue while others wait too (default 1; 2 gets twice the jobs
+    of a tenant of weight 1). ``max_running``: at most this many of its jobs running or handed
+    to a worker at once, across queues, or with ``queue`` on that queue only; 0 removes the
+    cap. None leaves a value as it is. Raises ValueError naming a bad value, LookupError for
+    an unknown tenant.
+    """
+    import math
+
+    from app.core.manifest import QUEUES
+    from app.store import tenants
+
+    tenant_id = str(uuid.UUID(str(tenant_id)))
+    if weight is not None:
+        if isinstance(weight, bool) or not isinstance(weight, int | float) \
+                or not math.isfinite(weight) or weight <= 0:
+            raise ValueError(f"weight must be a number above 0, not {weight!r}")
+        if queue is not None:
+            raise ValueError("weight is the tenant's, on every queue: give it without queue")
+    if max_running is not None and (isinstance(max_running, bool)
+                                    or not isinstance(max_running, int) or max_running < 0):
+        raise ValueError(f"max_running must be a whole number, 0 for no cap, not {max_running!r}")
+    if queue is not None and queue not in QUEUES:
+        raise ValueError(f"queue {queue!r} is not one of {', '.join(QUEUES)}")
+    with db.engine().begin() as conn:
+        if queue is not None:
+            if tenants.status_of(conn, tenant_id) is None:
+                raise LookupError(f"no tenant {tenant_id}")
+            if max_running is not None:
+                tenants.set_queue_limit(conn, tenant_id, queue, max_running or None, by=by)
+            row = tenants.set_limits(conn, tenant_id, by=by)
+        else:
+            row = tenants.set_limits(conn, tenant_id, by=by, weight=weight,
+                                     max_running=max_running or None,
+                                     clear_cap=max_running == 0)
+        if row is None:
+            raise LookupError(f"no tenant {tenant_id}")
+        per_queue = tenants.queue_limits(conn, tenant_id)
+    log.info("tenant limits: weight %s, max running %s, per queue %s (by %s)", row[2], row[3],
+             per_queue, by, extra={"tenant_id": tenant_id})
+    return TenantLimits(tenant_id, row[2], row[3], per_queue)

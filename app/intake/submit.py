@@ -145,7 +145,8 @@ def write_requests(conn: Session | Connection, requests: Iterable[Request], *, s
         raise ValueError(f"source {source!r} is not one of {SOURCES}")
     now = dt.datetime.now(dt.UTC)
     prepared = [_prepare(r, source=source, now=now) for r in requests]
-    inserted = jobstore.insert_jobs(conn, [job for job, _ in prepared])
+    inserted = jobstore.insert_jobs(conn, [job for job, _ in prepared],
+                                    window=settings.fair_window)
     ids: list[str] = []
     outgoing: list[Outgoing] = []
     first_refusal: IntentRefused | None = None
@@ -158,7 +159,7 @@ def write_requests(conn: Session | Connection, requests: Iterable[Request], *, s
                                 "intent_key": job.intent_key})
                 first_refusal = first_refusal or IntentRefused(
                     str(refusal), field=refusal.field, job_id=job.id)
-            elif job.publish:
+            elif inserted[job.id]:  # else the fairness feeder publishes it in its turn
                 intent = manifest.get(job.intent_key)
                 outgoing.append(Outgoing(job.id, job.tenant_id, job.intent_key, intent.queue,
                                          job.intent_params, intent.secret_params,
@@ -217,7 +218,8 @@ def _after_rollback(session: Session) -> None:
 def publish_or_release(jobs: Sequence[Outgoing]) -> list[str]:
     """Publish jobs whose rows claim a hand-off already; un-stamp those that did not go."""
     sent = publish(jobs)
-    missed = [j.id for j in jobs if j.id not in set(sent)]
+    taken = set(sent)
+    missed = [j.id for j in jobs if j.id not in taken]
     if missed:
         try:
             with db.engine().begin() as conn:

@@ -45,23 +45,40 @@ def _json(value: Any) -> str | None:
 # --- creating jobs ---------------------------------------------------------------------------
 
 #: Insert new jobs of active tenants; a conflicting id or idempotency key inserts nothing.
+#: A job asked to be published at once is stamped so (the caller publishes it after commit)
+#: only while its queue has nobody waiting, its tenant has no cap and the queue's window in the
+#: broker has room (``jobq_fast_room``, once per queue and tenant); the others wait in the
+#: table for the fairness feeder (app.run.feeder), which the insert's trigger wakes.
 INSERT_JOBS = text(
     """
+    WITH v AS (
+        SELECT v.*, row_number() OVER () AS pos
+          FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(
+                id uuid, tenant_id uuid, intent_key text, intent_params jsonb, status text,
+                max_retries int, run_at timestamptz, publish boolean, idempotency_key text,
+                queue text, source text, parent_id uuid, error_message text)
+    ), room AS (
+        SELECT q.queue, q.tenant_id, jobq_fast_room(q.queue, q.tenant_id, :window) AS n
+          FROM (SELECT DISTINCT queue, tenant_id FROM v WHERE publish) q
+    ), r AS (
+        SELECT v.*, v.publish AND row_number() OVER (
+                   PARTITION BY v.queue, v.tenant_id, v.publish ORDER BY v.pos
+               ) <= coalesce(room.n, 0) AS go
+          FROM v LEFT JOIN room ON room.queue = v.queue AND room.tenant_id = v.tenant_id
+    )
     INSERT INTO job_executions (
         id, tenant_id, intent_key, intent_params, status, max_retries, run_at,
         published_at, idempotency_key, queue, source, parent_id, error_message, completed_at
     )
-    SELECT v.id, v.tenant_id, v.intent_key, v.intent_params, v.status, v.max_retries, v.run_at,
-           CASE WHEN v.publish THEN now() END,
-           v.idempotency_key, v.queue, v.source, v.parent_id, v.error_message,
-           CASE WHEN v.status = 'failed' THEN now() END
-      FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(
-            id uuid, tenant_id uuid, intent_key text, intent_params jsonb, status text,
-            max_retries int, run_at timestamptz, publish boolean, idempotency_key text,
-            queue text, source text, parent_id uuid, error_message text)
-      JOIN tenants t ON t.id = v.tenant_id AND t.status = 'active'
+    SELECT r.id, r.tenant_id, r.intent_key, r.intent_params, r.status, r.max_retries, r.run_at,
+           CASE WHEN r.go THEN now() END,
+           r.idempotency_key, r.queue, r.source, r.parent_id, r.error_message,
+           CASE WHEN r.status = 'failed' THEN now() END
+      FROM r
+      JOIN tenants t ON t.id = r.tenant_id AND t.status = 'active'
+     ORDER BY r.pos
     ON CONFLICT DO NOTHING
-    RETURNING id::text
+    RETURNING id::text, published_at IS NOT NULL
     """
 )
 
@@ -113,12 +130,14 @@ class NewJob:
         }
 
 
-def insert_jobs(conn, jobs: Sequence[NewJob]) -> set[str]:
-    """Insert ``jobs`` in one statement; return the ids that were new."""
+def insert_jobs(conn, jobs: Sequence[NewJob], *, window: int) -> dict[str, bool]:
+    """Insert ``jobs`` in one statement; the ids that were new -> whether to publish it now
+    (the others wait for the fairness feeder). ``window``: the broker's window per queue
+    until a feeder has sized it."""
     if not jobs:
-        return set()
+        return {}
     rows = json.dumps([j.as_row() for j in jobs], ensure_ascii=False, default=str)
-    return {r[0] for r in conn.execute(INSERT_JOBS, {"rows": rows})}
+    return {r[0]: r[1] for r in conn.execute(INSERT_JOBS, {"rows": rows, "window": window})}
 
 
 def find_existing(conn, job: NewJob) -> tuple[str, str, bool] | None:
@@ -595,11 +614,13 @@ def release_owned(conn, job_id: str, *, owner: str, default_max_retries: int) ->
 
 # --- the sweep -------------------------------------------------------------------------------
 
-#: Due pending jobs that no broker holds: never published, published before the broker's
-#: Redis lost its data (``:broker_since``, see app.beat.sweep.broker_epoch), or published so
-#: long ago without starting that the message must be lost; with their tenant's status,
-#: because a plain INSERT was never checked against it. A suspended tenant's jobs are held:
-#: left as they are until it is resumed, then found here at once (a held job is unpublished).
+#: Due pending jobs that no broker holds and no fairness feeder will publish: rows inserted
+#: without a queue (plain SQL: the sweep routes them to their intent's queue, where the
+#: feeder takes them in their turn), rows published into a Redis that has since lost its data
+#: (``:broker_since``, see app.beat.sweep.broker_epoch) or so long ago without starting that
+#: the message must be lost, and pending rows of a deleted tenant (refused). With their
+#: tenant's status; a suspended tenant's jobs are held (left as they are until it is resumed).
+#: Each part is read on its own small index: the backlog the feeder owns is never scanned.
 #: Locked until the sweep commits.
 LOCK_DUE = text(
     """
@@ -609,16 +630,116 @@ LOCK_DUE = text(
            t.status AS tenant_status
       FROM job_executions j
       JOIN tenants t ON t.id = j.tenant_id AND t.status <> 'suspended'
-     WHERE j.status = 'pending'
+     WHERE j.id IN (
+            (SELECT id FROM job_executions
+              WHERE status = 'pending' AND queue IS NULL
+                AND coalesce(run_at, created_at) <= now()
+              ORDER BY coalesce(run_at, created_at) LIMIT :batch)
+            UNION ALL
+            (SELECT id FROM job_executions
+              WHERE status = 'pending' AND published_at IS NOT NULL
+                AND (published_at < now() - make_interval(secs => :republish_after)
+                     OR published_at < CAST(:broker_since AS timestamptz))
+              LIMIT :batch)
+            UNION ALL
+            (SELECT d.id FROM tenants dt
+               JOIN job_executions d ON d.tenant_id = dt.id AND d.status = 'pending'
+              WHERE dt.status = 'deleted' LIMIT :batch))
+       AND j.status = 'pending'
        AND coalesce(j.run_at, j.created_at) <= now()
-       AND (j.published_at IS NULL
-            OR j.published_at < now() - make_interval(secs => :republish_after)
-            OR j.published_at < CAST(:broker_since AS timestamptz))
      ORDER BY coalesce(j.run_at, j.created_at)
      LIMIT :batch
        FOR UPDATE OF j SKIP LOCKED
     """
 )
+
+#: Give rows inserted without a queue their intent's queue: the update's trigger puts them in
+#: the fair queue (migration 0005).
+ROUTE = text(
+    "UPDATE job_executions SET queue = :queue WHERE id = ANY(:ids) AND queue IS NULL"
+).bindparams(bindparam("ids", type_=_IDS))
+
+#: (queue, tenant)s marked idle that have a due unpublished job again (a ``run_at`` or a
+#: retry's backoff came due, a tenant was resumed): ready once more, at the queue's clock.
+FLAG_DUE = text(
+    """
+    WITH due AS (
+        SELECT f.queue, f.tenant_id FROM fair_queue f
+          JOIN tenants t ON t.id = f.tenant_id AND t.status = 'active'
+         WHERE NOT f.ready
+           AND EXISTS (SELECT 1 FROM job_executions j
+                        WHERE j.queue = f.queue AND j.tenant_id = f.tenant_id
+                          AND j.status = 'pending' AND j.published_at IS NULL
+                          AND coalesce(j.run_at, j.created_at) <= now())
+           FOR UPDATE OF f SKIP LOCKED
+    ), flagged AS (
+        UPDATE fair_queue f
+           SET ready = true,
+               vtime = greatest(f.vtime, coalesce(
+                   (SELECT c.vclock FROM fair_clock c WHERE c.queue = f.queue), 0))
+          FROM due WHERE f.queue = due.queue AND f.tenant_id = due.tenant_id
+        RETURNING f.queue
+    )
+    SELECT queue, count(*), pg_notify('jobq_feed', queue) FROM flagged GROUP BY queue
+    """
+)
+
+#: Jobs of a queue handed to the broker and not started yet: what its window holds.
+IN_FLIGHT = text(
+    "SELECT count(*) FROM job_executions "
+    "WHERE queue = :queue AND status = 'pending' AND published_at IS NOT NULL"
+)
+
+#: Whether anyone waits in a queue's fair queue.
+HAS_BACKLOG = text("SELECT EXISTS (SELECT 1 FROM fair_queue WHERE queue = :queue AND ready)")
+
+#: The next jobs of a queue in fair order, stamped published.
+FEED = text(
+    "SELECT id::text, tenant_id::text, intent_key, intent_params FROM jobq_feed(:queue, :n)")
+
+#: The window a queue's feeder keeps (callers' fast path fills it no further).
+SET_WINDOW = text(
+    """
+    INSERT INTO fair_clock AS c (queue, window_size) VALUES (:queue, :window)
+    ON CONFLICT (queue) DO UPDATE SET window_size = excluded.window_size
+    """
+)
+
+
+@dataclass(frozen=True)
+class Picked:
+    id: str
+    tenant_id: str
+    intent_key: str
+    intent_params: Any
+
+
+def in_flight(conn, queue: str) -> int:
+    return conn.execute(IN_FLIGHT, {"queue": queue}).scalar_one()
+
+
+def has_backlog(conn, queue: str) -> bool:
+    return conn.execute(HAS_BACKLOG, {"queue": queue}).scalar_one()
+
+
+def feed(conn, queue: str, n: int) -> list[Picked]:
+    """Pick and stamp the next ``n`` jobs of ``queue`` (publish them after commit)."""
+    return [Picked(*r) for r in conn.execute(FEED, {"queue": queue, "n": n})]
+
+
+def set_window(conn, queue: str, size: int) -> None:
+    conn.execute(SET_WINDOW, {"queue": queue, "window": size})
+
+
+def route(conn, ids: Sequence[str], queue: str) -> None:
+    if ids:
+        conn.execute(ROUTE, {"ids": list(ids), "queue": queue})
+
+
+def flag_due(conn) -> dict[str, int]:
+    """Queue -> how many of its idle tenants were ready again."""
+    return {r[0]: r[1] for r in conn.execute(FLAG_DUE)}
+
 
 #: The database's now, and how many pending jobs were handed to the broker before it (a broker
 #: that lost its data lost their messages).

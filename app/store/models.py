@@ -16,6 +16,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -58,6 +59,8 @@ class Tenant(Base):
     __tablename__ = "tenants"
     __table_args__ = (
         CheckConstraint("status IN ('active', 'suspended', 'deleted')", name="status"),
+        CheckConstraint("weight > 0", name="weight"),
+        CheckConstraint("max_running > 0", name="max_running"),
     )
 
     id: Mapped[uuid.UUID] = _uuid_pk()
@@ -66,6 +69,47 @@ class Tenant(Base):
     created_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
+    #: Share of a queue under contention (fair scheduling, migration 0005).
+    weight: Mapped[float] = mapped_column(Float, nullable=False, server_default=text("1"))
+    #: Jobs running or handed to a worker at once, across queues; None is no cap.
+    max_running: Mapped[int | None] = mapped_column(Integer)
+
+
+class TenantQueueLimit(Base):
+    """A cap on one queue of one tenant (beside the tenant's cap across queues)."""
+
+    __tablename__ = "tenant_queue_limits"
+    __table_args__ = (CheckConstraint("max_running > 0", name="max_running"),)
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    queue: Mapped[str] = mapped_column(Text, primary_key=True)
+    max_running: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
+class FairQueue(Base):
+    """One (queue, tenant) that has had work: its virtual time and whether jobs may wait."""
+
+    __tablename__ = "fair_queue"
+    __table_args__ = (
+        Index("ix_fair_queue_ready", "queue", "vtime", postgresql_where=text("ready")),
+    )
+
+    queue: Mapped[str] = mapped_column(Text, primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    vtime: Mapped[float] = mapped_column(Float, nullable=False, server_default=text("0"))
+    ready: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
+
+
+class FairClock(Base):
+    """Per queue: the virtual time of the last pick, and the window the feeder keeps."""
+
+    __tablename__ = "fair_clock"
+
+    queue: Mapped[str] = mapped_column(Text, primary_key=True)
+    vclock: Mapped[float] = mapped_column(Float, nullable=False, server_default=text("0"))
+    window_size: Mapped[int | None] = mapped_column(Integer)
 
 
 class JobExecution(Base):
@@ -105,6 +149,34 @@ class JobExecution(Base):
             "idempotency_key",
             unique=True,
             postgresql_where=text("idempotency_key IS NOT NULL"),
+        ),
+        # The fairness feeder's pick: a tenant's oldest due unpublished job of a queue.
+        Index(
+            "ix_job_executions_ready",
+            "queue",
+            "tenant_id",
+            text("coalesce(run_at, created_at)"),
+            postgresql_where=text("status = 'pending' AND published_at IS NULL"),
+        ),
+        # The window: jobs handed to the broker and not yet started.
+        Index(
+            "ix_job_executions_in_flight",
+            "queue",
+            postgresql_where=text("status = 'pending' AND published_at IS NOT NULL"),
+        ),
+        # The sweep: rows inserted without a queue (plain SQL), by when they are due.
+        Index(
+            "ix_job_executions_unrouted",
+            text("coalesce(run_at, created_at)"),
+            postgresql_where=text("status = 'pending' AND queue IS NULL"),
+        ),
+        # Caps: a tenant's jobs running or handed to a worker.
+        Index(
+            "ix_job_executions_tenant_busy",
+            "tenant_id",
+            "queue",
+            postgresql_where=text(
+                "status = 'processing' OR (status = 'pending' AND published_at IS NOT NULL)"),
         ),
         Index(
             "ix_job_executions_parent",

@@ -28,17 +28,29 @@ def active_tenant_ids(conn) -> list[str]:
     return list(conn.execute(ACTIVE_TENANTS).scalars())
 
 
-#: Every tenant with its jobs of the last day (counted on the tenant's own index range).
+#: Every tenant with its jobs of the last day (counted on the tenant's own index range), and
+#: what it has waiting and running now with its fair-scheduling limits.
 LIST_TENANTS = text(
     """
     SELECT t.id::text AS id, t.name, t.status, t.created_at,
-           day.total AS jobs_24h, day.failed AS failed_24h
+           day.total AS jobs_24h, day.failed AS failed_24h,
+           t.weight, t.max_running, now_.backlog, now_.running, now_.oldest_wait_s
       FROM tenants t
       CROSS JOIN LATERAL (
             SELECT count(*) AS total, count(*) FILTER (WHERE j.status = 'failed') AS failed
               FROM job_executions j
              WHERE j.tenant_id = t.id AND j.created_at >= now() - interval '24 hours'
       ) day
+      CROSS JOIN LATERAL (
+            SELECT count(*) FILTER (WHERE j.status = 'pending') AS backlog,
+                   count(*) FILTER (WHERE j.status = 'processing') AS running,
+                   extract(epoch FROM now() - min(coalesce(j.run_at, j.created_at))
+                           FILTER (WHERE j.status = 'pending'
+                                   AND coalesce(j.run_at, j.created_at) <= now()))::float8
+                       AS oldest_wait_s
+              FROM job_executions j
+             WHERE j.tenant_id = t.id AND j.status IN ('pending', 'processing')
+      ) now_
      WHERE CAST(:status AS text) IS NULL OR t.status = CAST(:status AS text)
      ORDER BY t.created_at, t.name
     """
@@ -137,3 +149,122 @@ def pending_jobs(conn, tenant_id: str) -> int:
 
 def tenant_events(conn, tenant_id: str) -> list[dict[str, Any]]:
     return [dict(r) for r in conn.execute(TENANT_EVENTS, {"id": tenant_id}).mappings()]
+
+
+# --- fair scheduling: limits and what waits ------------------------------------------------------
+
+#: Change a tenant's weight and cap across queues (NULL arguments keep what is there;
+#: ``:clear_cap`` removes the cap), recording the change with who made it; the limits before.
+SET_LIMITS = text(
+    """
+    WITH before AS (
+        SELECT id, weight, max_running FROM tenants WHERE id = CAST(:id AS uuid) FOR UPDATE
+    ), changed AS (
+        UPDATE tenants t
+           SET weight = coalesce(CAST(:weight AS float8), t.weight),
+               max_running = CASE WHEN :clear_cap THEN NULL
+                                  ELSE coalesce(CAST(:max_running AS int), t.max_running) END
+          FROM before WHERE t.id = before.id
+        RETURNING t.id, t.weight, t.max_running, before.weight AS old_weight,
+                  before.max_running AS old_max_running
+    ), event AS (
+        INSERT INTO tenant_events (tenant_id, kind, was, by, detail)
+        SELECT id, 'limits', 'weight ' || old_weight || ', max running '
+                             || coalesce(old_max_running::text, 'unlimited'), :by,
+               jsonb_build_object('weight', weight, 'max_running', max_running,
+                                  'was', jsonb_build_object('weight', old_weight,
+                                                            'max_running', old_max_running))
+          FROM changed
+         WHERE (weight, max_running) IS DISTINCT FROM (old_weight, old_max_running)
+    )
+    SELECT old_weight, old_max_running, weight, max_running FROM changed
+    """
+)
+
+#: Set or remove (``:max_running`` NULL) a tenant's cap on one queue, recorded likewise.
+SET_QUEUE_LIMIT = text(
+    """
+    WITH before AS (
+        SELECT max_running FROM tenant_queue_limits
+         WHERE tenant_id = CAST(:id AS uuid) AND queue = :queue
+    ), removed AS (
+        DELETE FROM tenant_queue_limits
+         WHERE tenant_id = CAST(:id AS uuid) AND queue = :queue
+           AND CAST(:max_running AS int) IS NULL
+    ), upserted AS (
+        INSERT INTO tenant_queue_limits (tenant_id, queue, max_running)
+        SELECT CAST(:id AS uuid), :queue, CAST(:max_running AS int)
+         WHERE CAST(:max_running AS int) IS NOT NULL
+        ON CONFLICT (tenant_id, queue) DO UPDATE SET max_running = excluded.max_running
+    ), event AS (
+        INSERT INTO tenant_events (tenant_id, kind, was, by, detail)
+        SELECT CAST(:id AS uuid), 'limits',
+               'max running on ' || :queue || ' '
+               || coalesce((SELECT max_running::text FROM before), 'unlimited'), :by,
+               jsonb_build_object('queue', :queue, 'max_running', CAST(:max_running AS int),
+                                  'was', (SELECT max_running FROM before))
+         WHERE (SELECT max_running FROM before) IS DISTINCT FROM CAST(:max_running AS int)
+    )
+    SELECT (SELECT max_running FROM before)
+    """
+)
+
+#: Per tenant (and queue): jobs waiting in the table, handed to a worker, running, the
+#: oldest waiting job's age, and the tenant's limits. Only tenants with work or limits.
+FAIR_STATE = text(
+    """
+    SELECT t.id::text AS tenant_id, t.name, t.status, t.weight, t.max_running,
+           w.queue, w.waiting, w.handed, w.running, w.oldest_wait_s,
+           l.max_running AS queue_max_running
+      FROM tenants t
+      JOIN LATERAL (
+            SELECT j.queue,
+                   count(*) FILTER (WHERE j.status = 'pending' AND j.published_at IS NULL)
+                       AS waiting,
+                   count(*) FILTER (WHERE j.status = 'pending' AND j.published_at IS NOT NULL)
+                       AS handed,
+                   count(*) FILTER (WHERE j.status = 'processing') AS running,
+                   extract(epoch FROM now() - min(coalesce(j.run_at, j.created_at))
+                           FILTER (WHERE j.status = 'pending'
+                                   AND coalesce(j.run_at, j.created_at) <= now()))::float8
+                       AS oldest_wait_s
+              FROM job_executions j
+             WHERE j.tenant_id = t.id AND j.status IN ('pending', 'processing')
+             GROUP BY j.queue
+      ) w ON true
+      LEFT JOIN tenant_queue_limits l ON l.tenant_id = t.id AND l.queue = w.queue
+     WHERE CAST(:tenant AS uuid) IS NULL OR t.id = CAST(:tenant AS uuid)
+     ORDER BY w.waiting DESC, t.name, w.queue
+    """
+)
+
+#: A tenant's limits on single queues.
+QUEUE_LIMITS = text(
+    "SELECT queue, max_running FROM tenant_queue_limits WHERE tenant_id = CAST(:id AS uuid) "
+    "ORDER BY queue"
+)
+
+
+def set_limits(conn, tenant_id: str, *, by: str, weight: float | None = None,
+               max_running: int | None = None, clear_cap: bool = False
+               ) -> tuple[float, int | None, float, int | None] | None:
+    """``(old weight, old cap, weight, cap)``, or None when there is no such tenant."""
+    row = conn.execute(SET_LIMITS, {"id": tenant_id, "weight": weight,
+                                    "max_running": max_running, "clear_cap": clear_cap,
+                                    "by": by}).first()
+    return tuple(row) if row else None  # type: ignore[return-value]
+
+
+def set_queue_limit(conn, tenant_id: str, queue: str, max_running: int | None, *,
+                    by: str) -> int | None:
+    """Cap (or with None, uncap) ``tenant_id`` on ``queue``; the cap it had."""
+    return conn.execute(SET_QUEUE_LIMIT, {"id": tenant_id, "queue": queue,
+                                          "max_running": max_running, "by": by}).scalar()
+
+
+def fair_state(conn, tenant_id: str | None = None) -> list[dict[str, Any]]:
+    return [dict(r) for r in conn.execute(FAIR_STATE, {"tenant": tenant_id}).mappings()]
+
+
+def queue_limits(conn, tenant_id: str) -> dict[str, int]:
+    return {r[0]: r[1] for r in conn.execute(QUEUE_LIMITS, {"id": tenant_id})}

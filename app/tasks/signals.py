@@ -11,10 +11,11 @@ from celery.signals import (
     task_postrun,
     worker_process_init,
     worker_process_shutdown,
+    worker_ready,
     worker_shutdown,
 )
 
-from app.run import completions
+from app.run import completions, feeder
 from app.store import db
 
 
@@ -41,6 +42,18 @@ def _collect_failure_garbage(state: str | None = None, **_: object) -> None:
             time.monotonic() - _last_failure_gc >= FAILURE_GC_INTERVAL:
         _last_failure_gc = time.monotonic()
         gc.collect()
+
+
+@worker_ready.connect
+def _start_feeder(sender=None, **_: object) -> None:
+    # The fairness feeder of the job queues this worker consumes (one worker leads each).
+    queues = [q.name for q in sender.app.amqp.queues.consume_from.values()]
+    feeder.start(queues, owner=sender.controller if hasattr(sender, "controller") else sender)
+
+
+@worker_shutdown.connect
+def _stop_feeder(sender=None, **_: object) -> None:
+    feeder.stop(owner=sender)
 
 
 @worker_process_shutdown.connect

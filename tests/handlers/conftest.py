@@ -8,3 +8,8 @@ import pytest
 @pytest.fixture(autouse=True, scope="session")
 def _services(run_services):
     return run_services
+
+
+@pytest.fixture(autouse=True)
+def _fresh_queues(fresh_queues):
+    return fresh_queues

@@ -49,18 +49,77 @@ def tenants_list(
     if as_json:
         console.print_json(data=[{**r, "created_at": r["created_at"].isoformat()} for r in rows])
         return
+    from app.store import db as _db
+
+    with _db.engine().connect() as conn:
+        capped = {r["id"] for r in rows if tenants.queue_limits(conn, r["id"])}
     whole = wide or not console.is_terminal or console.width >= WIDE_ENOUGH
     table = Table(box=None, header_style="bold", pad_edge=False)
     for name, justify in (("id", "left"), ("name", "left"), ("status", "left"),
                           (f"created ({show.zone_name()})", "left"), ("jobs 24h", "right"),
-                          ("failed 24h", "right")):
+                          ("failed 24h", "right"), ("backlog", "right"), ("running", "right"),
+                          ("oldest wait", "right"), ("weight", "right"), ("cap", "right")):
         table.add_column(name, justify=justify, no_wrap=name != "name")
     for r in rows:
+        cap = str(r["max_running"]) if r["max_running"] else "-"
+        if r["id"] in capped:
+            cap += " +queue"
         table.add_row(r["id"] if whole else r["id"][:8], Text(r["name"]),
                       f"[green]{r['status']}[/]" if r["status"] == "active" else f"[red]{r['status']}[/]",
                       show.local_time(r["created_at"], short=True), str(r["jobs_24h"]),
-                      f"[red]{r['failed_24h']}[/]" if r["failed_24h"] else "0")
+                      f"[red]{r['failed_24h']}[/]" if r["failed_24h"] else "0",
+                      str(r["backlog"]), str(r["running"]),
+                      _age(r["oldest_wait_s"]), f"{r['weight']:g}", cap)
     show.print_whole(console, table, wide=wide)
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+@app.command("set")
+def tenants_set(
+    tenant: Annotated[str, typer.Argument(metavar="TENANT", help="Its id or exact name.")],
+    weight: Annotated[float | None, typer.Option(
+        "--weight", help="Its share of a queue while others wait too (default 1).")] = None,
+    max_running: Annotated[int | None, typer.Option(
+        "--max-running", help="At most this many of its jobs running at once (0: no cap).")
+    ] = None,
+    queue: Annotated[str | None, typer.Option(
+        "--queue", "-q", help="Cap this queue only (with --max-running).")] = None,
+) -> None:
+    """Change a tenant's fair-scheduling limits, live: its weight (share of a busy queue) and
+    its cap on jobs running at once, across queues or on one. Recorded with who changed it."""
+    from app.intake.actions import set_tenant_limits
+    from app.ops.cli.args import actor, bad
+    from app.ops.cli.lookup import lookup_tenant
+    from app.store import db
+
+    if weight is None and max_running is None:
+        raise bad("nothing to change: give --weight and/or --max-running", "--weight")
+    if queue is not None and max_running is None:
+        raise bad("--queue caps one queue: give --max-running with it", "--queue")
+    with db.engine().connect() as conn:
+        found = lookup_tenant(conn, tenant)
+    if found is None:
+        raise fail(f"no tenant {tenant!r}")
+    try:
+        limits = set_tenant_limits(found["id"], weight=weight, max_running=max_running,
+                                   queue=queue, by=actor())
+    except ValueError as exc:
+        option = "--weight" if "weight" in str(exc) else "--queue" if "queue" in str(exc) \
+            else "--max-running"
+        raise bad(str(exc), option) from None
+    per_queue = ", ".join(f"{q} {n}" for q, n in limits.queue_max_running.items())
+    console.print(
+        f"tenant {found['name']} ({found['id']}): weight {limits.weight:g}, max running "
+        f"{limits.max_running or 'unlimited'}" + (f"; per queue: {per_queue}" if per_queue else ""))
 
 
 @app.command("create")
@@ -81,7 +140,7 @@ def tenants_create(
 def _set_status(ref: str, status: str) -> None:
     from app.ops.cli.args import actor
     from app.ops.cli.lookup import lookup_tenant
-    from app.store import db, tenants
+    from app.store import db, jobstore, tenants
 
     with db.engine().begin() as conn:
         tenant = lookup_tenant(conn, ref)
@@ -89,6 +148,9 @@ def _set_status(ref: str, status: str) -> None:
             raise fail(f"no tenant {ref!r}")
         was = tenants.set_tenant_status(conn, tenant["id"], status, by=actor())
         pending = tenants.pending_jobs(conn, tenant["id"])
+    if status == "active" and was != "active":
+        with db.engine().begin() as conn:
+            jobstore.flag_due(conn)  # its held jobs wait in the fair queue again at once
     name = f"{tenant['name']} ({tenant['id']})"
     if was == "deleted" and status != "deleted":
         raise fail(f"tenant {name} is deleted; a deleted tenant cannot be "

@@ -1,0 +1,228 @@
+"""The fairness feeder: the table is the queue, and the broker holds a bounded window of it.
+
+A job that arrives while its queue has nobody waiting goes to the broker at once (the insert
+stamps it, see ``jobstore.INSERT_JOBS``). Otherwise it waits in ``job_executions`` and a feeder
+hands the next jobs to the broker as the window empties, in start-time fair order over tenants:
+each tenant's virtual time advances by ``1 / weight`` per job, the tenant with the smallest
+goes next, and a tenant that becomes ready starts at the queue's clock, so a tenant with one job
+waits for the window, never behind another's backlog (``jobq_feed``, migration 0005). Capped
+tenants are skipped while at their cap; nobody else waits for them.
+
+Every worker process runs a feeder thread; one per queue leads (a PostgreSQL session advisory
+lock, freed when its process dies, so another worker takes over within a second). It sleeps on
+``LISTEN jobq_feed`` (the insert trigger notifies when a queue gets a waiting tenant) and, while
+a queue has a backlog, looks at the window every few milliseconds.
+
+The window adapts to the rate jobs leave it: about :data:`WINDOW_SECONDS` of work, at least
+``settings.fair_window_min`` (enough to keep every worker process fed) and at most
+``settings.fair_window``: the bound on what Redis holds per queue (and what a Redis that loses
+its data loses, republished from the table by the sweep).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import select
+import threading
+import time
+import zlib
+from dataclasses import dataclass, field
+
+from app.broker.publish import Outgoing, publish
+from app.core.registry import manifest
+from app.core.settings import settings
+from app.store import db, jobstore
+
+log = logging.getLogger("jobq.feeder")
+
+#: The window holds about this much of the queue's work (at the rate jobs leave it).
+WINDOW_SECONDS = 0.25
+#: How often a queue with a backlog is looked at (seconds), and an idle one at most.
+BUSY_POLL = 0.02
+IDLE_POLL = 1.0
+#: Leadership of queues not led yet is tried again this often (seconds).
+LEAD_RETRY = 1.0
+#: Weight of a new rate sample (per look).
+RATE_SMOOTHING = 0.2
+
+
+def lock_key(queue: str) -> int:
+    """The advisory lock a queue's leading feeder holds (a signed 64-bit key)."""
+    return (0x6A6F6271 << 32 | zlib.crc32(f"jobq-feed:{queue}".encode())) - (1 << 63)
+
+
+@dataclass
+class Window:
+    """How many jobs of one queue the broker may hold, adapted to the rate they leave it."""
+
+    size: int
+    low: int
+    high: int
+    rate: float = 0.0
+    written: bool = False
+    _last: float = field(default_factory=time.monotonic)
+    _in_flight: int = 0
+
+    def observe(self, in_flight: int, pushed_before: int) -> int:
+        """Fold in a look at the window (``in_flight`` jobs held now, ``pushed_before`` sent
+        at the last look); return the new size."""
+        now = time.monotonic()
+        elapsed = max(now - self._last, 1e-3)
+        left = max(0, self._in_flight + pushed_before - in_flight)
+        self.rate += RATE_SMOOTHING * (left / elapsed - self.rate)
+        starved = in_flight == 0 and pushed_before >= self.size
+        want = math.ceil(self.rate * WINDOW_SECONDS) + self.low
+        if starved:  # emptied between two looks: the workers may have idled
+            want = max(want, self.size * 2)
+        self.size = max(self.low, min(self.high, want))
+        self._last, self._in_flight = now, in_flight
+        return self.size
+
+
+@dataclass
+class FeedResult:
+    published: int
+    backlog: bool
+    window: int
+
+
+def feed_once(queue: str, window: Window, pushed_before: int = 0) -> FeedResult:
+    """One look at ``queue``: size its window, publish the next jobs into it fairly."""
+    with db.engine().begin() as conn:
+        in_flight = jobstore.in_flight(conn, queue)
+        before = window.size
+        size = window.observe(in_flight, pushed_before)
+        if size != before or not window.written:
+            jobstore.set_window(conn, queue, size)
+            window.written = True
+        room = size - in_flight
+        picked = jobstore.feed(conn, queue, room) if room > 0 else []
+        backlog = len(picked) == room or jobstore.has_backlog(conn, queue)
+    outgoing: list[Outgoing] = []
+    unknown: list[jobstore.Picked] = []
+    for job in picked:
+        intent = manifest.get(job.intent_key)
+        if intent is None:
+            unknown.append(job)
+            continue
+        outgoing.append(Outgoing(job.id, job.tenant_id, job.intent_key, queue,
+                                 job.intent_params, intent.secret_params))
+    sent = set(publish(outgoing))
+    missed = [o.id for o in outgoing if o.id not in sent]
+    if missed or unknown:
+        with db.engine().begin() as conn:
+            jobstore.mark_unpublished(conn, missed)  # the trigger flags them again
+            for job in unknown:
+                hint = manifest.suggest(job.intent_key)
+                jobstore.refuse_pending(
+                    conn, job.id, f"unknown intent key {job.intent_key!r}"
+                    + (f" (did you mean {', '.join(map(repr, hint))}?)" if hint else ""))
+                log.error("job refused: unknown intent key %r", job.intent_key,
+                          extra={"job_id": job.id, "tenant_id": job.tenant_id})
+    return FeedResult(len(sent), backlog and not missed, size)
+
+
+class Feeder(threading.Thread):
+    """Feeds the queues a worker consumes, leading those no other feeder leads."""
+
+    def __init__(self, queues: list[str]) -> None:
+        super().__init__(name="jobq-feeder", daemon=True)
+        self.queues = sorted(set(queues))
+        self._halt = threading.Event()
+        self._conn = None
+        self.led: set[str] = set()
+        high = settings.fair_window
+        low = min(settings.fair_window_min, high)
+        self.windows = {q: Window(low, low, high) for q in self.queues}
+        self._pushed = dict.fromkeys(self.queues, 0)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._halt.set()
+        if self.is_alive():
+            self.join(timeout)
+
+    # -- the listening connection (holds the leader locks) --------------------------------------
+    def _connect(self):
+        pooled = db.engine().raw_connection()
+        pooled.detach()  # a connection of its own: it holds the leader locks while it lives
+        raw = pooled.dbapi_connection
+        raw.autocommit = True
+        with raw.cursor() as cur:
+            cur.execute("LISTEN jobq_feed")
+        return raw
+
+    def _lead(self) -> None:
+        with self._conn.cursor() as cur:
+            for queue in self.queues:
+                if queue in self.led:
+                    continue
+                cur.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(queue),))
+                if cur.fetchone()[0]:
+                    self.led.add(queue)
+                    log.info("feeding queue %s", queue)
+
+    def _wait(self, timeout: float) -> None:
+        if timeout <= 0:
+            return
+        ready, _, _ = select.select([self._conn], [], [], timeout)
+        if ready:
+            self._conn.poll()
+            self._conn.notifies.clear()
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()  # frees the leader locks
+            except Exception:
+                pass
+            self._conn = None
+            self.led.clear()
+
+    def run(self) -> None:
+        next_lead = 0.0
+        while not self._halt.is_set():
+            try:
+                if self._conn is None:
+                    self._conn = self._connect()
+                    next_lead = 0.0
+                if time.monotonic() >= next_lead and len(self.led) < len(self.queues):
+                    self._lead()
+                    next_lead = time.monotonic() + LEAD_RETRY
+                busy = False
+                for queue in sorted(self.led):
+                    result = feed_once(queue, self.windows[queue], self._pushed[queue])
+                    self._pushed[queue] = result.published
+                    busy = busy or result.backlog
+                wait = BUSY_POLL if busy else IDLE_POLL
+                if len(self.led) < len(self.queues):
+                    wait = min(wait, LEAD_RETRY)
+                self._wait(wait)
+            except Exception as exc:
+                if self._halt.is_set():
+                    break
+                log.warning("feeder: %s; trying again in 1 s", exc)
+                self._close()
+                self._halt.wait(1.0)
+        self._close()
+
+
+_feeders: dict[int, Feeder] = {}
+
+
+def start(queues: list[str], owner: object = None) -> Feeder | None:
+    """Start a feeder for ``queues`` (the job queues a worker consumes) on behalf of
+    ``owner`` (the worker); :func:`stop` with the same owner ends it."""
+    queues = [q for q in queues if q != "celery"]
+    if not queues or not settings.fair_feeder:
+        return None
+    feeder = Feeder(queues)
+    _feeders[id(owner)] = feeder
+    feeder.start()
+    return feeder
+
+
+def stop(owner: object = None) -> None:
+    feeder = _feeders.pop(id(owner), None)
+    if feeder is not None:
+        feeder.stop()

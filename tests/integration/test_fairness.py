@@ -1,0 +1,226 @@
+"""Fair scheduling between tenants (migration 0005, app.run.feeder): the table is the queue and
+the broker holds a bounded window of it.
+
+The first tests call the fair pick itself on a queue no worker consumes (``fairtest``), so the
+order it hands jobs out in is seen exactly; the last ones run real workers."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from app.core.settings import settings
+from app.core.validation import Request
+from app.intake.actions import set_tenant_limits
+from app.intake.submit import submit_many
+from app.store import db, jobstore, tenants
+from tests.fixtures import make_tenant, queued_job_ids, sql, wait_for
+
+QUEUE = "fairtest"
+
+
+def _waiting(tenant_id: str, n: int, queue: str = QUEUE, intent: str = "test.exec.record_in_transaction",
+             **params) -> None:
+    """``n`` jobs of ``tenant_id`` inserted as plain SQL does, on ``queue``."""
+    import json
+
+    sql("INSERT INTO job_executions (tenant_id, intent_key, intent_params, queue) "
+        "SELECT CAST(:t AS uuid), :k, CAST(:p AS jsonb), :q FROM generate_series(1, :n)",
+        t=tenant_id, k=intent, p=json.dumps(params), q=queue, n=n)
+
+
+def _pick(n: int, queue: str = QUEUE) -> list[str]:
+    """The tenants of the next ``n`` jobs the fair pick hands out (stamped published)."""
+    with db.engine().begin() as conn:
+        return [p.tenant_id for p in jobstore.feed(conn, queue, n)]
+
+
+def _running(tenant_id: str, n: int, queue: str = QUEUE) -> None:
+    """Make ``n`` of the tenant's handed-out jobs processing, as a worker's claim would."""
+    sql("UPDATE job_executions SET status = 'processing', executed_at = now() WHERE id IN ("
+        "SELECT id FROM job_executions WHERE tenant_id = CAST(:t AS uuid) AND queue = :q "
+        "AND status = 'pending' AND published_at IS NOT NULL LIMIT :n)", t=tenant_id, q=queue, n=n)
+
+
+@pytest.fixture(autouse=True)
+def _empty_fair_queue():
+    sql("DELETE FROM job_executions WHERE queue = :q", q=QUEUE)
+    sql("DELETE FROM fair_queue WHERE queue = :q", q=QUEUE)
+    sql("DELETE FROM fair_clock WHERE queue = :q", q=QUEUE)
+    yield
+
+
+def test_a_tenant_that_arrives_behind_a_backlog_is_next_not_last():
+    burst, quiet = make_tenant(), make_tenant()
+    _waiting(burst, 3000)
+    assert _pick(100) == [burst] * 100  # alone, it has everything
+    _waiting(quiet, 1)
+    assert quiet in _pick(2)
+    assert sql("SELECT count(*) FROM job_executions WHERE tenant_id = CAST(:t AS uuid) "
+               "AND published_at IS NULL", t=burst)[0][0] == 2899
+
+
+def test_tenants_with_backlogs_share_in_proportion_to_their_weights():
+    heavy, light = make_tenant(), make_tenant()
+    set_tenant_limits(heavy, weight=2, by="test")
+    _waiting(heavy, 200)
+    _waiting(light, 200)
+    picked = _pick(90)
+    assert (picked.count(heavy), picked.count(light)) == (60, 30)
+
+
+def test_a_capped_tenant_is_skipped_at_its_cap_and_nobody_waits_for_it():
+    capped, other = make_tenant(), make_tenant()
+    set_tenant_limits(capped, max_running=2, by="test")
+    _waiting(capped, 50)
+    _waiting(other, 50)
+    first = _pick(10)
+    assert first.count(capped) == 2 and first.count(other) == 8
+    _running(capped, 2)  # its two started: still two in flight, so still none
+    assert _pick(5) == [other] * 5
+    sql("UPDATE job_executions SET status = 'completed', completed_at = now() "
+        "WHERE tenant_id = CAST(:t AS uuid) AND status = 'processing'", t=capped)
+    assert _pick(4).count(capped) == 2  # room again, and it is owed its turns
+
+
+def test_a_cap_on_one_queue_leaves_the_tenants_other_queues_alone():
+    tenant = make_tenant()
+    with db.engine().begin() as conn:  # (set_tenant_limits takes only the engine's queues)
+        tenants.set_queue_limit(conn, tenant, QUEUE, 1, by="test")
+    _waiting(tenant, 5)
+    _waiting(tenant, 5, queue="fairtest2")
+    try:
+        assert len(_pick(5)) == 1
+        assert len(_pick(5, queue="fairtest2")) == 5
+    finally:
+        sql("DELETE FROM job_executions WHERE queue = 'fairtest2'")
+        sql("DELETE FROM fair_queue WHERE queue = 'fairtest2'")
+
+
+def test_a_suspended_tenants_jobs_are_not_handed_out_until_it_is_resumed():
+    suspended, active = make_tenant(), make_tenant()
+    _waiting(suspended, 3)
+    _waiting(active, 3)
+    sql("UPDATE tenants SET status = 'suspended' WHERE id = CAST(:t AS uuid)", t=suspended)
+    assert _pick(10) == [active] * 3
+    sql("UPDATE tenants SET status = 'active' WHERE id = CAST(:t AS uuid)", t=suspended)
+    assert _pick(10) == []  # marked idle while suspended: the sweep wakes it
+    with db.engine().begin() as conn:
+        assert jobstore.flag_due(conn).get(QUEUE) == 1
+    assert _pick(10) == [suspended] * 3
+
+
+def test_a_job_not_due_yet_is_not_handed_out_and_the_sweep_wakes_it_when_due():
+    tenant = make_tenant()
+    sql("INSERT INTO job_executions (tenant_id, intent_key, queue, run_at) VALUES "
+        "(CAST(:t AS uuid), 'test.exec.record_in_transaction', :q, now() + interval '1 second')",
+        t=tenant, q=QUEUE)
+    assert _pick(5) == []
+    time.sleep(1.1)
+    with db.engine().begin() as conn:
+        assert jobstore.flag_due(conn).get(QUEUE) == 1
+    assert _pick(5) == [tenant]
+
+
+def test_a_job_that_goes_back_to_pending_waits_in_the_fair_queue_again():
+    tenant = make_tenant()
+    _waiting(tenant, 1)
+    [job] = [r[0] for r in sql("SELECT id::text FROM job_executions WHERE tenant_id = "
+                               "CAST(:t AS uuid)", t=tenant)]
+    assert _pick(5) == [tenant]
+    assert _pick(5) == []
+    with db.engine().begin() as conn:  # e.g. the broker refused it
+        jobstore.mark_unpublished(conn, [job])
+    assert _pick(5) == [tenant]
+
+
+def test_limits_are_checked_and_every_change_is_recorded():
+    tenant = make_tenant()
+    with pytest.raises(ValueError, match="weight must be a number above 0"):
+        set_tenant_limits(tenant, weight=0, by="test")
+    with pytest.raises(ValueError, match="max_running must be a whole number"):
+        set_tenant_limits(tenant, max_running=-1, by="test")
+    with pytest.raises(ValueError, match="queue 'nope' is not one of"):
+        set_tenant_limits(tenant, max_running=1, queue="nope", by="test")
+    with pytest.raises(LookupError, match="no tenant"):
+        set_tenant_limits("00000000-0000-0000-0000-000000000000", weight=2, by="test")
+    limits = set_tenant_limits(tenant, weight=2.5, max_running=4, by="cli:someone@host")
+    assert (limits.weight, limits.max_running) == (2.5, 4)
+    limits = set_tenant_limits(tenant, max_running=3, queue="bulk", by="cli:someone@host")
+    assert limits.queue_max_running == {"bulk": 3} and limits.max_running == 4
+    limits = set_tenant_limits(tenant, max_running=0, by="cli:someone@host")
+    assert limits.max_running is None
+    with db.engine().connect() as conn:
+        events = [e for e in tenants.tenant_events(conn, tenant) if e["kind"] == "limits"]
+    assert [e["was"] for e in events] == [
+        "weight 1, max running unlimited", "max running on bulk unlimited",
+        "weight 2.5, max running 4"]
+    assert {e["by"] for e in events} == {"cli:someone@host"}
+
+
+# --- with workers -------------------------------------------------------------------------------
+
+def _published_at_insert(job_id: str) -> bool:
+    return sql("SELECT published_at IS NOT NULL FROM job_executions WHERE id = CAST(:j AS uuid)",
+               j=job_id)[0][0]
+
+
+def test_on_an_idle_queue_a_submitted_job_goes_to_the_broker_with_its_insert():
+    tenant = make_tenant()
+    with db.session() as session:
+        [job] = submit_many(session, [Request(tenant, "test.exec.record_in_transaction", {})])
+        session.commit()
+    assert _published_at_insert(job)
+    assert job in queued_job_ids("realtime")
+    sql("DELETE FROM job_executions WHERE id = CAST(:j AS uuid)", j=job)
+
+
+def test_a_quiet_tenants_job_starts_while_anothers_backlog_waits(worker):
+    burst, quiet = make_tenant(), make_tenant()
+    with db.session() as session:
+        submit_many(session, [Request(burst, "system.exec.sleep", {"seconds": 0.05})
+                              for _ in range(400)])
+        session.commit()
+    # Only a window of the burst went to the broker; the rest waits in the table.
+    assert len(queued_job_ids("realtime")) <= settings.fair_window
+    time.sleep(0.5)
+    with db.session() as session:
+        [job] = submit_many(session, [Request(quiet, "system.exec.sleep", {"seconds": 0})])
+        session.commit()
+    done = wait_for(lambda: sql("SELECT completed_at - created_at FROM job_executions "
+                                "WHERE id = CAST(:j AS uuid) AND status = 'completed'", j=job),
+                    timeout=20)
+    waited = done[0][0].total_seconds()
+    left = sql("SELECT count(*) FROM job_executions WHERE tenant_id = CAST(:t AS uuid) "
+               "AND status = 'pending'", t=burst)[0][0]
+    assert waited < 2.0, f"the quiet tenant's job took {waited:.2f} s"
+    assert left > 100, f"the burst had only {left} jobs left: the test proves nothing"
+    # The window held: what the broker and the workers hold is bounded whatever the backlog.
+    in_flight = sql("SELECT count(*) FROM job_executions WHERE tenant_id = CAST(:t AS uuid) "
+                    "AND status = 'pending' AND published_at IS NOT NULL", t=burst)[0][0]
+    assert in_flight <= settings.fair_window
+    wait_for(lambda: sql("SELECT count(*) = 0 FROM job_executions WHERE tenant_id = "
+                         "CAST(:t AS uuid) AND status <> 'completed'", t=burst)[0][0], timeout=60)
+
+
+def test_a_cap_holds_on_real_workers_and_others_use_the_rest(worker):
+    capped, other = make_tenant(), make_tenant()
+    set_tenant_limits(capped, max_running=1, by="test")
+    with db.session() as session:
+        submit_many(session, [Request(capped, "system.exec.sleep", {"seconds": 0.2})
+                              for _ in range(6)]
+                    + [Request(other, "system.exec.sleep", {"seconds": 0.2})
+                       for _ in range(6)])
+        session.commit()
+    wait_for(lambda: sql("SELECT count(*) = 12 FROM job_executions WHERE tenant_id IN "
+                         "(CAST(:a AS uuid), CAST(:b AS uuid)) AND status = 'completed'",
+                         a=capped, b=other)[0][0], timeout=30)
+    # Runs of the capped tenant never overlapped; the other's did (4 worker threads).
+    def overlaps(tenant_id: str) -> int:
+        return sql("SELECT count(*) FROM job_executions a JOIN job_executions b "
+                   "ON a.tenant_id = b.tenant_id AND a.id < b.id "
+                   "AND a.executed_at < b.completed_at AND b.executed_at < a.completed_at "
+                   "WHERE a.tenant_id = CAST(:t AS uuid)", t=tenant_id)[0][0]
+    assert overlaps(capped) == 0
+    assert overlaps(other) > 0
