@@ -11,7 +11,10 @@
 * Triggers keep ``ready`` true for every (queue, tenant) with an unpublished pending job:
   per statement for inserts (a 3,000-row ``INSERT ... SELECT`` touches one row), per row for
   the updates that put a job back (retry, lost run, requeue, held, unpublished). The first
-  flag of a queue notifies ``jobq_feed`` so an idle feeder wakes at once.
+  flag of a queue notifies ``jobq_feed`` so an idle feeder wakes at once. A tenant that
+  becomes ready after a round without work starts just before the queue's clock: ahead of
+  those that have waited within the round (as a sparse flow in FQ-CoDel), so one job of a
+  newcomer waits for the window, not for a round over thousands of backlogged tenants.
 * ``jobq_feed(queue, n)`` picks the next ``n`` jobs of a queue, fairly, stamps them published
   and returns them; ``jobq_fast_room(queue, tenant, window)`` says how many of a caller's new
   jobs may skip the line (none while anyone waits in that queue or the tenant has a cap).
@@ -44,7 +47,7 @@ FUNCTIONS = [
             WITH flagged AS (
                 INSERT INTO fair_queue AS f (queue, tenant_id, vtime, ready)
                 SELECT n.queue, n.tenant_id,
-                       coalesce((SELECT c.vclock FROM fair_clock c WHERE c.queue = n.queue), 0),
+                       coalesce((SELECT c.vclock FROM fair_clock c WHERE c.queue = n.queue), 0) - 1e-6,
                        true
                   FROM (SELECT DISTINCT queue, tenant_id FROM jobq_new_rows
                          WHERE status = 'pending' AND published_at IS NULL
@@ -68,7 +71,8 @@ FUNCTIONS = [
     BEGIN
         INSERT INTO fair_queue AS f (queue, tenant_id, vtime, ready)
         VALUES (NEW.queue, NEW.tenant_id,
-                coalesce((SELECT c.vclock FROM fair_clock c WHERE c.queue = NEW.queue), 0), true)
+                coalesce((SELECT c.vclock FROM fair_clock c WHERE c.queue = NEW.queue), 0) - 1e-6,
+                true)
         ON CONFLICT (queue, tenant_id) DO UPDATE
            SET ready = true, vtime = greatest(f.vtime, excluded.vtime)
          WHERE NOT f.ready;
@@ -219,6 +223,13 @@ def upgrade() -> None:
     )
     for table in ("tenant_queue_limits", "fair_queue", "fair_clock"):
         op.execute(f"REVOKE ALL ON {table} FROM PUBLIC")
+    # Tables with a tenant_id are bound like every other (0004): the engine's own policy
+    # only, since handlers have no grant on them (their functions below are SECURITY DEFINER).
+    for table in ("tenant_queue_limits", "fair_queue"):
+        op.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
+        op.execute(f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY")
+        op.execute(f"CREATE POLICY jobq_engine ON {table} TO current_user "
+                   "USING (true) WITH CHECK (true)")
     # The feeder's pick: a tenant's oldest due unpublished job of a queue.
     op.create_index("ix_job_executions_ready", "job_executions",
                     ["queue", "tenant_id", sa.text("coalesce(run_at, created_at)")],

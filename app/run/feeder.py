@@ -21,6 +21,7 @@ its data loses, republished from the table by the sweep).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import select
@@ -147,6 +148,7 @@ class Feeder(threading.Thread):
         pooled = db.engine().raw_connection()
         pooled.detach()  # a connection of its own: it holds the leader locks while it lives
         raw = pooled.dbapi_connection
+        raw.rollback()  # the pool's checkout may have begun one
         raw.autocommit = True
         with raw.cursor() as cur:
             cur.execute("LISTEN jobq_feed")
@@ -172,10 +174,8 @@ class Feeder(threading.Thread):
 
     def _close(self) -> None:
         if self._conn is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self._conn.close()  # frees the leader locks
-            except Exception:
-                pass
             self._conn = None
             self.led.clear()
 

@@ -676,7 +676,7 @@ FLAG_DUE = text(
         UPDATE fair_queue f
            SET ready = true,
                vtime = greatest(f.vtime, coalesce(
-                   (SELECT c.vclock FROM fair_clock c WHERE c.queue = f.queue), 0))
+                   (SELECT c.vclock FROM fair_clock c WHERE c.queue = f.queue), 0) - 1e-6)
           FROM due WHERE f.queue = due.queue AND f.tenant_id = due.tenant_id
         RETURNING f.queue
     )

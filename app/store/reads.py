@@ -156,6 +156,31 @@ STATS_BY_INTENT = text(
 ).bindparams(bindparam("statuses", type_=_TEXTS))
 
 
+#: Wait from due to start per tenant (the fairness between academies), the longest p95 first.
+STATS_BY_TENANT = text(
+    f"""
+    SELECT j.tenant_id::text AS tenant_id, t.name, count(*) AS total,
+           count(*) FILTER (WHERE j.status = 'pending') AS pending,
+           percentile_cont(0.5) WITHIN GROUP (
+               ORDER BY extract(epoch FROM j.executed_at - coalesce(j.run_at, j.created_at)))
+               FILTER (WHERE j.executed_at IS NOT NULL) AS wait_p50,
+           percentile_cont(0.95) WITHIN GROUP (
+               ORDER BY extract(epoch FROM j.executed_at - coalesce(j.run_at, j.created_at)))
+               FILTER (WHERE j.executed_at IS NOT NULL) AS wait_p95
+      FROM job_executions j JOIN tenants t ON t.id = j.tenant_id
+     WHERE {_JOB_FILTERS}
+     GROUP BY j.tenant_id, t.name
+     ORDER BY wait_p95 DESC NULLS LAST, total DESC
+     LIMIT :limit
+    """
+).bindparams(bindparam("statuses", type_=_TEXTS))
+
+
+def stats_by_tenant(conn, where: JobFilter, *, limit: int) -> list[dict[str, Any]]:
+    rows = conn.execute(STATS_BY_TENANT, {**where.params(), "limit": limit})
+    return [dict(r) for r in rows.mappings()]
+
+
 def list_jobs(conn, where: JobFilter, *, limit: int, offset: int = 0) -> list[dict[str, Any]]:
     rows = conn.execute(LIST_JOBS, {**where.params(), "limit": limit, "offset": offset})
     return [dict(r) for r in rows.mappings()]

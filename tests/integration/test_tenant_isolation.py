@@ -22,7 +22,7 @@ ROLE = db.HANDLER_ROLE
 POLICY = "tenant_isolation"
 ENGINE_POLICY = "jobq_engine"
 #: Tenant tables only the engine touches: bound for it, closed to handlers.
-ENGINE_ONLY = {"job_schedules", "tenant_events"}
+ENGINE_ONLY = {"job_schedules", "tenant_events", "tenant_queue_limits", "fair_queue"}
 
 TENANT_OWNED = """
     SELECT c.relname

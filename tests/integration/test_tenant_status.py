@@ -35,9 +35,16 @@ def insert_by_sql(tenant: str, params: str = '{"n": 1}') -> str:
 
 
 def published_by_the_sweep(job_id: str) -> None:
-    """The job's message is on the broker (no worker is running yet to take it)."""
-    wait_for(lambda: sweep_once()[1] >= 1 and job_row(job_id)["published_at"], 10,
-             message="the sweep to publish the row")
+    """The sweep routes the row to its queue and the queue's feeder publishes it, as a worker's
+    would: the message is on the broker (no worker is running yet to take it)."""
+    from app.run.feeder import Window, feed_once
+
+    def published() -> bool:
+        sweep_once()
+        feed_once("realtime", Window(4, 4, 64))
+        return job_row(job_id)["published_at"] is not None
+
+    wait_for(published, 10, message="the sweep to route the row and the feeder to publish it")
 
 
 def tenant_events(tenant: str) -> list[tuple[str, str, str]]:

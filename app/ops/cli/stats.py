@@ -18,6 +18,8 @@ from app.store import db, reads
 
 #: How many intents the "slowest" list names.
 SLOWEST = 5
+#: How many tenants the wait-by-tenant table shows (the longest waits first).
+TENANTS_SHOWN = 10
 
 
 def register(app: typer.Typer) -> None:
@@ -40,6 +42,7 @@ def stats(
     with db.engine().connect() as conn:
         where = job_filter(tenant, None, intent, since, conn)
         rows = reads.stats_by_intent(conn, where)
+        by_tenant = reads.stats_by_tenant(conn, where, limit=TENANTS_SHOWN)
     per_intent = [r for r in rows if r["intent_key"] is not None]
     overall = next((r for r in rows if r["intent_key"] is None), None)
     for r in rows:
@@ -53,6 +56,7 @@ def stats(
             "overall": overall,
             "intents": per_intent,
             "slowest": [r["intent_key"] for r in slowest],
+            "tenants": by_tenant,
             "caretaking": caretaking,
         })
         return
@@ -74,6 +78,17 @@ def stats(
         line = Text("slowest (p95): ", style="bold")
         line.append(", ".join(f"{r['intent_key']} {show.duration(r['run_p95'])}" for r in slowest))
         console.print(line)
+    if by_tenant and not tenant:
+        console.print()
+        table = Table(title="wait before start by tenant (longest p95 first)", title_justify="left",
+                      box=None, header_style="bold", pad_edge=False)
+        for name in ("tenant", "jobs", "pending", "wait p50", "wait p95"):
+            table.add_column(name, justify="left" if name == "tenant" else "right")
+        for r in by_tenant:
+            table.add_row(Text(f"{r['name']} ({r['tenant_id'][:8]})"), str(r["total"]),
+                          str(r["pending"]), show.duration(r["wait_p50"]),
+                          show.duration(r["wait_p95"]))
+        console.print(table)
     _print_caretaking(caretaking)
 
 

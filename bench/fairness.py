@@ -1,0 +1,409 @@
+"""Fairness between tenants (academies), each scenario in one run:
+
+  a. burst vs quiet: one academy's 3,000 jobs arrive (plain SQL, ``submit_many`` or
+     ``dispatch_intent``), then another dispatches ten small jobs through ``dispatch_intent``,
+     one every 0.3 s: the quiet academy's worst wait (dispatch to start), on a plain
+     ``celery -A app worker -c 2`` plus beat and on ``jobq run``'s workers;
+  b. a big broadcast on a 50 messages/s channel, then another academy's 20-guardian broadcast:
+     how long the small one takes, and the big one's rate;
+  c. weights 2:1 under saturation: the realised shares;
+  d. 10,000 tenants with a backlog each plus one newcomer: the newcomer's wait; and the fair
+     pick's cost per job at 10, 1,000 and 10,000 tenants waiting;
+  e. one tenant alone: drain throughput of 5,000 jobs per entry path (work conservation);
+  f. 1,000,000 pending jobs: Redis memory and messages while workers drain them.
+
+    python -m bench fairness [--scenarios a,b,c,d,e,f] [--label after]
+
+``--label before`` runs what applies (a, b, e, f with fewer jobs) against a checkout without
+fair scheduling: run this file with that checkout first on the path, e.g.
+``cd ../main && PYTHONPATH=. .venv/bin/python ../wt/bench/fairness.py --label before``.
+Results go to bench/results/fairness-<label>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a file (the "before" checkout's bench package)
+    sys.path.insert(0, str(Path.cwd()))
+
+from bench import env
+from bench.common import (
+    celery_beat,
+    celery_worker,
+    make_tenant,
+    median,
+    percentile,
+    print_table,
+    redis_client,
+    reset_jobs,
+    stop_all,
+    write_result,
+)
+
+SLEEP = "system.exec.sleep"
+ECHO = "system.exec.echo"
+ALL_QUEUES = "celery,dispatch,realtime,bulk,maintenance"
+
+
+def sql(statement: str, **params: Any) -> list[Any]:
+    from sqlalchemy import text
+
+    from app.store import db
+
+    with db.engine().begin() as conn:
+        result = conn.execute(text(statement), params)
+        return result.all() if result.returns_rows else []
+
+
+def has_fairness() -> bool:
+    return bool(sql("SELECT 1 FROM information_schema.tables WHERE table_name = 'fair_queue'"))
+
+
+def plain_worker(name: str = "plain") -> list:
+    """``celery -A app worker -c 2`` (prefork, as the design names it) plus beat."""
+    return [celery_beat(), celery_worker("app", name, "-c", "2", "-Q", ALL_QUEUES)]
+
+
+def jobq_run_workers() -> list:
+    from bench.broadcast import start_workers
+
+    return start_workers(None)
+
+
+def wait_ready(procs: list, seconds: float = 60) -> None:
+    from app.broker.celery_app import celery_app
+
+    deadline = time.monotonic() + seconds
+    for proc in procs:
+        if "beat" in proc.name:
+            continue
+        while not celery_app.control.ping(destination=[proc.name], timeout=0.5):
+            if proc.popen.poll() is not None or time.monotonic() > deadline:
+                stop_all(procs)
+                raise SystemExit(f"worker {proc.name} did not start; see {proc.log}")
+
+
+def burst(path: str, tenant: str, n: int, intent: str, params: dict) -> None:
+    if path == "sql":  # as the original callers wrote it: no queue, the sweep routes it
+        sql("INSERT INTO job_executions (tenant_id, intent_key, intent_params) "
+            "SELECT CAST(:t AS uuid), :k, CAST(:p AS jsonb) FROM generate_series(1, :n)",
+            t=tenant, k=intent, p=json.dumps(params), n=n)
+    elif path == "submit":
+        from app.core.validation import Request
+        from app.intake.submit import submit_many
+        from app.store import db
+
+        with db.session() as session:
+            submit_many(session, [Request(tenant, intent, params) for _ in range(n)])
+            session.commit()
+    elif path == "dispatch":
+        from app.broker.celery_app import celery_app
+        from app.tasks.dispatch import dispatch_intent
+
+        with celery_app.producer_or_acquire() as producer:
+            for _ in range(n):
+                dispatch_intent.apply_async(kwargs={"tenant_id": tenant, "intent_key": intent,
+                                                    "intent_params": params}, producer=producer)
+    else:
+        raise SystemExit(f"unknown path {path!r}")
+
+
+def dispatch(tenant: str, intent: str, params: dict) -> str:
+    from app.tasks.dispatch import dispatch_intent
+
+    return dispatch_intent.delay(tenant_id=tenant, intent_key=intent,
+                                 intent_params=params).get(timeout=60)
+
+
+def wait_done(ids: list[str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        [(left,)] = sql("SELECT count(*) FROM job_executions WHERE id = ANY(CAST(:ids AS uuid[])) "
+                        "AND status NOT IN ('completed', 'failed', 'cancelled')", ids=ids)
+        if not left:
+            return
+        time.sleep(0.1)
+    raise SystemExit(f"{left} job(s) unfinished after {timeout:.0f}s")
+
+
+def waits(ids: list[str]) -> list[float]:
+    """Seconds from each job's row to its start (database clock)."""
+    return [float(r[0]) for r in sql(
+        "SELECT extract(epoch FROM executed_at - created_at) FROM job_executions "
+        "WHERE id = ANY(CAST(:ids AS uuid[])) AND executed_at IS NOT NULL", ids=ids)]
+
+
+# --- a ----------------------------------------------------------------------------------------
+
+def scenario_a(args) -> list[dict]:
+    rows = []
+    for setup in args.a_setups.split(","):
+        for path in args.a_paths.split(","):
+            reset_jobs()
+            loud, quiet = make_tenant("붐비는 학원"), make_tenant("조용한 학원")
+            procs = plain_worker() if setup == "plain" else jobq_run_workers()
+            try:
+                wait_ready(procs)
+                burst(path, loud, args.burst, SLEEP, {"seconds": args.burst_seconds})
+                time.sleep(1.0)
+                ids = []
+                for _ in range(10):
+                    ids.append(dispatch(quiet, SLEEP, {"seconds": 0}))
+                    time.sleep(0.3)
+                wait_done(ids, args.timeout)
+                w = waits(ids)
+                [(left,)] = sql("SELECT count(*) FROM job_executions WHERE tenant_id = "
+                                "CAST(:t AS uuid) AND status = 'pending'", t=loud)
+            finally:
+                stop_all(procs)
+            row = {"setup": setup, "path": path, "burst": args.burst,
+                   "quiet_wait_max_s": round(max(w), 3), "quiet_wait_p50_s": round(median(w), 3),
+                   "burst_left_when_quiet_done": left}
+            print(f"a {setup:>8} {path:>8}: quiet worst wait {row['quiet_wait_max_s']:.2f} s "
+                  f"(p50 {row['quiet_wait_p50_s']:.2f} s), burst left {left}", flush=True)
+            rows.append(row)
+    return rows
+
+
+# --- b ----------------------------------------------------------------------------------------
+
+def scenario_b(args) -> dict:
+    from bench.broadcast import seed, submit
+
+    reset_jobs()
+    big, small = make_tenant("큰 학원"), make_tenant("작은 학원")
+    seed(big, args.guardians)
+    seed(small, 20)
+    procs = jobq_run_workers()
+    try:
+        time.sleep(2)
+        message = {"title": "설 연휴 휴원 안내", "chunk_size": args.chunk_size,
+                   "message": "2월 16일부터 18일까지 설 연휴로 휴원합니다."}
+        big_job = submit(big, "communication.exec.broadcast", message)
+        time.sleep(args.small_after)
+        t0 = time.time()
+        small_job = submit(small, "communication.exec.broadcast", message)
+        wait_done([small_job], args.timeout)
+        small_s = time.time() - t0
+        wait_done([big_job], args.timeout)
+        chunks = [r[0] for r in sql("SELECT id::text FROM job_executions "
+                                    "WHERE parent_id = CAST(:j AS uuid)", j=big_job)]
+        wait_done(chunks, args.timeout)
+    finally:
+        stop_all(procs)
+    [(sent, first, last)] = sql(
+        "SELECT count(*), min(sent_at), max(sent_at) FROM notifications "
+        "WHERE tenant_id = CAST(:t AS uuid) AND status = 'sent'", t=big)
+    span = (last - first).total_seconds()
+    row = {"guardians": args.guardians, "chunk_size": args.chunk_size,
+           "small_dispatched_after_s": args.small_after,
+           "small_done_s": round(small_s, 2), "big_messages": sent,
+           "big_messages_per_s": round(sent / span, 1) if span else None}
+    print(f"b: the 20-guardian broadcast took {small_s:.2f} s while the {args.guardians}-guardian "
+          f"one ran at {row['big_messages_per_s']} messages/s", flush=True)
+    return row
+
+
+# --- c ----------------------------------------------------------------------------------------
+
+def scenario_c(args) -> dict:
+    from app.intake.actions import set_tenant_limits
+
+    reset_jobs()
+    heavy, light = make_tenant("가중치 2 학원"), make_tenant("가중치 1 학원")
+    set_tenant_limits(heavy, weight=2, by="bench")
+    procs = plain_worker()
+    try:
+        wait_ready(procs)
+        burst("submit", heavy, args.shares_jobs, SLEEP, {"seconds": 0.01})
+        burst("submit", light, args.shares_jobs, SLEEP, {"seconds": 0.01})
+        deadline = time.monotonic() + args.timeout
+        while time.monotonic() < deadline:  # until the heavy tenant's backlog is gone
+            [(left,)] = sql("SELECT count(*) FROM job_executions WHERE tenant_id = "
+                            "CAST(:t AS uuid) AND status = 'pending'", t=heavy)
+            if left == 0:
+                break
+            time.sleep(0.2)
+    finally:
+        stop_all(procs)
+    # While both had a backlog: the jobs started before the heavy one's last start.
+    [(h, lt)] = sql(
+        "WITH cut AS (SELECT max(executed_at) AS at FROM job_executions "
+        "WHERE tenant_id = CAST(:h AS uuid)) "
+        "SELECT count(*) FILTER (WHERE tenant_id = CAST(:h AS uuid)), "
+        "count(*) FILTER (WHERE tenant_id = CAST(:l AS uuid)) FROM job_executions, cut "
+        "WHERE executed_at <= cut.at", h=heavy, l=light)
+    ratio = h / lt if lt else float("inf")
+    row = {"jobs_each": args.shares_jobs, "heavy_started": h, "light_started": lt,
+           "realised_ratio": round(ratio, 3), "error_vs_2": round(abs(ratio - 2) / 2, 3)}
+    print(f"c: weights 2:1 realised {h}:{lt} = {ratio:.2f} (error {row['error_vs_2']:.1%})",
+          flush=True)
+    return row
+
+
+# --- d ----------------------------------------------------------------------------------------
+
+def pick_cost(tenants_waiting: int, repeats: int = 20, n: int = 64) -> float:
+    """Milliseconds per job of the fair pick with ``tenants_waiting`` tenants ready (a queue
+    no worker consumes, rolled back each time)."""
+    from sqlalchemy import text
+
+    from app.store import db
+
+    sql("DELETE FROM fair_queue WHERE queue = 'fairbench'")
+    sql("DELETE FROM job_executions WHERE queue = 'fairbench'")
+    sql("INSERT INTO tenants (name) SELECT '벤치 학원 ' || i FROM generate_series(1, :n) i",
+        n=max(0, tenants_waiting - int(sql("SELECT count(*) FROM tenants")[0][0])))
+    sql("INSERT INTO job_executions (tenant_id, intent_key, queue) "
+        "SELECT id, :k, 'fairbench' FROM (SELECT id FROM tenants ORDER BY id LIMIT :n) t, "
+        "generate_series(1, 3)", k=ECHO, n=tenants_waiting)
+    sql("ANALYZE job_executions")
+    sql("ANALYZE fair_queue")
+    times = []
+    with db.engine().connect() as conn:
+        for _ in range(repeats):
+            with conn.begin() as tx:
+                t0 = time.perf_counter()
+                got = conn.execute(text("SELECT count(*) FROM jobq_feed('fairbench', :n)"),
+                                   {"n": n}).scalar_one()
+                times.append((time.perf_counter() - t0) / got * 1000)
+                tx.rollback()
+    sql("DELETE FROM job_executions WHERE queue = 'fairbench'")
+    sql("DELETE FROM fair_queue WHERE queue = 'fairbench'")
+    return round(median(times), 4)
+
+
+def scenario_d(args) -> dict:
+    reset_jobs()
+    costs = {str(n): pick_cost(n) for n in (10, 1_000, 10_000)}
+    print(f"d: pick cost per job (ms) by tenants waiting: {costs}", flush=True)
+    reset_jobs()
+    sql("INSERT INTO tenants (name) SELECT '백로그 학원 ' || i FROM generate_series(1, :n) i",
+        n=max(0, args.tenants - int(sql("SELECT count(*) FROM tenants")[0][0])))
+    sql("INSERT INTO job_executions (tenant_id, intent_key, queue, intent_params) "
+        "SELECT id, :k, 'realtime', '{\"seconds\": 0.005}' FROM "
+        "(SELECT id FROM tenants ORDER BY id LIMIT :n) t, generate_series(1, 3)",
+        k=SLEEP, n=args.tenants)
+    newcomer = make_tenant("새 학원")
+    procs = plain_worker()
+    try:
+        wait_ready(procs)
+        time.sleep(3)
+        ids = [dispatch(newcomer, SLEEP, {"seconds": 0}) for _ in range(1)]
+        wait_done(ids, args.timeout)
+        w = waits(ids)
+        [(left,)] = sql("SELECT count(*) FROM job_executions WHERE status = 'pending'")
+    finally:
+        stop_all(procs)
+    row = {"tenants_with_backlog": args.tenants, "jobs_each": 3, "newcomer_wait_s": round(max(w), 3),
+           "pending_when_newcomer_done": left, "pick_ms_per_job": costs,
+           "pick_cost_ratio_10000_vs_10": round(costs["10000"] / costs["10"], 2)}
+    print(f"d: newcomer waited {row['newcomer_wait_s']:.2f} s with {left} jobs of "
+          f"{args.tenants} tenants pending", flush=True)
+    return row
+
+
+# --- e ----------------------------------------------------------------------------------------
+
+def scenario_e(args) -> list[dict]:
+    from bench.drain import run_one
+
+    tenant = make_tenant()
+    rows = []
+    for path in args.e_paths.split(","):
+        for _ in range(args.repeats):
+            r = run_one(path, "prefork2", args.drain_jobs, tenant, args.timeout)
+            rows.append(r)
+            print(f"e {path:>8}: {r['jobs_per_s']:,.0f} jobs/s", flush=True)
+    return rows
+
+
+# --- f ----------------------------------------------------------------------------------------
+
+def scenario_f(args) -> dict:
+    reset_jobs()
+    client = redis_client()
+    client.execute_command("MEMORY PURGE")
+    base_mb = client.info("memory")["used_memory"] / 2**20
+    tenant = make_tenant()
+    t0 = time.time()
+    if has_fairness():  # as submit_many writes them, into the table
+        sql("INSERT INTO job_executions (tenant_id, intent_key, intent_params, queue) "
+            "SELECT CAST(:t AS uuid), :k, jsonb_build_object('i', i), 'realtime' "
+            "FROM generate_series(1, :n) i", t=tenant, k=ECHO, n=args.pending)
+    else:
+        burst("submit", tenant, args.pending, ECHO, {})
+    insert_s = time.time() - t0
+    procs = plain_worker()
+    samples = []
+    try:
+        wait_ready(procs)
+        for _ in range(int(args.f_seconds)):
+            info = client.info("memory")["used_memory"] / 2**20
+            samples.append((round(info - base_mb, 2), client.llen(env.KEY_PREFIX + "realtime")))
+            time.sleep(1)
+    finally:
+        stop_all(procs)
+    row = {"pending": args.pending, "insert_s": round(insert_s, 1),
+           "redis_mb_above_idle_max": max(s[0] for s in samples),
+           "messages_max": max(s[1] for s in samples), "samples": samples}
+    print(f"f: {args.pending:,} pending: Redis at most {row['redis_mb_above_idle_max']:.1f} MB "
+          f"above idle, at most {row['messages_max']} messages in the queue", flush=True)
+    return row
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench fairness", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenarios", default="a,b,c,d,e,f")
+    parser.add_argument("--label", default="after")
+    parser.add_argument("--burst", type=int, default=3000)
+    parser.add_argument("--burst-seconds", type=float, default=0.03,
+                        help="run time of each burst job (s)")
+    parser.add_argument("--a-setups", default="plain,jobq-run")
+    parser.add_argument("--a-paths", default="sql,dispatch,submit")
+    parser.add_argument("--guardians", type=int, default=10_000)
+    parser.add_argument("--chunk-size", type=int, default=50)
+    parser.add_argument("--small-after", type=float, default=5.0)
+    parser.add_argument("--shares-jobs", type=int, default=600)
+    parser.add_argument("--tenants", type=int, default=10_000)
+    parser.add_argument("--drain-jobs", type=int, default=5000)
+    parser.add_argument("--e-paths", default="submit,sql,dispatch")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--pending", type=int, default=1_000_000)
+    parser.add_argument("--f-seconds", type=float, default=15)
+    parser.add_argument("--timeout", type=float, default=600)
+    args = parser.parse_args(argv)
+    fair = has_fairness()
+    out: dict[str, Any] = {"label": args.label, "fair_scheduling": fair}
+    for s in args.scenarios.split(","):
+        if s in ("c", "d") and not fair:
+            print(f"{s}: needs fair scheduling; skipped", flush=True)
+            continue
+        out[s] = globals()[f"scenario_{s}"](args)
+    if "a" in out:
+        print_table(f"a. quiet tenant's worst wait behind a {args.burst:,}-job burst ({args.label})",
+                    ["set-up", "burst path", "worst wait s", "p50 s"],
+                    [(r["setup"], r["path"], r["quiet_wait_max_s"], r["quiet_wait_p50_s"])
+                     for r in out["a"]])
+    if "e" in out:
+        by: dict[str, list[float]] = {}
+        for r in out["e"]:
+            by.setdefault(r["path"], []).append(r["jobs_per_s"])
+        out["e_median"] = {p: median(v) for p, v in by.items()}
+        print_table(f"e. one tenant alone, {args.drain_jobs:,} jobs, prefork -c 2 ({args.label})",
+                    ["path", "median jobs/s", "runs"],
+                    [(p, median(v), ", ".join(f"{x:.0f}" for x in v)) for p, v in by.items()])
+    path = write_result(f"fairness-{args.label}", out)
+    print(f"written {path}")
+    _ = percentile  # (shared helpers)
+
+
+if __name__ == "__main__":
+    main()
