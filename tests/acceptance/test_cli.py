@@ -456,6 +456,44 @@ def test_tenants_create_list_suspend_resume():
     assert "no tenant 'no such academy'" in one_error_line(missing)
 
 
+def test_tenants_set_changes_weight_and_caps_and_the_list_shows_them_with_the_backlog():
+    name = f"한빛 수학학원 {uuid.uuid4().hex[:4]}"
+    tenant_id = jobq("tenants", "create", name).stdout.strip()
+    # Two jobs waiting, one of them due for a while (the table's clock says so).
+    sql("INSERT INTO job_executions (tenant_id, intent_key, run_at) VALUES "
+        "(CAST(:t AS uuid), 'system.exec.echo', now() - interval '90 seconds'), "
+        "(CAST(:t AS uuid), 'system.exec.echo', now() + interval '1 hour')", t=tenant_id)
+
+    changed = jobq("tenants", "set", name, "--weight", "2", "--max-running", "4")
+    assert changed.returncode == 0, changed.stderr
+    assert f"tenant {name} ({tenant_id}): weight 2, max running 4" in changed.stdout
+    per_queue = jobq("tenants", "set", tenant_id, "--max-running", "1", "--queue", "bulk")
+    assert "per queue: bulk 1" in per_queue.stdout
+
+    listed = json.loads(jobq("tenants", "--json").stdout)
+    [mine] = [t for t in listed if t["id"] == tenant_id]
+    assert (mine["weight"], mine["max_running"], mine["backlog"], mine["running"]) == (2, 4, 2, 0)
+    assert 89 <= mine["oldest_wait_s"] < 150
+    line = next(row for row in jobq("tenants").stdout.splitlines() if tenant_id in row)
+    backlog, running, age, weight, cap, per_queue = line.split()[-6:]
+    assert (backlog, running, weight, cap, per_queue) == ("2", "0", "2", "4", "+queue")
+    assert age.endswith("m") and 1.4 <= float(age[:-1]) < 2.5, age
+
+    for args, says in ((["--weight", "0"], "weight must be a number above 0"),
+                       (["--max-running", "-1"], "max_running must be a whole number"),
+                       (["--max-running", "1", "--queue", "nope"], "queue 'nope' is not one of"),
+                       (["--queue", "bulk"], "--queue caps one queue: give --max-running"),
+                       ([], "nothing to change")):
+        refused = jobq("tenants", "set", tenant_id, *args)
+        assert refused.returncode == 2, (args, refused.stdout)
+        assert says in one_error_line(refused)
+    events = sql("SELECT was, by FROM tenant_events WHERE tenant_id = CAST(:t AS uuid) "
+                 "AND kind = 'limits' ORDER BY at, id", t=tenant_id)
+    assert [e[0] for e in events] == ["weight 1, max running unlimited",
+                                      "max running on bulk unlimited"]
+    assert all(e[1].startswith("cli:") for e in events)
+
+
 def test_tenants_and_intents_stay_whole_in_a_pipe_at_80_columns():
     # What a script (or `| grep`) reads: nothing cut short, however narrow COLUMNS is.
     name = f"서울 강남 대치동 수학 과학 전문 학원 {uuid.uuid4().hex[:6]}"

@@ -2,7 +2,7 @@
 
 Both are audited: :mod:`app.store.jobstore` writes a ``requeued`` or ``cancelled`` event naming who did
 it (``cli:user@host``). A retried job keeps its id and history and starts over with a fresh
-retry budget; it is published after the requeue commits, like any new job.
+retry budget; it waits in its queue's fair queue like any new job (the feeder publishes it).
 """
 
 from __future__ import annotations
@@ -188,20 +188,22 @@ def _retry_many(status: list[str], intent: str | None, since: str | None, tenant
 
 def requeue(jobs: list[dict[str, Any]], *, params: dict[str, Any] | None = None
             ) -> list[tuple[str, str]]:
-    """Put ``jobs`` back to pending and publish them after commit; ``(id, was)`` of each done.
-    ``params``: run the (one) job on these validated parameters instead, audited.
+    """Put ``jobs`` back to pending; ``(id, was)`` of each done. They wait in their queue's
+    fair queue like new work (the feeder publishes them in their turn, a window at a time, so
+    retrying ten thousand jobs never floods the broker). ``params``: run the (one) job on
+    these validated parameters instead, audited.
 
     Jobs of suspended or deleted tenants are skipped: their work is refused, like their new
     requests.
     """
-    from app.broker.publish import Outgoing
     from app.core.registry import manifest
     from app.intake.actions import forget_revoked
-    from app.intake.submit import publish_or_release
 
+    # A cancel revoked the id in every worker; the job keeps its id, so lift that first
+    # (before a feeder can publish it again).
+    forget_revoked(job["id"] for job in jobs if job.get("status") == "cancelled")
     by = actor()
     done: list[tuple[str, str]] = []
-    outgoing: list[Outgoing] = []
     with db.engine().begin() as conn:
         for job in jobs:
             full = job if "tenant_status" in job else _load(conn, job["id"])
@@ -214,21 +216,12 @@ def requeue(jobs: list[dict[str, Any]], *, params: dict[str, Any] | None = None
             was = jobstore.requeue(
                 conn, full["id"], by=by, params=params, replace_params=params is not None,
                 max_retries=intent.effective_max_retries if intent and refused else None)
-            if was is None:
-                continue
-            done.append((full["id"], was))
-            if params is not None:
-                full = {**full, "intent_params": params}
-            if intent is None:  # the sweep refuses it, with the reason, in the table
-                continue
-            outgoing.append(Outgoing(full["id"], full["tenant_id"], full["intent_key"],
-                                     full["queue"] or intent.queue, full["intent_params"],
-                                     intent.secret_params))
-        # Stamped in the same transaction, so the sweep does not publish them a second time.
-        jobstore.mark_published(conn, [o.id for o in outgoing])
-    # A cancel revoked the id in every worker; the job keeps its id, so lift that first.
-    forget_revoked(job_id for job_id, was in done if was == "cancelled")
-    publish_or_release(outgoing)
+            if was is not None:
+                done.append((full["id"], was))
+    # A job requeued from cancelled that the list above did not know as such.
+    forget_revoked(job_id for job_id, was in done if was == "cancelled"
+                   and not any(j["id"] == job_id and j.get("status") == "cancelled"
+                               for j in jobs))
     return done
 
 

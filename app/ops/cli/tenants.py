@@ -79,7 +79,7 @@ def _age(seconds: float | None) -> str:
     if seconds < 60:
         return f"{seconds:.1f}s"
     if seconds < 3600:
-        return f"{seconds / 60:.0f}m"
+        return f"{seconds / 60:.1f}m"
     return f"{seconds / 3600:.1f}h"
 
 
@@ -101,10 +101,10 @@ def tenants_set(
     from app.ops.cli.lookup import lookup_tenant
     from app.store import db
 
-    if weight is None and max_running is None:
-        raise bad("nothing to change: give --weight and/or --max-running", "--weight")
     if queue is not None and max_running is None:
         raise bad("--queue caps one queue: give --max-running with it", "--queue")
+    if weight is None and max_running is None:
+        raise bad("nothing to change: give --weight and/or --max-running", "--weight")
     with db.engine().connect() as conn:
         found = lookup_tenant(conn, tenant)
     if found is None:
