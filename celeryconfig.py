@@ -26,6 +26,13 @@ broker_transport_options = {
     "socket_timeout": 10,
     "socket_connect_timeout": 4,
     "health_check_interval": 25,
+    # A worker takes from its queues in the order they are listed (below, or -Q's order), not
+    # round robin: requests (celery, dispatch) become rows before any job runs, so a burst of
+    # dispatch_intent calls reaches the fair queue at once instead of holding everyone's
+    # requests behind it; then realtime, maintenance, bulk. Each job queue holds only its
+    # window (app.run.feeder), so the order never lets a backlog crowd a queue out for long;
+    # give bulk its own worker (as jobq run and docker-compose do) where it must never wait.
+    "queue_order_strategy": "priority",
 }
 result_backend_transport_options = {
     "global_keyprefix": _settings.redis_key_prefix,
@@ -74,7 +81,8 @@ worker_hijack_root_logger = False
 # ``send_task("dispatch_intent", ...)`` there.
 task_default_queue = "celery"
 task_queues = [Queue("celery", Exchange("celery"), routing_key="celery")] + [
-    Queue(name, Exchange(name), routing_key=name) for name in QUEUES
+    Queue(name, Exchange(name), routing_key=name)
+    for name in sorted(QUEUES, key=("dispatch", "realtime", "maintenance", "bulk").index)
 ]
 task_create_missing_queues = False
 

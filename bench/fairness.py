@@ -2,7 +2,8 @@
 
   a. burst vs quiet: one academy's 3,000 jobs arrive (plain SQL, ``submit_many`` or
      ``dispatch_intent``), then another dispatches ten small jobs through ``dispatch_intent``,
-     one every 0.3 s: the quiet academy's worst wait (dispatch to start), on a plain
+     one every 0.3 s: the quiet academy's worst wait (from its ``dispatch_intent`` call to its
+     job's start), on a plain
      ``celery -A app worker -c 2`` plus beat and on ``jobq run``'s workers;
   b. a big broadcast on a 50 messages/s channel, then another academy's 20-guardian broadcast:
      how long the small one takes, and the big one's rate;
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -139,6 +141,13 @@ def waits(ids: list[str]) -> list[float]:
         "WHERE id = ANY(CAST(:ids AS uuid[])) AND executed_at IS NOT NULL", ids=ids)]
 
 
+def publish_waits(ids: list[str]) -> list[float]:
+    """Seconds from each job's row to its hand-off to the broker (its turn in the table)."""
+    return [float(r[0]) for r in sql(
+        "SELECT extract(epoch FROM published_at - created_at) FROM job_executions "
+        "WHERE id = ANY(CAST(:ids AS uuid[])) AND published_at IS NOT NULL", ids=ids)]
+
+
 # --- a ----------------------------------------------------------------------------------------
 
 def scenario_a(args) -> list[dict]:
@@ -152,18 +161,27 @@ def scenario_a(args) -> list[dict]:
                 wait_ready(procs)
                 burst(path, loud, args.burst, SLEEP, {"seconds": args.burst_seconds})
                 time.sleep(1.0)
-                ids = []
+                from app.tasks.dispatch import dispatch_intent
+
+                calls = []
                 for _ in range(10):
-                    ids.append(dispatch(quiet, SLEEP, {"seconds": 0}))
+                    calls.append((time.time(), dispatch_intent.delay(
+                        tenant_id=quiet, intent_key=SLEEP, intent_params={"seconds": 0})))
                     time.sleep(0.3)
+                ids = [r.get(timeout=args.timeout) for _, r in calls]
                 wait_done(ids, args.timeout)
-                w = waits(ids)
+                # From the caller's dispatch_intent call to the run's start.
+                started = dict(sql("SELECT id::text, extract(epoch FROM executed_at) FROM "
+                                   "job_executions WHERE id = ANY(CAST(:ids AS uuid[]))", ids=ids))
+                w = [float(started[i]) - t for (t, _), i in zip(calls, ids, strict=True)]
+                pw = publish_waits(ids)
                 [(left,)] = sql("SELECT count(*) FROM job_executions WHERE tenant_id = "
                                 "CAST(:t AS uuid) AND status = 'pending'", t=loud)
             finally:
                 stop_all(procs)
             row = {"setup": setup, "path": path, "burst": args.burst,
                    "quiet_wait_max_s": round(max(w), 3), "quiet_wait_p50_s": round(median(w), 3),
+                   "quiet_until_published_max_s": round(max(pw), 3) if pw else None,
                    "burst_left_when_quiet_done": left}
             print(f"a {setup:>8} {path:>8}: quiet worst wait {row['quiet_wait_max_s']:.2f} s "
                   f"(p50 {row['quiet_wait_p50_s']:.2f} s), burst left {left}", flush=True)
@@ -180,7 +198,15 @@ def scenario_b(args) -> dict:
     big, small = make_tenant("큰 학원"), make_tenant("작은 학원")
     seed(big, args.guardians)
     seed(small, 20)
-    procs = jobq_run_workers()
+    rates = os.environ.get("JOBQ_SEND_RATES")
+    os.environ["JOBQ_SEND_RATES"] = f"record={args.rate:g}"  # the workers' channel rate
+    try:
+        procs = jobq_run_workers()
+    finally:
+        if rates is None:
+            os.environ.pop("JOBQ_SEND_RATES")
+        else:
+            os.environ["JOBQ_SEND_RATES"] = rates
     try:
         time.sleep(2)
         message = {"title": "설 연휴 휴원 안내", "chunk_size": args.chunk_size,
@@ -201,7 +227,7 @@ def scenario_b(args) -> dict:
         "SELECT count(*), min(sent_at), max(sent_at) FROM notifications "
         "WHERE tenant_id = CAST(:t AS uuid) AND status = 'sent'", t=big)
     span = (last - first).total_seconds()
-    row = {"guardians": args.guardians, "chunk_size": args.chunk_size,
+    row = {"guardians": args.guardians, "chunk_size": args.chunk_size, "rate": args.rate,
            "small_dispatched_after_s": args.small_after,
            "small_done_s": round(small_s, 2), "big_messages": sent,
            "big_messages_per_s": round(sent / span, 1) if span else None}
@@ -297,14 +323,16 @@ def scenario_d(args) -> dict:
         time.sleep(3)
         ids = [dispatch(newcomer, SLEEP, {"seconds": 0}) for _ in range(1)]
         wait_done(ids, args.timeout)
-        w = waits(ids)
+        w, pw = waits(ids), publish_waits(ids)
         [(left,)] = sql("SELECT count(*) FROM job_executions WHERE status = 'pending'")
     finally:
         stop_all(procs)
     row = {"tenants_with_backlog": args.tenants, "jobs_each": 3, "newcomer_wait_s": round(max(w), 3),
+           "newcomer_until_published_s": round(max(pw), 3) if pw else None,
            "pending_when_newcomer_done": left, "pick_ms_per_job": costs,
            "pick_cost_ratio_10000_vs_10": round(costs["10000"] / costs["10"], 2)}
-    print(f"d: newcomer waited {row['newcomer_wait_s']:.2f} s with {left} jobs of "
+    print(f"d: newcomer waited {row['newcomer_wait_s']:.2f} s (published after "
+          f"{row['newcomer_until_published_s']} s) with {left} jobs of "
           f"{args.tenants} tenants pending", flush=True)
     return row
 
@@ -370,6 +398,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--a-paths", default="sql,dispatch,submit")
     parser.add_argument("--guardians", type=int, default=10_000)
     parser.add_argument("--chunk-size", type=int, default=50)
+    parser.add_argument("--rate", type=float, default=50, help="the channel's messages/s (b)")
     parser.add_argument("--small-after", type=float, default=5.0)
     parser.add_argument("--shares-jobs", type=int, default=600)
     parser.add_argument("--tenants", type=int, default=10_000)
