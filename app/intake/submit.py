@@ -58,6 +58,7 @@ def _prepare(
         "tenant_id": tenant_id,
         "source": source,
         "parent_id": parent_id,
+        "requested_by": req.requested_by,
     }
     try:
         if req.call_problem:
@@ -87,6 +88,7 @@ def _prepare(
             idempotency_key=None,
         ), refusal
     due_now = run_at is None or run_at <= now + dt.timedelta(seconds=settings.eta_max_seconds)
+    approval = bool(req.requires_approval) or intent.requires_approval
     return jobstore.NewJob(
         **base,
         intent_key=key,
@@ -95,7 +97,8 @@ def _prepare(
         queue=intent.queue,
         run_at=run_at,
         idempotency_key=idempotency_key,
-        publish=due_now,
+        publish=due_now and not approval,
+        approval_seconds=settings.approval_expires_seconds if approval else None,
     ), None
 
 
@@ -113,15 +116,20 @@ def submit(
     job_id: str | None = None,
     parent_id: str | None = None,
     source: str = "submit",
+    requires_approval: bool = False,
+    requested_by: str | None = None,
 ) -> str:
     """Write a job into ``session``'s transaction and publish it once that commits.
 
-    Returns the job id (the existing job's id when ``idempotency_key`` was seen before).
+    Returns the job id (the existing job's id when ``idempotency_key`` was seen before). With
+    ``requires_approval`` (or an intent declared so) the job waits in ``awaiting_approval``
+    until :func:`app.intake.actions.approve`; ``requested_by`` names the caller in its history.
     Raises :class:`IntentRefused` for bad input; its failed row is in the session, so commit
     to keep the audit record.
     """
     req = Request(tenant_id, intent_key, intent_params, idempotency_key, run_at, max_retries,
-                  job_id, parent_id)
+                  job_id, parent_id, requires_approval=requires_approval,
+                  requested_by=requested_by)
     return submit_many(session, [req], source=source)[0]
 
 

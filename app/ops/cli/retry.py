@@ -18,7 +18,7 @@ from app.ops.cli import console, err, fail
 from app.ops.cli.args import actor, bad, parse_params
 from app.ops.cli.jobs import IntentOption, SinceOption, TenantOption, job_filter
 from app.ops.cli.lookup import find_job
-from app.store import db, jobstore, reads
+from app.store import db, reads
 
 RETRYABLE = ("failed", "cancelled")
 #: Jobs requeued per transaction in a bulk retry.
@@ -188,53 +188,10 @@ def _retry_many(status: list[str], intent: str | None, since: str | None, tenant
 
 def requeue(jobs: list[dict[str, Any]], *, params: dict[str, Any] | None = None
             ) -> list[tuple[str, str]]:
-    """Put ``jobs`` back to pending and publish them after commit; ``(id, was)`` of each done.
-    ``params``: run the (one) job on these validated parameters instead, audited.
+    """Put ``jobs`` back to pending, named as the CLI's user (app.intake.actions.requeue)."""
+    from app.intake.actions import requeue as requeue_jobs
 
-    Jobs of suspended or deleted tenants are skipped: their work is refused, like their new
-    requests.
-    """
-    from app.broker.publish import Outgoing
-    from app.core.registry import manifest
-    from app.intake.actions import forget_revoked
-    from app.intake.submit import publish_or_release
-
-    by = actor()
-    done: list[tuple[str, str]] = []
-    outgoing: list[Outgoing] = []
-    with db.engine().begin() as conn:
-        for job in jobs:
-            full = job if "tenant_status" in job else _load(conn, job["id"])
-            if full is None or full["tenant_status"] != "active":
-                continue
-            intent = manifest.get(full["intent_key"])
-            # A request refused at intake never ran and was given no retries: corrected, it
-            # gets the intent's budget like any new job.
-            refused = full["executed_at"] is None and not full["max_retries"]
-            was = jobstore.requeue(
-                conn, full["id"], by=by, params=params, replace_params=params is not None,
-                max_retries=intent.effective_max_retries if intent and refused else None)
-            if was is None:
-                continue
-            done.append((full["id"], was))
-            if params is not None:
-                full = {**full, "intent_params": params}
-            if intent is None:  # the sweep refuses it, with the reason, in the table
-                continue
-            outgoing.append(Outgoing(full["id"], full["tenant_id"], full["intent_key"],
-                                     full["queue"] or intent.queue, full["intent_params"],
-                                     intent.secret_params))
-        # Stamped in the same transaction, so the sweep does not publish them a second time.
-        jobstore.mark_published(conn, [o.id for o in outgoing])
-    # A cancel revoked the id in every worker; the job keeps its id, so lift that first.
-    forget_revoked(job_id for job_id, was in done if was == "cancelled")
-    publish_or_release(outgoing)
-    return done
-
-
-def _load(conn, job_id: str) -> dict[str, Any] | None:
-    found = reads.find_jobs_by_prefix(conn, job_id, job_id)
-    return found[0] if found else None
+    return requeue_jobs(jobs, by=actor(), params=params)
 
 
 def cancel(
