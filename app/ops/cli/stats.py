@@ -79,6 +79,7 @@ def stats(
 
 #: What each caretaking task's "acted" count means.
 _ACTED = {"sweep_due_jobs": "jobs published", "recover_lost_runs": "lost runs recovered",
+          "expire_approvals": "unapproved jobs expired",
           "fire_schedules": "scheduled jobs fired", "apply_retention": "old jobs deleted"}
 
 
