@@ -23,9 +23,10 @@ TENANT_HEADER = "X-Jobq-Tenant"
 
 
 class Denied(Exception):
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, *, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status = status
+        self.headers = headers
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,12 @@ _STATE = ("status", "progress", "retry_count", "max_retries", "error_message", "
 
 def _frame(kind: str, data: Any, event_id: int | None = None) -> str:
     head = f"id: {event_id}\n" if event_id is not None else ""
-    return f"{head}event: {kind}\ndata: {json.dumps(data, default=str, ensure_ascii=False)}\n\n"
+    body = json.dumps(data, default=_json_value, ensure_ascii=False)
+    return f"{head}event: {kind}\ndata: {body}\n\n"
+
+
+def _json_value(value: Any) -> Any:
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
 def _poll(tenant_id: str, job_id: str, after: int) -> tuple[dict[str, Any] | None, list]:

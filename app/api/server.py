@@ -41,8 +41,9 @@ def caller(
     found = authenticate(f"Bearer {bearer.credentials}" if bearer else None, api_key, tenant)
     wait = over_limit(found.limit_key, found.rate_limit)
     if wait is not None:
+        after = retry_after_header(wait)
         raise Denied(429, f"over this caller's rate of {found.rate_limit:g} requests a second; "
-                          f"try again in {retry_after_header(wait)} s")
+                          f"try again in {after} s", headers={"Retry-After": after})
     return found
 
 
@@ -284,11 +285,9 @@ def create_app() -> FastAPI:
 
     @api.exception_handler(Denied)
     def _denied(_request: Request, exc: Denied) -> JSONResponse:
-        headers = None
-        if exc.status == 429:
-            headers = {"Retry-After": str(exc).rsplit("in ", 1)[-1].split()[0]}
-        elif exc.status == 401:
-            headers = {"WWW-Authenticate": "Bearer"}
+        headers = exc.headers
+        if exc.status == 401:
+            headers = {"WWW-Authenticate": "Bearer", **(headers or {})}
         return problem(exc.status, str(exc), headers=headers)
 
     @api.exception_handler(RequestValidationError)
