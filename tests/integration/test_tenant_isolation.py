@@ -21,8 +21,8 @@ from tests.security_intents import ESCAPES
 ROLE = db.HANDLER_ROLE
 POLICY = "tenant_isolation"
 ENGINE_POLICY = "jobq_engine"
-#: Tenant tables only the engine touches: bound for it, closed to handlers.
-ENGINE_ONLY = {"job_schedules", "tenant_events"}
+#: Tenant tables only the engine uses (api_keys: alembic 0006, read before a request is bound).
+ENGINE_ONLY = {"job_schedules", "tenant_events", "api_keys"}
 
 TENANT_OWNED = """
     SELECT c.relname
