@@ -168,3 +168,15 @@ def test_compose_workers_match_the_set_up_jobq_run_starts():
     assert compose == ours
     # One realtime worker per core: jobq run counts this machine's; compose says 2 by default.
     assert SERVICES["worker"]["deploy"]["replicas"] >= 1
+
+
+def test_the_api_service_listens_where_its_port_and_health_check_say():
+    api = SERVICES["api"]
+    cmd = _command(api)
+    assert cmd[:2] == ["jobq", "api"] and _option(cmd, "--address") == "0.0.0.0"
+    port = load(_env_file()).api_port
+    assert api["ports"] == [f"{port}:{port}"]
+    assert f"http://127.0.0.1:{port}/v1/health" in " ".join(api["healthcheck"]["test"])
+    from app.api.server import create_app
+
+    assert "/v1/health" in {route.path for route in create_app().routes}
