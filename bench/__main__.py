@@ -14,6 +14,7 @@ BENCHMARKS = {
     "broadcast": "bench.broadcast",
     "soak": "bench.soak",
     "sweep_latency": "bench.sweep_latency",
+    "api": "bench.api",
     "report": "bench.report",
 }
 

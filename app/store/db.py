@@ -26,7 +26,7 @@ from app.core.settings import HANDLER_ROLE, settings
 ROOT = Path(__file__).resolve().parents[2]
 
 _lock = threading.Lock()
-_engines: dict[tuple[int, str, bool, bool], Engine] = {}
+_engines: dict[tuple[int, str, bool, bool, bool], Engine] = {}
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -58,11 +58,11 @@ def _note_checkin(dbapi_conn, record) -> None:
     record.info["checked_in"] = time.monotonic()
 
 
-def _create(url: str, *, status: bool, handler: bool = False) -> Engine:
+def _create(url: str, *, status: bool, handler: bool = False, api: bool = False) -> Engine:
     connect_args: dict = {"application_name": "jobq-handler" if handler else "jobq",
                           "connect_timeout": 5}
     options: dict = {}
-    if handler:
+    if handler and not api:
         options["pool_reset_on_return"] = None  # _discard_session_state rolls back, and more
     if status:
         connect_args["options"] = "-c synchronous_commit=off"
@@ -76,6 +76,7 @@ def _create(url: str, *, status: bool, handler: bool = False) -> Engine:
     event.listen(eng, "checkin", _note_checkin)
     if handler:
         event.listen(eng, "connect", _refuse_unbound_role)
+    if handler and not api:
         event.listen(eng, "reset", _discard_session_state)
     if status:
         from app.store import jobstore
@@ -84,16 +85,16 @@ def _create(url: str, *, status: bool, handler: bool = False) -> Engine:
     return eng
 
 
-def _get(url: str | None, *, status: bool, handler: bool = False) -> Engine:
+def _get(url: str | None, *, status: bool, handler: bool = False, api: bool = False) -> Engine:
     url = sqlalchemy_url(url or settings.require_database_url())
-    key = (os.getpid(), url, status, handler)
+    key = (os.getpid(), url, status, handler, api)
     found = _engines.get(key)
     if found is not None:
         return found
     with _lock:
         found = _engines.get(key)
         if found is None:
-            found = _engines[key] = _create(url, status=status, handler=handler)
+            found = _engines[key] = _create(url, status=status, handler=handler, api=api)
         return found
 
 
@@ -243,12 +244,19 @@ def bind_tenant(conn: Connection, tenant_id: str) -> None:
     conn.execute(_BIND_TENANT, {"tenant": tenant_id, "ticket": ticket})
 
 
+def api_engine() -> Engine:
+    """The handler role's connections for API requests. Unlike handlers' they are not reset with
+    DISCARD ALL on return (a round trip per request): the API runs only the statements of
+    app.store, which leave no session state, and a binding ends with its transaction anyway."""
+    return _get(settings.require_handler_database_url(), status=False, handler=True, api=True)
+
+
 def tenant_session(tenant_id: str) -> Session:
     """A session that sees and changes ``tenant_id``'s rows only: every transaction is bound to
     that tenant as it begins (the caller commits; jobs it submits publish after commit)."""
     tenant_id = str(tenant_id)
     api_secret()  # before the session's transaction, on the engine's own connection
-    s = Session(handler_engine(), expire_on_commit=False)
+    s = Session(api_engine(), expire_on_commit=False)
 
     def bind(_session: Session, transaction, conn: Connection) -> None:
         if not transaction.nested:

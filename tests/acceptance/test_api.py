@@ -274,7 +274,7 @@ def test_requests_without_valid_credentials_are_refused_with_401(api, academy):
     wrong = api.client("jq_" + "x" * 43).get(job_path)
     assert wrong.status_code == 401 and "unknown or revoked" in wrong.json()["error"]
     assert api.client("not-a-token").get(job_path).status_code == 401
-    forged = api.client(hs256_token(academy, secret="not-the-secret")).get(job_path)
+    forged = api.client(hs256_token(academy, secret="not-the-secret-of-this-server-at-all-0123456789")).get(job_path)
     assert forged.status_code == 401 and "invalid token" in forged.json()["error"]
     expired = api.client(hs256_token(academy, expires_in=-10)).get(job_path)
     assert expired.status_code == 401 and "expired" in expired.json()["error"]
