@@ -127,13 +127,14 @@ def reject(job_id: str, *, by: str, reason: str | None = None,
 def requeue(jobs: list[dict[str, Any]], *, by: str, params: dict[str, Any] | None = None,
             tenant_id: str | None = None) -> list[tuple[str, str]]:
     """Put failed or cancelled ``jobs`` back to pending and publish them after commit;
-    ``(id, was)`` of each done. ``params``: run the (one) job on these validated parameters
+    ``(id, was)`` of each done. A job asked for with an approval that it never got goes back to
+    awaiting one instead (a cancel and a retry must not run it unapproved). ``params``: run the (one) job on these validated parameters
     instead, audited.
 
     Jobs of suspended or deleted tenants are skipped: their work is refused, like their new
     requests.
     """
-    done: list[tuple[str, str]] = []
+    done: list[tuple[str, str, str]] = []
     outgoing: list[Outgoing] = []
     with db.begin(tenant_id) as conn:
         for job in jobs:
@@ -144,12 +145,16 @@ def requeue(jobs: list[dict[str, Any]], *, by: str, params: dict[str, Any] | Non
             # A request refused at intake never ran and was given no retries: corrected, it
             # gets the intent's budget like any new job.
             refused = full["executed_at"] is None and not full["max_retries"]
-            was = jobstore.requeue(
+            found = jobstore.requeue(
                 conn, full["id"], by=by, params=params, replace_params=params is not None,
-                max_retries=intent.effective_max_retries if intent and refused else None)
-            if was is None:
+                max_retries=intent.effective_max_retries if intent and refused else None,
+                approval_seconds=settings.approval_expires_seconds)
+            if found is None:
                 continue
-            done.append((full["id"], was))
+            was, status = found
+            done.append((full["id"], was, status))
+            if status == "awaiting_approval":  # never approved: it waits for that again
+                continue
             if params is not None:
                 full = {**full, "intent_params": params}
             if intent is None:  # the sweep refuses it, with the reason, in the table
@@ -160,7 +165,7 @@ def requeue(jobs: list[dict[str, Any]], *, by: str, params: dict[str, Any] | Non
         # Stamped in the same transaction, so the sweep does not publish them a second time.
         jobstore.mark_published(conn, [o.id for o in outgoing])
     # A cancel revoked the id in every worker; the job keeps its id, so lift that first.
-    forget_revoked(job_id for job_id, was in done if was == "cancelled")
+    forget_revoked(job_id for job_id, was, _ in done if was == "cancelled")
     publish_or_release(outgoing)
     return done
 

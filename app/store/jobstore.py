@@ -826,43 +826,59 @@ def cancel(conn, job_id: str, *, reason: str, by: str) -> str | None:
 
 
 #: Put a finished job back to pending as a fresh start, keeping its history; with ``:params``,
-#: on corrected parameters (the event keeps the old and the new) and ``:max_retries``.
+#: on corrected parameters (the event keeps the old and the new) and ``:max_retries``. A job
+#: that was asked for with an approval and never got one goes back to awaiting it (for
+#: ``:approval_seconds``): a cancel and a retry must not run it unapproved.
 REQUEUE = text(
     """
     WITH before AS (
-        SELECT id, status, intent_params FROM job_executions
-         WHERE id = CAST(:id AS uuid) AND status IN ('failed', 'cancelled')
+        SELECT j.id, j.status, j.intent_params,
+               EXISTS (SELECT 1 FROM job_events e
+                        WHERE e.job_id = j.id AND e.kind = 'created'
+                          AND e.detail ? 'awaiting_approval')
+               AND NOT EXISTS (SELECT 1 FROM job_events e
+                                WHERE e.job_id = j.id AND e.kind = 'approved') AS unapproved
+          FROM job_executions j
+         WHERE j.id = CAST(:id AS uuid) AND j.status IN ('failed', 'cancelled')
            FOR UPDATE
     ), again AS (
         UPDATE job_executions j
-           SET status = 'pending', retry_count = 0, error_message = NULL,
+           SET status = CASE WHEN before.unapproved THEN 'awaiting_approval' ELSE 'pending' END,
+               approval_expires_at = CASE WHEN before.unapproved
+                   THEN now() + make_interval(secs => :approval_seconds) END,
+               retry_count = 0, error_message = NULL,
                completed_at = NULL, executed_at = NULL, result = NULL, progress = NULL,
                run_at = NULL, published_at = NULL, updated_at = now(),
                intent_params = CASE WHEN :replace THEN :params ELSE j.intent_params END,
                max_retries = coalesce(:max_retries, j.max_retries)
           FROM before WHERE j.id = before.id
-        RETURNING j.id, before.status AS was, before.intent_params AS old_params
+        RETURNING j.id, before.status AS was, before.intent_params AS old_params, j.status
     ), event AS (
         INSERT INTO job_events (job_id, attempt, kind, detail)
         SELECT id, 0, 'requeued',
                jsonb_build_object('was', was, 'by', CAST(:by AS text))
+               || CASE WHEN status = 'awaiting_approval'
+                       THEN '{"awaiting_approval": true}'::jsonb ELSE '{}'::jsonb END
                || CASE WHEN :replace
                        THEN jsonb_build_object('params', jsonb_build_object(
                                 'old', old_params, 'new', CAST(:params AS jsonb)))
                        ELSE '{}'::jsonb END
           FROM again
     )
-    SELECT was FROM again
+    SELECT was, status FROM again
     """
 ).bindparams(bindparam("params", type_=_JSON))
 
 
 def requeue(conn, job_id: str, *, by: str, params: Any = None, replace_params: bool = False,
-            max_retries: int | None = None) -> str | None:
-    """The status the job had, or None when it was not failed or cancelled."""
+            max_retries: int | None = None, approval_seconds: float = 259200.0
+            ) -> tuple[str, str] | None:
+    """``(the status it had, the status it has now)``: pending, or awaiting_approval for a job
+    never approved. None when it was not failed or cancelled."""
     row = conn.execute(REQUEUE, {"id": job_id, "by": by, "params": params,
-                                 "replace": replace_params, "max_retries": max_retries}).first()
-    return row[0] if row else None
+                                 "replace": replace_params, "max_retries": max_retries,
+                                 "approval_seconds": approval_seconds}).first()
+    return (row[0], row[1]) if row else None
 
 
 # --- approvals -------------------------------------------------------------------------------

@@ -232,6 +232,18 @@ def test_a_rejected_job_never_runs_and_an_intent_can_require_approval(client):
     assert job_row(job["id"])["executed_at"] is None
 
 
+def test_a_cancel_and_a_retry_do_not_run_an_unapproved_job(api, academy):
+    writer = api.client(make_key(academy, scopes=("jobs:read", "jobs:write")))
+    job = post_job(writer, {"intent_key": "system.exec.echo", "requires_approval": True}).json()
+    assert writer.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
+    retried = writer.post(f"/v1/jobs/{job['id']}/retry")
+    assert retried.status_code == 200 and retried.json()["status"] == "awaiting_approval"
+    assert retried.json()["approval_expires_at"]
+    kinds = [k for _, k in event_kinds(job["id"])]
+    assert kinds == ["created", "cancelled", "requeued"] and "started" not in kinds
+    assert job_row(job["id"])["published_at"] is None
+
+
 def test_approving_needs_its_own_scope(api, academy):
     writer = api.client(make_key(academy, scopes=("jobs:read", "jobs:write")))
     job = post_job(writer, {"intent_key": "test.exec.approved_echo"}).json()

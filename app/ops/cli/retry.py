@@ -144,6 +144,10 @@ def _retry_one(ref: str, wait: bool, param: list[str] | None = None,
     if not done:  # it changed state between the read and the requeue
         raise fail(f"job {job['id']} is no longer failed or cancelled; nothing done")
     changed = " on new parameters (the old ones are in its history)" if new_params else ""
+    if done[0][2] == "awaiting_approval":
+        console.print(f"job {job['id']} awaits approval again{changed} (was {done[0][1]}; it "
+                      f"was never approved): jobq approve {job['id'][:8]}")
+        return
     console.print(f"job {job['id']} is pending again{changed} (was {done[0][1]}); "
                   "its history is kept")
     if wait:
@@ -187,7 +191,7 @@ def _retry_many(status: list[str], intent: str | None, since: str | None, tenant
 
 
 def requeue(jobs: list[dict[str, Any]], *, params: dict[str, Any] | None = None
-            ) -> list[tuple[str, str]]:
+            ) -> list[tuple[str, str, str]]:
     """Put ``jobs`` back to pending, named as the CLI's user (app.intake.actions.requeue)."""
     from app.intake.actions import requeue as requeue_jobs
 
