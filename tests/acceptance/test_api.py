@@ -376,6 +376,10 @@ def test_a_suspended_tenants_requests_are_refused_without_a_row(api):
     assert refused.status_code == 403 and "suspended" in refused.json()["error"]
     assert sql("SELECT count(*) FROM job_executions WHERE tenant_id = CAST(:t AS uuid)",
                t=tenant)[0][0] == 0
+    assert client.get("/v1/jobs").status_code == 200  # reading its history stays possible
+    sql("UPDATE tenants SET status = 'deleted' WHERE id = CAST(:t AS uuid)", t=tenant)
+    gone = client.get("/v1/jobs")
+    assert gone.status_code == 403 and "deleted" in gone.json()["error"]
 
 
 # --- the rate limit ---------------------------------------------------------------------------

@@ -69,6 +69,7 @@ def test_the_cli_approves_and_rejects_and_shows_the_state(tenant):
     waiting = _ask(tenant, requires_approval=True)
     listed = jobq("jobs", "--tenant", tenant, "--status", "awaiting_approval")
     assert listed.returncode == 0 and waiting[:8] in listed.stdout
+    assert "awaiting approval" in listed.stdout
     approved = jobq("approve", waiting[:8], "--note", "확인")
     assert approved.returncode == 0 and "approved" in approved.stdout
     wait_for_status(waiting, "completed")

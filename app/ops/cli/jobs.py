@@ -122,6 +122,9 @@ def _note(r: dict) -> Text:
         return Text(show.progress_line(r["progress"]))
     if r["status"] == "pending" and r["error_message"]:  # waiting to retry
         return Text(f"retrying after: {show.shown_str(r['error_message'])}", style="yellow")
+    if r["status"] == "awaiting_approval":
+        by = f" (asked by {r['requested_by']})" if r.get("requested_by") else ""
+        return Text(f"awaiting approval{by}", style="yellow")
     return Text("")
 
 
