@@ -148,6 +148,7 @@ STATS_BY_INTENT = text(
            count(*) FILTER (WHERE j.status = 'completed') AS completed,
            count(*) FILTER (WHERE j.status = 'failed') AS failed,
            count(*) FILTER (WHERE j.status = 'cancelled') AS cancelled,
+           count(*) FILTER (WHERE j.status = 'awaiting_approval') AS awaiting,
            coalesce(sum(j.retry_count), 0) AS retries,
            percentile_cont(0.5) WITHIN GROUP (
                ORDER BY extract(epoch FROM j.completed_at - j.executed_at))

@@ -124,7 +124,7 @@ def _percent(value: float | None) -> str:
 
 
 #: Columns a narrow terminal drops first, in order.
-_OPTIONAL = ("wait p95", "max", "retries", "cancelled", "running", "pending")
+_OPTIONAL = ("awaiting", "wait p95", "max", "retries", "cancelled", "running", "pending")
 _INTENT_MIN = 16
 
 
@@ -139,6 +139,7 @@ def _table(per_intent: list[dict], overall: dict, since: str, width: int) -> Tab
         "completed": lambda r: _count(r["completed"], "green"),
         "failed": lambda r: _count(r["failed"], "red"),
         "cancelled": lambda r: _count(r["cancelled"], "magenta"),
+        "awaiting": lambda r: _count(r["awaiting"], "yellow"),
         "retries": lambda r: str(r["retries"]),
         "fail rate": lambda r: _percent(r["failure_rate"]),
         "p50": lambda r: show.duration(r["run_p50"]),
