@@ -24,8 +24,8 @@ from app.core.errors import IntentRefused, TenantRefused
 from app.core.registry import manifest
 from app.core.validation import Request as JobAsked
 from app.intake import actions
-from app.intake.submit import submit_many
-from app.store import db, jobstore, reads
+from app.intake.submit import submit_one
+from app.store import db, reads
 from app.store.models import JOB_STATUSES
 
 log = logging.getLogger("jobq.api")
@@ -117,24 +117,24 @@ def create_job(
 ) -> Any:
     """Ask for a job. A repeat with the same Idempotency-Key returns the same job (200)."""
     tenant = who.for_tenant()
-    job_id = jobstore.new_id()
     asked = JobAsked(tenant, body.intent_key, body.intent_params, idempotency_key,
-                     body.run_at, body.max_retries, job_id=job_id,
-                     requires_approval=body.requires_approval, requested_by=who.name)
+                     body.run_at, body.max_retries, requires_approval=body.requires_approval, requested_by=who.name)
     with db.tenant_session(tenant) as session:
         try:
-            ids = submit_many(session, [asked], source="api")
+            done = submit_one(session, asked, source="api")
         except TenantRefused as refused:
             session.rollback()
             return problem(403, str(refused), field=refused.field)
         except IntentRefused as refused:
             session.commit()  # keeps the failed row for the audit
             return problem(422, str(refused), field=refused.field, job_id=refused.job_id)
-        row = reads.find_jobs_by_prefix(session.connection(), ids[0], ids[0])[0]
+        # A new job is answered with the row as written; a repeated key's, as it is now.
+        row = done.row or reads.find_jobs_by_prefix(session.connection(), done.id, done.id)[0]
         session.commit()  # then the job is published
     # Serialized here, not validated again against the response model: this is the hot path.
     return Response(json.dumps(schemas.job_out(row), default=_json_value, ensure_ascii=False),
-                    status_code=201 if ids[0] == job_id else 200, media_type="application/json")
+                    status_code=201 if done.row is not None else 200,
+                    media_type="application/json")
 
 
 def _json_value(value: Any) -> Any:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, event
@@ -149,6 +150,31 @@ def submit_many(session: Session, requests: Iterable[Request], *, source: str = 
 def write_requests(conn: Session | Connection, requests: Iterable[Request], *, source: str
            ) -> tuple[list[str], list[Outgoing], IntentRefused | None]:
     """Validate and insert; ``(ids, messages to publish once committed, first refusal)``."""
+    ids, outgoing, refusal, _written = _write(conn, requests, source=source)
+    return ids, outgoing, refusal
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """What :func:`submit_one` did: the job's id, and the row it wrote (None when the request
+    repeated an idempotency key, so the job is an older one)."""
+
+    id: str
+    row: dict[str, Any] | None
+
+
+def submit_one(session: Session, request: Request, *, source: str) -> Submitted:
+    """:func:`submit` of one :class:`Request`, also saying what it wrote (the HTTP API answers
+    with the new row without reading it back). Raises :class:`IntentRefused` like ``submit``."""
+    ids, outgoing, refusal, written = _write(session, [request], source=source)
+    if refusal is not None:
+        raise refusal
+    _publish_after_commit(session, outgoing)
+    return Submitted(ids[0], written.get(ids[0]))
+
+
+def _write(conn: Session | Connection, requests: Iterable[Request], *, source: str
+           ) -> tuple[list[str], list[Outgoing], IntentRefused | None, dict[str, dict[str, Any]]]:
     if source not in SOURCES:
         raise ValueError(f"source {source!r} is not one of {SOURCES}")
     now = dt.datetime.now(dt.UTC)
@@ -156,10 +182,14 @@ def write_requests(conn: Session | Connection, requests: Iterable[Request], *, s
     inserted = jobstore.insert_jobs(conn, [job for job, _ in prepared])
     ids: list[str] = []
     outgoing: list[Outgoing] = []
+    written: dict[str, dict[str, Any]] = {}
     first_refusal: IntentRefused | None = None
     for job, refusal in prepared:
         if job.id in inserted:
             ids.append(job.id)
+            created_at, approval_expires_at = inserted[job.id]
+            written[job.id] = {**job.as_row(), "retry_count": 0, "created_at": created_at,
+                               "run_at": job.run_at, "approval_expires_at": approval_expires_at}
             if refusal is not None:
                 log.info("job refused: %s", job.error_message,
                          extra={"job_id": job.id, "tenant_id": job.tenant_id,
@@ -181,7 +211,7 @@ def write_requests(conn: Session | Connection, requests: Iterable[Request], *, s
             continue
         _raise_for_tenant(conn, job.tenant_id)
         raise RuntimeError(f"job {job.id} was neither written nor found")  # pragma: no cover
-    return ids, outgoing, first_refusal
+    return ids, outgoing, first_refusal, written
 
 
 def _countdown(run_at: dt.datetime | None, now: dt.datetime) -> float | None:

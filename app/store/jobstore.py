@@ -66,7 +66,7 @@ INSERT_JOBS = text(
             approval_seconds float8)
       JOIN tenants t ON t.id = v.tenant_id AND t.status = 'active'
     ON CONFLICT DO NOTHING
-    RETURNING id::text
+    RETURNING id::text, created_at, approval_expires_at
     """
 )
 
@@ -130,12 +130,13 @@ class NewJob:
         }
 
 
-def insert_jobs(conn, jobs: Sequence[NewJob]) -> set[str]:
-    """Insert ``jobs`` in one statement; return the ids that were new."""
+def insert_jobs(conn, jobs: Sequence[NewJob]) -> dict[str, tuple[dt.datetime, dt.datetime | None]]:
+    """Insert ``jobs`` in one statement; the ids that were new, each with its ``created_at``
+    and ``approval_expires_at`` (the database's clock)."""
     if not jobs:
-        return set()
+        return {}
     rows = json.dumps([j.as_row() for j in jobs], ensure_ascii=False, default=str)
-    return {r[0] for r in conn.execute(INSERT_JOBS, {"rows": rows})}
+    return {r[0]: (r[1], r[2]) for r in conn.execute(INSERT_JOBS, {"rows": rows})}
 
 
 def find_existing(conn, job: NewJob) -> tuple[str, str, bool] | None:

@@ -70,6 +70,17 @@ def test_a_job_asked_for_over_http_runs_and_names_its_caller(client, academy):
     assert shown["events"][0]["detail"] == {"source": "api", "by": "api:web"}
 
 
+def test_a_new_job_is_answered_as_a_later_read_shows_it(client):
+    created = post_job(client, {"intent_key": "test.exec.approved_echo",
+                                "intent_params": {"token": "s3cret", "n": 2},
+                                "run_at": "2099-03-01T09:00:00+09:00", "max_retries": 1})
+    assert created.status_code == 201
+    body = created.json()
+    shown = client.get(f"/v1/jobs/{body['id']}").json()
+    assert body == {k: v for k, v in shown.items() if k != "events"}
+    assert body["run_at"] == "2099-03-01T00:00:00Z" and body["intent_params"]["token"] == "***"
+
+
 def test_a_repeated_idempotency_key_returns_the_same_job_with_200(client):
     body = {"intent_key": "system.exec.echo", "intent_params": {"n": 1}}
     key = f"order-{uuid.uuid4().hex[:8]}"
