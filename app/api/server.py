@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 import uuid
 from typing import Annotated, Any
 
@@ -27,8 +26,6 @@ from app.intake import actions
 from app.intake.submit import submit_one
 from app.store import db, reads
 from app.store.models import JOB_STATUSES
-
-log = logging.getLogger("jobq.api")
 
 _bearer = HTTPBearer(auto_error=False, description="An API key (jq_...) or a JWT")
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key (jq_...)")
@@ -118,7 +115,8 @@ def create_job(
     """Ask for a job. A repeat with the same Idempotency-Key returns the same job (200)."""
     tenant = who.for_tenant()
     asked = JobAsked(tenant, body.intent_key, body.intent_params, idempotency_key,
-                     body.run_at, body.max_retries, requires_approval=body.requires_approval, requested_by=who.name)
+                     body.run_at, body.max_retries, requires_approval=body.requires_approval,
+                     requested_by=who.name)
     with db.tenant_session(tenant) as session:
         try:
             done = submit_one(session, asked, source="api")
