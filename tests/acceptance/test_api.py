@@ -13,6 +13,7 @@ import uuid
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -338,6 +339,23 @@ def test_a_jwks_signed_token_acts_for_the_tenant_its_claim_names(api, jwks, acad
     no_tenant = jwks.token(sub="user-42", exp=int(time.time()) + 60)
     refused = api.client(no_tenant).get("/v1/jobs")
     assert refused.status_code == 403 and "names no tenant" in refused.json()["error"]
+    expired = jwks.token(sub="user-42", exp=int(time.time()) - 5,
+                         app_metadata={"tenant_id": academy})
+    assert api.client(expired).get("/v1/jobs").status_code == 401
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    impostor = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    forged = jwt.encode({"sub": "user-42", "exp": int(time.time()) + 60,
+                         "app_metadata": {"tenant_id": academy}}, impostor, algorithm="RS256",
+                        headers={"kid": jwks.kid})
+    answer = api.client(forged).get("/v1/jobs")
+    assert answer.status_code == 401 and "invalid token" in answer.json()["error"]
+
+
+def test_a_key_cannot_name_another_tenant_than_its_own(api, academy, other_academy):
+    ours = api.client(make_key(academy), **{"X-Jobq-Tenant": other_academy})
+    refused = ours.get("/v1/jobs")
+    assert refused.status_code == 403 and "another tenant" in refused.json()["error"]
 
 
 def test_an_operator_key_names_the_tenant_of_each_request(api, academy, other_academy):
