@@ -139,7 +139,8 @@ def test_cancel_and_retry_over_http_are_audited_with_the_caller(client):
     again = client.post(f"/v1/jobs/{job['id']}/cancel")
     assert again.status_code == 409 and "cancelled" in again.json()["error"]
     retried = client.post(f"/v1/jobs/{job['id']}/retry")
-    assert retried.status_code == 200 and retried.json()["status"] == "pending"
+    assert retried.status_code == 200  # it runs at once: pending, or further already
+    assert retried.json()["status"] in ("pending", "processing", "completed")
     wait_for_status(job["id"], "completed")
     details = [(e["kind"], (e["detail"] or {}).get("by")) for e in job_events(job["id"])]
     assert ("cancelled", "api:web") in details and ("requeued", "api:web") in details
