@@ -98,6 +98,11 @@ beat_schedule = {
         "schedule": _settings.recover_interval,
         "options": {"queue": "maintenance", "expires": max(_settings.recover_interval * 5, 5)},
     },
+    "expire-approvals": {
+        "task": "jobq.expire_approvals",
+        "schedule": _settings.recover_interval,
+        "options": {"queue": "maintenance", "expires": max(_settings.recover_interval * 5, 5)},
+    },
     # The schedules live in job_schedules, read on every tick: no beat restart for a change.
     "fire-schedules": {
         "task": "jobq.fire_schedules",

@@ -23,6 +23,8 @@ _EXPORTS = {
     "Request": ("app.core.validation", "Request"),
     "cancel": ("app.intake.actions", "cancel"),
     "run_stopped": ("app.intake.actions", "run_stopped"),
+    "approve": ("app.intake.actions", "approve"),
+    "reject": ("app.intake.actions", "reject"),
     "job_id_for": ("app.core.validation", "job_id_for"),
     "IntentRefused": ("app.core.errors", "IntentRefused"),
     "TenantRefused": ("app.core.errors", "TenantRefused"),
@@ -36,7 +38,7 @@ __all__ = sorted(_EXPORTS)
 #: find), Celery would quietly fall back to AMQP on localhost and fail later in a long kombu
 #: traceback: these stop at once, saying which setting to set.
 _NEEDS_BROKER = frozenset({"celery", "celery_app", "dispatch_intent", "submit", "submit_many",
-                           "cancel"})
+                           "cancel", "approve", "reject"})
 
 
 def __getattr__(name: str) -> Any:

@@ -15,6 +15,7 @@ BENCHMARKS = {
     "soak": "bench.soak",
     "sweep_latency": "bench.sweep_latency",
     "fairness": "bench.fairness",
+    "api": "bench.api",
     "report": "bench.report",
 }
 

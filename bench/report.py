@@ -54,6 +54,18 @@ def markdown() -> str:
                 + _when(pub), "",
                 _table(["way", "jobs/s", "× bare apply_async"],
                        [[r["way"], r["per_s"], r["ratio_vs_bare"]] for r in pub["runs"]]), ""]
+    if api := _load("api"):
+        out += ["## HTTP API", "", f"`python -m bench api` — `POST /v1/jobs` from "
+                f"{api['clients']} keep-alive clients against `jobq api` "
+                f"({api['api_workers']} process), beside `submit` committing each in one process; "
+                f"then {api['latency_rate']:g} requests/s for {api['latency_seconds']:g} s. "
+                + _when(api), "",
+                _table(["way", "jobs/s", "× submit"],
+                       [["POST /v1/jobs", api["api_per_s"], api["ratio_vs_submit"]],
+                        ["submit, commit each", api["submit_per_s"], 1.0]]), "",
+                _table(["at", "p50 ms", "p99 ms", "max ms"],
+                       [[f"{api['latency_rate']:g} requests/s", api["p50_ms"], api["p99_ms"],
+                         api["max_ms"]]]), ""]
     if lat := _load("latency"):
         out += ["## Latency at light load", "", f"`python -m bench latency` — {lat['rate']:g} "
                 f"jobs/s for {lat['seconds']:g} s on the `jobq run` worker set-up. " + _when(lat), "",

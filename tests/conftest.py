@@ -170,4 +170,4 @@ def pytest_sessionfinish(session, exitstatus) -> None:
     shutil.rmtree(TEST_HOME, ignore_errors=True)
 
 
-pytest_plugins = ["tests.fixtures", "tests.outside", "tests.flower"]
+pytest_plugins = ["tests.fixtures", "tests.outside", "tests.flower", "tests.api"]

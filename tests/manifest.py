@@ -43,6 +43,10 @@ INTENTS: tuple[Intent, ...] = (
     Intent("test.exec.connect_with_password", "tests.security_intents:connect_with_password",
            params="tests.security_intents:LeakParams", max_retries=0,
            description="Fail to reach a database URL with a password, logging it first."),
+    # Approvals (tests/acceptance/test_api.py): every job of it waits for a person first.
+    Intent("test.exec.approved_echo", "handlers.system.diagnostics:echo",
+           params="handlers.system.params:EchoParams", requires_approval=True,
+           description="Echo its parameters, once someone approved it."),
     Intent("test.exec.use_secrets", "tests.security_intents:use_secrets",
            params="tests.security_intents:SecretParams", max_retries=0,
            secret_params=("card_number",),

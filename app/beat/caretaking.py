@@ -15,6 +15,8 @@ log = logging.getLogger("jobq.maintenance")
 #: Where each caretaking task notes that it ran and what it did (a Redis hash per task), for
 #: ``jobq stats``: beat's tasks send no events, so they never crowd Flower's task list.
 CARETAKER_KEY = "caretaker:"
+CARETAKERS = ("sweep_due_jobs", "recover_lost_runs", "expire_approvals", "fire_schedules",
+              "apply_retention")
 
 
 def caretaking(fn: Callable[[], int]) -> Callable[[], int]:
@@ -43,7 +45,7 @@ def caretaking(fn: Callable[[], int]) -> Callable[[], int]:
 def caretaker_notes() -> dict[str, dict[str, float]]:
     """What each caretaking task last noted: ``{task: {last_at, last_ms, runs, acted, ...}}``."""
     client = broker_client.client()
-    names = ("sweep_due_jobs", "recover_lost_runs", "fire_schedules", "apply_retention")
+    names = CARETAKERS
     pipe = client.pipeline(transaction=False)
     for name in names:
         pipe.hgetall(broker_client.key(CARETAKER_KEY + name))

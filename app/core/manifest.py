@@ -57,6 +57,8 @@ class Intent:
     time_limit: int | None = None  # seconds; None: JOBQ_DEFAULT_TIME_LIMIT
     #: Parameter fields whose values are redacted wherever the job is shown.
     secret_params: tuple[str, ...] = ()
+    #: Every job of this intent waits in ``awaiting_approval`` until a person approves it.
+    requires_approval: bool = False
 
     def __post_init__(self) -> None:
         if not KEY_PATTERN.match(self.key):

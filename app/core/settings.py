@@ -180,6 +180,28 @@ class Settings:
     flower_port: int = 5555
     flower_basic_auth: str | None = field(default=None, repr=False)  # user:password
 
+    # Approvals: a job awaiting one is cancelled as expired after this many seconds.
+    approval_expires_seconds: float = 259200.0
+
+    # The HTTP API (jobq api).
+    api_address: str = "127.0.0.1"
+    api_port: int = 8000
+    api_workers: int = 1
+    #: Requests per second per API key (or JWT subject) unless the key says otherwise.
+    api_rate_limit: float = 50.0
+    #: JWT bearer tokens: an HS256 secret, or a JWKS URL (RS256/ES256 keys), or neither (off).
+    jwt_secret: str | None = field(default=None, repr=False)
+    jwt_jwks_url: str | None = None
+    jwt_tenant_claim: str = "tenant_id"
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    #: Scopes of a token whose ``scope`` claim says none.
+    jwt_default_scopes: tuple[str, ...] = ("jobs:read", "jobs:write")
+    #: /metrics: tenants named in labels (the rest are summed as "other"), and the window that
+    #: finished jobs and run times are counted over.
+    metrics_top_tenants: int = 20
+    metrics_window_seconds: float = 3600.0
+
     # Notifications. Unset SMTP host / webhook URL: those channels only record the message.
     smtp_host: str | None = None
     smtp_port: int = 587
@@ -317,6 +339,21 @@ def load(env: dict[str, str] | None = None) -> Settings:
         payment_gateway_secret=env.get("JOBQ_PAYMENT_GATEWAY_SECRET") or None,
         outside_call_timeout=_float(env, "JOBQ_OUTSIDE_CALL_TIMEOUT", 10.0, minimum=0.1),
         send_rates=_rates(env, "JOBQ_SEND_RATES", {}),
+        approval_expires_seconds=_float(env, "JOBQ_APPROVAL_EXPIRES", 259200.0, minimum=1.0),
+        api_address=env.get("JOBQ_API_ADDRESS", "127.0.0.1"),
+        api_port=_int(env, "JOBQ_API_PORT", 8000, minimum=1),
+        api_workers=_int(env, "JOBQ_API_WORKERS", 1, minimum=1),
+        api_rate_limit=_float(env, "JOBQ_API_RATE_LIMIT", 50.0),
+        jwt_secret=env.get("JOBQ_JWT_SECRET") or None,
+        jwt_jwks_url=env.get("JOBQ_JWT_JWKS_URL") or None,
+        jwt_tenant_claim=env.get("JOBQ_JWT_TENANT_CLAIM") or "tenant_id",
+        jwt_audience=env.get("JOBQ_JWT_AUDIENCE") or None,
+        jwt_issuer=env.get("JOBQ_JWT_ISSUER") or None,
+        jwt_default_scopes=tuple(
+            s.strip() for s in (env.get("JOBQ_JWT_DEFAULT_SCOPES") or "jobs:read,jobs:write")
+            .split(",") if s.strip()),
+        metrics_top_tenants=_int(env, "JOBQ_METRICS_TOP_TENANTS", 20, minimum=1),
+        metrics_window_seconds=_float(env, "JOBQ_METRICS_WINDOW", 3600.0, minimum=1.0),
     )
 
 

@@ -51,6 +51,10 @@ class Request:
     #: like any bad input; and the argument it names.
     call_problem: str | None = None
     call_problem_field: str | None = None
+    #: Wait in ``awaiting_approval`` until someone approves it (also when the intent says so).
+    requires_approval: bool = False
+    #: Who asks (``api:web``, a JWT subject, ``cli:user@host``), named in the job's history.
+    requested_by: str | None = None
 
 
 

@@ -1,6 +1,10 @@
 """What operators (and callers) do to existing jobs: cancel one (its run is stopped where it
 runs), see how a cancelled run ended, run failed or cancelled jobs again (optionally on
-corrected parameters), and tell workers to forget the revokes a cancel left.
+corrected parameters), approve or reject a job awaiting approval, and tell workers to forget the
+revokes a cancel left.
+
+Each takes ``tenant_id`` when it acts for one tenant (an API request): it then reads and writes
+through that tenant's row-level security only, and another tenant's job is simply not found.
 """
 
 from __future__ import annotations
@@ -10,14 +14,20 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from app.broker.celery_app import celery_app
-from app.store import db, jobstore
+from app.broker.publish import Outgoing
+from app.core.registry import manifest
+from app.core.settings import settings
+from app.intake.submit import publish_or_release
+from app.store import db, jobstore, reads
 
 log = logging.getLogger("jobq.dispatch")
 
 
-def cancel(job_id: str, *, reason: str = "cancelled", by: str = "api") -> str | None:
+def cancel(job_id: str, *, reason: str = "cancelled", by: str = "api",
+           tenant_id: str | None = None) -> str | None:
     """Cancel a pending or running job; the status it had, or None when it was neither.
 
     A pending job never runs. A running job's run is stopped by its own worker process within
@@ -27,7 +37,7 @@ def cancel(job_id: str, *, reason: str = "cancelled", by: str = "api") -> str | 
     :func:`run_stopped` waits for it.
     """
     job_id = str(uuid.UUID(str(job_id)))
-    with db.engine().begin() as conn:
+    with db.begin(tenant_id) as conn:
         was = jobstore.cancel(conn, job_id, reason=reason, by=by)
     if was is not None:
         # Drops a message not yet run. No ``terminate``: that signals whichever task the pool
@@ -139,3 +149,78 @@ def set_tenant_limits(tenant_id: str, *, weight: float | None = None,
     log.info("tenant limits: weight %s, max running %s, per queue %s (by %s)", row[2], row[3],
              per_queue, by, extra={"tenant_id": tenant_id})
     return TenantLimits(tenant_id, row[2], row[3], per_queue)
+
+
+def approve(job_id: str, *, by: str, note: str | None = None,
+            tenant_id: str | None = None) -> jobstore.Approved | None:
+    """Approve a job awaiting approval: it becomes pending and runs (published at once when it
+    is due). None when it was not awaiting approval. Audited with ``by``."""
+    job_id = str(uuid.UUID(str(job_id)))
+    with db.begin(tenant_id) as conn:
+        approved = jobstore.approve(conn, job_id, by=by, note=note,
+                                    eta_max=settings.eta_max_seconds)
+    if approved is not None and approved.publish:
+        intent = manifest.get(approved.intent_key)
+        if intent is not None:  # else the sweep refuses it, with the reason, in the table
+            publish_or_release([Outgoing(
+                approved.id, approved.tenant_id, approved.intent_key,
+                approved.queue or intent.queue, approved.intent_params, intent.secret_params,
+                countdown=approved.countdown or None)])
+    if approved is not None:
+        log.info("job approved by %s", by, extra={"job_id": job_id})
+    return approved
+
+
+def reject(job_id: str, *, by: str, reason: str | None = None,
+           tenant_id: str | None = None) -> bool:
+    """Reject a job awaiting approval: it is cancelled and never runs. False when it was not
+    awaiting approval. Audited with ``by`` and the reason."""
+    job_id = str(uuid.UUID(str(job_id)))
+    with db.begin(tenant_id) as conn:
+        done = jobstore.reject(conn, job_id, by=by, reason=reason or f"rejected by {by}")
+    if done:
+        log.info("job rejected by %s", by, extra={"job_id": job_id})
+    return done
+
+
+def requeue(jobs: list[dict[str, Any]], *, by: str, params: dict[str, Any] | None = None,
+            tenant_id: str | None = None) -> list[tuple[str, str]]:
+    """Put failed or cancelled ``jobs`` back to pending; ``(id, was)`` of each done. They wait
+    in their queue's fair queue like new work (the feeder publishes them in their turn, a
+    window at a time, so retrying ten thousand jobs never floods the broker). A job asked for with an approval that it never got goes back to
+    awaiting one instead (a cancel and a retry must not run it unapproved). ``params``: run the (one) job on these validated parameters
+    instead, audited.
+
+    Jobs of suspended or deleted tenants are skipped: their work is refused, like their new
+    requests.
+    """
+    # A cancel revoked the id in every worker; the job keeps its id, so lift that first
+    # (before a feeder can publish it again).
+    forget_revoked(job["id"] for job in jobs if job.get("status") == "cancelled")
+    done: list[tuple[str, str, str]] = []
+    with db.begin(tenant_id) as conn:
+        for job in jobs:
+            full = job if "tenant_status" in job else _load(conn, job["id"])
+            if full is None or full["tenant_status"] != "active":
+                continue
+            intent = manifest.get(full["intent_key"])
+            # A request refused at intake never ran and was given no retries: corrected, it
+            # gets the intent's budget like any new job.
+            refused = full["executed_at"] is None and not full["max_retries"]
+            found = jobstore.requeue(
+                conn, full["id"], by=by, params=params, replace_params=params is not None,
+                max_retries=intent.effective_max_retries if intent and refused else None,
+                approval_seconds=settings.approval_expires_seconds)
+            if found is None:
+                continue
+            was, status = found
+            done.append((full["id"], was, status))
+    # A job requeued from cancelled that the list above did not know as such.
+    known = {j["id"] for j in jobs if j.get("status") == "cancelled"}
+    forget_revoked(job_id for job_id, was, _ in done if was == "cancelled" and job_id not in known)
+    return done
+
+
+def _load(conn, job_id: str) -> dict[str, Any] | None:
+    found = reads.find_jobs_by_prefix(conn, job_id, job_id)
+    return found[0] if found else None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, event
@@ -58,6 +59,7 @@ def _prepare(
         "tenant_id": tenant_id,
         "source": source,
         "parent_id": parent_id,
+        "requested_by": req.requested_by,
     }
     try:
         if req.call_problem:
@@ -87,6 +89,7 @@ def _prepare(
             idempotency_key=None,
         ), refusal
     due_now = run_at is None or run_at <= now + dt.timedelta(seconds=settings.eta_max_seconds)
+    approval = bool(req.requires_approval) or intent.requires_approval
     return jobstore.NewJob(
         **base,
         intent_key=key,
@@ -95,7 +98,8 @@ def _prepare(
         queue=intent.queue,
         run_at=run_at,
         idempotency_key=idempotency_key,
-        publish=due_now,
+        publish=due_now and not approval,
+        approval_seconds=settings.approval_expires_seconds if approval else None,
     ), None
 
 
@@ -113,15 +117,20 @@ def submit(
     job_id: str | None = None,
     parent_id: str | None = None,
     source: str = "submit",
+    requires_approval: bool = False,
+    requested_by: str | None = None,
 ) -> str:
     """Write a job into ``session``'s transaction and publish it once that commits.
 
-    Returns the job id (the existing job's id when ``idempotency_key`` was seen before).
+    Returns the job id (the existing job's id when ``idempotency_key`` was seen before). With
+    ``requires_approval`` (or an intent declared so) the job waits in ``awaiting_approval``
+    until :func:`app.intake.actions.approve`; ``requested_by`` names the caller in its history.
     Raises :class:`IntentRefused` for bad input; its failed row is in the session, so commit
     to keep the audit record.
     """
     req = Request(tenant_id, intent_key, intent_params, idempotency_key, run_at, max_retries,
-                  job_id, parent_id)
+                  job_id, parent_id, requires_approval=requires_approval,
+                  requested_by=requested_by)
     return submit_many(session, [req], source=source)[0]
 
 
@@ -141,6 +150,31 @@ def submit_many(session: Session, requests: Iterable[Request], *, source: str = 
 def write_requests(conn: Session | Connection, requests: Iterable[Request], *, source: str
            ) -> tuple[list[str], list[Outgoing], IntentRefused | None]:
     """Validate and insert; ``(ids, messages to publish once committed, first refusal)``."""
+    ids, outgoing, refusal, _written = _write(conn, requests, source=source)
+    return ids, outgoing, refusal
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """What :func:`submit_one` did: the job's id, and the row it wrote (None when the request
+    repeated an idempotency key, so the job is an older one)."""
+
+    id: str
+    row: dict[str, Any] | None
+
+
+def submit_one(session: Session, request: Request, *, source: str) -> Submitted:
+    """:func:`submit` of one :class:`Request`, also saying what it wrote (the HTTP API answers
+    with the new row without reading it back). Raises :class:`IntentRefused` like ``submit``."""
+    ids, outgoing, refusal, written = _write(session, [request], source=source)
+    if refusal is not None:
+        raise refusal
+    _publish_after_commit(session, outgoing)
+    return Submitted(ids[0], written.get(ids[0]))
+
+
+def _write(conn: Session | Connection, requests: Iterable[Request], *, source: str
+           ) -> tuple[list[str], list[Outgoing], IntentRefused | None, dict[str, dict[str, Any]]]:
     if source not in SOURCES:
         raise ValueError(f"source {source!r} is not one of {SOURCES}")
     now = dt.datetime.now(dt.UTC)
@@ -149,17 +183,21 @@ def write_requests(conn: Session | Connection, requests: Iterable[Request], *, s
                                     window=settings.fair_window)
     ids: list[str] = []
     outgoing: list[Outgoing] = []
+    written: dict[str, dict[str, Any]] = {}
     first_refusal: IntentRefused | None = None
     for job, refusal in prepared:
         if job.id in inserted:
             ids.append(job.id)
+            publish_now, created_at, approval_expires_at = inserted[job.id]
+            written[job.id] = {**job.as_row(), "retry_count": 0, "created_at": created_at,
+                               "run_at": job.run_at, "approval_expires_at": approval_expires_at}
             if refusal is not None:
                 log.info("job refused: %s", job.error_message,
                          extra={"job_id": job.id, "tenant_id": job.tenant_id,
                                 "intent_key": job.intent_key})
                 first_refusal = first_refusal or IntentRefused(
                     str(refusal), field=refusal.field, job_id=job.id)
-            elif inserted[job.id]:  # else the fairness feeder publishes it in its turn
+            elif publish_now:  # else the fairness feeder publishes it in its turn
                 intent = manifest.get(job.intent_key)
                 outgoing.append(Outgoing(job.id, job.tenant_id, job.intent_key, intent.queue,
                                          job.intent_params, intent.secret_params,
@@ -174,7 +212,7 @@ def write_requests(conn: Session | Connection, requests: Iterable[Request], *, s
             continue
         _raise_for_tenant(conn, job.tenant_id)
         raise RuntimeError(f"job {job.id} was neither written nor found")  # pragma: no cover
-    return ids, outgoing, first_refusal
+    return ids, outgoing, first_refusal, written
 
 
 def _countdown(run_at: dt.datetime | None, now: dt.datetime) -> float | None:

@@ -10,10 +10,12 @@ their own role (:func:`handler_session`), each transaction bound to their job's 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event, exc, text
@@ -24,7 +26,7 @@ from app.core.settings import HANDLER_ROLE, settings
 ROOT = Path(__file__).resolve().parents[2]
 
 _lock = threading.Lock()
-_engines: dict[tuple[int, str, bool, bool], Engine] = {}
+_engines: dict[tuple[int, str, bool, bool, bool], Engine] = {}
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -56,11 +58,11 @@ def _note_checkin(dbapi_conn, record) -> None:
     record.info["checked_in"] = time.monotonic()
 
 
-def _create(url: str, *, status: bool, handler: bool = False) -> Engine:
+def _create(url: str, *, status: bool, handler: bool = False, api: bool = False) -> Engine:
     connect_args: dict = {"application_name": "jobq-handler" if handler else "jobq",
                           "connect_timeout": 5}
     options: dict = {}
-    if handler:
+    if handler and not api:
         options["pool_reset_on_return"] = None  # _discard_session_state rolls back, and more
     if status:
         connect_args["options"] = "-c synchronous_commit=off"
@@ -74,6 +76,7 @@ def _create(url: str, *, status: bool, handler: bool = False) -> Engine:
     event.listen(eng, "checkin", _note_checkin)
     if handler:
         event.listen(eng, "connect", _refuse_unbound_role)
+    if handler and not api:
         event.listen(eng, "reset", _discard_session_state)
     if status:
         from app.store import jobstore
@@ -82,16 +85,16 @@ def _create(url: str, *, status: bool, handler: bool = False) -> Engine:
     return eng
 
 
-def _get(url: str | None, *, status: bool, handler: bool = False) -> Engine:
+def _get(url: str | None, *, status: bool, handler: bool = False, api: bool = False) -> Engine:
     url = sqlalchemy_url(url or settings.require_database_url())
-    key = (os.getpid(), url, status, handler)
+    key = (os.getpid(), url, status, handler, api)
     found = _engines.get(key)
     if found is not None:
         return found
     with _lock:
         found = _engines.get(key)
         if found is None:
-            found = _engines[key] = _create(url, status=status, handler=handler)
+            found = _engines[key] = _create(url, status=status, handler=handler, api=api)
         return found
 
 
@@ -212,6 +215,74 @@ def handler_session(job_id: str, lease_owner: str) -> Session:
 
     event.listen(s, "after_begin", bind)
     return s
+
+
+# --- API requests' connections --------------------------------------------------------------
+#
+# An HTTP request acts for one tenant: its transactions log in as the handler role too, each
+# bound to the request's tenant with a ticket only a holder of the API secret can make (alembic
+# 0006), so a request reads and writes through that tenant's row-level security alone.
+
+_BIND_TENANT = text("SELECT jobq_bind_tenant(CAST(:tenant AS uuid), :ticket)")
+_API_SECRET = text("SELECT secret FROM jobq_api_secret")
+_api_secrets: dict[int, str] = {}
+
+
+def api_secret() -> str:
+    """The secret tenant-binding tickets are made with (read once per process, as the owner)."""
+    found = _api_secrets.get(os.getpid())
+    if found is None:
+        with engine().connect() as conn:
+            found = _api_secrets[os.getpid()] = conn.execute(_API_SECRET).scalar_one()
+    return found
+
+
+def bind_tenant(conn: Connection, tenant_id: str) -> None:
+    """Bind ``conn``'s current transaction (a handler-role connection) to ``tenant_id``."""
+    pid = conn.connection.dbapi_connection.info.backend_pid
+    ticket = hashlib.sha256(f"{api_secret()}:{tenant_id}:{pid}".encode()).hexdigest()
+    conn.execute(_BIND_TENANT, {"tenant": tenant_id, "ticket": ticket})
+
+
+def api_engine() -> Engine:
+    """The handler role's connections for API requests. Unlike handlers' they are not reset with
+    DISCARD ALL on return (a round trip per request): the API runs only the statements of
+    app.store, which leave no session state, and a binding ends with its transaction anyway."""
+    return _get(settings.require_handler_database_url(), status=False, handler=True, api=True)
+
+
+def tenant_session(tenant_id: str) -> Session:
+    """A session that sees and changes ``tenant_id``'s rows only: every transaction is bound to
+    that tenant as it begins (the caller commits; jobs it submits publish after commit)."""
+    tenant_id = str(tenant_id)
+    api_secret()  # before the session's transaction, on the engine's own connection
+    s = Session(api_engine(), expire_on_commit=False)
+
+    def bind(_session: Session, transaction, conn: Connection) -> None:
+        if not transaction.nested:
+            bind_tenant(conn, tenant_id)
+
+    event.listen(s, "after_begin", bind)
+    return s
+
+
+@contextlib.contextmanager
+def tenant_begin(tenant_id: str) -> Iterator[Connection]:
+    """A transaction bound to ``tenant_id`` (committed at the end, rolled back on error)."""
+    with tenant_session(tenant_id) as s, s.begin():
+        yield s.connection()
+
+
+@contextlib.contextmanager
+def begin(tenant_id: str | None = None) -> Iterator[Connection]:
+    """A transaction: bound to ``tenant_id`` when one is given (an API request), else the
+    engine's own (operators, beat)."""
+    if tenant_id is None:
+        with engine().begin() as conn:
+            yield conn
+    else:
+        with tenant_begin(tenant_id) as conn:
+            yield conn
 
 
 def alembic_config(url: str | None = None):

@@ -56,7 +56,8 @@ INSERT_JOBS = text(
           FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(
                 id uuid, tenant_id uuid, intent_key text, intent_params jsonb, status text,
                 max_retries int, run_at timestamptz, publish boolean, idempotency_key text,
-                queue text, source text, parent_id uuid, error_message text)
+                queue text, source text, parent_id uuid, error_message text, requested_by text,
+                approval_seconds float8)
     ), room AS (
         SELECT q.queue, q.tenant_id, jobq_fast_room(q.queue, q.tenant_id, :window) AS n
           FROM (SELECT DISTINCT queue, tenant_id FROM v WHERE publish) q
@@ -68,17 +69,21 @@ INSERT_JOBS = text(
     )
     INSERT INTO job_executions (
         id, tenant_id, intent_key, intent_params, status, max_retries, run_at,
-        published_at, idempotency_key, queue, source, parent_id, error_message, completed_at
+        published_at, idempotency_key, queue, source, parent_id, error_message, completed_at,
+        requested_by, approval_expires_at
     )
     SELECT r.id, r.tenant_id, r.intent_key, r.intent_params, r.status, r.max_retries, r.run_at,
            CASE WHEN r.go THEN now() END,
            r.idempotency_key, r.queue, r.source, r.parent_id, r.error_message,
-           CASE WHEN r.status = 'failed' THEN now() END
+           CASE WHEN r.status = 'failed' THEN now() END,
+           r.requested_by,
+           CASE WHEN r.status = 'awaiting_approval'
+                THEN now() + make_interval(secs => r.approval_seconds) END
       FROM r
       JOIN tenants t ON t.id = r.tenant_id AND t.status = 'active'
      ORDER BY r.pos
     ON CONFLICT DO NOTHING
-    RETURNING id::text, published_at IS NOT NULL
+    RETURNING id::text, published_at IS NOT NULL, created_at, approval_expires_at
     """
 )
 
@@ -111,17 +116,29 @@ class NewJob:
     error_message: str | None = None
     #: The caller publishes right after commit (stamps ``published_at``).
     publish: bool = False
+    #: Who asked (``api:web``, a JWT subject, ``cli:user@host``); named in the created event.
+    requested_by: str | None = None
+    #: Seconds the job waits for an approval before it expires; None: it needs none.
+    approval_seconds: float | None = None
+
+    @property
+    def awaiting_approval(self) -> bool:
+        return self.approval_seconds is not None and not self.error_message
 
     def as_row(self) -> dict[str, Any]:
+        status = ("failed" if self.error_message
+                  else "awaiting_approval" if self.awaiting_approval else "pending")
         return {
             "id": self.id,
             "tenant_id": self.tenant_id,
             "intent_key": self.intent_key,
             "intent_params": self.intent_params,
-            "status": "failed" if self.error_message else "pending",
+            "status": status,
+            "requested_by": self.requested_by,
+            "approval_seconds": self.approval_seconds,
             "max_retries": self.max_retries,
             "run_at": self.run_at.isoformat() if self.run_at else None,
-            "publish": self.publish and not self.error_message,
+            "publish": self.publish and status == "pending",
             "idempotency_key": self.idempotency_key,
             "queue": self.queue,
             "source": self.source,
@@ -130,14 +147,17 @@ class NewJob:
         }
 
 
-def insert_jobs(conn, jobs: Sequence[NewJob], *, window: int) -> dict[str, bool]:
-    """Insert ``jobs`` in one statement; the ids that were new -> whether to publish it now
-    (the others wait for the fairness feeder). ``window``: the broker's window per queue
+def insert_jobs(conn, jobs: Sequence[NewJob], *, window: int
+                ) -> dict[str, tuple[bool, dt.datetime, dt.datetime | None]]:
+    """Insert ``jobs`` in one statement; the ids that were new, each with whether to publish
+    it now (the others wait for the fairness feeder), its ``created_at`` and
+    ``approval_expires_at`` (the database's clock). ``window``: the broker's window per queue
     until a feeder has sized it."""
     if not jobs:
         return {}
     rows = json.dumps([j.as_row() for j in jobs], ensure_ascii=False, default=str)
-    return {r[0]: r[1] for r in conn.execute(INSERT_JOBS, {"rows": rows, "window": window})}
+    return {r[0]: (r[1], r[2], r[3])
+            for r in conn.execute(INSERT_JOBS, {"rows": rows, "window": window})}
 
 
 def find_existing(conn, job: NewJob) -> tuple[str, str, bool] | None:
@@ -821,14 +841,15 @@ def refuse_pending(conn, job_id: str, error: str) -> bool:
     return bool(row and row[0])
 
 
-#: Every pending job of a tenant being deleted: failed with the reason, naming who deleted it.
+#: Every pending (or awaiting approval) job of a tenant being deleted: failed with the reason, naming who deleted it.
 REFUSE_TENANT_PENDING = text(
     """
     WITH refused AS (
         UPDATE job_executions
            SET status = 'failed', completed_at = now(), error_message = :error,
                updated_at = now()
-         WHERE tenant_id = CAST(:tenant_id AS uuid) AND status = 'pending'
+         WHERE tenant_id = CAST(:tenant_id AS uuid)
+           AND status IN ('pending', 'awaiting_approval')
         RETURNING id, coalesce(retry_count, 0) AS retries
     ), event AS (
         INSERT INTO job_events (job_id, attempt, kind, error, detail)
@@ -902,7 +923,7 @@ CANCEL = text(
     WITH before AS (
         SELECT id, status, coalesce(retry_count, 0) + 1 AS attempt
           FROM job_executions
-         WHERE id = CAST(:id AS uuid) AND status IN ('pending', 'processing')
+         WHERE id = CAST(:id AS uuid) AND status IN ('pending', 'processing', 'awaiting_approval')
            FOR UPDATE
     ), cancelled AS (
         UPDATE job_executions j
@@ -922,49 +943,172 @@ CANCEL = text(
 
 
 def cancel(conn, job_id: str, *, reason: str, by: str) -> str | None:
-    """The status the job had, or None when it was not pending or processing."""
+    """The status the job had, or None when it was not pending, processing or awaiting
+    approval."""
     row = conn.execute(CANCEL, {"id": job_id, "reason": reason, "by": by}).first()
     return row[0] if row else None
 
 
 #: Put a finished job back to pending as a fresh start, keeping its history; with ``:params``,
-#: on corrected parameters (the event keeps the old and the new) and ``:max_retries``.
+#: on corrected parameters (the event keeps the old and the new) and ``:max_retries``. A job
+#: that was asked for with an approval and never got one goes back to awaiting it (for
+#: ``:approval_seconds``): a cancel and a retry must not run it unapproved.
 REQUEUE = text(
     """
     WITH before AS (
-        SELECT id, status, intent_params FROM job_executions
-         WHERE id = CAST(:id AS uuid) AND status IN ('failed', 'cancelled')
+        SELECT j.id, j.status, j.intent_params,
+               EXISTS (SELECT 1 FROM job_events e
+                        WHERE e.job_id = j.id AND e.kind = 'created'
+                          AND e.detail ? 'awaiting_approval')
+               AND NOT EXISTS (SELECT 1 FROM job_events e
+                                WHERE e.job_id = j.id AND e.kind = 'approved') AS unapproved
+          FROM job_executions j
+         WHERE j.id = CAST(:id AS uuid) AND j.status IN ('failed', 'cancelled')
            FOR UPDATE
     ), again AS (
         UPDATE job_executions j
-           SET status = 'pending', retry_count = 0, error_message = NULL,
+           SET status = CASE WHEN before.unapproved THEN 'awaiting_approval' ELSE 'pending' END,
+               approval_expires_at = CASE WHEN before.unapproved
+                   THEN now() + make_interval(secs => :approval_seconds) END,
+               retry_count = 0, error_message = NULL,
                completed_at = NULL, executed_at = NULL, result = NULL, progress = NULL,
                run_at = NULL, published_at = NULL, updated_at = now(),
                intent_params = CASE WHEN :replace THEN :params ELSE j.intent_params END,
                max_retries = coalesce(:max_retries, j.max_retries)
           FROM before WHERE j.id = before.id
-        RETURNING j.id, before.status AS was, before.intent_params AS old_params
+        RETURNING j.id, before.status AS was, before.intent_params AS old_params, j.status
     ), event AS (
         INSERT INTO job_events (job_id, attempt, kind, detail)
         SELECT id, 0, 'requeued',
                jsonb_build_object('was', was, 'by', CAST(:by AS text))
+               || CASE WHEN status = 'awaiting_approval'
+                       THEN '{"awaiting_approval": true}'::jsonb ELSE '{}'::jsonb END
                || CASE WHEN :replace
                        THEN jsonb_build_object('params', jsonb_build_object(
                                 'old', old_params, 'new', CAST(:params AS jsonb)))
                        ELSE '{}'::jsonb END
           FROM again
     )
-    SELECT was FROM again
+    SELECT was, status FROM again
     """
 ).bindparams(bindparam("params", type_=_JSON))
 
 
 def requeue(conn, job_id: str, *, by: str, params: Any = None, replace_params: bool = False,
-            max_retries: int | None = None) -> str | None:
-    """The status the job had, or None when it was not failed or cancelled."""
+            max_retries: int | None = None, approval_seconds: float = 259200.0
+            ) -> tuple[str, str] | None:
+    """``(the status it had, the status it has now)``: pending, or awaiting_approval for a job
+    never approved. None when it was not failed or cancelled."""
     row = conn.execute(REQUEUE, {"id": job_id, "by": by, "params": params,
-                                 "replace": replace_params, "max_retries": max_retries}).first()
-    return row[0] if row else None
+                                 "replace": replace_params, "max_retries": max_retries,
+                                 "approval_seconds": approval_seconds}).first()
+    return (row[0], row[1]) if row else None
+
+
+# --- approvals -------------------------------------------------------------------------------
+
+#: A job awaiting approval becomes pending, approved by ``:by``; stamped as handed to the broker
+#: when it is due within ``:eta_max`` seconds (the caller publishes it after commit; a later one
+#: waits for the sweep).
+APPROVE = text(
+    """
+    WITH approved AS (
+        UPDATE job_executions j
+           SET status = 'pending', approval_expires_at = NULL, updated_at = now(),
+               published_at = CASE WHEN j.run_at IS NULL
+                                     OR j.run_at <= now() + make_interval(secs => :eta_max)
+                                   THEN now() END
+         WHERE j.id = CAST(:id AS uuid) AND j.status = 'awaiting_approval'
+        RETURNING j.id, j.tenant_id::text AS tenant_id, j.intent_key, j.intent_params, j.queue,
+                  j.published_at IS NOT NULL AS publish,
+                  greatest(extract(epoch FROM j.run_at - now()), 0) AS countdown
+    ), event AS (
+        INSERT INTO job_events (job_id, attempt, kind, detail)
+        SELECT id, 0, 'approved',
+               jsonb_strip_nulls(jsonb_build_object('by', CAST(:by AS text),
+                                                    'note', CAST(:note AS text)))
+          FROM approved
+    )
+    SELECT id::text, tenant_id, intent_key, intent_params, queue, publish,
+           CAST(countdown AS float8) FROM approved
+    """
+)
+
+
+@dataclass(frozen=True)
+class Approved:
+    id: str
+    tenant_id: str
+    intent_key: str
+    intent_params: Any
+    queue: str | None
+    #: Stamped as handed to the broker: the caller publishes it after commit.
+    publish: bool
+    countdown: float | None
+
+
+def approve(conn, job_id: str, *, by: str, note: str | None = None,
+            eta_max: float = 5.0) -> Approved | None:
+    """Approve a job awaiting approval; None when it was not awaiting one."""
+    row = conn.execute(APPROVE, {"id": job_id, "by": by, "note": note,
+                                 "eta_max": eta_max}).first()
+    return Approved(*row) if row else None
+
+
+#: A job awaiting approval is rejected: cancelled, with who rejected it and why.
+REJECT = text(
+    """
+    WITH rejected AS (
+        UPDATE job_executions j
+           SET status = 'cancelled', completed_at = now(), error_message = :reason,
+               approval_expires_at = NULL, updated_at = now()
+         WHERE j.id = CAST(:id AS uuid) AND j.status = 'awaiting_approval'
+        RETURNING j.id
+    ), event AS (
+        INSERT INTO job_events (job_id, attempt, kind, error, detail)
+        SELECT id, 0, 'rejected', :reason, jsonb_build_object('by', CAST(:by AS text))
+          FROM rejected
+    )
+    SELECT count(*) FROM rejected
+    """
+)
+
+
+def reject(conn, job_id: str, *, by: str, reason: str) -> bool:
+    """Reject a job awaiting approval; False when it was not awaiting one."""
+    return bool(conn.execute(REJECT, {"id": job_id, "by": by, "reason": reason}).scalar_one())
+
+
+#: Jobs whose approval did not come in time: cancelled as expired, a batch at a time.
+EXPIRE_APPROVALS = text(
+    """
+    WITH doomed AS (
+        SELECT id FROM job_executions
+         WHERE status = 'awaiting_approval' AND approval_expires_at <= now()
+         ORDER BY approval_expires_at
+         LIMIT :batch
+           FOR UPDATE SKIP LOCKED
+    ), expired AS (
+        UPDATE job_executions j
+           SET status = 'cancelled', completed_at = now(), updated_at = now(),
+               error_message = 'approval expired: nobody approved it by '
+                               || to_char(j.approval_expires_at AT TIME ZONE 'UTC',
+                                          'YYYY-MM-DD HH24:MI:SS') || ' UTC'
+          FROM doomed WHERE j.id = doomed.id
+        RETURNING j.id, j.error_message
+    ), event AS (
+        INSERT INTO job_events (job_id, attempt, kind, error, detail)
+        SELECT id, 0, 'expired', error_message, jsonb_build_object('by', 'jobq:expiry')
+          FROM expired
+    )
+    SELECT id::text FROM expired
+    """
+)
+
+
+def expire_approvals(conn, *, batch: int) -> list[str]:
+    """Cancel up to ``batch`` jobs whose approval expired; their ids."""
+    return [r[0] for r in conn.execute(EXPIRE_APPROVALS, {"batch": batch})]
 
 
 def new_id() -> str:

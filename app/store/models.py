@@ -26,7 +26,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING = {
@@ -37,7 +37,9 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
-JOB_STATUSES = ("pending", "processing", "completed", "failed", "cancelled")
+#: awaiting_approval: asked for with an approval first (alembic 0006); nothing publishes or
+#: runs it until someone approves it (then pending) or rejects it (then cancelled).
+JOB_STATUSES = ("pending", "processing", "completed", "failed", "cancelled", "awaiting_approval")
 FINISHED_STATUSES = ("completed", "failed", "cancelled")
 #: suspended: its jobs wait (held) until it is resumed; deleted: its jobs fail, for good.
 TENANT_STATUSES = ("active", "suspended", "deleted")
@@ -118,8 +120,15 @@ class JobExecution(Base):
     __tablename__ = "job_executions"
     __table_args__ = (
         CheckConstraint(
-            "status IN ('pending', 'processing', 'completed', 'failed', 'cancelled')",
+            "status IN ('pending', 'processing', 'completed', 'failed', 'cancelled', "
+            "'awaiting_approval')",
             name="status",
+        ),
+        # Approvals that expire, and the jobs waiting for one.
+        Index(
+            "ix_job_executions_awaiting",
+            "approval_expires_at",
+            postgresql_where=text("status = 'awaiting_approval'"),
         ),
         # The sweep: pending rows by the time they become due.
         Index(
@@ -229,6 +238,10 @@ class JobExecution(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
+    #: Who asked for it: ``api:key-name``, a JWT's subject, ``cli:user@host`` (NULL: not said).
+    requested_by: Mapped[str | None] = mapped_column(Text)
+    #: A job awaiting approval is cancelled as expired after this.
+    approval_expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class JobEvent(Base):
@@ -351,4 +364,50 @@ class JobqBinding(Base):
     xid: Mapped[int] = mapped_column(BigInteger, nullable=False)
     #: Not ``tenant_id``: that column name marks the tables row-level security binds.
     bound_tenant: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
-    job_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    #: NULL for an API request's binding (``jobq_bind_tenant``, alembic 0006).
+    job_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+
+
+class ApiKey(Base):
+    """A key of the HTTP API: one tenant's (or, with no tenant, an operator's spanning them),
+    stored as the SHA-256 of its secret, which is shown once when it is created."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (
+        Index(
+            "uq_api_keys_tenant_name",
+            text("coalesce(tenant_id, '00000000-0000-0000-0000-000000000000'::uuid)"),
+            "name",
+            unique=True,
+            postgresql_where=text("revoked_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    #: NULL: an operator key, which names the tenant of each request.
+    tenant_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("tenants.id", ondelete="CASCADE")
+    )
+    name: Mapped[str] = mapped_column(Text, nullable=False)
+    #: The secret's first characters, to tell keys apart in listings.
+    prefix: Mapped[str] = mapped_column(Text, nullable=False)
+    key_hash: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
+    scopes: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False)
+    #: Requests per second; NULL: JOBQ_API_RATE_LIMIT.
+    rate_limit: Mapped[float | None] = mapped_column(Float)
+    created_by: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class JobqApiSecret(Base):
+    """The secret an API request's binding ticket is made with (one row; the owner's only)."""
+
+    __tablename__ = "jobq_api_secret"
+    __table_args__ = (CheckConstraint("one", name="one"),)
+
+    one: Mapped[bool] = mapped_column(Boolean, primary_key=True, server_default=text("true"))
+    secret: Mapped[str] = mapped_column(Text, nullable=False)

@@ -22,7 +22,8 @@ _JOB_COLUMNS = """
     t.status AS tenant_status, j.intent_key, j.intent_params, j.status,
     coalesce(j.retry_count, 0) AS retry_count, j.max_retries, j.created_at, j.run_at,
     j.executed_at, j.completed_at, j.error_message, j.result, j.progress, j.queue, j.source,
-    j.worker, j.idempotency_key, j.parent_id::text AS parent_id, j.published_at, j.updated_at
+    j.worker, j.idempotency_key, j.parent_id::text AS parent_id, j.published_at, j.updated_at,
+    j.requested_by, j.approval_expires_at
 """
 
 #: The filters every job listing shares. A NULL parameter means "no filter"; PostgreSQL folds
@@ -75,6 +76,20 @@ LIST_JOBS = text(
      WHERE {_JOB_FILTERS}
      ORDER BY j.created_at DESC, j.id DESC
      LIMIT :limit OFFSET :offset
+    """
+).bindparams(bindparam("statuses", type_=_TEXTS))
+
+#: A page of jobs, newest first, after a cursor (the last row of the previous page): stable
+#: while new jobs arrive, unlike an offset.
+LIST_JOBS_AFTER = text(
+    f"""
+    SELECT {_JOB_COLUMNS}
+      FROM job_executions j LEFT JOIN tenants t ON t.id = j.tenant_id
+     WHERE {_JOB_FILTERS}
+       AND (CAST(:cursor_at AS timestamptz) IS NULL
+            OR (j.created_at, j.id) < (CAST(:cursor_at AS timestamptz), CAST(:cursor_id AS uuid)))
+     ORDER BY j.created_at DESC, j.id DESC
+     LIMIT :limit
     """
 ).bindparams(bindparam("statuses", type_=_TEXTS))
 
@@ -133,6 +148,7 @@ STATS_BY_INTENT = text(
            count(*) FILTER (WHERE j.status = 'completed') AS completed,
            count(*) FILTER (WHERE j.status = 'failed') AS failed,
            count(*) FILTER (WHERE j.status = 'cancelled') AS cancelled,
+           count(*) FILTER (WHERE j.status = 'awaiting_approval') AS awaiting,
            coalesce(sum(j.retry_count), 0) AS retries,
            percentile_cont(0.5) WITHIN GROUP (
                ORDER BY extract(epoch FROM j.completed_at - j.executed_at))
@@ -183,6 +199,13 @@ def stats_by_tenant(conn, where: JobFilter, *, limit: int) -> list[dict[str, Any
 
 def list_jobs(conn, where: JobFilter, *, limit: int, offset: int = 0) -> list[dict[str, Any]]:
     rows = conn.execute(LIST_JOBS, {**where.params(), "limit": limit, "offset": offset})
+    return [dict(r) for r in rows.mappings()]
+
+
+def list_jobs_after(conn, where: JobFilter, *, limit: int, cursor_at: dt.datetime | None = None,
+                    cursor_id: str | None = None) -> list[dict[str, Any]]:
+    rows = conn.execute(LIST_JOBS_AFTER, {**where.params(), "limit": limit,
+                                          "cursor_at": cursor_at, "cursor_id": cursor_id})
     return [dict(r) for r in rows.mappings()]
 
 

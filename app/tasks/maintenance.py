@@ -1,10 +1,10 @@
 """Beat's caretaking as tasks on the ``maintenance`` queue: the sweep, lost-run recovery, the
-schedules and retention. They send no task events, so Flower shows the academies' jobs only;
+schedules, retention and expired approvals. They send no task events, so Flower shows the academies' jobs only;
 each notes its runs for ``jobq stats`` (:mod:`app.beat.caretaking`)."""
 
 from __future__ import annotations
 
-from app.beat import recovery, retention, schedules, sweep
+from app.beat import approvals, recovery, retention, schedules, sweep
 from app.beat.caretaking import caretaking
 from app.broker.celery_app import celery_app
 
@@ -26,6 +26,13 @@ def sweep_due_jobs() -> int:
 def recover_lost_runs() -> int:
     """Runs whose lease lapsed go back to pending (the sweep sends them) or fail."""
     return len(recovery.recover_once())
+
+
+@celery_app.task(name="jobq.expire_approvals", **_CARETAKING)
+@caretaking
+def expire_approvals() -> int:
+    """Jobs whose approval did not come in time are cancelled as expired."""
+    return len(approvals.expire_once())
 
 
 @celery_app.task(name="jobq.fire_schedules", **_CARETAKING)

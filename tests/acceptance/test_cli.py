@@ -534,7 +534,9 @@ def test_run_starts_everything_with_no_settings_and_ctrl_c_stops_it_all(project_
     port = free_port()
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("DATABASE_URL", "CELERY_", "JOBQ_", "FLOWER_"))}
-    env.update({"JOBQ_HOME": str(home), "FLOWER_PORT": str(port), "COLUMNS": "200"})
+    api_port = free_port()
+    env.update({"JOBQ_HOME": str(home), "FLOWER_PORT": str(port), "JOBQ_API_PORT": str(api_port),
+                "COLUMNS": "200"})
     log_path = tmp_path / "run.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([*JOBQ, "run"], cwd=tmp_path, env=env, stdout=log,
@@ -559,13 +561,21 @@ def test_run_starts_everything_with_no_settings_and_ctrl_c_stops_it_all(project_
                                cwd=tmp_path, env=env, capture_output=True, text=True, timeout=90)
         assert other.returncode == 0, other.stderr
         assert '✓ completed' in other.stderr
+        # The HTTP API runs too, on the same services, with a key made in that terminal.
+        made = subprocess.run([*JOBQ, "keys", "create", "--tenant", "데모 학원"], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=60)
+        assert made.returncode == 0, made.stderr
+        listed = requests.get(f"http://127.0.0.1:{api_port}/v1/jobs", timeout=10,
+                              headers={"Authorization": f"Bearer {made.stdout.strip()}"})
+        assert listed.status_code == 200
+        assert "system.exec.echo" in {j["intent_key"] for j in listed.json()["jobs"]}
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGINT)  # what Ctrl-C sends
         code = proc.wait(60)
     out = log_path.read_text(errors="replace")
     assert code == 0, out[-4000:]
-    for name in [*_worker_commands("celery"), "beat", "flower"]:
+    for name in [*_worker_commands("celery"), "beat", "flower", "api"]:
         assert re.search(rf"^\S+ system\s+\| {name} started \(pid=\d+\)", out, re.M), name
     pids = [int(p) for p in re.findall(r"started \(pid=(\d+)\)", out)]
     assert pids

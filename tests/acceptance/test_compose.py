@@ -47,7 +47,7 @@ def _option(cmd: list[str], name: str) -> str | None:
 
 def test_every_jobq_service_runs_from_the_one_image_and_settings_file():
     jobq_services = [n for n, s in SERVICES.items() if s.get("image") == "jobq:latest"]
-    assert set(jobq_services) == {"migrate", "worker", "worker-bulk", "beat", "flower"}
+    assert set(jobq_services) == {"migrate", "worker", "worker-bulk", "beat", "flower", "api"}
     for name in jobq_services:
         service = SERVICES[name]
         assert service["build"] == ".", name
@@ -168,3 +168,15 @@ def test_compose_workers_match_the_set_up_jobq_run_starts():
     assert compose == ours
     # One realtime worker per core: jobq run counts this machine's; compose says 2 by default.
     assert SERVICES["worker"]["deploy"]["replicas"] >= 1
+
+
+def test_the_api_service_listens_where_its_port_and_health_check_say():
+    api = SERVICES["api"]
+    cmd = _command(api)
+    assert cmd[:2] == ["jobq", "api"] and _option(cmd, "--address") == "0.0.0.0"
+    port = load(_env_file()).api_port
+    assert api["ports"] == [f"{port}:{port}"]
+    assert f"http://127.0.0.1:{port}/v1/health" in " ".join(api["healthcheck"]["test"])
+    from app.api.server import create_app
+
+    assert create_app().url_path_for("health") == "/v1/health"

@@ -107,3 +107,42 @@ def test_hot_queries_use_an_index(scratch_database):
         engine.dispose()
     for index, plan in plans.items():
         assert index in plan and "Seq Scan" not in plan, f"expected {index}:\n{plan}"
+
+
+def test_the_api_migration_goes_down_with_its_data_and_up_again(scratch_database):
+    """0006_api down to 0004: a job still awaiting approval is cancelled (0004 knows no such
+    status), the keys and the API's binding go; up again, all of it is back."""
+    cfg = db.alembic_config(scratch_database)
+    cfg.attributes["configure_logger"] = False
+    command.upgrade(cfg, "head")
+    engine = create_engine(db.sqlalchemy_url(scratch_database))
+    try:
+        with engine.begin() as conn:
+            tenant = conn.execute(text(
+                "INSERT INTO tenants (name) VALUES ('승인 학원') RETURNING id")).scalar()
+            job = conn.execute(text(
+                "INSERT INTO job_executions (tenant_id, intent_key, status, requested_by, "
+                "approval_expires_at) VALUES (:t, 'system.exec.echo', 'awaiting_approval', "
+                "'api:web', now() + interval '1 day') RETURNING id"), {"t": tenant}).scalar()
+            conn.execute(text("INSERT INTO api_keys (tenant_id, name, prefix, key_hash, scopes) "
+                              "VALUES (:t, 'web', 'abcdefgh', 'h', '{jobs:read}')"), {"t": tenant})
+        command.downgrade(cfg, "0004")
+        with engine.connect() as conn:
+            status, error = conn.execute(text(
+                "SELECT status, error_message FROM job_executions WHERE id = :j"),
+                {"j": job}).one()
+            tables = set(inspect(conn).get_table_names())
+            job_id_nullable = conn.execute(text(
+                "SELECT is_nullable FROM information_schema.columns "
+                "WHERE table_name = 'jobq_bindings' AND column_name = 'job_id'")).scalar()
+            bind_tenant = conn.execute(text(
+                "SELECT to_regprocedure('jobq_bind_tenant(uuid, text)')")).scalar()
+        assert (status, error) == ("cancelled", "approval withdrawn by a schema downgrade")
+        assert not {"api_keys", "jobq_api_secret"} & tables
+        assert job_id_nullable == "NO" and bind_tenant is None
+        command.upgrade(cfg, "head")
+        with engine.connect() as conn:
+            assert {"api_keys", "jobq_api_secret"} <= set(inspect(conn).get_table_names())
+            assert conn.execute(text("SELECT count(*) FROM jobq_api_secret")).scalar() == 1
+    finally:
+        engine.dispose()

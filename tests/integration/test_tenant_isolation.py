@@ -21,8 +21,9 @@ from tests.security_intents import ESCAPES
 ROLE = db.HANDLER_ROLE
 POLICY = "tenant_isolation"
 ENGINE_POLICY = "jobq_engine"
-#: Tenant tables only the engine touches: bound for it, closed to handlers.
-ENGINE_ONLY = {"job_schedules", "tenant_events", "tenant_queue_limits", "fair_queue"}
+#: Tenant tables only the engine uses (api_keys: alembic 0006, read before a request is bound;
+#: the fair-scheduling tables of 0005: handlers reach them only through SECURITY DEFINER functions).
+ENGINE_ONLY = {"job_schedules", "tenant_events", "api_keys", "tenant_queue_limits", "fair_queue"}
 
 TENANT_OWNED = """
     SELECT c.relname

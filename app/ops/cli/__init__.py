@@ -123,6 +123,7 @@ def _port_in_use(address: str, port: int) -> bool:
 def run(
     demo: Annotated[bool, typer.Option(help="Create the demo academy.")] = True,
     flower: Annotated[bool, typer.Option(help="Start Flower.")] = True,
+    api: Annotated[bool, typer.Option(help="Start the HTTP API (jobq api).")] = True,
 ) -> None:
     """Run the whole system here: database, broker, migrations, workers, beat and Flower.
 
@@ -142,6 +143,9 @@ def run(
         if _port_in_use(settings.flower_address, settings.flower_port):
             raise fail(f"port {settings.flower_port} is taken on {settings.flower_address}: "
                        "set FLOWER_PORT to a free one, or --no-flower", 2)
+    if api and _port_in_use(settings.api_address, settings.api_port):
+        raise fail(f"port {settings.api_port} is taken on {settings.api_address}: "
+                   "set JOBQ_API_PORT to a free one, or --no-api", 2)
 
     embedded = None
     urls = {"DATABASE_URL": settings.database_url if settings.database_url_given else None,
@@ -175,6 +179,10 @@ def run(
             console.print(
                 f"Flower: [bold]http://{settings.flower_address}:{settings.flower_port}/[/]"
             )
+        if api:
+            procs["api"] = f"{_sibling_command('jobq')} api"
+            console.print(f"API: [bold]http://{settings.api_address}:{settings.api_port}/docs[/]"
+                          " (jobq keys create --tenant T makes a key)")
         honcho.manager.KILL_WAIT = STOP_GRACE_SECONDS
         manager = Manager()
         for name, cmd in procs.items():
@@ -215,11 +223,24 @@ def _register_commands() -> None:
     # Each command group lives in its own module under app/ops/cli/. A module either adds its
     # commands itself (``register(app)``) or is one Typer group (``app``) named after it; the
     # business adds its own (the manifest module's COMMANDS).
-    from app.ops.cli import dispatch, flower, intents, jobs, retry, schedules, stats, tenants
+    from app.ops.cli import (
+        api,
+        approvals,
+        dispatch,
+        flower,
+        intents,
+        jobs,
+        keys,
+        retry,
+        schedules,
+        stats,
+        tenants,
+    )
 
-    for module in (dispatch, jobs, retry, stats, flower):
+    for module in (dispatch, jobs, retry, approvals, stats, flower, api):
         module.register(app)
     app.add_typer(intents.app, name="intents")
+    app.add_typer(keys.app, name="keys")
     app.add_typer(tenants.app, name="tenants")
     app.add_typer(schedules.app, name="schedules")
     for module in _business_commands():

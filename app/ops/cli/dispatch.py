@@ -13,7 +13,7 @@ import typer
 from rich.text import Text
 
 from app.ops.cli import err, fail
-from app.ops.cli.args import bad, parse_params, parse_run_at
+from app.ops.cli.args import actor, bad, parse_params, parse_run_at
 
 
 def register(app: typer.Typer) -> None:
@@ -39,6 +39,9 @@ def dispatch(
                                   "existing job instead of a new one.")] = None,
     max_retries: Annotated[int | None, typer.Option(
         "--max-retries", min=0, help="Override the intent's retry budget.")] = None,
+    requires_approval: Annotated[bool, typer.Option(
+        "--requires-approval", help="Wait in awaiting_approval until someone approves it "
+                                    "(jobq approve ID).")] = False,
     wait: Annotated[bool, typer.Option(
         "--wait", "-w", help="Show its progress until it ends; exit 1 unless it completed.")] = False,
     timeout: Annotated[float | None, typer.Option(
@@ -68,7 +71,8 @@ def dispatch(
         try:
             job_id = submit(session, tenant_id=found["id"], intent_key=intent_key,
                             intent_params=params, idempotency_key=idempotency_key, run_at=when,
-                            max_retries=max_retries, source="cli")
+                            max_retries=max_retries, source="cli",
+                            requires_approval=requires_approval, requested_by=actor())
         except IntentRefused as refused:
             session.commit()  # the refusal is audited, as for every other caller
             where = f" (recorded as failed job {refused.job_id})" if refused.job_id else ""
@@ -79,6 +83,8 @@ def dispatch(
     note = Text(f"dispatched {intent_key} for {found['name']}", style="dim")
     if when:
         note.append(f", due {when}")
+    if requires_approval or (intent is not None and intent.requires_approval):
+        note.append(f"; it awaits approval: jobq approve {job_id[:8]}")
     err.print(note)
     if not wait:
         return

@@ -122,6 +122,9 @@ def _note(r: dict) -> Text:
         return Text(show.progress_line(r["progress"]))
     if r["status"] == "pending" and r["error_message"]:  # waiting to retry
         return Text(f"retrying after: {show.shown_str(r['error_message'])}", style="yellow")
+    if r["status"] == "awaiting_approval":
+        by = f" (asked by {r['requested_by']})" if r.get("requested_by") else ""
+        return Text(f"awaiting approval{by}", style="yellow")
     return Text("")
 
 
@@ -201,7 +204,13 @@ def _details(job: dict) -> Table:
     row("retries", f"{job['retry_count']} of {job['max_retries'] if job['max_retries'] is not None else '?'}")
     row("queue", job["queue"])
     row("source", job["source"])
+    if job.get("requested_by"):
+        row("asked by", job["requested_by"])
     row("created", show.local_time(job["created_at"]))
+    if job["status"] == "awaiting_approval":
+        expires = show.local_time(job["approval_expires_at"]) if job["approval_expires_at"] else "-"
+        row("approval", Text(f"awaiting approval until {expires}: jobq approve "
+                             f"{job['id'][:8]} (or reject)", style="yellow"))
     if job["run_at"] and job["status"] == "pending":
         row("due", show.local_time(job["run_at"]))
     row("started", show.local_time(job["executed_at"]) if job["executed_at"] else None)

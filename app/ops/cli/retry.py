@@ -18,7 +18,7 @@ from app.ops.cli import console, err, fail
 from app.ops.cli.args import actor, bad, parse_params
 from app.ops.cli.jobs import IntentOption, SinceOption, TenantOption, job_filter
 from app.ops.cli.lookup import find_job
-from app.store import db, jobstore, reads
+from app.store import db, reads
 
 RETRYABLE = ("failed", "cancelled")
 #: Jobs requeued per transaction in a bulk retry.
@@ -144,6 +144,10 @@ def _retry_one(ref: str, wait: bool, param: list[str] | None = None,
     if not done:  # it changed state between the read and the requeue
         raise fail(f"job {job['id']} is no longer failed or cancelled; nothing done")
     changed = " on new parameters (the old ones are in its history)" if new_params else ""
+    if done[0][2] == "awaiting_approval":
+        console.print(f"job {job['id']} awaits approval again{changed} (was {done[0][1]}; it "
+                      f"was never approved): jobq approve {job['id'][:8]}")
+        return
     console.print(f"job {job['id']} is pending again{changed} (was {done[0][1]}); "
                   "its history is kept")
     if wait:
@@ -187,47 +191,11 @@ def _retry_many(status: list[str], intent: str | None, since: str | None, tenant
 
 
 def requeue(jobs: list[dict[str, Any]], *, params: dict[str, Any] | None = None
-            ) -> list[tuple[str, str]]:
-    """Put ``jobs`` back to pending; ``(id, was)`` of each done. They wait in their queue's
-    fair queue like new work (the feeder publishes them in their turn, a window at a time, so
-    retrying ten thousand jobs never floods the broker). ``params``: run the (one) job on
-    these validated parameters instead, audited.
+            ) -> list[tuple[str, str, str]]:
+    """Put ``jobs`` back to pending, named as the CLI's user (app.intake.actions.requeue)."""
+    from app.intake.actions import requeue as requeue_jobs
 
-    Jobs of suspended or deleted tenants are skipped: their work is refused, like their new
-    requests.
-    """
-    from app.core.registry import manifest
-    from app.intake.actions import forget_revoked
-
-    # A cancel revoked the id in every worker; the job keeps its id, so lift that first
-    # (before a feeder can publish it again).
-    forget_revoked(job["id"] for job in jobs if job.get("status") == "cancelled")
-    by = actor()
-    done: list[tuple[str, str]] = []
-    with db.engine().begin() as conn:
-        for job in jobs:
-            full = job if "tenant_status" in job else _load(conn, job["id"])
-            if full is None or full["tenant_status"] != "active":
-                continue
-            intent = manifest.get(full["intent_key"])
-            # A request refused at intake never ran and was given no retries: corrected, it
-            # gets the intent's budget like any new job.
-            refused = full["executed_at"] is None and not full["max_retries"]
-            was = jobstore.requeue(
-                conn, full["id"], by=by, params=params, replace_params=params is not None,
-                max_retries=intent.effective_max_retries if intent and refused else None)
-            if was is not None:
-                done.append((full["id"], was))
-    # A job requeued from cancelled that the list above did not know as such.
-    forget_revoked(job_id for job_id, was in done if was == "cancelled"
-                   and not any(j["id"] == job_id and j.get("status") == "cancelled"
-                               for j in jobs))
-    return done
-
-
-def _load(conn, job_id: str) -> dict[str, Any] | None:
-    found = reads.find_jobs_by_prefix(conn, job_id, job_id)
-    return found[0] if found else None
+    return requeue_jobs(jobs, by=actor(), params=params)
 
 
 def cancel(

@@ -22,6 +22,7 @@ STATUS_STYLES = {
     "completed": "green",
     "failed": "bold red",
     "cancelled": "magenta",
+    "awaiting_approval": "bold yellow",
 }
 EVENT_STYLES = {
     "created": "dim",
@@ -35,6 +36,9 @@ EVENT_STYLES = {
     "lost": "red",
     "cancelled": "magenta",
     "stopped": "magenta",
+    "approved": "green",
+    "rejected": "magenta",
+    "expired": "magenta",
 }
 
 
@@ -179,13 +183,26 @@ def event_detail(event: dict[str, Any], intent_key: str | None = None) -> Text:
     out = Text()
     if kind == "created" and detail.get("source"):
         out.append(f"via {detail['source']}")
+        if detail.get("by"):
+            out.append(f" by {detail['by']}")
         if detail.get("run_at"):
             out.append(f", due {local_time(_parse(detail['run_at']))}")
+        if detail.get("awaiting_approval"):
+            expires = _parse(detail.get("approval_expires_at"))
+            out.append(", awaiting approval" + (f" until {local_time(expires)}" if expires else ""),
+                       style="yellow")
     elif kind == "completed" and detail.get("elapsed_ms") is not None:
         out.append(f"in {duration(detail['elapsed_ms'] / 1000)}")
     elif kind == "retry":
         if detail.get("delay_seconds") is not None:
             out.append(f"again in {duration(detail['delay_seconds'])}: ", style="yellow")
+    elif kind in ("approved", "rejected", "expired"):
+        if detail.get("by"):
+            out.append(f"by {detail['by']}")
+        if detail.get("note"):
+            out.append(f": {shown_str(detail['note'])}")
+        if kind == "rejected" and event.get("error"):
+            out.append(": ")
     elif kind in ("cancelled", "requeued"):
         if detail.get("by"):
             out.append(f"by {detail['by']}")

@@ -94,6 +94,7 @@ def stats(
 
 #: What each caretaking task's "acted" count means.
 _ACTED = {"sweep_due_jobs": "jobs published", "recover_lost_runs": "lost runs recovered",
+          "expire_approvals": "unapproved jobs expired",
           "fire_schedules": "scheduled jobs fired", "apply_retention": "old jobs deleted"}
 
 
@@ -138,7 +139,7 @@ def _percent(value: float | None) -> str:
 
 
 #: Columns a narrow terminal drops first, in order.
-_OPTIONAL = ("wait p95", "max", "retries", "cancelled", "running", "pending")
+_OPTIONAL = ("awaiting", "wait p95", "max", "retries", "cancelled", "running", "pending")
 _INTENT_MIN = 16
 
 
@@ -153,6 +154,7 @@ def _table(per_intent: list[dict], overall: dict, since: str, width: int) -> Tab
         "completed": lambda r: _count(r["completed"], "green"),
         "failed": lambda r: _count(r["failed"], "red"),
         "cancelled": lambda r: _count(r["cancelled"], "magenta"),
+        "awaiting": lambda r: _count(r["awaiting"], "yellow"),
         "retries": lambda r: str(r["retries"]),
         "fail rate": lambda r: _percent(r["failure_rate"]),
         "p50": lambda r: show.duration(r["run_p50"]),

@@ -1,0 +1,170 @@
+"""What the API's requests and answers look like (and what its OpenAPI document says)."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import re
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema
+
+from app.core.redaction import redact_params
+from app.core.registry import manifest
+
+# The request's fields are checked by jobq's own validation (as for dispatch_intent), so a bad
+# value is refused with the same message and leaves its failed row; the schema documents them.
+_AnyString = Annotated[Any, WithJsonSchema({"type": "string"})]
+_AnyObject = Annotated[Any, WithJsonSchema({"type": "object", "additionalProperties": True})]
+_AnyTime = Annotated[Any, WithJsonSchema({"type": "string", "format": "date-time"})]
+_AnyInt = Annotated[Any, WithJsonSchema({"type": "integer", "minimum": 0})]
+
+
+class JobRequest(BaseModel):
+    """A job asked for: as ``dispatch_intent`` takes it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    intent_key: _AnyString = Field(
+        description="The intent, e.g. attendance.exec.notify_guardians_late (GET /v1/intents)")
+    intent_params: _AnyObject = Field(
+        default=None, description="The intent's parameters, as its JSON schema says")
+    run_at: _AnyTime = Field(
+        default=None, description="Not before this time (ISO 8601; without an offset: the "
+                                  "academies' zone)")
+    max_retries: _AnyInt = Field(default=None, description="Default: the intent's")
+    requires_approval: StrictBool = Field(
+        default=False, description="Wait in awaiting_approval until someone approves it")
+
+
+class CancelRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class RetryRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    intent_params: dict[str, Any] | None = Field(
+        default=None, description="Run it on these corrected parameters (audited)")
+
+
+class ApproveRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    note: str | None = Field(default=None, max_length=500)
+
+
+class RejectRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class Job(BaseModel):
+    id: str
+    tenant_id: str
+    intent_key: str
+    intent_params: Any = None
+    status: str = Field(description="pending, processing, completed, failed, cancelled or "
+                                    "awaiting_approval")
+    retry_count: int
+    max_retries: int | None
+    created_at: dt.datetime | None
+    run_at: dt.datetime | None
+    executed_at: dt.datetime | None
+    completed_at: dt.datetime | None
+    error_message: str | None
+    result: Any = None
+    progress: Any = None
+    queue: str | None
+    requested_by: str | None
+    approval_expires_at: dt.datetime | None
+    idempotency_key: str | None
+    parent_id: str | None
+
+
+class JobEvent(BaseModel):
+    id: int
+    at: dt.datetime
+    attempt: int
+    kind: str = Field(description="created, refused, started, completed, retry, failed, lost, "
+                                  "cancelled, stopped, requeued, held, approved, rejected, "
+                                  "expired")
+    worker: str | None
+    error: str | None
+    detail: Any = None
+
+
+class JobWithHistory(Job):
+    events: list[JobEvent]
+
+
+class JobPage(BaseModel):
+    jobs: list[Job]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null at "
+                                                "the end")
+
+
+class IntentInfo(BaseModel):
+    key: str
+    description: str
+    queue: str
+    requires_approval: bool
+    max_retries: int
+    params_schema: dict[str, Any]
+
+
+class Problem(BaseModel):
+    error: str
+    field: str | None = None
+    job_id: str | None = Field(default=None, description="The failed row kept for the audit")
+
+
+def job_out(row: dict[str, Any]) -> dict[str, Any]:
+    intent = manifest.get(row["intent_key"])
+    secret = intent.secret_params if intent else ()
+    out = {name: row.get(name) for name in Job.model_fields}
+    out["intent_params"] = redact_params(row.get("intent_params"), secret)
+    return out
+
+
+def event_out(row: dict[str, Any]) -> dict[str, Any]:
+    return {name: row.get(name) for name in JobEvent.model_fields}
+
+
+def encode_cursor(row: dict[str, Any]) -> str:
+    raw = json.dumps([row["created_at"].isoformat(), row["id"]]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
+    """Raises ValueError for a cursor this API did not make."""
+    import uuid
+
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        at, job_id = json.loads(raw)
+        return dt.datetime.fromisoformat(at), str(uuid.UUID(job_id))
+    except Exception as exc:
+        raise ValueError("malformed cursor: pass next_cursor of the previous page") from exc
+
+
+_SINCE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_since(value: str) -> tuple[float | None, dt.datetime | None]:
+    """``1h``, ``30m``, ``7d`` (a window back from now) or an ISO 8601 time."""
+    found = _SINCE.match(value.strip())
+    if found:
+        return float(found.group(1)) * _UNITS[found.group(2)], None
+    try:
+        at = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"since={value!r}: use 30m, 1h, 7d or an ISO 8601 time") from None
+    if at.tzinfo is None:
+        from zoneinfo import ZoneInfo
+
+        from app.core.settings import settings
+
+        at = at.replace(tzinfo=ZoneInfo(settings.timezone))
+    return None, at

@@ -1,0 +1,317 @@
+"""The FastAPI application of ``jobq api``: the ``/v1`` routes, who may call them, and /metrics.
+
+Routes are plain functions (FastAPI runs them in its thread pool) on SQLAlchemy's synchronous
+sessions; only the event stream is a coroutine, polling the table from a thread.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from app.api import events, schemas
+from app.api.auth import TENANT_HEADER, Caller, Denied, authenticate
+from app.api.ratelimit import over_limit, retry_after_header
+from app.core.errors import IntentRefused, TenantRefused
+from app.core.registry import manifest
+from app.core.validation import Request as JobAsked
+from app.intake import actions
+from app.intake.submit import submit_one
+from app.store import db, reads
+from app.store.models import JOB_STATUSES
+
+_bearer = HTTPBearer(auto_error=False, description="An API key (jq_...) or a JWT")
+_api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key (jq_...)")
+
+
+def _authorized(bearer: HTTPAuthorizationCredentials | None, api_key: str | None,
+                tenant: str | None, scope_name: str) -> Caller:
+    """The request's caller, holding ``scope_name`` and within its rate (else 429 with
+    Retry-After)."""
+    found = authenticate(f"Bearer {bearer.credentials}" if bearer else None, api_key, tenant)
+    found.require(scope_name)
+    wait = over_limit(found.limit_key, found.rate_limit)
+    if wait is not None:
+        after = retry_after_header(wait)
+        raise Denied(429, f"over this caller's rate of {found.rate_limit:g} requests a second; "
+                          f"try again in {after} s", headers={"Retry-After": after})
+    return found
+
+
+def scope(name: str):
+    """A dependency: the caller, who must hold ``name`` (one dependency, one thread hop)."""
+
+    def need(
+        bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+        api_key: Annotated[str | None, Depends(_api_key)],
+        tenant: Annotated[str | None, Header(alias=TENANT_HEADER, include_in_schema=False)] = None,
+    ) -> Caller:
+        return _authorized(bearer, api_key, tenant, name)
+
+    need.__name__ = f"need_{name.replace(':', '_')}"
+    return need
+
+
+Reader = Annotated[Caller, Depends(scope("jobs:read"))]
+Writer = Annotated[Caller, Depends(scope("jobs:write"))]
+Approver = Annotated[Caller, Depends(scope("jobs:approve"))]
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": schemas.Problem, "description": "No, unknown, revoked or expired credentials"},
+    403: {"model": schemas.Problem, "description": "A scope the caller lacks"},
+    429: {"model": schemas.Problem, "description": "Over the caller's rate (see Retry-After)"},
+}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": schemas.Problem, "description": "No such job of this tenant"}}
+_CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"model": schemas.Problem, "description": "The job's state does not allow it"}}
+
+
+def problem(status: int, message: str, **extra: Any) -> JSONResponse:
+    headers = extra.pop("headers", None)
+    return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
+
+
+def _job_id(value: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise Denied(404, f"no job {value[:64]!r}") from None
+
+
+def load_job(tenant_id: str, job_id: str, *, history: bool = False) -> dict[str, Any]:
+    """The tenant's job (404 when it has none of that id: another tenant's is not seen)."""
+    job_id = _job_id(job_id)
+    with db.tenant_begin(tenant_id) as conn:
+        found = reads.find_jobs_by_prefix(conn, job_id, job_id)
+        if not found:
+            raise Denied(404, f"no job {job_id}")
+        out = schemas.job_out(found[0])
+        if history:
+            out["events"] = [schemas.event_out(e) for e in reads.job_events(conn, job_id)]
+    return out
+
+
+v1 = APIRouter(prefix="/v1", responses=_ERRORS)
+
+
+@v1.post("/jobs", status_code=201, response_model=schemas.Job,
+         responses={200: {"model": schemas.Job, "description": "The job this Idempotency-Key "
+                                                               "asked for before"},
+                    422: {"model": schemas.Problem, "description": "Refused: what is wrong, "
+                          "by field; the refusal is kept as a failed job"}})
+def create_job(
+    body: schemas.JobRequest,
+    who: Writer,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> Any:
+    """Ask for a job. A repeat with the same Idempotency-Key returns the same job (200)."""
+    tenant = who.for_tenant()
+    asked = JobAsked(tenant, body.intent_key, body.intent_params, idempotency_key,
+                     body.run_at, body.max_retries, requires_approval=body.requires_approval,
+                     requested_by=who.name)
+    with db.tenant_session(tenant) as session:
+        try:
+            done = submit_one(session, asked, source="api")
+        except TenantRefused as refused:
+            session.rollback()
+            return problem(403, str(refused), field=refused.field)
+        except IntentRefused as refused:
+            session.commit()  # keeps the failed row for the audit
+            return problem(422, str(refused), field=refused.field, job_id=refused.job_id)
+        # A new job is answered with the row as written; a repeated key's, as it is now.
+        row = done.row or reads.find_jobs_by_prefix(session.connection(), done.id, done.id)[0]
+        session.commit()  # then the job is published
+    # Serialized here, not validated again against the response model: this is the hot path.
+    return Response(json.dumps(schemas.job_out(row), default=_json_value, ensure_ascii=False),
+                    status_code=201 if done.row is not None else 200,
+                    media_type="application/json")
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    return str(value)
+
+
+@v1.get("/jobs", response_model=schemas.JobPage)
+def list_jobs(
+    who: Reader,
+    status: Annotated[list[str] | None, Query(description="Repeatable")] = None,
+    intent: Annotated[str | None, Query(description="A key, or a family: billing.*")] = None,
+    since: Annotated[str | None, Query(description="30m, 1h, 7d or an ISO 8601 time")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> Any:
+    """The tenant's jobs, newest first, a page at a time."""
+    tenant = who.for_tenant()
+    for value in status or ():
+        if value not in JOB_STATUSES:
+            raise Denied(422, f"status {value!r} is not one of {', '.join(JOB_STATUSES)}")
+    try:
+        since_seconds, since_at = schemas.parse_since(since) if since else (None, None)
+        after = schemas.decode_cursor(cursor) if cursor else (None, None)
+    except ValueError as exc:
+        raise Denied(422, str(exc)) from None
+    where = reads.JobFilter(tenant_id=tenant, statuses=status, intent=intent,
+                            since_seconds=since_seconds, since_at=since_at)
+    with db.tenant_begin(tenant) as conn:
+        rows = reads.list_jobs_after(conn, where, limit=limit + 1, cursor_at=after[0],
+                                     cursor_id=after[1])
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {"jobs": [schemas.job_out(r) for r in rows],
+            "next_cursor": schemas.encode_cursor(rows[-1]) if more else None}
+
+
+@v1.get("/jobs/{job_id}", response_model=schemas.JobWithHistory, responses=_NOT_FOUND)
+def get_job(job_id: str, who: Reader) -> Any:
+    """A job and its history, attempt by attempt."""
+    return load_job(who.for_tenant(), job_id, history=True)
+
+
+@v1.post("/jobs/{job_id}/cancel", response_model=schemas.Job,
+         responses={**_NOT_FOUND, **_CONFLICT})
+def cancel_job(job_id: str, who: Writer, body: schemas.CancelRequest | None = None) -> Any:
+    """Cancel a pending, running or unapproved job (a running one is stopped within about a
+    second)."""
+    tenant = who.for_tenant()
+    job = load_job(tenant, job_id)
+    reason = (body.reason if body else None) or f"cancelled by {who.name}"
+    was = actions.cancel(job["id"], reason=reason, by=who.name, tenant_id=tenant)
+    if was is None:
+        raise Denied(409, f"job {job['id']} is {job['status']}: only pending, processing or "
+                          "awaiting_approval jobs can be cancelled")
+    return load_job(tenant, job["id"])
+
+
+@v1.post("/jobs/{job_id}/retry", response_model=schemas.Job,
+         responses={**_NOT_FOUND, **_CONFLICT,
+                    422: {"model": schemas.Problem, "description": "Parameters refused"}})
+def retry_job(job_id: str, who: Writer, body: schemas.RetryRequest | None = None) -> Any:
+    """Run a failed or cancelled job again (optionally on corrected parameters)."""
+    from app.core.validation import validate_params
+
+    tenant = who.for_tenant()
+    job = load_job(tenant, job_id)
+    params = body.intent_params if body else None
+    if params is not None:
+        intent = manifest.get(job["intent_key"])
+        if intent is None:
+            raise Denied(409, f"job {job['id']}'s intent is not in this manifest")
+        try:
+            params = validate_params(intent, params)
+        except IntentRefused as refused:
+            return problem(422, str(refused), field=refused.field)
+    done = actions.requeue([{"id": job["id"]}], by=who.name, params=params, tenant_id=tenant)
+    if not done:
+        raise Denied(409, f"job {job['id']} is {job['status']}: only failed or cancelled jobs "
+                          "of an active tenant can be retried")
+    return load_job(tenant, job["id"])
+
+
+@v1.post("/jobs/{job_id}/approve", response_model=schemas.Job,
+         responses={**_NOT_FOUND, **_CONFLICT})
+def approve_job(job_id: str, who: Approver, body: schemas.ApproveRequest | None = None) -> Any:
+    """Approve a job awaiting approval: it becomes pending and runs."""
+    tenant = who.for_tenant()
+    job = load_job(tenant, job_id)
+    if actions.approve(job["id"], by=who.name, note=body.note if body else None,
+                       tenant_id=tenant) is None:
+        raise Denied(409, f"job {job['id']} is {job['status']}, not awaiting_approval")
+    return load_job(tenant, job["id"])
+
+
+@v1.post("/jobs/{job_id}/reject", response_model=schemas.Job,
+         responses={**_NOT_FOUND, **_CONFLICT})
+def reject_job(job_id: str, who: Approver, body: schemas.RejectRequest | None = None) -> Any:
+    """Reject a job awaiting approval: it is cancelled and never runs."""
+    tenant = who.for_tenant()
+    job = load_job(tenant, job_id)
+    reason = (body.reason if body else None) or f"rejected by {who.name}"
+    if not actions.reject(job["id"], by=who.name, reason=reason, tenant_id=tenant):
+        raise Denied(409, f"job {job['id']} is {job['status']}, not awaiting_approval")
+    return load_job(tenant, job["id"])
+
+
+@v1.get("/jobs/{job_id}/events", responses={
+    **_NOT_FOUND, 200: {"content": {"text/event-stream": {}},
+                        "description": "Server-Sent Events: `state` (status and progress) on "
+                                       "each change, `history` per job event, `end` when the "
+                                       "job has ended"}})
+async def job_events(job_id: str, who: Reader, request: Request,
+                     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None):
+    """Follow a job live until it ends."""
+    from starlette.concurrency import run_in_threadpool
+
+    tenant = who.for_tenant()
+    job = await run_in_threadpool(load_job, tenant, job_id)
+    return events.stream(request, tenant, job["id"], after=_event_id(last_event_id))
+
+
+def _event_id(value: str | None) -> int:
+    try:
+        return max(0, int(value)) if value else 0
+    except ValueError:
+        return 0
+
+
+@v1.get("/intents", response_model=list[schemas.IntentInfo])
+def list_intents(who: Reader) -> Any:
+    """Every intent this system runs, with its parameters' JSON schema."""
+    return [{"key": i.key, "description": i.description, "queue": i.queue,
+             "requires_approval": i.requires_approval, "max_retries": i.effective_max_retries,
+             "params_schema": i.params_model.model_json_schema()}
+            for i in sorted(manifest, key=lambda i: i.key)]
+
+
+@v1.get("/health", include_in_schema=False)
+def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+def create_app() -> FastAPI:
+    from app.api.metrics import metrics_response
+
+    api = FastAPI(
+        title="jobq",
+        version="1",
+        description="The academies' own API: ask for jobs, follow them live, approve them. "
+                    "Every request acts for one tenant (its API key's, or its JWT's).",
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+    api.include_router(v1)
+
+    @api.exception_handler(Denied)
+    def _denied(_request: Request, exc: Denied) -> JSONResponse:
+        headers = exc.headers
+        if exc.status == 401:
+            headers = {"WWW-Authenticate": "Bearer", **(headers or {})}
+        return problem(exc.status, str(exc), headers=headers)
+
+    @api.exception_handler(RequestValidationError)
+    def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or None
+        messages = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'body'}: "
+            f"{e.get('msg')}" for e in exc.errors()[:10])
+        return problem(422, f"invalid request: {messages}", field=where)
+
+    @api.get("/metrics", include_in_schema=False)
+    def metrics(who: Annotated[Caller, Depends(scope("metrics:read"))]) -> Response:
+        return metrics_response()
+
+    @api.get("/", include_in_schema=False)
+    def root() -> PlainTextResponse:
+        return PlainTextResponse("jobq API: /docs, /openapi.json, /v1/...\n")
+
+    return api
