@@ -12,9 +12,11 @@
   per statement for inserts (a 3,000-row ``INSERT ... SELECT`` touches one row), per row for
   the updates that put a job back (retry, lost run, requeue, held, unpublished). The first
   flag of a queue notifies ``jobq_feed`` so an idle feeder wakes at once. A tenant that
-  becomes ready after a round without work starts just before the queue's clock: ahead of
-  those that have waited within the round (as a sparse flow in FQ-CoDel), so one job of a
-  newcomer waits for the window, not for a round over thousands of backlogged tenants.
+  becomes ready after a round without work starts just before the queue's clock, and among
+  equal virtual times the one ready last goes first: ahead of those that have waited within
+  the round (as a new, sparse flow in FQ-CoDel), so one job of a newcomer waits for the
+  window, not for a round over ten thousand backlogged tenants. Being ahead once costs it
+  its turn in the round: its virtual time then moves past everyone's.
 * ``jobq_feed(queue, n)`` picks the next ``n`` jobs of a queue, fairly, stamps them published
   and returns them; ``jobq_fast_room(queue, tenant, window)`` says how many of a caller's new
   jobs may skip the line (none while anyone waits in that queue or the tenant has a cap).
@@ -53,7 +55,8 @@ FUNCTIONS = [
                          WHERE status = 'pending' AND published_at IS NULL
                            AND queue IS NOT NULL) n
                 ON CONFLICT (queue, tenant_id) DO UPDATE
-                   SET ready = true, vtime = greatest(f.vtime, excluded.vtime)
+                   SET ready = true, vtime = greatest(f.vtime, excluded.vtime),
+                       readied_at = clock_timestamp()
                  WHERE NOT f.ready
                 RETURNING f.queue
             )
@@ -74,7 +77,8 @@ FUNCTIONS = [
                 coalesce((SELECT c.vclock FROM fair_clock c WHERE c.queue = NEW.queue), 0) - 1e-6,
                 true)
         ON CONFLICT (queue, tenant_id) DO UPDATE
-           SET ready = true, vtime = greatest(f.vtime, excluded.vtime)
+           SET ready = true, vtime = greatest(f.vtime, excluded.vtime),
+               readied_at = clock_timestamp()
          WHERE NOT f.ready;
         IF FOUND THEN
             PERFORM pg_notify('jobq_feed', NEW.queue);
@@ -130,7 +134,7 @@ FUNCTIONS = [
               JOIN tenants t ON t.id = fq.tenant_id
               LEFT JOIN tenant_queue_limits l ON l.tenant_id = fq.tenant_id AND l.queue = p_queue
              WHERE fq.queue = p_queue AND fq.ready AND fq.tenant_id <> ALL (skip)
-             ORDER BY fq.vtime
+             ORDER BY fq.vtime, fq.readied_at DESC
              LIMIT 1
                FOR UPDATE OF fq SKIP LOCKED;
             EXIT WHEN NOT FOUND;
@@ -208,11 +212,14 @@ def upgrade() -> None:
         sa.Column("tenant_id", sa.UUID(), nullable=False),
         sa.Column("vtime", sa.Float(), server_default=sa.text("0"), nullable=False),
         sa.Column("ready", sa.Boolean(), server_default=sa.text("true"), nullable=False),
+        sa.Column("readied_at", sa.DateTime(timezone=True),
+                  server_default=sa.text("clock_timestamp()"), nullable=False),
         sa.ForeignKeyConstraint(["tenant_id"], ["tenants.id"],
                                 name=op.f("fk_fair_queue_tenant_id_tenants"), ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("queue", "tenant_id", name=op.f("pk_fair_queue")),
     )
-    op.create_index("ix_fair_queue_ready", "fair_queue", ["queue", "vtime"],
+    op.create_index("ix_fair_queue_ready", "fair_queue",
+                    ["queue", "vtime", sa.text("readied_at DESC")],
                     postgresql_where=sa.text("ready"))
     op.create_table(
         "fair_clock",

@@ -133,8 +133,8 @@ class Settings:
     # Fair scheduling between tenants (app.run.feeder).
     #: At most this many jobs of one queue wait in the broker (the window's upper bound).
     fair_window: int = 64
-    #: At least this many (enough to keep every worker process of a queue fed).
-    fair_window_min: int = 4
+    #: At least this many (with prefetch, enough to keep a queue's worker processes fed).
+    fair_window_min: int = 2
     #: Workers run a feeder thread (one per queue leads); off only for special set-ups.
     fair_feeder: bool = True
 
@@ -301,7 +301,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
         worker_pool=_choice(env, "JOBQ_WORKER_POOL", "solo", ("solo", "prefork")),
         worker_processes=_int(env, "JOBQ_WORKER_PROCESSES", os.cpu_count() or 2, minimum=1),
         fair_window=_int(env, "JOBQ_FAIR_WINDOW", 64, minimum=1),
-        fair_window_min=_int(env, "JOBQ_FAIR_WINDOW_MIN", 4, minimum=1),
+        fair_window_min=_int(env, "JOBQ_FAIR_WINDOW_MIN", 2, minimum=1),
         fair_feeder=_bool(env, "JOBQ_FAIR_FEEDER", True),
         manifest=env.get("JOBQ_MANIFEST", "handlers.manifest:INTENTS"),
         max_params_bytes=_int(env, "JOBQ_MAX_PARAMS_BYTES", 65536, minimum=2),

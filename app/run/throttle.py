@@ -16,7 +16,9 @@ from app.broker import client as broker_client
 from app.core.errors import TransientError
 
 #: A bucket holds at most this many seconds' worth of tokens: a short burst, then the rate.
-BURST_SECONDS = 1.0
+#: It also bounds one reservation, so senders sharing a channel (two academies' broadcasts)
+#: take turns every quarter second instead of every second.
+BURST_SECONDS = 0.25
 
 # KEYS[1]: the bucket. ARGV: rate per second, capacity, tokens wanted.
 # Returns the seconds the caller waits before its tokens are due (as a string: Lua numbers

@@ -694,7 +694,7 @@ FLAG_DUE = text(
            FOR UPDATE OF f SKIP LOCKED
     ), flagged AS (
         UPDATE fair_queue f
-           SET ready = true,
+           SET ready = true, readied_at = clock_timestamp(),
                vtime = greatest(f.vtime, coalesce(
                    (SELECT c.vclock FROM fair_clock c WHERE c.queue = f.queue), 0) - 1e-6)
           FROM due WHERE f.queue = due.queue AND f.tenant_id = due.tenant_id

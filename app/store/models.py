@@ -94,7 +94,8 @@ class FairQueue(Base):
 
     __tablename__ = "fair_queue"
     __table_args__ = (
-        Index("ix_fair_queue_ready", "queue", "vtime", postgresql_where=text("ready")),
+        Index("ix_fair_queue_ready", "queue", "vtime", text("readied_at DESC"),
+              postgresql_where=text("ready")),
     )
 
     queue: Mapped[str] = mapped_column(Text, primary_key=True)
@@ -102,6 +103,9 @@ class FairQueue(Base):
         UUID(as_uuid=True), ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
     vtime: Mapped[float] = mapped_column(Float, nullable=False, server_default=text("0"))
     ready: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
+    #: When it last became ready: among equal virtual times, the latest goes first.
+    readied_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=text("clock_timestamp()"))
 
 
 class FairClock(Base):

@@ -61,6 +61,19 @@ def test_a_tenant_that_arrives_behind_a_backlog_is_next_not_last():
                "AND published_at IS NULL", t=burst)[0][0] == 2899
 
 
+def test_a_newcomer_goes_before_a_round_over_a_thousand_waiting_tenants():
+    sql("INSERT INTO tenants (name) SELECT '백로그 학원 ' || i FROM generate_series(1, 1000) i")
+    sql("INSERT INTO job_executions (tenant_id, intent_key, queue) "
+        "SELECT id, 'system.exec.echo', :q FROM tenants WHERE name LIKE '백로그 학원 %' "
+        "ORDER BY created_at DESC LIMIT 1000", q=QUEUE)
+    first = _pick(10)
+    assert len(set(first)) == 10  # one job each, in turn
+    newcomer = make_tenant()
+    _waiting(newcomer, 2)
+    assert _pick(1) == [newcomer]
+    assert newcomer not in _pick(50)  # its next job waits for the round like everyone's
+
+
 def test_tenants_with_backlogs_share_in_proportion_to_their_weights():
     heavy, light = make_tenant(), make_tenant()
     set_tenant_limits(heavy, weight=2, by="test")
