@@ -29,9 +29,9 @@ broker_transport_options = {
     # A worker takes from its queues in the order they are listed (below, or -Q's order), not
     # round robin: requests (celery, dispatch) become rows before any job runs, so a burst of
     # dispatch_intent calls reaches the fair queue at once instead of holding everyone's
-    # requests behind it; then realtime, maintenance, bulk. Each job queue holds only its
-    # window (app.run.feeder), so the order never lets a backlog crowd a queue out for long;
-    # give bulk its own worker (as jobq run and docker-compose do) where it must never wait.
+    # requests behind it; beat's caretaking (maintenance: short, and the sweep routes plain-SQL
+    # rows) never waits behind jobs; then realtime, then bulk. Give bulk its own worker (as
+    # jobq run and docker-compose do): on a shared one it runs when realtime has nothing.
     "queue_order_strategy": "priority",
 }
 result_backend_transport_options = {
@@ -82,7 +82,7 @@ worker_hijack_root_logger = False
 task_default_queue = "celery"
 task_queues = [Queue("celery", Exchange("celery"), routing_key="celery")] + [
     Queue(name, Exchange(name), routing_key=name)
-    for name in sorted(QUEUES, key=("dispatch", "realtime", "maintenance", "bulk").index)
+    for name in sorted(QUEUES, key=("dispatch", "maintenance", "realtime", "bulk").index)
 ]
 task_create_missing_queues = False
 
