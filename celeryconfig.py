@@ -108,3 +108,6 @@ beat_schedule = {
     },
 }
 beat_max_loop_interval = min(5.0, _settings.sweep_interval)
+# Of several beats, only the leader sends these (app/beat/leader.py); another takes over
+# within a sweep interval when it stops.
+beat_scheduler = "app.beat.leader:LeaderScheduler"
