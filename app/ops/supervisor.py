@@ -68,6 +68,8 @@ class Supervisor(honcho.Manager):
         elif msg.type == "start":
             p["pid"] = msg.data["pid"]
             self._system_print(f"{msg.name} started (pid={msg.data['pid']})\n")
+            if self._terminating:  # restarted just as everything was asked to stop
+                self._procmgr.terminate(p["pid"])
         elif msg.type == "stop":
             code = msg.data["returncode"]
             p["returncode"] = code
@@ -82,6 +84,14 @@ class Supervisor(honcho.Manager):
             self._restart_at[msg.name] = time.monotonic() + wait
             self._system_print(f"{msg.name} stopped on its own (rc={code}) after {ran:.0f} s; "
                                f"starting it again in {wait:.0f} s (restart {p['restarts']})\n")
+
+    def _killall(self, force: bool = False) -> None:
+        # A process being started again has no pid yet: it is stopped when it reports one.
+        for name, p in self._processes.items():
+            if "returncode" not in p and "pid" in p:
+                self._system_print(f"sending {'SIGKILL' if force else 'SIGTERM'} to {name} "
+                                   f"(pid {p['pid']})\n")
+                (self._procmgr.kill if force else self._procmgr.terminate)(p["pid"])
 
     def _restart(self, name: str) -> None:
         p = self._processes[name]
