@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from kombu import Exchange, Queue
 
+from app.broker.client import transport_options as _sentinel_options
 from app.core.manifest import QUEUES
 
 # Private (underscore) name: Celery takes every other module attribute for a setting, and
@@ -33,11 +34,15 @@ broker_transport_options = {
     # rows) never waits behind jobs; then realtime, then bulk. Give bulk its own worker (as
     # jobq run and docker-compose do): on a shared one it runs when realtime has nothing.
     "queue_order_strategy": "priority",
+    # A sentinel:// URL: the master name and the sentinels' own password (Flower reads these
+    # too). Kombu asks the sentinels for the primary on every (re)connection.
+    **_sentinel_options(_settings.broker_url, timeout=4),
 }
 result_backend_transport_options = {
     "global_keyprefix": _settings.redis_key_prefix,
     "socket_timeout": 10,
     "socket_connect_timeout": 4,
+    **_sentinel_options(_settings.result_backend, timeout=4),
 }
 result_expires = 24 * 3600
 redis_socket_connect_timeout = 4
@@ -116,3 +121,6 @@ beat_schedule = {
     },
 }
 beat_max_loop_interval = min(5.0, _settings.sweep_interval)
+# Of several beats, only the leader sends these (app/beat/leader.py); another takes over
+# within a sweep interval when it stops.
+beat_scheduler = "app.beat.leader:LeaderScheduler"

@@ -5,7 +5,7 @@
   land at every phase of the sweep's tick; median, p90 and worst of ``executed_at - created_at``;
 - a prefork child killed with SIGKILL mid-run -> its next attempt started (the redelivered
   message takes the run over from the dead pid);
-- a whole worker killed -> next attempt started on another worker (the lease lapses, recovery
+- a whole worker killed -> next attempt started on another worker (its liveness lock is free, recovery
   puts the job back, the sweep publishes it).
 
     python -m bench.sweep_latency [--rows 40] [--child-kills 3] [--worker-kills 2]
@@ -102,7 +102,7 @@ def killed_run_recovery(tenant: str, kill_whole_worker: bool, workers: list[Proc
     owner = wait_until(lambda: sql("SELECT lease_owner FROM job_executions WHERE id = "
                                    "CAST(:j AS uuid) AND status = 'processing'", j=job),
                        30, "the job to start")[0][0]
-    pid = int(owner.rpartition(":")[2])
+    pid = int(owner.split(":")[1])  # host:pid:token
     time.sleep(1.0)  # well into the run
     if kill_whole_worker:
         victim = next(w for w in workers if pid in children(w.popen.pid))

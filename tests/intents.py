@@ -96,3 +96,17 @@ def record_then_sleep(ctx: JobContext, params: SleepAfterParams) -> dict:
         while (left := deadline - time.monotonic()) > 0:
             time.sleep(min(left, params.step))
     return {"slept": params.seconds, "pid": os.getpid()}
+
+
+class HoldParams(IntentParams):
+    seconds: int = Field(8, ge=1, le=120, description="How long the call holds the GIL.")
+
+
+def hold_the_gil(ctx: JobContext, params: HoldParams) -> dict:
+    """One call into C that keeps the GIL for the whole time (libc's sleep through
+    ``ctypes.PyDLL``): no other thread of the process runs meanwhile, the lease keeper's
+    neither, so the run's lease lapses while its process is alive and well."""
+    import ctypes
+
+    ctypes.PyDLL(None).sleep(params.seconds)
+    return {"held": params.seconds, "pid": os.getpid()}

@@ -30,6 +30,10 @@ INTENTS: tuple[Intent, ...] = (
     Intent("test.exec.sleep_limited", "handlers.system.diagnostics:sleep",
            params="handlers.system.params:SleepParams", max_retries=0, time_limit=2,
            description="Sleep, but never longer than 2 s."),
+    # A slow but healthy run (tests/acceptance/test_recovery.py): blocked in C, GIL held.
+    Intent("test.exec.hold_the_gil", "tests.intents:hold_the_gil",
+           params="tests.intents:HoldParams", max_retries=3,
+           description="Block in one C call that holds the GIL."),
     # Tenant isolation and secrets (tests/security_intents.py): no retries, one run each.
     Intent("test.exec.snoop_other_tenant", "tests.security_intents:snoop_other_tenant",
            params="tests.security_intents:SnoopParams", max_retries=0,

@@ -1,5 +1,6 @@
-"""Lost-run recovery: a run whose lease lapsed belongs to a process that died (or hangs); its job
-goes back to pending (the sweep sends it) or fails with "worker lost", its lost attempt recorded.
+"""Lost-run recovery: a run whose process died (its liveness lock is free, or, for an owner
+without one, its lease lapsed) goes back to pending (the sweep sends it) or fails with "worker
+lost", its lost attempt recorded.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ def recover_once(*, batch: int = 500) -> list[jobstore.Released]:
     with db.engine().begin() as conn:
         released = jobstore.release_expired(conn, batch=batch,
                                          default_max_retries=settings.default_max_retries,
-                                         lease=settings.lease_seconds)
+                                         lease=settings.lease_seconds,
+                                         wedged=settings.visibility_timeout)
     for job in released:
         log.warning(
             "job lost by %s on attempt %d: %s", job.worker or "an unknown worker", job.attempt,

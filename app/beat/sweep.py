@@ -36,6 +36,8 @@ def broker_queue_size(queue: str) -> int | None:
 
 #: A key in the broker's Redis holding when its current data began (the database's clock).
 BROKER_EPOCH = "broker-epoch"
+#: Beside it, the run id of the Redis server the last sweep talked to.
+BROKER_SERVER = "broker-server"
 
 
 def broker_epoch(conn) -> str | None:
@@ -43,17 +45,29 @@ def broker_epoch(conn) -> str | None:
 
     A Redis that restarted without its data (or was flushed) has lost the marker with the
     messages: the first sweep after that stamps a new epoch, and every pending row published
-    before it is published again at once instead of after ``JOBQ_REPUBLISH_AFTER``. A message
-    that did survive becomes a harmless duplicate (a claim runs a job once).
+    before it is published again at once instead of after ``JOBQ_REPUBLISH_AFTER``. A Redis
+    that is another server than the last sweep saw (a Sentinel failover to a replica, which
+    may lack the last writes and holds workers' unacknowledged messages out of reach, or a
+    restart from its append-only file) gets a new epoch too. A message that did survive
+    becomes a harmless duplicate (a claim runs a job once).
     """
     try:
         client = broker_client.client()
         key = broker_client.key(BROKER_EPOCH)
+        server = str(client.info("server")["run_id"])
+        # Atomic: of several sweeps at once, one sees the change of server.
+        previous = client.getset(broker_client.key(BROKER_SERVER), server)
+        previous = previous.decode() if isinstance(previous, bytes) else previous
         epoch = client.get(key)
-        if epoch is None:
+        if epoch is None or (previous is not None and previous != server):
             # The transaction's own start: what this sweep stamps on what it publishes.
             now, held = conn.execute(jobstore.PUBLISHED_PENDING).one()
-            if client.set(key, now.isoformat(), nx=True):
+            if epoch is not None:
+                client.set(key, now.isoformat())
+                log.warning("the broker's Redis is another server than before (a failover or "
+                            "a restart): %d pending job(s) published before are published "
+                            "again", held)
+            elif client.set(key, now.isoformat(), nx=True):
                 if held:
                     log.warning("the broker lost its data (no epoch marker in a new or emptied "
                                 "Redis): %d pending job(s) it held are published again", held)

@@ -8,10 +8,12 @@ the engine. The hooks here are the ones Celery fires before it imports ``include
 
 from __future__ import annotations
 
-from celery import Celery
-from celery.signals import beat_embedded_init, beat_init, setup_logging
+import logging
 
-from app.broker.kombu_patch import survive_redis_restarts
+from celery import Celery
+from celery.signals import beat_embedded_init, beat_init, setup_logging, worker_init
+
+from app.broker.kombu_patch import survive_redis_restarts, version_problem
 from app.core.logs import configure_logging
 
 survive_redis_restarts()
@@ -24,6 +26,14 @@ celery_app.config_from_object("celeryconfig")
 @setup_logging.connect
 def _setup_logging(loglevel=None, **_: object) -> None:
     configure_logging(loglevel)
+
+
+@worker_init.connect
+@beat_init.connect
+def _say_when_kombu_is_not_the_patched_release(**_: object) -> None:
+    problem = version_problem()
+    if problem:
+        logging.getLogger("jobq.broker").warning(problem)
 
 
 @beat_init.connect

@@ -18,10 +18,30 @@ from __future__ import annotations
 
 from typing import Any
 
+import kombu
 from kombu.transport import redis as kombu_redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+#: The kombu releases this patch was written and tested for (major, minor); pyproject.toml pins
+#: the same range. Another release may have fixed the bug, or moved what the patch wraps.
+WRITTEN_FOR = (5, 7)
+
 _connparams = kombu_redis.Channel._connparams
+
+
+def version_problem(version: str = kombu.__version__) -> str | None:
+    """What to tell at start-up when kombu is not the release the patch was written for."""
+    try:
+        found = tuple(int(part) for part in version.split(".")[:2])
+    except ValueError:
+        found = ()
+    if found == WRITTEN_FOR:
+        return None
+    return (f"kombu {version} is not the {'.'.join(map(str, WRITTEN_FOR))}.x that jobq's patch "
+            "for Redis restarts (app/broker/kombu_patch.py) was written for: check that a "
+            "worker still outlives a Redis restart (tests/acceptance/test_faults.py) and "
+            "update WRITTEN_FOR and the pin in pyproject.toml, or drop the patch if kombu "
+            "fixed the bug")
 
 
 def _connparams_of_an_open_channel(self: Any, asynchronous: bool = False) -> Any:

@@ -80,6 +80,11 @@ def handler_url_for(database_url: str, role: str = HANDLER_ROLE) -> str:
     return urlunsplit(parts._replace(netloc=f"{quote(role, safe='')}@{host}"))
 
 
+def is_sentinel_url(url: str | None) -> bool:
+    """Whether ``url`` names Redis Sentinels (``sentinel://h1:26379;sentinel://h2:26379``)."""
+    return bool(url) and url.strip().lower().startswith("sentinel://")
+
+
 def url_user(url: str) -> tuple[str | None, str | None]:
     """The user name and password in a database URL (percent-decoded), either None."""
     parts = urlsplit(url)
@@ -116,6 +121,10 @@ class Settings:
     result_backend: str | None
     home: Path
     redis_key_prefix: str
+    #: With a ``sentinel://`` broker URL: the Sentinel master name and the password of the
+    #: sentinels themselves (the URL's password is the Redis servers').
+    sentinel_master: str = "mymaster"
+    sentinel_password: str | None = field(default=None, repr=False)
     #: Whether DATABASE_URL / CELERY_BROKER_URL were set, not found in services.json: what
     #: ``jobq run`` does not start embedded.
     database_url_given: bool = False
@@ -248,6 +257,10 @@ class Settings:
         tenant, never the engine's (see alembic 0004)."""
         return self.handler_database_url or handler_url_for(self.require_database_url())
 
+    @property
+    def broker_is_sentinel(self) -> bool:
+        return is_sentinel_url(self.broker_url)
+
     def require_broker_url(self) -> str:
         if not self.broker_url:
             raise SettingsError(
@@ -292,6 +305,8 @@ def load(env: dict[str, str] | None = None) -> Settings:
         result_backend=result_backend,
         home=home,
         redis_key_prefix=env.get("JOBQ_REDIS_PREFIX", ""),
+        sentinel_master=env.get("JOBQ_SENTINEL_MASTER") or "mymaster",
+        sentinel_password=env.get("JOBQ_SENTINEL_PASSWORD") or None,
         database_url_given=bool(env.get("DATABASE_URL")),
         broker_url_given=bool(env.get("CELERY_BROKER_URL")),
         timezone=env.get("JOBQ_TIMEZONE", "Asia/Seoul"),

@@ -5,7 +5,9 @@ one process, e.g. a cancelled run still finishing beside its retry; unguessable,
 the run's secret). A claim leases the job for ``JOBQ_LEASE_SECONDS``; a daemon thread renews
 the leases of the process's running jobs every third of that. A run whose lease lapsed belongs
 to a dead (or wedged) process and is recovered by ``recover_lost_runs``; a redelivered message
-for a run whose owner pid is gone from this host takes it over at once.
+for a run whose owner pid is gone from this host takes it over at once. A process that holds
+its liveness lock (:mod:`app.run.liveness`) is known dead the moment the lock is free, and
+alive while it holds it, lease or not.
 
 The same thread stops the runs that no longer own their job (cancelled, or taken over): every
 :data:`CHECK_SECONDS` it looks up the runs that have been going that long, one primary-key
@@ -24,6 +26,7 @@ import time
 from dataclasses import dataclass
 
 from app.core.settings import settings
+from app.run import liveness
 from app.run.stopping import Stoppable
 from app.store import db, jobstore
 
@@ -37,9 +40,12 @@ CHECK_SECONDS = 0.5
 
 
 def owner() -> str:
-    """A new lease-owner name for one run in this process. Its token's 128 random bits also
-    make it the secret that binds the run's handler connections to the job (alembic 0004)."""
-    return f"{HOST}:{os.getpid()}:{secrets.token_hex(16)}"
+    """A new lease-owner name for one run in this process: ``host:pid:l<process token>-<run
+    token>`` while the process holds its liveness lock (app.run.liveness), ``host:pid:<run
+    token>`` otherwise. The run token's 128 random bits also make it the secret that binds the
+    run's handler connections to the job (alembic 0004)."""
+    process = liveness.process.token()
+    return f"{HOST}:{os.getpid()}:{f'l{process}-' if process else ''}{secrets.token_hex(16)}"
 
 
 def owner_pid(lease_owner: str | None) -> int | None:
@@ -113,6 +119,7 @@ class LeaseKeeper:
                 running = dict(self._running)
             if not running:
                 continue
+            liveness.process.check()  # a lock lost with its connection is taken again now
             now = time.monotonic()
             if now >= next_renew:
                 next_renew = now + renew_every

@@ -122,7 +122,8 @@ class Run:
         if claimed is not None or self.refused is not None:
             return claimed
         with db.status_conn() as conn:
-            state = jobstore.inspect(conn, self.job_id)
+            state = jobstore.inspect(conn, self.job_id, lease=settings.lease_seconds,
+                                     wedged=settings.visibility_timeout)
         if state is None:
             if from_engine:
                 return self._drop("no row: the job was deleted", logging.WARNING)

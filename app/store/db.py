@@ -113,6 +113,38 @@ def status_conn() -> Connection:
     return status_engine().connect()
 
 
+#: Server-side keepalives of a liveness connection (idle, interval, count): a host that vanished
+#: without closing its connections (power, network) frees its liveness lock after about
+#: idle + interval * count seconds; a process that dies on a live host frees it at once.
+LIVENESS_KEEPALIVES = (5, 2, 3)
+_liveness_engines: dict[tuple[int, str], Engine] = {}
+
+
+def liveness_connection() -> Connection:
+    """A connection of its own, never pooled nor shared, to hold this process's liveness lock
+    (app.store.liveness) for as long as the process lives. It must reach PostgreSQL itself or a
+    pooler in session mode: a transaction-mode pooler would drop session locks."""
+    from sqlalchemy.pool import NullPool
+
+    url = sqlalchemy_url(settings.require_database_url())
+    key = (os.getpid(), url)
+    with _lock:
+        eng = _liveness_engines.get(key)
+        if eng is None:
+            idle, interval, count = LIVENESS_KEEPALIVES
+            eng = _liveness_engines[key] = create_engine(
+                url, poolclass=NullPool, isolation_level="AUTOCOMMIT", hide_parameters=True,
+                connect_args={
+                    "application_name": "jobq-liveness", "connect_timeout": 5,
+                    "keepalives": 1, "keepalives_idle": idle,
+                    "keepalives_interval": interval, "keepalives_count": count,
+                    "options": f"-c tcp_keepalives_idle={idle} "
+                               f"-c tcp_keepalives_interval={interval} "
+                               f"-c tcp_keepalives_count={count}",
+                })
+    return eng.connect()
+
+
 def dispose_after_fork() -> None:
     """Forget connections inherited from a parent process without closing its sockets."""
     for key, eng in list(_engines.items()):

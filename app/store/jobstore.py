@@ -22,6 +22,8 @@ from typing import Any
 from sqlalchemy import Text, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
+from app.store import liveness
+
 log = logging.getLogger("jobq.audit")
 
 # A run's claim tolerates this much clock skew between a Celery countdown and the database.
@@ -265,10 +267,29 @@ def prepare(dbapi_connection) -> None:
             cur.execute(f"PREPARE {name} ({types}) AS {sql}")
 
 
+#: Whether a run's owner is gone (its run is lost). An owner that holds a liveness lock
+#: (app.store.liveness) is dead the moment its lock is free, and alive while it holds it, even
+#: with its lease lapsed (a handler blocked in C code stops the renewing thread too) until the
+#: lease is ``:wedged`` seconds overdue, longer than any run may last. For other owners the lease decides: their
+#: process stopped renewing it, so it is gone. A processing row without a lease (written so
+#: from outside, e.g. left over from the original cron worker) was never leased by the engine
+#: and is lost once it is a lease period old.
+#: Right after a database restart nobody could renew a lease nor hold a lock: wait one lease
+#: period first.
+_OWNER_GONE = (
+    f"CASE WHEN {liveness.has_token('lease_owner')} "
+    f"THEN NOT {liveness.owner_alive('lease_owner')} "
+    "OR lease_expires_at < now() - make_interval(secs => :wedged) "
+    "ELSE lease_expires_at < now() "
+    "OR (lease_expires_at IS NULL "
+    "AND coalesce(executed_at, updated_at) < now() - make_interval(secs => :lease)) END "
+    "AND pg_postmaster_start_time() < now() - make_interval(secs => :lease)"
+)
+
 #: What a message for an unclaimable job is up against.
 INSPECT = text(
     f"""
-    SELECT status, lease_owner, lease_expires_at < now() AS lease_expired,
+    SELECT status, lease_owner, {_OWNER_GONE} AS lease_expired,
            coalesce(run_at > now() + {RUN_AT_SLACK}, false) AS not_due
       FROM job_executions WHERE id = CAST(:id AS uuid)
     """
@@ -323,8 +344,9 @@ def claim(conn, job_id: str, *, worker: str, owner: str, lease: float, default_m
     return claimed, set(row[8]), refusal
 
 
-def inspect(conn, job_id: str) -> Inspected | None:
-    row = conn.execute(INSPECT, {"id": job_id}).first()
+def inspect(conn, job_id: str, *, lease: float, wedged: float) -> Inspected | None:
+    """``lease_expired`` says whether the run's owner lost it (see :data:`RELEASE_EXPIRED`)."""
+    row = conn.execute(INSPECT, {"id": job_id, "lease": lease, "wedged": wedged}).first()
     return Inspected(*row) if row else None
 
 
@@ -585,18 +607,8 @@ _RELEASE_LOST = """
     SELECT id::text, status, attempt, worker FROM released
 """
 
-#: Runs whose lease lapsed: their process stopped renewing it, so it is gone. A processing row
-#: without a lease (written so from outside, e.g. left over from the original cron worker) was
-#: never leased by the engine and is lost once it is a lease period old.
-#: Right after a database restart nobody could renew a lease: wait one lease period first.
-RELEASE_EXPIRED = text(
-    _RELEASE_LOST.format(
-        where="(lease_expires_at < now() "
-        "OR (lease_expires_at IS NULL "
-        "AND coalesce(executed_at, updated_at) < now() - make_interval(secs => :lease))) "
-        "AND pg_postmaster_start_time() < now() - make_interval(secs => :lease)"
-    )
-)
+#: Runs whose owner is gone (see :data:`_OWNER_GONE`).
+RELEASE_EXPIRED = text(_RELEASE_LOST.format(where=f"({_OWNER_GONE})"))
 #: One run whose lease holder is known to be dead (its pid is gone from this host).
 RELEASE_OWNED = text(
     _RELEASE_LOST.format(where="id = CAST(:id AS uuid) AND lease_owner = :owner")
@@ -614,11 +626,11 @@ class Released:
 
 
 def release_expired(conn, *, batch: int, default_max_retries: int,
-                    lease: float) -> list[Released]:
+                    lease: float, wedged: float) -> list[Released]:
     rows = conn.execute(
         RELEASE_EXPIRED,
         {"batch": batch, "error": LOST_ERROR, "default_max_retries": default_max_retries,
-         "lease": lease},
+         "lease": lease, "wedged": wedged},
     )
     return [Released(*r) for r in rows]
 

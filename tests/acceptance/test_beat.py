@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import signal
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -201,9 +203,24 @@ def test_two_beats_fire_each_slot_of_a_schedule_exactly_once(system, tenant):
     wait_for(lambda: all(s == "completed" for _, s in schedule_jobs(schedule_id)),
              timeout=20, message="the schedule's jobs to complete")
     assert [run_at for run_at, _ in schedule_jobs(schedule_id)] == slots
-    # Both beats were sending the schedule tick all along.
-    assert all(beat.sent("jobq.fire_schedules") > before
-               for beat, before in zip(system.beats, sent_before, strict=True))
+    # One beat leads and sends the schedule tick; the other follows and sends nothing.
+    leader, follower = leader_and_follower(system)
+    assert leader.sent("jobq.fire_schedules") > sent_before[system.beats.index(leader)]
+    assert follower.sent("jobq.fire_schedules") == 0
+
+
+def leader_and_follower(system: System) -> tuple[BeatProcess, BeatProcess]:
+    """The beat that says it leads, and the one that says it follows."""
+    live = [b for b in system.beats if b.proc.poll() is None]
+
+    def settled():
+        leaders = [b for b in live if "this beat leads" in b.log()]
+        return leaders if len(leaders) == 1 else None
+
+    (leader,) = wait_for(settled, 20, message="one beat to lead")
+    follower = next(b for b in live if b is not leader)
+    assert "another beat leads" in follower.log()
+    return leader, follower
 
 
 def beat_fires_while(until, ticks: int = 4) -> None:
@@ -245,3 +262,35 @@ def test_schedule_changes_take_effect_without_restarting_beat(system, tenant):
     removed_at = sql("SELECT now()")[0][0]
     beat_fires_while(lambda: (sql("SELECT now()")[0][0] - removed_at).total_seconds() >= 3.0)
     assert len(schedule_jobs(schedule_id)) == jobs_at_removal
+
+
+
+# --- several beats: one leads ---------------------------------------------------------------------
+
+
+def test_one_beat_leads_and_the_other_takes_over_within_an_interval_when_it_dies(system):
+    # Last in this module: it kills one of the module's beats (and starts another).
+    from app.beat.caretaking import caretaker_notes
+
+    leader, follower = leader_and_follower(system)
+    assert leader.sent("jobq.sweep_due_jobs") > 0 and follower.sent("jobq.sweep_due_jobs") == 0
+
+    leader.stop(signal.SIGKILL)
+    killed = time.monotonic()
+    wait_for(lambda: follower.sent("jobq.sweep_due_jobs") > 0, timeout=15, interval=0.05,
+             message="the follower to send the sweep")
+    took = time.monotonic() - killed
+    print(f"\n[beat] the follower took over {took:.2f}s after the leader's SIGKILL "
+          "(sweep interval 0.5 s)")
+    assert "this beat leads" in follower.log()
+    assert took < 2.0
+    # Caretaking carries on: the sweep keeps running (as `jobq stats` shows it).
+    runs = caretaker_notes()["sweep_due_jobs"]["runs"]
+    wait_for(lambda: caretaker_notes()["sweep_due_jobs"]["runs"] >= runs + 3, 10,
+             message="three more sweeps")
+
+    # A beat started now follows the new leader.
+    system.beats.append(spawn_beat(follower.log_path.parent, env=BEAT_ENV))
+    wait_for(lambda: "another beat leads" in system.beats[-1].log(), 20,
+             message="the new beat to follow")
+    assert system.beats[-1].sent("jobq.sweep_due_jobs") == 0

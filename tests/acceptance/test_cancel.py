@@ -232,8 +232,10 @@ def test_a_run_whose_job_recovery_took_over_is_stopped_too(start_worker_process,
     job_id = submit_job(tenant, LONG, seconds=60, step=0.2)
     wait_recorded(job_id)
 
-    def take_over() -> bool:  # as if the worker had stopped renewing its lease
-        sql("UPDATE job_executions SET lease_expires_at = now() - interval '1 second' "
+    def take_over() -> bool:
+        # As if the worker had stopped renewing its lease for longer than any run may last:
+        # while it holds its liveness lock, a lease lapsed any less keeps the job its own.
+        sql("UPDATE job_executions SET lease_expires_at = now() - interval '2 hours' "
             "WHERE id = CAST(:id AS uuid)", id=job_id)
         return any(r.id == job_id for r in recover_once())
 

@@ -527,7 +527,8 @@ def project_folder() -> Iterator[Path]:
 
 
 @pytest.mark.slow
-def test_run_starts_everything_with_no_settings_and_ctrl_c_stops_it_all(project_folder):
+def test_run_starts_everything_with_no_settings_restarts_a_dead_worker_and_ctrl_c_stops_it_all(
+        project_folder):
     """A fresh machine: no DATABASE_URL, no broker; embedded services under JOBQ_HOME."""
     tmp_path = project_folder
     home = tmp_path / "home"
@@ -569,6 +570,24 @@ def test_run_starts_everything_with_no_settings_and_ctrl_c_stops_it_all(project_
                               headers={"Authorization": f"Bearer {made.stdout.strip()}"})
         assert listed.status_code == 200
         assert "system.exec.echo" in {j["intent_key"] for j in listed.json()["jobs"]}
+
+        # A worker that dies on its own is started again; nothing else stops.
+        def said() -> str:
+            return log_path.read_text(errors="replace")
+
+        first = int(re.search(r"realtime started \(pid=(\d+)\)", said()).group(1))
+        os.killpg(first, signal.SIGKILL)  # the worker's whole process group, as the OOM killer
+        wait_for(lambda: len(re.findall(r"realtime started \(pid=\d+\)", said())) == 2, 30,
+                 interval=0.2, message="jobq run to start the worker again")
+        assert re.search(r"realtime stopped on its own \(rc=-?\d+\) after \d+ s; starting "
+                         r"it again in 1 s \(restart 1\)", said()), said()[-3000:]
+        wait_for(lambda: len(re.findall(r"^\S+ realtime\s+\|.* ready\.", said(), re.M)) == 2,
+                 60, interval=0.5, message="the restarted worker to be ready")
+        assert proc.poll() is None and flower_up()
+        again = subprocess.run([*JOBQ, "dispatch", "system.exec.echo", "--tenant", "데모 학원",
+                                "--wait", "--timeout", "60"],
+                               cwd=tmp_path, env=env, capture_output=True, text=True, timeout=90)
+        assert again.returncode == 0, again.stderr
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGINT)  # what Ctrl-C sends

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import pytest
 import redis
@@ -16,7 +17,7 @@ from app.beat import sweep as maintenance
 from app.run import lease
 from app.store import db
 from tests.conftest import KEY_PREFIX, REDIS_URL
-from tests.fixtures import event_kinds, job_events, job_row, wait_for, wait_for_status
+from tests.fixtures import event_kinds, job_events, job_row, sql, wait_for, wait_for_status
 
 pytestmark = pytest.mark.slow
 
@@ -114,3 +115,51 @@ def test_whole_worker_killed_mid_run_is_recovered_by_beat(
     by_kind = {e["kind"]: e for e in job_events(job_id)}
     assert by_kind["lost"]["worker"] == doomed.name and "worker lost" in by_kind["lost"]["error"]
     assert by_kind["completed"]["worker"] == rescuer.name
+
+
+def lost_event_delay(job_id: str, since: float) -> float:
+    """Seconds from ``since`` (epoch) to the job's ``lost`` event."""
+    lost = next(e for e in job_events(job_id) if e["kind"] == "lost")
+    return lost["at"].timestamp() - since
+
+
+def test_dead_worker_is_known_dead_at_once_not_after_its_30_second_lease(
+        tenant, start_worker_process, start_beat_process):
+    # Production's lease and recovery interval, not the tests' short ones.
+    production = {"JOBQ_LEASE_SECONDS": "30", "JOBQ_RECOVER_INTERVAL": "5"}
+    workers = [start_worker_process("-P", "prefork", "-c", "1", env=production)
+               for _ in range(2)]
+    start_beat_process(env=production)
+    job_id = submit_job(tenant, "system.exec.sleep", {"seconds": 20})
+    pid = lease_pid(job_id)
+    doomed = next(w for w in workers if pid in w.child_pids())
+    assert ":l" in job_row(job_id)["lease_owner"]  # the run's owner holds a liveness lock
+
+    os.killpg(doomed.pid, signal.SIGKILL)
+    killed_at = time.time()
+
+    row = wait_for_status(job_id, "completed", timeout=60)
+    detected = lost_event_delay(job_id, killed_at)
+    print(f"\n[recovery] dead worker detected {detected:.1f}s after SIGKILL (lease 30 s), "
+          f"job completed {row['completed_at'].timestamp() - killed_at:.1f}s after it")
+    assert detected <= 10.0
+    assert event_kinds(job_id) == LOST_AND_RETRIED
+
+
+def test_a_run_blocked_in_c_with_the_gil_held_keeps_its_job_past_its_lease(
+        tenant, start_worker_process, start_beat_process):
+    start_worker_process("-P", "prefork", "-c", "1")
+    start_beat_process()  # recovery every 0.5 s, leases of 3 s
+    job_id = submit_job(tenant, "test.exec.hold_the_gil", {"seconds": 8})
+    wait_for_status(job_id, "processing")
+
+    # Its lease lapses: the process cannot renew it while the call holds the GIL.
+    lapsed = wait_for(lambda: sql(
+        "SELECT lease_expires_at < now() - interval '1 second' FROM job_executions "
+        "WHERE id = CAST(:id AS uuid) AND status = 'processing'", id=job_id)[0][0] or None,
+        timeout=10, interval=0.2, message="the run's lease to lapse")
+    assert lapsed
+
+    row = wait_for_status(job_id, "completed", timeout=30)
+    assert row["retry_count"] == 0 and row["result"]["held"] == 8
+    assert event_kinds(job_id) == [(0, "created"), (1, "started"), (1, "completed")]

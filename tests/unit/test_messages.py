@@ -28,3 +28,14 @@ def test_a_well_formed_message_of_either_protocol_has_no_problem():
 ])
 def test_a_malformed_message_is_named_for_what_is_wrong(headers, payload, says):
     assert message_problem(headers, payload) == says
+
+
+def test_the_kombu_patch_names_the_release_it_was_written_for_when_another_runs():
+    from app.broker.kombu_patch import WRITTEN_FOR, version_problem
+
+    written_for = ".".join(map(str, WRITTEN_FOR))
+    assert version_problem(f"{written_for}.3") is None
+    said = version_problem("5.8.0")
+    assert said and "kombu 5.8.0" in said and f"{written_for}.x" in said
+    assert "app/broker/kombu_patch.py" in said
+    assert version_problem("6.0.0b1") is not None

@@ -102,3 +102,22 @@ def test_an_explicit_handler_url_wins_and_its_password_never_shows():
                      "JOBQ_HANDLER_DATABASE_URL": "postgresql://academy_handler:s3cr3t@db/jobq"})
     assert settings.require_handler_database_url() == "postgresql://academy_handler:s3cr3t@db/jobq"
     assert "s3cr3t" not in repr(settings)
+
+
+def test_a_sentinel_broker_url_names_every_sentinel_the_master_and_both_passwords():
+    from app.broker.client import _credentials, sentinel_addresses
+    from app.core.redaction import redact
+
+    url = ("sentinel://:redis-pw@10.0.0.1:26379;sentinel://:redis-pw@10.0.0.2;"
+           "sentinel://:redis-pw@10.0.0.3:26380/2")
+    settings = load({"CELERY_BROKER_URL": url, "JOBQ_SENTINEL_MASTER": "academy",
+                     "JOBQ_SENTINEL_PASSWORD": "sentinel-pw"})
+    assert settings.broker_is_sentinel and settings.result_backend == url
+    assert settings.sentinel_master == "academy"
+    assert sentinel_addresses(url) == [("10.0.0.1", 26379), ("10.0.0.2", 26379),
+                                       ("10.0.0.3", 26380)]
+    assert _credentials("sentinel://:redis-pw@h:1/2") == {"db": 2, "password": "redis-pw"}
+    # Neither password is printed with the settings, nor left in a log line of the URL.
+    assert "redis-pw" not in repr(settings) and "sentinel-pw" not in repr(settings)
+    assert "redis-pw" not in redact(f"connected to {url}")
+    assert not load({"CELERY_BROKER_URL": "redis://h:6379/0"}).broker_is_sentinel

@@ -128,13 +128,14 @@ def run(
     """Run the whole system here: database, broker, migrations, workers, beat and Flower.
 
     With DATABASE_URL and CELERY_BROKER_URL unset, an embedded PostgreSQL and Redis start
-    under $JOBQ_HOME (default ./.jobq). One log stream; Ctrl-C stops everything.
+    under $JOBQ_HOME (default ./.jobq). One log stream; a process that stops on its own is
+    started again; Ctrl-C stops everything.
     """
     import honcho.manager
-    from honcho.manager import Manager
 
     from app.core.settings import child_environment, settings
     from app.ops.cli.flower import exposure_problem
+    from app.ops.supervisor import Supervisor
 
     if flower:  # refuse before anything starts, not after the rest is up
         problem = exposure_problem(settings.flower_address, settings.flower_basic_auth)
@@ -184,7 +185,7 @@ def run(
             console.print(f"API: [bold]http://{settings.api_address}:{settings.api_port}/docs[/]"
                           " (jobq keys create --tenant T makes a key)")
         honcho.manager.KILL_WAIT = STOP_GRACE_SECONDS
-        manager = Manager()
+        manager = Supervisor()
         for name, cmd in procs.items():
             manager.add_process(name, cmd, env=env)
         manager.loop()
