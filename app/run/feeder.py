@@ -132,6 +132,7 @@ class Feeder(threading.Thread):
         self.queues = sorted(set(queues))
         self._halt = threading.Event()
         self._conn = None
+        self._holder = None
         self.led: set[str] = set()
         high = settings.fair_window
         low = min(settings.fair_window_min, high)
@@ -145,11 +146,11 @@ class Feeder(threading.Thread):
 
     # -- the listening connection (holds the leader locks) --------------------------------------
     def _connect(self):
-        pooled = db.engine().raw_connection()
-        pooled.detach()  # a connection of its own: it holds the leader locks while it lives
-        raw = pooled.dbapi_connection
-        raw.rollback()  # the pool's checkout may have begun one
-        raw.autocommit = True
+        # A connection of its own, with the liveness connections' keepalives: it holds the
+        # leader locks while it lives, and a host cut off from the network lets them go within
+        # seconds (app.store.db.LIVENESS_KEEPALIVES) so another worker's feeder takes over.
+        self._holder = db.liveness_connection()
+        raw = self._holder.connection.dbapi_connection
         with raw.cursor() as cur:
             cur.execute("LISTEN jobq_feed")
         return raw
@@ -175,8 +176,8 @@ class Feeder(threading.Thread):
     def _close(self) -> None:
         if self._conn is not None:
             with contextlib.suppress(Exception):
-                self._conn.close()  # frees the leader locks
-            self._conn = None
+                self._holder.close()  # frees the leader locks
+            self._conn = self._holder = None
             self.led.clear()
 
     def run(self) -> None:
