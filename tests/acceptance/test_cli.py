@@ -414,6 +414,24 @@ def test_stats_counts_by_status_and_intent_with_run_times(tenant):
     assert "slowest (p95): system.exec.sleep" in table.stdout
 
 
+def test_stats_shows_the_wait_before_start_of_the_academies_that_waited_longest(tenant):
+    # Two jobs of this academy that waited 400 s and 600 s between due and start, as the table
+    # records them (longer than any test's own jobs wait): it leads the by-tenant list.
+    sql("INSERT INTO job_executions (tenant_id, intent_key, status, created_at, executed_at, "
+        "completed_at) SELECT CAST(:t AS uuid), 'system.exec.echo', 'completed', "
+        "now() - make_interval(secs => 700), now() - make_interval(secs => 700 - w), now() "
+        "FROM unnest(ARRAY[400, 600]) w", t=tenant)
+    data = json.loads(jobq("stats", "--since", "1h", "--json").stdout)
+    first = data["tenants"][0]
+    assert first["tenant_id"] == tenant and first["total"] == 2
+    assert first["wait_p50"] == pytest.approx(500, abs=1)
+    assert first["wait_p95"] == pytest.approx(590, abs=1)
+    table = jobq("stats", "--since", "1h").stdout
+    assert "wait before start by tenant (longest p95 first)" in table
+    line = next(row for row in table.splitlines() if f"({tenant[:8]})" in row)
+    assert line.split()[-6:] == ["2", "0", "8m", "20s", "9m", "50s"], line
+
+
 def test_intents_show_each_parameter_schema_and_check_passes():
     listed = jobq("intents")
     assert listed.returncode == 0
