@@ -34,13 +34,13 @@ from typing import Any
 if __package__ in (None, ""):  # run as a file (the "before" checkout's bench package)
     sys.path.insert(0, str(Path.cwd()))
 
-from bench import env
+from bench import env  # first: sets up the environment
+from bench.broadcast import wait_finished
 from bench.common import (
     celery_beat,
     celery_worker,
     make_tenant,
     median,
-    percentile,
     print_table,
     redis_client,
     reset_jobs,
@@ -123,17 +123,6 @@ def dispatch(tenant: str, intent: str, params: dict) -> str:
                                  intent_params=params).get(timeout=60)
 
 
-def wait_done(ids: list[str], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        [(left,)] = sql("SELECT count(*) FROM job_executions WHERE id = ANY(CAST(:ids AS uuid[])) "
-                        "AND status NOT IN ('completed', 'failed', 'cancelled')", ids=ids)
-        if not left:
-            return
-        time.sleep(0.1)
-    raise SystemExit(f"{left} job(s) unfinished after {timeout:.0f}s")
-
-
 def waits(ids: list[str]) -> list[float]:
     """Seconds from each job's row to its start (database clock)."""
     return [float(r[0]) for r in sql(
@@ -169,7 +158,7 @@ def scenario_a(args) -> list[dict]:
                         tenant_id=quiet, intent_key=SLEEP, intent_params={"seconds": 0})))
                     time.sleep(0.3)
                 ids = [r.get(timeout=args.timeout) for _, r in calls]
-                wait_done(ids, args.timeout)
+                wait_finished(ids, args.timeout)
                 # From the caller's dispatch_intent call to the run's start.
                 started = dict(sql("SELECT id::text, extract(epoch FROM executed_at) FROM "
                                    "job_executions WHERE id = ANY(CAST(:ids AS uuid[]))", ids=ids))
@@ -215,12 +204,12 @@ def scenario_b(args) -> dict:
         time.sleep(args.small_after)
         t0 = time.time()
         small_job = submit(small, "communication.exec.broadcast", message)
-        wait_done([small_job], args.timeout)
+        wait_finished([small_job], args.timeout)
         small_s = time.time() - t0
-        wait_done([big_job], args.timeout)
+        wait_finished([big_job], args.timeout)
         chunks = [r[0] for r in sql("SELECT id::text FROM job_executions "
                                     "WHERE parent_id = CAST(:j AS uuid)", j=big_job)]
-        wait_done(chunks, args.timeout)
+        wait_finished(chunks, args.timeout)
     finally:
         stop_all(procs)
     [(sent, first, last)] = sql(
@@ -322,7 +311,7 @@ def scenario_d(args) -> dict:
         wait_ready(procs)
         time.sleep(3)
         ids = [dispatch(newcomer, SLEEP, {"seconds": 0}) for _ in range(1)]
-        wait_done(ids, args.timeout)
+        wait_finished(ids, args.timeout)
         w, pw = waits(ids), publish_waits(ids)
         [(left,)] = sql("SELECT count(*) FROM job_executions WHERE status = 'pending'")
     finally:
@@ -431,7 +420,6 @@ def main(argv: list[str] | None = None) -> None:
                     [(p, median(v), ", ".join(f"{x:.0f}" for x in v)) for p, v in by.items()])
     path = write_result(f"fairness-{args.label}", out)
     print(f"written {path}")
-    _ = percentile  # (shared helpers)
 
 
 if __name__ == "__main__":

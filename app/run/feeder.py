@@ -64,10 +64,12 @@ class Window:
     written: bool = False
     _last: float = field(default_factory=time.monotonic)
     _in_flight: int = 0
+    #: Jobs sent to the broker at the last look.
+    pushed: int = 0
 
-    def observe(self, in_flight: int, pushed_before: int) -> int:
-        """Fold in a look at the window (``in_flight`` jobs held now, ``pushed_before`` sent
-        at the last look); return the new size."""
+    def observe(self, in_flight: int) -> int:
+        """Fold in a look at the window (``in_flight`` jobs held now); return the new size."""
+        pushed_before = self.pushed
         now = time.monotonic()
         elapsed = max(now - self._last, 1e-3)
         left = max(0, self._in_flight + pushed_before - in_flight)
@@ -88,12 +90,12 @@ class FeedResult:
     window: int
 
 
-def feed_once(queue: str, window: Window, pushed_before: int = 0) -> FeedResult:
+def feed_once(queue: str, window: Window) -> FeedResult:
     """One look at ``queue``: size its window, publish the next jobs into it fairly."""
     with db.engine().begin() as conn:
         in_flight = jobstore.in_flight(conn, queue)
         before = window.size
-        size = window.observe(in_flight, pushed_before)
+        size = window.observe(in_flight)
         if size != before or not window.written:
             jobstore.set_window(conn, queue, size)
             window.written = True
@@ -121,6 +123,7 @@ def feed_once(queue: str, window: Window, pushed_before: int = 0) -> FeedResult:
                     + (f" (did you mean {', '.join(map(repr, hint))}?)" if hint else ""))
                 log.error("job refused: unknown intent key %r", job.intent_key,
                           extra={"job_id": job.id, "tenant_id": job.tenant_id})
+    window.pushed = len(sent)
     return FeedResult(len(sent), backlog and not missed, size)
 
 
@@ -137,7 +140,6 @@ class Feeder(threading.Thread):
         high = settings.fair_window
         low = min(settings.fair_window_min, high)
         self.windows = {q: Window(low, low, high) for q in self.queues}
-        self._pushed = dict.fromkeys(self.queues, 0)
 
     def stop(self, timeout: float = 5.0) -> None:
         self._halt.set()
@@ -192,8 +194,7 @@ class Feeder(threading.Thread):
                     next_lead = time.monotonic() + LEAD_RETRY
                 busy = False
                 for queue in sorted(self.led):
-                    result = feed_once(queue, self.windows[queue], self._pushed[queue])
-                    self._pushed[queue] = result.published
+                    result = feed_once(queue, self.windows[queue])
                     busy = busy or result.backlog
                 wait = BUSY_POLL if busy else IDLE_POLL
                 if len(self.led) < len(self.queues):

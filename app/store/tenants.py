@@ -34,7 +34,9 @@ LIST_TENANTS = text(
     """
     SELECT t.id::text AS id, t.name, t.status, t.created_at,
            day.total AS jobs_24h, day.failed AS failed_24h,
-           t.weight, t.max_running, now_.backlog, now_.running, now_.oldest_wait_s
+           t.weight, t.max_running, now_.backlog, now_.running, now_.oldest_wait_s,
+           EXISTS (SELECT 1 FROM tenant_queue_limits l WHERE l.tenant_id = t.id)
+               AS queue_caps
       FROM tenants t
       CROSS JOIN LATERAL (
             SELECT count(*) AS total, count(*) FILTER (WHERE j.status = 'failed') AS failed

@@ -49,10 +49,6 @@ def tenants_list(
     if as_json:
         console.print_json(data=[{**r, "created_at": r["created_at"].isoformat()} for r in rows])
         return
-    from app.store import db as _db
-
-    with _db.engine().connect() as conn:
-        capped = {r["id"] for r in rows if tenants.queue_limits(conn, r["id"])}
     whole = wide or not console.is_terminal or console.width >= WIDE_ENOUGH
     table = Table(box=None, header_style="bold", pad_edge=False)
     for name, justify in (("id", "left"), ("name", "left"), ("status", "left"),
@@ -62,7 +58,7 @@ def tenants_list(
         table.add_column(name, justify=justify, no_wrap=name != "name")
     for r in rows:
         cap = str(r["max_running"]) if r["max_running"] else "-"
-        if r["id"] in capped:
+        if r["queue_caps"]:
             cap += " +queue"
         table.add_row(r["id"] if whole else r["id"][:8], Text(r["name"]),
                       f"[green]{r['status']}[/]" if r["status"] == "active" else f"[red]{r['status']}[/]",
