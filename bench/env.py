@@ -16,7 +16,10 @@ from pathlib import Path
 import psycopg2
 from sqlalchemy.engine import make_url
 
-RUN_ID = uuid.uuid4().hex[:8]
+#: An existing benchmark database to run against again (one kept by ``bench scale --keep``):
+#: migrated to head, not dropped at exit.
+REUSE_DB = os.environ.get("BENCH_REUSE_DB")
+RUN_ID = REUSE_DB.removeprefix("jobq_bench_") if REUSE_DB else uuid.uuid4().hex[:8]
 ADMIN_URL = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 DB_NAME = f"jobq_bench_{RUN_ID}"
@@ -35,7 +38,8 @@ def _admin(sql: str) -> None:
         conn.close()
 
 
-_admin(f'CREATE DATABASE "{DB_NAME}"')
+if not REUSE_DB:
+    _admin(f'CREATE DATABASE "{DB_NAME}"')
 os.environ.update({
     "DATABASE_URL": DATABASE_URL,
     "CELERY_BROKER_URL": REDIS_URL,
@@ -52,8 +56,9 @@ def cleanup() -> None:
 
         for eng in list(db._engines.values()):
             eng.dispose()
-    with contextlib.suppress(Exception):
-        _admin(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
+    if not REUSE_DB:
+        with contextlib.suppress(Exception):
+            _admin(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
     with contextlib.suppress(Exception):
         import redis
 

@@ -130,6 +130,18 @@ def markdown() -> str:
                         ["whole worker SIGKILL → next attempt (lease "
                          f"{sw['timings']['lease_s']:g} s)",
                          *spread(sw["worker_kill_to_next_attempt_s"])]]), ""]
+    if sc := _load("scale"):
+        sizes = sc["sizes"]
+        runs = sc["runs"]
+        out += ["## Cost as the table grows", "", f"`python -m bench scale` — "
+                f"{', '.join(f'{s:,}' for s in sizes)} finished jobs (and their events) in the "
+                f"table, plus {sc['pending']:,} pending over {sc['tenants']:,} tenants; medians "
+                f"of {sc['reps']} calls (claims: {sc['claims']}). Rows marked * are the hot path "
+                "(target: at most 1.5× from the smallest to the largest table). " + _when(sc), "",
+                _table(["measure", *(f"{s:,}" for s in sizes), "growth"],
+                       [[label + (" *" if hot else ""), *(r.get(key, "-") for r in runs),
+                         sc["growth"].get(key) if sc["growth"].get(key) is not None else "-"]
+                        for label, key, hot in sc["rows"]]), ""]
     out += ["![chart](chart.png)", ""]
     return "\n".join(out)
 

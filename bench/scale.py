@@ -95,6 +95,8 @@ def setup(tenants: int) -> None:
     """Tenants, and the bench's own lookup tables (number -> tenant, number -> intent)."""
     from app.core.registry import manifest
 
+    if sql("SELECT 1 FROM pg_class WHERE relname = 'bench_tenants'"):
+        return  # a database kept from an earlier run (BENCH_REUSE_DB)
     sql("CREATE TABLE bench_tenants (n int PRIMARY KEY, id uuid NOT NULL)")
     sql("INSERT INTO tenants (name) SELECT '벤치 학원 ' || i FROM generate_series(0, :n - 1) i",
         n=tenants)
@@ -507,13 +509,18 @@ def main(argv: list[str] | None = None) -> None:
     tenant_ids = [r[0] for r in sql("SELECT id::text FROM bench_tenants ORDER BY n LIMIT 50")]
     results = []
     filled = deleted = 0
+    if env.REUSE_DB:  # grow on from what an earlier run left
+        [(filled, have)] = sql("SELECT count(*), count(*) FILTER (WHERE status IN "
+                               "('completed', 'failed', 'cancelled')) FROM job_executions")
+        deleted = filled - have
+        print(f"reusing {env.DB_NAME}: {have:,} finished jobs", flush=True)
     started = time.monotonic()
     for size in sizes:
         print(f"size {size:,}", flush=True)
         t0 = time.monotonic()
         have = filled - deleted
-        fill(filled, filled + size - have, tenants=args.tenants, days=args.days)
-        filled += size - have
+        fill(filled, filled + max(0, size - have), tenants=args.tenants, days=args.days)
+        filled += max(0, size - have)
         fill_s = time.monotonic() - t0
         t0 = time.monotonic()
         raw("VACUUM ANALYZE job_executions")
@@ -536,7 +543,7 @@ def main(argv: list[str] | None = None) -> None:
     path = write_result(args.out, {
         "sizes": sizes, "pending": args.pending, "tenants": args.tenants, "days": args.days,
         "reps": args.reps, "claims": args.claims, "total_s": round(time.monotonic() - started),
-        "hot": [key for _, key, hot in ROWS if hot], "growth": growth, "runs": results,
+        "rows": ROWS, "growth": growth, "runs": results,
     })
     print(f"written {path}")
 
