@@ -653,7 +653,10 @@ def release_owned(conn, job_id: str, *, owner: str, default_max_retries: int) ->
 #: the message must be lost, and pending rows of a deleted tenant (refused). With their
 #: tenant's status; a suspended tenant's jobs are held (left as they are until it is resumed).
 #: Each part is read on its own small index: the backlog the feeder owns is never scanned.
-#: Locked until the sweep commits.
+#: (Published rows in order of ``published_at``, on ix_job_executions_published: without the
+#: order the planner, which sees most rows of the table published long ago, walks the whole
+#: backlog on ix_job_executions_due looking for them; ``greatest`` ignores a NULL
+#: ``:broker_since``.) Locked until the sweep commits.
 LOCK_DUE = text(
     """
     SELECT j.id::text, j.tenant_id::text, j.intent_key, j.intent_params, j.queue,
@@ -670,9 +673,9 @@ LOCK_DUE = text(
             UNION ALL
             (SELECT id FROM job_executions
               WHERE status = 'pending' AND published_at IS NOT NULL
-                AND (published_at < now() - make_interval(secs => :republish_after)
-                     OR published_at < CAST(:broker_since AS timestamptz))
-              LIMIT :batch)
+                AND published_at < greatest(now() - make_interval(secs => :republish_after),
+                                            CAST(:broker_since AS timestamptz))
+              ORDER BY published_at LIMIT :batch)
             UNION ALL
             (SELECT d.id FROM tenants dt
                JOIN job_executions d ON d.tenant_id = dt.id AND d.status = 'pending'

@@ -177,6 +177,12 @@ class JobExecution(Base):
             "queue",
             postgresql_where=text("status = 'pending' AND published_at IS NOT NULL"),
         ),
+        # The sweep: jobs handed to the broker long ago that never started (0007).
+        Index(
+            "ix_job_executions_published",
+            "published_at",
+            postgresql_where=text("status = 'pending' AND published_at IS NOT NULL"),
+        ),
         # The sweep: rows inserted without a queue (plain SQL), by when they are due.
         Index(
             "ix_job_executions_unrouted",

@@ -109,6 +109,60 @@ def test_hot_queries_use_an_index(scratch_database):
         assert index in plan and "Seq Scan" not in plan, f"expected {index}:\n{plan}"
 
 
+def test_the_sweep_reads_published_jobs_on_their_own_index(scratch_database):
+    """With most of the table published long ago (every finished job was) and a backlog of
+    pending jobs, the sweep's look for lost messages reads ix_job_executions_published (the
+    few jobs the broker holds), not the whole backlog (0007)."""
+    from app.store import jobstore
+
+    cfg = db.alembic_config(scratch_database)
+    cfg.attributes["configure_logger"] = False
+    command.upgrade(cfg, "head")
+    engine = create_engine(db.sqlalchemy_url(scratch_database))
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("""
+                WITH t AS (INSERT INTO tenants (name) SELECT 'academy ' || i
+                             FROM generate_series(1, 50) i RETURNING id)
+                INSERT INTO job_executions (tenant_id, intent_key, status, queue, created_at,
+                                            published_at, completed_at)
+                SELECT (SELECT id FROM t ORDER BY id OFFSET (i % 50) LIMIT 1),
+                       'system.exec.echo', CASE WHEN i % 10 = 0 THEN 'pending' ELSE 'completed' END,
+                       'realtime', now() - make_interval(secs => i),
+                       CASE WHEN i % 10 <> 0 THEN now() - make_interval(secs => i) END,
+                       CASE WHEN i % 10 <> 0 THEN now() - make_interval(secs => i) END
+                  FROM generate_series(1, 30000) i
+            """))
+            conn.execute(text("ANALYZE"))
+            plan = "\n".join(r[0] for r in conn.execute(
+                text("EXPLAIN " + jobstore.LOCK_DUE.text),
+                {"batch": 500, "republish_after": 300.0, "broker_since": None}))
+    finally:
+        engine.dispose()
+    assert "ix_job_executions_published" in plan, plan
+
+
+def test_the_published_index_goes_down_and_up_again(scratch_database):
+    cfg = db.alembic_config(scratch_database)
+    cfg.attributes["configure_logger"] = False
+    command.upgrade(cfg, "head")
+    engine = create_engine(db.sqlalchemy_url(scratch_database))
+
+    def indexes() -> set[str]:
+        with engine.connect() as conn:
+            return {i["name"] for i in inspect(conn).get_indexes("job_executions")}
+
+    try:
+        assert "ix_job_executions_published" in indexes()
+        command.downgrade(cfg, "0006_api")
+        assert "ix_job_executions_published" not in indexes()
+        assert "ix_job_executions_in_flight" in indexes()
+        command.upgrade(cfg, "head")
+        assert "ix_job_executions_published" in indexes()
+    finally:
+        engine.dispose()
+
+
 def test_the_api_migration_goes_down_with_its_data_and_up_again(scratch_database):
     """0006_api down to 0004: a job still awaiting approval is cancelled (0004 knows no such
     status), the keys and the API's binding go; up again, all of it is back."""
