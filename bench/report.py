@@ -142,6 +142,14 @@ def markdown() -> str:
                        [[label + (" *" if hot else ""), *(r.get(key, "-") for r in runs),
                          sc["growth"].get(key) if sc["growth"].get(key) is not None else "-"]
                         for label, key, hot in sc["rows"]]), ""]
+        if before := sc.get("before"):
+            out += [f"Before the fixes ({before['note']}):", "",
+                    _table(["measure", *(f"{s:,}" for s in before["sizes"]), "growth"],
+                           [[label, *(r.get(key, "-") for r in before["runs"]),
+                             before["growth"].get(key) if before["growth"].get(key) is not None
+                             else "-"] for label, key, _ in sc["rows"]]), ""]
+        if sc.get("how"):
+            out += [f"How: {sc['how']}.", ""]
     out += ["![chart](chart.png)", ""]
     return "\n".join(out)
 
