@@ -24,7 +24,9 @@ fair queue has them). Then, timing the app's own functions:
     python -m bench scale [--sizes 10000,1000000,10000000] [--pending 100000] [--tenants 1000]
     python -m bench scale --sizes 10000,100000 --pending 10000 --tenants 100   # quick
 
-Results: bench/results/scale.json (``--out`` names another file).
+Results: bench/results/scale.json (``--out`` names another file). ``--keep`` keeps the
+database (10M rows take about half an hour to write); ``BENCH_REUSE_DB=<it> python -m bench
+scale --sizes 10000000`` migrates it to head and measures it again (after a schema change).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import env  # noqa: F401  (first: sets up the environment)
+from bench import env  # first: sets up the environment
 from bench.common import (
     celery_worker,
     median,
@@ -189,8 +191,8 @@ def clear_pending() -> int:
                  "('pending', 'processing') RETURNING 1) SELECT count(*) FROM d")
     sql("UPDATE fair_queue SET ready = false WHERE ready")
     client = redis_client()
-    client.delete(*(env.KEY_PREFIX + k for k in ALL_QUEUES.split(",") + ["unacked",
-                                                                        "unacked_index"]))
+    keys = [*ALL_QUEUES.split(","), "unacked", "unacked_index"]
+    client.delete(*(env.KEY_PREFIX + k for k in keys))
     return n
 
 
@@ -459,7 +461,10 @@ def measure(size: int, args, queue: str, tenant_ids: list[str]) -> dict[str, Any
     print(f"  retention: {result['deleted_jobs']:,} jobs in {result['retention_s']} s; claims "
           f"p99 {result['claim_before_p99_ms']} -> {result['claim_during_p99_ms']} ms, "
           f"{result['lock_waits']} lock waits", flush=True)
-    if args.drain:
+    [(left,)] = sql("SELECT count(*) FROM job_executions WHERE status = 'pending'")
+    if args.drain and left < args.drain:
+        print(f"  drain: only {left:,} pending left (claims took the rest): skipped", flush=True)
+    elif args.drain:
         result.update(drain_bench(args.drain, args.timeout))
         print(f"  drain: {result['drain_jobs_per_s']} jobs/s", flush=True)
     result["samples_ms"] = {k: [round(v, 3) for v in vals] for k, vals in samples.items()
