@@ -23,7 +23,8 @@ from sqlalchemy import text
 
 from bench import env
 
-console = Console()
+# Not a terminal (a log file, a pipe): wide enough that tables keep every column readable.
+console = Console(width=None if sys.stdout.isatty() else 200)
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -254,8 +254,8 @@ def main(argv: list[str] | None = None) -> None:
     add_ratios(runs)
     print_table(f"Drain throughput, {args.jobs:,} jobs of {ECHO} "
                 f"(stock = {STOCK_WORKER} in every set-up)",
-                ["set-up", "path", "jobs/s", "× stock", "× bare (same set-up)", "CPU ms/job: worker",
-                 "PostgreSQL", "Redis", "total", "total × bare"],
+                ["set-up", "path", "jobs/s", "× stock", "× bare same set-up", "CPU ms/job worker",
+                 "PostgreSQL", "Redis", "total", "CPU × bare"],
                 [(r["setup"], r["path"], r["jobs_per_s"], r.get("ratio_vs_stock", "-"),
                   r.get("ratio_vs_bare_same_setup", "-"),
                   *(r["cpu_ms_per_job"][g] for g in (*GROUPS, "total")),
