@@ -16,8 +16,11 @@ set-up), and CPU ms per job with its ratio to bare's on the same set-up.
 Set-ups: ``plain`` is ``celery -A app worker`` with no pool or queue flags (prefork, -c =
 cores; jobq's task_queues make it consume every queue); ``jobq-run`` starts the workers
 ``jobq run`` starts (app.ops.workers), and for ``bare`` the same processes with the realtime
-workers on bench.bare's queue (the bulk worker stays, idle, as beside jobq's paths). The other
-set-ups (prefork2, solo2, ...) pass their pool flags plus ``-Q`` of every queue.
+workers on bench.bare's queue (the bulk worker stays, idle, as beside jobq's paths; it is
+started first and waited for, so its start-up is outside the drain). The other set-ups
+(prefork2, solo2, ...) pass their pool flags plus ``-Q`` of every queue. The workers that take
+the jobs start together after the enqueueing; their own start-up may overlap the first jobs
+(and their CPU window) a little: short runs (``--jobs 2000``) show it most.
 
 Stock and bare end when the broker holds none of their messages (waiting or unacknowledged);
 stock acknowledges early, so its span ends as its last no-op starts (at most prefetch × -c
@@ -185,6 +188,25 @@ def wait_broker_drained(path: str, initial: int, timeout: float) -> tuple[float,
     raise SystemExit(f"{path} drain timed out with {backlog} left")
 
 
+def idle(app_name: str, args: list[str]) -> bool:
+    """A jobq worker that takes none of the drain's messages (``jobq run``'s bulk worker: echo
+    jobs and dispatches are realtime and dispatch work)."""
+    return app_name == "app" and "-Q" in args and "realtime" not in args[args.index("-Q") + 1]
+
+
+def start_idle(procs: list, app_name: str, name: str, args: list[str]) -> None:
+    """Start a worker that stays idle and wait until it answers a ping, so its start-up
+    neither competes with the drain for the cores nor counts in its CPU window."""
+    from app.broker.celery_app import celery_app
+
+    proc = celery_worker(app_name, name, *args)
+    procs.append(proc)
+    deadline = time.monotonic() + 90
+    while not celery_app.control.ping(destination=[proc.name], timeout=0.5):
+        if proc.popen.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"worker {proc.name} did not start; see {proc.log}")
+
+
 def run_one(path: str, setup: str, n: int, tenant: str, timeout: float) -> dict:
     reset_jobs()
     enqueue_s = enqueue(path, n, tenant)
@@ -195,10 +217,15 @@ def run_one(path: str, setup: str, n: int, tenant: str, timeout: float) -> dict:
     sampler = CpuSampler([], postmaster=postmaster, redis=redis_server, database=env.DB_NAME)
     sampler.start()
     try:
+        plan = workers(setup, path)
+        for app_name, name, args, _ in plan:
+            if idle(app_name, args):
+                start_idle(procs, app_name, f"{setup}-{name}", args)
         if path == "sql":
             procs.append(celery_beat())
-        for app_name, name, args, quiet in workers(setup, path):
-            procs.append(celery_worker(app_name, f"{setup}-{name}", *args, quiet=quiet))
+        for app_name, name, args, quiet in plan:
+            if not idle(app_name, args):
+                procs.append(celery_worker(app_name, f"{setup}-{name}", *args, quiet=quiet))
         sampler.add_sessions(p.popen.pid for p in procs)  # start_new_session: sid = pid
         if path in BROKER_PATHS:
             t0, t_end = wait_broker_drained(path, initial, timeout)
