@@ -23,9 +23,9 @@ the jobs start together after the enqueueing; their own start-up may overlap the
 (and their CPU window) a little: short runs (``--jobs 2000``) show it most.
 
 Stock and bare end when the broker holds none of their messages (waiting or unacknowledged);
-stock acknowledges early, so its span ends as its last no-op starts (at most prefetch × -c
-messages before the last completes, microseconds of work); jobq's paths end at the last
-``completed_at``.
+stock acknowledges early (as a pool process accepts the task), so its span ends as its last
+no-op starts, with at most -c no-ops still running (microseconds of work); jobq's paths end at
+the last ``completed_at``.
 """
 
 from __future__ import annotations
