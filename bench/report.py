@@ -49,16 +49,21 @@ def markdown() -> str:
                 f"as people run it (`{stock_worker}`, bench/stock.py), run in every set-up's "
                 "group; `bare` is jobq's own Celery settings with a no-op task on the set-up's "
                 "workers. Ratios: × stock of the same group, × bare of the same set-up. CPU is "
-                "machine CPU per job over the drain, split by process (bench/cpu.py says how). "
+                "machine CPU per job over the drain, split by process (bench/cpu.py says how); "
+                "\"+ asking\" adds what enqueueing cost (the caller, PostgreSQL, Redis): a job's "
+                "CPU end to end. Figures are medians of the rounds run (`--rounds`). "
                 + _when(drain), "",
                 _table(["set-up", "path", "jobs/s", "× stock", "× bare, same set-up",
                         "CPU ms/job: worker", "PostgreSQL", "Redis", "total",
-                        "CPU total × bare"],
+                        "CPU total × bare", "+ asking, ms/job", "× bare"],
                        [[r["setup"], r["path"], r["jobs_per_s"], r.get("ratio_vs_stock", "-"),
                          r.get("ratio_vs_bare_same_setup", "-"),
                          *(r.get("cpu_ms_per_job", {}).get(g, "-")
                            for g in ("worker", "postgres", "redis", "total")),
-                         r.get("cpu_ratio_vs_bare_same_setup", "-")] for r in drain["runs"]]), ""]
+                         r.get("cpu_ratio_vs_bare_same_setup", "-"),
+                         r.get("end_to_end_cpu_ms_per_job", "-"),
+                         r.get("end_to_end_cpu_ratio_vs_bare_same_setup", "-")]
+                        for r in drain["runs"]]), ""]
     if pub := _load("publish"):
         out += ["## Publish rate", "", "`python -m bench publish` — calls from one process; "
                 "`stock apply_async` is Celery's defaults (bench/stock.py), `bare apply_async` "
