@@ -77,7 +77,10 @@ task_time_limit = _settings.default_time_limit + 30
 
 # --- monitoring (Flower) ---------------------------------------------------------------------
 worker_send_task_events = True
-task_send_sent_event = True
+# No task-sent events (Celery's default): each would cost a Redis round trip per job where the
+# fairness feeder publishes, inside the consuming worker. Flower shows a job from the moment a
+# worker receives it (with its kwargs, secrets redacted); what waits is in the table.
+task_send_sent_event = False
 task_track_started = False  # the table records the start; no result-backend write per run
 worker_hijack_root_logger = False
 

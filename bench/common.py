@@ -23,7 +23,8 @@ from sqlalchemy import text
 
 from bench import env
 
-console = Console()
+# Not a terminal (a log file, a pipe): wide enough that tables keep every column readable.
+console = Console(width=None if sys.stdout.isatty() else 200)
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -59,7 +60,7 @@ def reset_jobs() -> None:
     with db.engine().begin() as conn:
         conn.execute(text("TRUNCATE job_events, job_executions"))
     redis_client().delete(*(env.KEY_PREFIX + k for k in
-                            ("celery", "dispatch", "realtime", "bulk", "maintenance", "bare",
+                            ("celery", "dispatch", "realtime", "bulk", "maintenance", "bare", "stock",
                              "unacked", "unacked_index")))
 
 
@@ -87,11 +88,14 @@ def start_process(name: str, args: Sequence[str], extra_env: dict[str, str] | No
     return Proc(name, popen, log)
 
 
-def celery_worker(app: str, name: str, *args: str, extra_env: dict[str, str] | None = None) -> Proc:
+def celery_worker(app: str, name: str, *args: str, extra_env: dict[str, str] | None = None,
+                  quiet: bool = True) -> Proc:
+    """``celery -A app worker -n <unique> -l WARNING *args``; ``quiet`` adds
+    ``--without-gossip --without-mingle`` (what ``jobq run`` passes; stock Celery runs without)."""
     node = f"{name}-{uuid.uuid4().hex[:4]}@{platform.node()}"
+    quiet_args = ["--without-gossip", "--without-mingle"] if quiet else []
     return start_process(node, [sys.executable, "-m", "celery", "-A", app, "worker", "-n", node,
-                                "--without-gossip", "--without-mingle", "-l", "WARNING", *args],
-                         extra_env)
+                                *quiet_args, "-l", "WARNING", *args], extra_env)
 
 
 def celery_beat(extra_env: dict[str, str] | None = None) -> Proc:

@@ -10,7 +10,9 @@
   c. weights 2:1 under saturation: the realised shares;
   d. 10,000 tenants with a backlog each plus one newcomer: the newcomer's wait; and the fair
      pick's cost per job at 10, 1,000 and 10,000 tenants waiting;
-  e. one tenant alone: drain throughput of 5,000 jobs per entry path (work conservation);
+  e. one tenant alone: drain throughput of 5,000 jobs per entry path (work conservation),
+     beside stock Celery (``celery -A bench.stock worker -c <cores> -E``) and bare Celery
+     (jobq's Celery settings, a no-op task) drained in the same run;
   f. 1,000,000 pending jobs: Redis memory and messages while workers drain them.
 
     python -m bench fairness [--scenarios a,b,c,d,e,f] [--label after]
@@ -329,11 +331,15 @@ def scenario_d(args) -> dict:
 # --- e ----------------------------------------------------------------------------------------
 
 def scenario_e(args) -> list[dict]:
+    from bench import drain
     from bench.drain import run_one
 
     tenant = make_tenant()
     rows = []
     for path in args.e_paths.split(","):
+        if path == "stock" and "stock" not in getattr(drain, "BROKER_PATHS", {}):
+            print("e stock: this checkout's bench.drain has no stock path; skipped", flush=True)
+            continue
         for _ in range(args.repeats):
             r = run_one(path, "prefork2", args.drain_jobs, tenant, args.timeout)
             rows.append(r)
@@ -392,7 +398,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shares-jobs", type=int, default=600)
     parser.add_argument("--tenants", type=int, default=10_000)
     parser.add_argument("--drain-jobs", type=int, default=5000)
-    parser.add_argument("--e-paths", default="submit,sql,dispatch")
+    parser.add_argument("--e-paths", default="stock,bare,submit,sql,dispatch")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--pending", type=int, default=1_000_000)
     parser.add_argument("--f-seconds", type=float, default=15)
@@ -415,9 +421,16 @@ def main(argv: list[str] | None = None) -> None:
         for r in out["e"]:
             by.setdefault(r["path"], []).append(r["jobs_per_s"])
         out["e_median"] = {p: median(v) for p, v in by.items()}
-        print_table(f"e. one tenant alone, {args.drain_jobs:,} jobs, prefork -c 2 ({args.label})",
-                    ["path", "median jobs/s", "runs"],
-                    [(p, median(v), ", ".join(f"{x:.0f}" for x in v)) for p, v in by.items()])
+        ratio = {base: {p: round(m / out["e_median"][base], 3) for p, m in out["e_median"].items()}
+                 for base in ("stock", "bare") if base in out["e_median"]}
+        out["e_ratio_vs_stock"] = ratio.get("stock", {})
+        out["e_ratio_vs_bare"] = ratio.get("bare", {})
+        print_table(f"e. one tenant alone, {args.drain_jobs:,} jobs, prefork -c 2 ({args.label}; "
+                    "stock: -c cores -E)",
+                    ["path", "median jobs/s", "× stock", "× bare", "runs"],
+                    [(p, median(v), out["e_ratio_vs_stock"].get(p, "-"),
+                      out["e_ratio_vs_bare"].get(p, "-"), ", ".join(f"{x:.0f}" for x in v))
+                     for p, v in by.items()])
     path = write_result(f"fairness-{args.label}", out)
     print(f"written {path}")
 

@@ -2,13 +2,22 @@
 entry path, on the worker set-up ``jobq run`` uses, with beat running; the time from the call
 to ``processing`` and to ``completed``, p50 and p99.
 
-    python -m bench latency [--rate 20] [--seconds 30]
+    python -m bench latency [--rate 20] [--seconds 30] [--paths submit,dispatch_intent,sql,stock]
+
+``stock`` is stock Celery as people run it (bench/stock.py, ``celery -A bench.stock worker -c
+<cores> -E``, alone on the machine after jobq's workers stopped): ``apply_async`` of a no-op at
+the same rate; it has no jobs table, so its times come from the worker's ``task-started`` and
+``task-succeeded`` events (what ``-E`` sends; their timestamps are the worker's clock, the same
+machine's), caught by an event receiver in the bench process.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import threading
 import time
+import uuid
 
 from bench import env  # noqa: F401  (first: sets up the environment)
 from bench.common import (
@@ -54,14 +63,7 @@ def measure(path: str, tenant: str, rate: float, seconds: float) -> dict:
 
     reset_jobs()
     n = int(rate * seconds)
-    asked: dict[int, float] = {}
-    start = time.perf_counter()
-    for i in range(n):
-        target = start + i / rate
-        while (now := time.perf_counter()) < target:
-            time.sleep(min(0.002, target - now))
-        asked[i] = time.time()
-        ask(path, tenant, i)
+    asked = paced(n, rate, lambda i: ask(path, tenant, i))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         with db.engine().connect() as conn:
@@ -81,13 +83,78 @@ def measure(path: str, tenant: str, rate: float, seconds: float) -> dict:
             "done_p99_ms": round(percentile(to_done, 99), 1)}
 
 
+def report(r: dict) -> None:
+    print(f"{r['path']:>16}: to completed p50 {r['done_p50_ms']:,.1f} ms, "
+          f"p99 {r['done_p99_ms']:,.1f} ms ({r['completed']} of {r['jobs']})", flush=True)
+
+
+def paced(n: int, rate: float, call) -> dict[int, float]:
+    """Call ``call(i)`` ``n`` times at ``rate`` per second; ``{i: wall time of the call}``."""
+    asked: dict[int, float] = {}
+    start = time.perf_counter()
+    for i in range(n):
+        target = start + i / rate
+        while (now := time.perf_counter()) < target:
+            time.sleep(min(0.002, target - now))
+        asked[i] = time.time()
+        call(i)
+    return asked
+
+
+def measure_stock(rate: float, seconds: float) -> dict:
+    """Stock Celery's call → started / succeeded, from its worker's task events."""
+    from bench.stock import app as stock_app
+    from bench.stock import noop
+
+    started: dict[str, float] = {}
+    done: dict[str, float] = {}
+
+    def on_event(event: dict) -> None:
+        (started if event["type"] == "task-started" else done)[event["uuid"]] = event["timestamp"]
+
+    proc = celery_worker("bench.stock", "stock", "-c", str(os.cpu_count() or 1), "-E",
+                         quiet=False)
+    receiver = None
+    try:
+        deadline = time.monotonic() + 90
+        while not stock_app.control.ping(destination=[proc.name], timeout=0.5):
+            if proc.popen.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"stock worker did not start; see {proc.log}")
+        conn = stock_app.connection_for_read()
+        receiver = stock_app.events.Receiver(conn, handlers={"task-started": on_event,
+                                                             "task-succeeded": on_event})
+        listener = threading.Thread(target=receiver.capture,
+                                    kwargs={"limit": None, "timeout": None, "wakeup": False},
+                                    daemon=True)
+        listener.start()
+        time.sleep(2)  # subscribed, workers idle
+        n = int(rate * seconds)
+        ids = [str(uuid.uuid4()) for _ in range(n)]
+        asked = paced(n, rate, lambda i: noop.apply_async(
+            kwargs={"tenant_id": None, "job_id": ids[i]}, task_id=ids[i]))
+        deadline = time.monotonic() + 60
+        while len(done) < n and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        if receiver is not None:
+            receiver.should_stop = True
+        proc.stop()
+    to_start = [(started[t] - asked[i]) * 1000 for i, t in enumerate(ids) if t in started]
+    to_done = [(done[t] - asked[i]) * 1000 for i, t in enumerate(ids) if t in done]
+    return {"path": "stock", "jobs": n, "completed": len(to_done),
+            "start_p50_ms": round(percentile(to_start, 50), 1),
+            "start_p99_ms": round(percentile(to_start, 99), 1),
+            "done_p50_ms": round(percentile(to_done, 50), 1),
+            "done_p99_ms": round(percentile(to_done, 99), 1)}
+
+
 def main(argv: list[str] | None = None) -> None:
     from app.ops.workers import WORKERS, worker_args
 
     parser = argparse.ArgumentParser(prog="python -m bench latency", description=__doc__)
     parser.add_argument("--rate", type=float, default=20)
     parser.add_argument("--seconds", type=float, default=30)
-    parser.add_argument("--paths", default="submit,dispatch_intent,sql")
+    parser.add_argument("--paths", default="submit,dispatch_intent,sql,stock")
     args = parser.parse_args(argv)
     tenant = make_tenant()
     procs = [celery_beat()]
@@ -98,15 +165,19 @@ def main(argv: list[str] | None = None) -> None:
         procs.append(celery_worker("app", name, *args_[:i], *args_[i + 2:]))
     time.sleep(6)  # workers up and idle
     results = []
+    paths = args.paths.split(",")
     try:
-        for path in args.paths.split(","):
-            r = measure(path, tenant, args.rate, args.seconds)
-            results.append(r)
-            print(f"{path:>16}: to completed p50 {r['done_p50_ms']:,.1f} ms, "
-                  f"p99 {r['done_p99_ms']:,.1f} ms", flush=True)
+        for path in paths:
+            if path != "stock":
+                results.append(measure(path, tenant, args.rate, args.seconds))
+                report(results[-1])
     finally:
         stop_all(procs)
-    print_table(f"Latency at {args.rate:g} jobs/s for {args.seconds:g} s (ms from the call)",
+    if "stock" in paths:  # alone, after jobq's workers and beat stopped
+        results.append(measure_stock(args.rate, args.seconds))
+        report(results[-1])
+    print_table(f"Latency at {args.rate:g} jobs/s for {args.seconds:g} s (ms from the call; "
+                "stock: celery -A bench.stock worker -c cores -E, alone)",
                 ["path", "→ processing p50", "p99", "→ completed p50", "p99"],
                 [(r["path"], r["start_p50_ms"], r["start_p99_ms"], r["done_p50_ms"],
                   r["done_p99_ms"]) for r in results])

@@ -43,17 +43,34 @@ def markdown() -> str:
            "Written by `python -m bench report` from the JSON files beside it; each section names "
            "the command that produced it. Ratios compare runs made in one invocation.", ""]
     if drain := _load("drain"):
+        stock_worker = drain.get("stock_worker", "celery -A bench.stock worker -c 2 -E")
         out += ["## Drain throughput", "", f"`python -m bench drain` — {drain['jobs']:,} jobs of "
-                "`system.exec.echo` enqueued first, then the workers started. " + _when(drain), "",
-                _table(["set-up", "path", "jobs/s", "× bare, same set-up", "× bare prefork2"],
-                       [[r["setup"], r["path"], r["jobs_per_s"],
+                "`system.exec.echo` enqueued first, then the workers started. `stock` is Celery "
+                f"as people run it (`{stock_worker}`, bench/stock.py), run in every set-up's "
+                "group; `bare` is jobq's own Celery settings with a no-op task on the set-up's "
+                "workers. Ratios: × stock of the same group, × bare of the same set-up. CPU is "
+                "machine CPU per job over the drain, split by process (bench/cpu.py says how); "
+                "\"+ asking\" adds what enqueueing cost (the caller, PostgreSQL, Redis): a job's "
+                "CPU end to end. Figures are medians of the rounds run (`--rounds`). "
+                + _when(drain), "",
+                _table(["set-up", "path", "jobs/s", "× stock", "× bare, same set-up",
+                        "CPU ms/job: worker", "PostgreSQL", "Redis", "total",
+                        "CPU total × bare", "+ asking, ms/job", "× bare"],
+                       [[r["setup"], r["path"], r["jobs_per_s"], r.get("ratio_vs_stock", "-"),
                          r.get("ratio_vs_bare_same_setup", "-"),
-                         r.get("ratio_vs_bare_prefork2", "-")] for r in drain["runs"]]), ""]
+                         *(r.get("cpu_ms_per_job", {}).get(g, "-")
+                           for g in ("worker", "postgres", "redis", "total")),
+                         r.get("cpu_ratio_vs_bare_same_setup", "-"),
+                         r.get("end_to_end_cpu_ms_per_job", "-"),
+                         r.get("end_to_end_cpu_ratio_vs_bare_same_setup", "-")]
+                        for r in drain["runs"]]), ""]
     if pub := _load("publish"):
-        out += ["## Publish rate", "", "`python -m bench publish` — calls from one process. "
-                + _when(pub), "",
-                _table(["way", "jobs/s", "× bare apply_async"],
-                       [[r["way"], r["per_s"], r["ratio_vs_bare"]] for r in pub["runs"]]), ""]
+        out += ["## Publish rate", "", "`python -m bench publish` — calls from one process; "
+                "`stock apply_async` is Celery's defaults (bench/stock.py), `bare apply_async` "
+                "jobq's Celery settings. " + _when(pub), "",
+                _table(["way", "jobs/s", "× stock apply_async", "× bare apply_async"],
+                       [[r["way"], r["per_s"], r.get("ratio_vs_stock", "-"), r["ratio_vs_bare"]]
+                        for r in pub["runs"]]), ""]
     if api := _load("api"):
         out += ["## HTTP API", "", f"`python -m bench api` — `POST /v1/jobs` from "
                 f"{api['clients']} keep-alive clients against `jobq api` "
@@ -68,7 +85,9 @@ def markdown() -> str:
                          api["max_ms"]]]), ""]
     if lat := _load("latency"):
         out += ["## Latency at light load", "", f"`python -m bench latency` — {lat['rate']:g} "
-                f"jobs/s for {lat['seconds']:g} s on the `jobq run` worker set-up. " + _when(lat), "",
+                f"jobs/s for {lat['seconds']:g} s on the `jobq run` worker set-up (`stock`, if listed: "
+                "`celery -A bench.stock worker -c <cores> -E` alone, times from its task "
+                "events). " + _when(lat), "",
                 _table(["path", "→ processing p50 ms", "p99 ms", "→ completed p50 ms", "p99 ms"],
                        [[r["path"], r["start_p50_ms"], r["start_p99_ms"], r["done_p50_ms"],
                          r["done_p99_ms"]] for r in lat["runs"]]), ""]
@@ -170,11 +189,13 @@ def chart(path: Path) -> None:
         if name == "drain":
             labels = [f"{r['setup']}\n{r['path']}" for r in data["runs"]]
             ax.bar(labels, [r["jobs_per_s"] for r in data["runs"]],
-                   color=["#999" if r["path"] == "bare" else "#3a7" for r in data["runs"]])
+                   color=["#999" if r["path"] in ("bare", "stock") else "#3a7"
+                          for r in data["runs"]])
             ax.set_title("Drain throughput (jobs/s)")
         elif name == "publish":
             ax.barh([r["way"] for r in data["runs"]], [r["per_s"] for r in data["runs"]],
-                    color=["#999"] + ["#37a"] * (len(data["runs"]) - 1))
+                    color=["#999" if r["way"].startswith(("stock ", "bare ")) else "#37a"
+                           for r in data["runs"]])
             ax.set_title("Publish rate (jobs/s, one process)")
         elif name == "latency":
             paths = [r["path"] for r in data["runs"]]

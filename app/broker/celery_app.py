@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from celery import Celery
-from celery.signals import beat_embedded_init, beat_init, setup_logging, worker_init
+from celery.signals import beat_init, setup_logging, worker_init
 
 from app.broker.kombu_patch import survive_redis_restarts, version_problem
 from app.core.logs import configure_logging
@@ -34,16 +34,3 @@ def _say_when_kombu_is_not_the_patched_release(**_: object) -> None:
     problem = version_problem()
     if problem:
         logging.getLogger("jobq.broker").warning(problem)
-
-
-@beat_init.connect
-def _beat_sends_no_sent_events(sender=None, **_: object) -> None:
-    # Beat publishes only the caretaking tasks, several a second: their task-sent events would
-    # push the academies' jobs off Flower's first page (they send no other events either).
-    sender.app.conf.task_send_sent_event = False
-
-
-@beat_embedded_init.connect
-def _embedded_beat_keeps_sent_events(sender=None, **_: object) -> None:
-    # ``worker -B``: the process also publishes jobs, whose sent events Flower shows.
-    sender.app.conf.task_send_sent_event = True

@@ -39,8 +39,12 @@ log = logging.getLogger("jobq.feeder")
 
 #: The window holds about this much of the queue's work (at the rate jobs leave it).
 WINDOW_SECONDS = 0.25
-#: How often a queue with a backlog is looked at (seconds), and an idle one at most.
-BUSY_POLL = 0.02
+#: A queue with a backlog is looked at again when about a quarter of its window has left
+#: (at the rate jobs leave it), but no sooner than MIN_POLL and no later than BUSY_POLL: the
+#: window holds WINDOW_SECONDS of work, so the workers never run dry between two looks. An idle
+#: queue is looked at IDLE_POLL at most (the insert trigger's NOTIFY wakes the feeder sooner).
+MIN_POLL = 0.005
+BUSY_POLL = 0.05
 IDLE_POLL = 1.0
 #: Leadership of queues not led yet is tried again this often (seconds).
 LEAD_RETRY = 1.0
@@ -61,7 +65,8 @@ class Window:
     low: int
     high: int
     rate: float = 0.0
-    written: bool = False
+    #: The size last written to fair_clock (callers' fast path reads it), None before the first.
+    written: int | None = None
     _last: float = field(default_factory=time.monotonic)
     _in_flight: int = 0
     #: Jobs sent to the broker at the last look.
@@ -82,26 +87,42 @@ class Window:
         self._last, self._in_flight = now, in_flight
         return self.size
 
+    def to_write(self) -> int | None:
+        """The size to write to fair_clock, when it moved far enough from the written one."""
+        if self.written is None or abs(self.size - self.written) >= max(2, self.written // 4):
+            return self.size
+        return None
+
+    def next_look(self) -> float:
+        """Seconds until a queue with a backlog needs looking at again."""
+        if self.rate <= 0:
+            return MIN_POLL
+        return min(BUSY_POLL, max(MIN_POLL, self.size / 4 / self.rate))
+
 
 @dataclass
 class FeedResult:
     published: int
     backlog: bool
     window: int
+    #: Seconds until this queue wants its next look (when it has a backlog).
+    wait: float = BUSY_POLL
 
 
 def feed_once(queue: str, window: Window) -> FeedResult:
-    """One look at ``queue``: size its window, publish the next jobs into it fairly."""
-    with db.engine().begin() as conn:
-        in_flight = jobstore.in_flight(conn, queue)
-        before = window.size
-        size = window.observe(in_flight)
-        if size != before or not window.written:
-            jobstore.set_window(conn, queue, size)
-            window.written = True
-        room = size - in_flight
-        picked = jobstore.feed(conn, queue, room) if room > 0 else []
-        backlog = len(picked) == room or jobstore.has_backlog(conn, queue)
+    """One look at ``queue``: fill its window with the next jobs, fairly; then size the window
+    for the next look by the rate jobs left it. One autocommit round trip to the database (and
+    one more when the window's size moved far enough to be written for callers' fast path)."""
+    with db.engine().connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        seen = jobstore.look(conn, queue, window.size)
+        picked = seen.picked
+        # Someone waited as the look began: look again soon (once too often, at worst).
+        backlog = seen.waiting
+        size = window.observe(seen.in_flight)
+        write = window.to_write()
+        if write is not None:
+            jobstore.set_window(conn, queue, write)
+            window.written = write
     outgoing: list[Outgoing] = []
     unknown: list[jobstore.Picked] = []
     for job in picked:
@@ -124,7 +145,7 @@ def feed_once(queue: str, window: Window) -> FeedResult:
                 log.error("job refused: unknown intent key %r", job.intent_key,
                           extra={"job_id": job.id, "tenant_id": job.tenant_id})
     window.pushed = len(sent)
-    return FeedResult(len(sent), backlog and not missed, size)
+    return FeedResult(len(sent), backlog and not missed, size, window.next_look())
 
 
 class Feeder(threading.Thread):
@@ -192,11 +213,11 @@ class Feeder(threading.Thread):
                 if time.monotonic() >= next_lead and len(self.led) < len(self.queues):
                     self._lead()
                     next_lead = time.monotonic() + LEAD_RETRY
-                busy = False
+                wait = IDLE_POLL
                 for queue in sorted(self.led):
                     result = feed_once(queue, self.windows[queue])
-                    busy = busy or result.backlog
-                wait = BUSY_POLL if busy else IDLE_POLL
+                    if result.backlog:
+                        wait = min(wait, result.wait)
                 if len(self.led) < len(self.queues):
                     wait = min(wait, LEAD_RETRY)
                 self._wait(wait)

@@ -719,14 +719,24 @@ FLAG_DUE = text(
     """
 )
 
-#: Jobs of a queue handed to the broker and not started yet: what its window holds.
-IN_FLIGHT = text(
-    "SELECT count(*) FROM job_executions "
-    "WHERE queue = :queue AND status = 'pending' AND published_at IS NOT NULL"
+#: One look of a queue's feeder, in one round trip: how many of its jobs the broker holds now
+#: (published, not started: the window), then up to ``:size`` minus that many of the next jobs
+#: in fair order, stamped published (``jobq_feed``), and whether anyone waited (as the look
+#: began). Always one row for the counts; the picked jobs, if any, ride on it and after it.
+LOOK = text(
+    """
+    WITH held AS MATERIALIZED (
+        SELECT count(*)::int AS n FROM job_executions
+         WHERE queue = :queue AND status = 'pending' AND published_at IS NOT NULL
+    ), picked AS MATERIALIZED (
+        SELECT * FROM jobq_feed(:queue, greatest(0, :size - (SELECT n FROM held)))
+    )
+    SELECT (SELECT n FROM held),
+           EXISTS (SELECT 1 FROM fair_queue WHERE queue = :queue AND ready),
+           p.id::text, p.tenant_id::text, p.intent_key, p.intent_params
+      FROM (SELECT 1) AS one LEFT JOIN picked p ON true
+    """
 )
-
-#: Whether anyone waits in a queue's fair queue.
-HAS_BACKLOG = text("SELECT EXISTS (SELECT 1 FROM fair_queue WHERE queue = :queue AND ready)")
 
 #: The next jobs of a queue in fair order, stamped published.
 FEED = text(
@@ -749,12 +759,18 @@ class Picked:
     intent_params: Any
 
 
-def in_flight(conn, queue: str) -> int:
-    return conn.execute(IN_FLIGHT, {"queue": queue}).scalar_one()
+@dataclass(frozen=True)
+class Look:
+    in_flight: int
+    waiting: bool
+    picked: list[Picked]
 
 
-def has_backlog(conn, queue: str) -> bool:
-    return conn.execute(HAS_BACKLOG, {"queue": queue}).scalar_one()
+def look(conn, queue: str, size: int) -> Look:
+    """One look at ``queue`` for a window of ``size`` (see :data:`LOOK`); commit, then publish
+    what it picked."""
+    rows = conn.execute(LOOK, {"queue": queue, "size": size}).all()
+    return Look(rows[0][0], rows[0][1], [Picked(*r[2:]) for r in rows if r[2] is not None])
 
 
 def feed(conn, queue: str, n: int) -> list[Picked]:

@@ -30,7 +30,7 @@ def _is_db_outage(exc: BaseException) -> bool:
 
 class DispatchTask(CheckedTask):
     """``dispatch_intent``'s task class: its parameters never show unredacted, neither in the
-    sent event the caller's process emits nor in what the worker reports to Flower."""
+    message headers a caller sends nor in what the worker reports to Flower."""
 
     def apply_async(self, args=None, kwargs=None, **options):
         if "argsrepr" not in options and "kwargsrepr" not in options:
