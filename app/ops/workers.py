@@ -5,9 +5,9 @@ chunks, imports, reports) get separate workers, so a burst of bulk jobs never de
 late-arrival notice.
 
 Realtime: ``JOBQ_WORKER_POOL=solo`` (the default) runs one single-process worker per core
-(``JOBQ_WORKER_PROCESSES``): on the 2-core benchmark machine that drained audited jobs 1.9×
-as fast as one prefork worker with two children (631 vs 331 jobs/s, bench/results/README.md),
-and 1.34× bare Celery's prefork set-up. A solo worker keeps
+(``JOBQ_WORKER_PROCESSES``): on the 2-core benchmark machine that drained audited jobs 2.3× as
+fast as one prefork worker with two children (245 vs 107 jobs/s, 0.93× stock Celery's
+``-c 2 -E``; bench/results/README.md). A solo worker keeps
 each intent's soft time limit (app/run/timelimit.py) but has no hard limit and no pool child to
 lose instead of itself: pick ``prefork`` when handlers may hang in C code or leak memory.
 Bulk work always runs in prefork children, under Celery's hard time limits.
