@@ -720,7 +720,9 @@ FLAG_DUE = text(
 )
 
 #: One look of a queue's feeder, in one round trip: how many of its jobs the broker holds now
-#: (published, not started: the window), then up to ``:size`` minus that many of the next jobs
+#: (published, due, not started: the window; a retry riding a broker countdown is not waiting
+#: for a worker, and counting it let a run of retries fill a small window and starve the
+#: queue: the soak's throughput fell to a few jobs a second), then up to ``:size`` minus that many of the next jobs
 #: in fair order, stamped published (``jobq_feed``), and whether anyone waited (as the look
 #: began). Always one row for the counts; the picked jobs, if any, ride on it and after it.
 LOOK = text(
@@ -728,6 +730,7 @@ LOOK = text(
     WITH held AS MATERIALIZED (
         SELECT count(*)::int AS n FROM job_executions
          WHERE queue = :queue AND status = 'pending' AND published_at IS NOT NULL
+           AND (run_at IS NULL OR run_at <= now())
     ), picked AS MATERIALIZED (
         SELECT * FROM jobq_feed(:queue, greatest(0, :size - (SELECT n FROM held)))
     )

@@ -237,3 +237,20 @@ def test_a_cap_holds_on_real_workers_and_others_use_the_rest(worker):
                    "WHERE a.tenant_id = CAST(:t AS uuid)", t=tenant_id)[0][0]
     assert overlaps(capped) == 0
     assert overlaps(other) > 0
+
+
+def test_retries_waiting_out_a_broker_countdown_do_not_fill_the_window():
+    """A retry rides a broker countdown (its row published, due later): no worker is busy with
+    it, so the window still takes the next jobs. Counted, a run of retries filled a small
+    window and the queue crawled at a few jobs a second (the soak under worker kills)."""
+    tenant = make_tenant()
+    _waiting(tenant, 4)
+    sql("UPDATE job_executions SET published_at = now(), run_at = now() + interval '30 seconds' "
+        "WHERE queue = :q", q=QUEUE)  # four retries held by the broker for 30 s
+    _waiting(tenant, 10)
+    with db.engine().begin() as conn:
+        seen = jobstore.look(conn, QUEUE, 4)  # a feeder's look with a window of 4
+    assert seen.in_flight == 0 and seen.waiting
+    assert len(seen.picked) == 4  # a full window of the waiting jobs, beside the four retries
+    assert sql("SELECT count(*) FROM job_executions WHERE queue = :q AND published_at IS NULL",
+               q=QUEUE)[0][0] == 6
