@@ -65,7 +65,7 @@ def publish(jobs: Sequence[Outgoing]) -> list[str]:
 def _batch(producer, n: int):
     """One pipeline for several messages where the transport offers it (kombu 5.7's Redis)."""
     if n > 1 and hasattr(producer, "batch"):
-        return producer.batch(max_size=max(n, 1))
+        return producer.batch(max_size=n)
     return contextlib.nullcontext()
 
 

@@ -12,6 +12,17 @@ from app.store import db
 from app.store.models import Base
 
 
+@pytest.fixture
+def migrated(scratch_database):
+    """The scratch database migrated to head: its Alembic config and an engine on it."""
+    cfg = db.alembic_config(scratch_database)
+    cfg.attributes["configure_logger"] = False
+    command.upgrade(cfg, "head")
+    engine = create_engine(db.sqlalchemy_url(scratch_database))
+    yield cfg, engine
+    engine.dispose()
+
+
 def _models_metadata():
     import contextlib
 
@@ -61,142 +72,118 @@ def test_the_original_insert_still_works_with_the_original_defaults():
     assert events == [("created", {"source": "sql"})]
 
 
-def test_hot_queries_use_an_index(scratch_database):
+def test_hot_queries_use_an_index(migrated):
     """On a table of mostly finished jobs, the sweep, recovery and listings read indexes."""
-    cfg = db.alembic_config(scratch_database)
-    cfg.attributes["configure_logger"] = False
-    command.upgrade(cfg, "head")
-    engine = create_engine(db.sqlalchemy_url(scratch_database))
-    try:
-        with engine.begin() as conn:
-            conn.execute(text("""
-                WITH t AS (INSERT INTO tenants (name) SELECT 'academy ' || i
-                             FROM generate_series(1, 300) i RETURNING id)
-                INSERT INTO job_executions (tenant_id, intent_key, status, created_at,
-                                            completed_at, lease_expires_at)
-                SELECT (SELECT id FROM t ORDER BY id OFFSET (i % 300) LIMIT 1),
-                       'family.exec.intent_' || (i % 1000),
-                       CASE WHEN i % 500 = 0 THEN 'pending'
-                            WHEN i % 500 = 1 THEN 'processing' ELSE 'completed' END,
-                       now() - make_interval(secs => i),
-                       now() - make_interval(secs => i),
-                       CASE WHEN i % 500 = 1 THEN now() END
-                  FROM generate_series(1, 30000) i
-            """))
-            conn.execute(text("ANALYZE"))
-            tenant = conn.execute(text("SELECT id FROM tenants LIMIT 1")).scalar()
-            job = conn.execute(text("SELECT id FROM job_executions LIMIT 1")).scalar()
-            queries = {
-                "ix_job_executions_due": "SELECT id FROM job_executions WHERE status = 'pending' "
-                "AND coalesce(run_at, created_at) <= now() "
-                "ORDER BY coalesce(run_at, created_at) LIMIT 10",
-                "ix_job_executions_lease": "SELECT id FROM job_executions WHERE "
-                "status = 'processing' AND lease_expires_at < now() LIMIT 10",
-                "ix_job_executions_tenant_created": f"SELECT id FROM job_executions WHERE "
-                f"tenant_id = '{tenant}' ORDER BY created_at DESC LIMIT 20",
-                "ix_job_executions_intent_created": "SELECT id FROM job_executions WHERE "
-                "intent_key = 'family.exec.intent_7' ORDER BY created_at DESC LIMIT 20",
-                "ix_job_events_job_at": f"SELECT * FROM job_events WHERE job_id = '{job}' "
-                "ORDER BY at",
-            }
-            plans = {
-                index: "\n".join(r[0] for r in conn.execute(text("EXPLAIN " + q)))
-                for index, q in queries.items()
-            }
-    finally:
-        engine.dispose()
+    _, engine = migrated
+    with engine.begin() as conn:
+        conn.execute(text("""
+            WITH t AS (INSERT INTO tenants (name) SELECT 'academy ' || i
+                         FROM generate_series(1, 300) i RETURNING id)
+            INSERT INTO job_executions (tenant_id, intent_key, status, created_at,
+                                        completed_at, lease_expires_at)
+            SELECT (SELECT id FROM t ORDER BY id OFFSET (i % 300) LIMIT 1),
+                   'family.exec.intent_' || (i % 1000),
+                   CASE WHEN i % 500 = 0 THEN 'pending'
+                        WHEN i % 500 = 1 THEN 'processing' ELSE 'completed' END,
+                   now() - make_interval(secs => i),
+                   now() - make_interval(secs => i),
+                   CASE WHEN i % 500 = 1 THEN now() END
+              FROM generate_series(1, 30000) i
+        """))
+        conn.execute(text("ANALYZE"))
+        tenant = conn.execute(text("SELECT id FROM tenants LIMIT 1")).scalar()
+        job = conn.execute(text("SELECT id FROM job_executions LIMIT 1")).scalar()
+        queries = {
+            "ix_job_executions_due": "SELECT id FROM job_executions WHERE status = 'pending' "
+            "AND coalesce(run_at, created_at) <= now() "
+            "ORDER BY coalesce(run_at, created_at) LIMIT 10",
+            "ix_job_executions_lease": "SELECT id FROM job_executions WHERE "
+            "status = 'processing' AND lease_expires_at < now() LIMIT 10",
+            "ix_job_executions_tenant_created": f"SELECT id FROM job_executions WHERE "
+            f"tenant_id = '{tenant}' ORDER BY created_at DESC LIMIT 20",
+            "ix_job_executions_intent_created": "SELECT id FROM job_executions WHERE "
+            "intent_key = 'family.exec.intent_7' ORDER BY created_at DESC LIMIT 20",
+            "ix_job_events_job_at": f"SELECT * FROM job_events WHERE job_id = '{job}' "
+            "ORDER BY at",
+        }
+        plans = {
+            index: "\n".join(r[0] for r in conn.execute(text("EXPLAIN " + q)))
+            for index, q in queries.items()
+        }
     for index, plan in plans.items():
         assert index in plan and "Seq Scan" not in plan, f"expected {index}:\n{plan}"
 
 
-def test_the_sweep_reads_published_jobs_on_their_own_index(scratch_database):
+def test_the_sweep_reads_published_jobs_on_their_own_index(migrated):
     """With most of the table published long ago (every finished job was) and a backlog of
     pending jobs, the sweep's look for lost messages reads ix_job_executions_published (the
     few jobs the broker holds), not the whole backlog (0007)."""
     from app.store import jobstore
 
-    cfg = db.alembic_config(scratch_database)
-    cfg.attributes["configure_logger"] = False
-    command.upgrade(cfg, "head")
-    engine = create_engine(db.sqlalchemy_url(scratch_database))
-    try:
-        with engine.begin() as conn:
-            conn.execute(text("""
-                WITH t AS (INSERT INTO tenants (name) SELECT 'academy ' || i
-                             FROM generate_series(1, 50) i RETURNING id)
-                INSERT INTO job_executions (tenant_id, intent_key, status, queue, created_at,
-                                            published_at, completed_at)
-                SELECT (SELECT id FROM t ORDER BY id OFFSET (i % 50) LIMIT 1),
-                       'system.exec.echo', CASE WHEN i % 10 = 0 THEN 'pending' ELSE 'completed' END,
-                       'realtime', now() - make_interval(secs => i),
-                       CASE WHEN i % 10 <> 0 THEN now() - make_interval(secs => i) END,
-                       CASE WHEN i % 10 <> 0 THEN now() - make_interval(secs => i) END
-                  FROM generate_series(1, 30000) i
-            """))
-            conn.execute(text("ANALYZE"))
-            plan = "\n".join(r[0] for r in conn.execute(
-                text("EXPLAIN " + jobstore.LOCK_DUE.text),
-                {"batch": 500, "republish_after": 300.0, "broker_since": None}))
-    finally:
-        engine.dispose()
+    _, engine = migrated
+    with engine.begin() as conn:
+        conn.execute(text("""
+            WITH t AS (INSERT INTO tenants (name) SELECT 'academy ' || i
+                         FROM generate_series(1, 50) i RETURNING id)
+            INSERT INTO job_executions (tenant_id, intent_key, status, queue, created_at,
+                                        published_at, completed_at)
+            SELECT (SELECT id FROM t ORDER BY id OFFSET (i % 50) LIMIT 1),
+                   'system.exec.echo', CASE WHEN i % 10 = 0 THEN 'pending' ELSE 'completed' END,
+                   'realtime', now() - make_interval(secs => i),
+                   CASE WHEN i % 10 <> 0 THEN now() - make_interval(secs => i) END,
+                   CASE WHEN i % 10 <> 0 THEN now() - make_interval(secs => i) END
+              FROM generate_series(1, 30000) i
+        """))
+        conn.execute(text("ANALYZE"))
+        plan = "\n".join(r[0] for r in conn.execute(
+            text("EXPLAIN " + jobstore.LOCK_DUE.text),
+            {"batch": 500, "republish_after": 300.0, "broker_since": None}))
     assert "ix_job_executions_published" in plan, plan
 
 
-def test_the_published_index_goes_down_and_up_again(scratch_database):
-    cfg = db.alembic_config(scratch_database)
-    cfg.attributes["configure_logger"] = False
-    command.upgrade(cfg, "head")
-    engine = create_engine(db.sqlalchemy_url(scratch_database))
+def test_the_published_index_goes_down_and_up_again(migrated):
+    cfg, engine = migrated
 
     def indexes() -> set[str]:
         with engine.connect() as conn:
             return {i["name"] for i in inspect(conn).get_indexes("job_executions")}
 
-    try:
-        assert "ix_job_executions_published" in indexes()
-        command.downgrade(cfg, "0006_api")
-        assert "ix_job_executions_published" not in indexes()
-        assert "ix_job_executions_in_flight" in indexes()
-        command.upgrade(cfg, "head")
-        assert "ix_job_executions_published" in indexes()
-    finally:
-        engine.dispose()
+    assert "ix_job_executions_published" in indexes()
+    command.downgrade(cfg, "0006_api")
+    assert "ix_job_executions_published" not in indexes()
+    assert "ix_job_executions_in_flight" in indexes()
+    command.upgrade(cfg, "head")
+    assert "ix_job_executions_published" in indexes()
 
 
-def test_the_api_migration_goes_down_with_its_data_and_up_again(scratch_database):
+def test_the_api_migration_goes_down_with_its_data_and_up_again(migrated):
     """0006_api down to 0004: a job still awaiting approval is cancelled (0004 knows no such
     status), the keys and the API's binding go; up again, all of it is back."""
-    cfg = db.alembic_config(scratch_database)
-    cfg.attributes["configure_logger"] = False
+    cfg, engine = migrated
+    with engine.begin() as conn:
+        tenant = conn.execute(text(
+            "INSERT INTO tenants (name) VALUES ('승인 학원') RETURNING id")).scalar()
+        job = conn.execute(text(
+            "INSERT INTO job_executions (tenant_id, intent_key, status, requested_by, "
+            "approval_expires_at) VALUES (:t, 'system.exec.echo', 'awaiting_approval', "
+            "'api:web', now() + interval '1 day') RETURNING id"), {"t": tenant}).scalar()
+        conn.execute(text("INSERT INTO api_keys (tenant_id, name, prefix, key_hash, scopes) "
+                          "VALUES (:t, 'web', 'abcdefgh', 'h', '{jobs:read}')"), {"t": tenant})
+    command.downgrade(cfg, "0004")
+    with engine.connect() as conn:
+        status, error = conn.execute(text(
+            "SELECT status, error_message FROM job_executions WHERE id = :j"),
+            {"j": job}).one()
+        tables = set(inspect(conn).get_table_names())
+        job_id_nullable = conn.execute(text(
+            "SELECT is_nullable FROM information_schema.columns "
+            "WHERE table_name = 'jobq_bindings' AND column_name = 'job_id'")).scalar()
+        bind_tenant = conn.execute(text(
+            "SELECT to_regprocedure('jobq_bind_tenant(uuid, text)')")).scalar()
+    assert (status, error) == ("cancelled", "approval withdrawn by a schema downgrade")
+    assert not {"api_keys", "jobq_api_secret"} & tables
+    assert job_id_nullable == "NO" and bind_tenant is None
     command.upgrade(cfg, "head")
-    engine = create_engine(db.sqlalchemy_url(scratch_database))
-    try:
-        with engine.begin() as conn:
-            tenant = conn.execute(text(
-                "INSERT INTO tenants (name) VALUES ('승인 학원') RETURNING id")).scalar()
-            job = conn.execute(text(
-                "INSERT INTO job_executions (tenant_id, intent_key, status, requested_by, "
-                "approval_expires_at) VALUES (:t, 'system.exec.echo', 'awaiting_approval', "
-                "'api:web', now() + interval '1 day') RETURNING id"), {"t": tenant}).scalar()
-            conn.execute(text("INSERT INTO api_keys (tenant_id, name, prefix, key_hash, scopes) "
-                              "VALUES (:t, 'web', 'abcdefgh', 'h', '{jobs:read}')"), {"t": tenant})
-        command.downgrade(cfg, "0004")
-        with engine.connect() as conn:
-            status, error = conn.execute(text(
-                "SELECT status, error_message FROM job_executions WHERE id = :j"),
-                {"j": job}).one()
-            tables = set(inspect(conn).get_table_names())
-            job_id_nullable = conn.execute(text(
-                "SELECT is_nullable FROM information_schema.columns "
-                "WHERE table_name = 'jobq_bindings' AND column_name = 'job_id'")).scalar()
-            bind_tenant = conn.execute(text(
-                "SELECT to_regprocedure('jobq_bind_tenant(uuid, text)')")).scalar()
-        assert (status, error) == ("cancelled", "approval withdrawn by a schema downgrade")
-        assert not {"api_keys", "jobq_api_secret"} & tables
-        assert job_id_nullable == "NO" and bind_tenant is None
-        command.upgrade(cfg, "head")
-        with engine.connect() as conn:
-            assert {"api_keys", "jobq_api_secret"} <= set(inspect(conn).get_table_names())
-            assert conn.execute(text("SELECT count(*) FROM jobq_api_secret")).scalar() == 1
-    finally:
-        engine.dispose()
+    with engine.connect() as conn:
+        assert {"api_keys", "jobq_api_secret"} <= set(inspect(conn).get_table_names())
+        assert conn.execute(text("SELECT count(*) FROM jobq_api_secret")).scalar() == 1
