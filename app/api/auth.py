@@ -23,10 +23,14 @@ TENANT_HEADER = "X-Jobq-Tenant"
 
 
 class Denied(Exception):
-    def __init__(self, status: int, message: str, *, headers: dict[str, str] | None = None):
+    """A refusal: the HTTP status it answers, and the field or parameter it concerns."""
+
+    def __init__(self, status: int, message: str, *, headers: dict[str, str] | None = None,
+                 field: str | None = None):
         super().__init__(message)
         self.status = status
         self.headers = headers
+        self.field = field
 
 
 @dataclass(frozen=True)

@@ -198,6 +198,10 @@ class Settings:
     api_workers: int = 1
     #: Requests per second per API key (or JWT subject) unless the key says otherwise.
     api_rate_limit: float = 50.0
+    #: A request body larger than this is refused (413) before it is read, parsed or its
+    #: caller authenticated. Default: four times ``max_params_bytes``, room for a request whose
+    #: parameters are at that limit however its JSON is spaced or escaped.
+    api_max_body_bytes: int = 262144
     #: JWT bearer tokens: an HS256 secret, or a JWKS URL (RS256/ES256 keys), or neither (off).
     jwt_secret: str | None = field(default=None, repr=False)
     jwt_jwks_url: str | None = None
@@ -293,6 +297,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
     smtp_tls = _choice(env, "SMTP_TLS", "starttls", ("starttls", "ssl", "none"))
     default_time_limit = _int(env, "JOBQ_DEFAULT_TIME_LIMIT", 300, minimum=1)
     max_time_limit = _int(env, "JOBQ_MAX_TIME_LIMIT", 3600, minimum=1)
+    max_params_bytes = _int(env, "JOBQ_MAX_PARAMS_BYTES", 65536, minimum=2)
     if default_time_limit > max_time_limit:
         raise SettingsError(
             f"JOBQ_DEFAULT_TIME_LIMIT={default_time_limit} exceeds "
@@ -319,7 +324,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
         fair_window_min=_int(env, "JOBQ_FAIR_WINDOW_MIN", 2, minimum=1),
         fair_feeder=_bool(env, "JOBQ_FAIR_FEEDER", True),
         manifest=env.get("JOBQ_MANIFEST", "handlers.manifest:INTENTS"),
-        max_params_bytes=_int(env, "JOBQ_MAX_PARAMS_BYTES", 65536, minimum=2),
+        max_params_bytes=max_params_bytes,
         max_result_bytes=_int(env, "JOBQ_MAX_RESULT_BYTES", 65536, minimum=256),
         default_max_retries=_int(env, "JOBQ_DEFAULT_MAX_RETRIES", 3),
         retry_backoff_base=_float(env, "JOBQ_RETRY_BACKOFF_BASE", 2.0),
@@ -359,6 +364,8 @@ def load(env: dict[str, str] | None = None) -> Settings:
         api_port=_int(env, "JOBQ_API_PORT", 8000, minimum=1),
         api_workers=_int(env, "JOBQ_API_WORKERS", 1, minimum=1),
         api_rate_limit=_float(env, "JOBQ_API_RATE_LIMIT", 50.0),
+        api_max_body_bytes=_int(env, "JOBQ_API_MAX_BODY_BYTES", 4 * max_params_bytes,
+                                minimum=1024),
         jwt_secret=env.get("JOBQ_JWT_SECRET") or None,
         jwt_jwks_url=env.get("JOBQ_JWT_JWKS_URL") or None,
         jwt_tenant_claim=env.get("JOBQ_JWT_TENANT_CLAIM") or "tenant_id",
