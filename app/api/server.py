@@ -32,10 +32,12 @@ _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API 
 
 
 def _authorized(bearer: HTTPAuthorizationCredentials | None, api_key: str | None,
-                tenant: str | None, scope_name: str) -> Caller:
+                tenant: str | None, scope_name: str, client: str | None = None) -> Caller:
     """The request's caller, holding ``scope_name`` and within its rate (else 429 with
-    Retry-After)."""
-    found = authenticate(f"Bearer {bearer.credentials}" if bearer else None, api_key, tenant)
+    Retry-After); ``client``, the peer's address, is what failed authentications count
+    against."""
+    found = authenticate(f"Bearer {bearer.credentials}" if bearer else None, api_key, tenant,
+                         client)
     found.require(scope_name)
     wait = over_limit(found.limit_key, found.rate_limit)
     if wait is not None:
@@ -49,11 +51,13 @@ def scope(name: str):
     """A dependency: the caller, who must hold ``name`` (one dependency, one thread hop)."""
 
     def need(
+        request: Request,
         bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
         api_key: Annotated[str | None, Depends(_api_key)],
         tenant: Annotated[str | None, Header(alias=TENANT_HEADER, include_in_schema=False)] = None,
     ) -> Caller:
-        return _authorized(bearer, api_key, tenant, name)
+        return _authorized(bearer, api_key, tenant, name,
+                           request.client.host if request.client else None)
 
     need.__name__ = f"need_{name.replace(':', '_')}"
     return need
@@ -282,10 +286,12 @@ def health() -> dict[str, str]:
 
 def create_app() -> FastAPI:
     from app.api import docs
+    from app.api.auth import check_settings
     from app.api.bodies import RequestBodies
     from app.api.metrics import metrics_response
     from app.core.settings import settings
 
+    check_settings()  # tokens checked less than this API needs: refuse to start
     api = FastAPI(
         title="jobq",
         version="1",
