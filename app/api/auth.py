@@ -145,12 +145,7 @@ def authenticate(authorization: str | None, api_key: str | None,
     counted = client is not None and limit > 0
     who = ratelimit.client_key(client) if counted else ""
     if counted:
-        wait = ratelimit.failures_wait(who, limit, window)
-        if wait is not None:
-            after = ratelimit.retry_after_header(wait)
-            raise Denied(429, f"too many failed authentications from this address (at most "
-                              f"{limit} in {window:g} s): try again in {after} s",
-                         headers={"Retry-After": after})
+        _check_failures(who, ratelimit.failures_wait(who, limit, window))
     try:
         known = _refused.get(token)
         if known is not None:
@@ -161,9 +156,19 @@ def authenticate(authorization: str | None, api_key: str | None,
     except BadCredentials as refused:
         if refused.remember:
             _refused.put(token, str(refused))
-        if counted:
-            ratelimit.count_failure(who, window)
+        if counted and ratelimit.count_failure(who, window) > limit:
+            # Requests racing past the check above: still no more than ``limit`` 401s.
+            _check_failures(who, ratelimit.failures_wait(who, limit, window))
         raise
+
+
+def _check_failures(who: str, wait: float | None) -> None:
+    if wait is not None:
+        limit, window = settings.api_auth_failures, settings.api_auth_failure_window
+        after = ratelimit.retry_after_header(wait)
+        raise Denied(429, f"too many failed authentications from this address (at most "
+                          f"{limit} in {window:g} s): try again in {after} s",
+                     headers={"Retry-After": after})
 
 
 def _key_caller(secret: str, tenant_header: str | None) -> Caller:
