@@ -27,6 +27,9 @@ from tests.fixtures import ROOT, wait_for
 #: The HS256 secret every test API process verifies tokens with.
 JWT_SECRET = f"test-secret-{uuid.uuid4().hex}"
 TENANT_CLAIM = "app_metadata.tenant_id"
+#: The audience and issuer every test API process requires of a token (and tokens carry).
+JWT_AUDIENCE = "jobq-test"
+JWT_ISSUER = "https://id.academy.test/"
 
 
 @dataclass
@@ -39,9 +42,21 @@ class ApiProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def client(self, token: str | None = None, **headers: str) -> httpx.Client:
+    def client(self, token: str | None = None, *, source: str | None = None,
+               **headers: str) -> httpx.Client:
+        """An HTTP client; ``source`` is the local address it connects from (another
+        127.x.y.z is another client to the API)."""
         auth = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, headers={**auth, **headers}, timeout=20)
+        transport = httpx.HTTPTransport(local_address=source) if source else None
+        return httpx.Client(base_url=self.url, headers={**auth, **headers}, timeout=20,
+                            transport=transport)
+
+    def rss_kib(self) -> int:
+        """The server process's resident memory (VmRSS), KiB."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise AssertionError(f"no VmRSS for process {self.proc.pid}")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -86,6 +101,7 @@ class Jwks:
         self.thread.start()
 
     def token(self, **claims: Any) -> str:
+        claims = {"aud": JWT_AUDIENCE, "iss": JWT_ISSUER, **claims}
         return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": self.kid})
 
     def close(self) -> None:
@@ -101,19 +117,23 @@ def jwks() -> Iterator[Jwks]:
 
 
 def hs256_token(tenant_id: str, *, sub: str = "teacher-1", expires_in: float = 300,
-                scope: str | None = None, secret: str = JWT_SECRET) -> str:
-    claims: dict[str, Any] = {"sub": sub, "exp": int(time.time() + expires_in),
-                              "app_metadata": {"tenant_id": tenant_id}}
+                scope: str | None = None, secret: str = JWT_SECRET, **claims: Any) -> str:
+    """A token as this run's API processes accept it; ``claims`` add to it or replace its own
+    (``aud=...``, ``iss=...``; None leaves one out)."""
+    claims = {"sub": sub, "exp": int(time.time() + expires_in), "aud": JWT_AUDIENCE,
+              "iss": JWT_ISSUER, "app_metadata": {"tenant_id": tenant_id}, **claims}
     if scope is not None:
         claims["scope"] = scope
-    return jwt.encode(claims, secret, algorithm="HS256")
+    return jwt.encode({k: v for k, v in claims.items() if v is not None}, secret,
+                      algorithm="HS256")
 
 
 def spawn_api(directory: Path, env: dict[str, str] | None = None) -> ApiProcess:
     port = free_port()
     log_path = directory / f"api-{port}.log"
     full_env = {**os.environ, "JOBQ_JWT_SECRET": JWT_SECRET,
-                "JOBQ_JWT_TENANT_CLAIM": TENANT_CLAIM, **(env or {})}
+                "JOBQ_JWT_TENANT_CLAIM": TENANT_CLAIM, "JOBQ_JWT_AUDIENCE": JWT_AUDIENCE,
+                "JOBQ_JWT_ISSUER": JWT_ISSUER, **(env or {})}
     with open(log_path, "wb") as logfile:
         proc = subprocess.Popen([*JOBQ, "api", "--port", str(port)], cwd=ROOT, env=full_env,
                                 stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True)

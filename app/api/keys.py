@@ -20,6 +20,8 @@ SCOPES = {
     "jobs:approve": "approve or reject jobs awaiting approval",
     "metrics:read": "read /metrics (operator keys)",
 }
+#: What a tenant's credential may hold at most: a token's claimed scopes are cut to these.
+TENANT_SCOPES = frozenset({"jobs:read", "jobs:write", "jobs:approve"})
 
 
 class KeyRefused(ValueError):

@@ -150,17 +150,27 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
 
 _SINCE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+#: The longest window ``since`` reaches back (a longer one would leave the database's time
+#: range): a hundred years, all of any job's history.
+MAX_SINCE_SECONDS = 36500 * 86400
+#: The longest ``intent`` filter: an intent key is far shorter.
+MAX_INTENT_FILTER = 200
 
 
 def parse_since(value: str) -> tuple[float | None, dt.datetime | None]:
-    """``1h``, ``30m``, ``7d`` (a window back from now) or an ISO 8601 time."""
+    """``1h``, ``30m``, ``7d`` (a window back from now) or an ISO 8601 time. A ValueError
+    names the parameter and what it takes."""
     found = _SINCE.match(value.strip())
     if found:
-        return float(found.group(1)) * _UNITS[found.group(2)], None
+        seconds = float(found.group(1)) * _UNITS[found.group(2)]
+        if not 0 < seconds <= MAX_SINCE_SECONDS:
+            raise ValueError(f"since={value[:40]!r}: a window must be longer than zero and at "
+                             f"most 36500d; for all jobs leave since out")
+        return seconds, None
     try:
         at = dt.datetime.fromisoformat(value)
     except ValueError:
-        raise ValueError(f"since={value!r}: use 30m, 1h, 7d or an ISO 8601 time") from None
+        raise ValueError(f"since={value[:40]!r}: use 30m, 1h, 7d or an ISO 8601 time") from None
     if at.tzinfo is None:
         from zoneinfo import ZoneInfo
 
@@ -168,3 +178,8 @@ def parse_since(value: str) -> tuple[float | None, dt.datetime | None]:
 
         at = at.replace(tzinfo=ZoneInfo(settings.timezone))
     return None, at
+
+
+def is_intent_filter(value: str) -> bool:
+    """An intent key or a family (``billing.*``): printable, and not longer than any key."""
+    return 0 < len(value) <= MAX_INTENT_FILTER and value.isprintable()

@@ -12,12 +12,12 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from app.api import events, schemas
+from app.api import errors, events, schemas
 from app.api.auth import TENANT_HEADER, Caller, Denied, authenticate
+from app.api.errors import problem
 from app.api.ratelimit import over_limit, retry_after_header
 from app.core.errors import IntentRefused, TenantRefused
 from app.core.registry import manifest
@@ -32,10 +32,12 @@ _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API 
 
 
 def _authorized(bearer: HTTPAuthorizationCredentials | None, api_key: str | None,
-                tenant: str | None, scope_name: str) -> Caller:
+                tenant: str | None, scope_name: str, client: str | None = None) -> Caller:
     """The request's caller, holding ``scope_name`` and within its rate (else 429 with
-    Retry-After)."""
-    found = authenticate(f"Bearer {bearer.credentials}" if bearer else None, api_key, tenant)
+    Retry-After); ``client``, the peer's address, is what failed authentications count
+    against."""
+    found = authenticate(f"Bearer {bearer.credentials}" if bearer else None, api_key, tenant,
+                         client)
     found.require(scope_name)
     wait = over_limit(found.limit_key, found.rate_limit)
     if wait is not None:
@@ -49,11 +51,13 @@ def scope(name: str):
     """A dependency: the caller, who must hold ``name`` (one dependency, one thread hop)."""
 
     def need(
+        request: Request,
         bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
         api_key: Annotated[str | None, Depends(_api_key)],
         tenant: Annotated[str | None, Header(alias=TENANT_HEADER, include_in_schema=False)] = None,
     ) -> Caller:
-        return _authorized(bearer, api_key, tenant, name)
+        return _authorized(bearer, api_key, tenant, name,
+                           request.client.host if request.client else None)
 
     need.__name__ = f"need_{name.replace(':', '_')}"
     return need
@@ -63,20 +67,14 @@ Reader = Annotated[Caller, Depends(scope("jobs:read"))]
 Writer = Annotated[Caller, Depends(scope("jobs:write"))]
 Approver = Annotated[Caller, Depends(scope("jobs:approve"))]
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": schemas.Problem, "description": "No, unknown, revoked or expired credentials"},
-    403: {"model": schemas.Problem, "description": "A scope the caller lacks"},
-    429: {"model": schemas.Problem, "description": "Over the caller's rate (see Retry-After)"},
-}
+# Every error answers in one shape (app.api.errors), documented on each route; a body's own
+# (400 not JSON, 413 too large, 415 not declared JSON) on the routes that take one.
+_ERRORS = errors.responses(401, 403, 422, 429, 500)
+_BODY_ERRORS = errors.responses(400, 413, 415)
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": schemas.Problem, "description": "No such job of this tenant"}}
 _CONFLICT: dict[int | str, dict[str, Any]] = {
     409: {"model": schemas.Problem, "description": "The job's state does not allow it"}}
-
-
-def problem(status: int, message: str, **extra: Any) -> JSONResponse:
-    headers = extra.pop("headers", None)
-    return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
 
 
 def _job_id(value: str) -> str:
@@ -105,6 +103,7 @@ v1 = APIRouter(prefix="/v1", responses=_ERRORS)
 @v1.post("/jobs", status_code=201, response_model=schemas.Job,
          responses={200: {"model": schemas.Job, "description": "The job this Idempotency-Key "
                                                                "asked for before"},
+                    **_BODY_ERRORS,
                     422: {"model": schemas.Problem, "description": "Refused: what is wrong, "
                           "by field; the refusal is kept as a failed job"}})
 def create_job(
@@ -154,12 +153,20 @@ def list_jobs(
     tenant = who.for_tenant()
     for value in status or ():
         if value not in JOB_STATUSES:
-            raise Denied(422, f"status {value!r} is not one of {', '.join(JOB_STATUSES)}")
+            raise Denied(422, f"status {value[:64]!r} is not one of {', '.join(JOB_STATUSES)}",
+                         field="status")
     try:
         since_seconds, since_at = schemas.parse_since(since) if since else (None, None)
+    except ValueError as exc:
+        raise Denied(422, str(exc), field="since") from None
+    try:
         after = schemas.decode_cursor(cursor) if cursor else (None, None)
     except ValueError as exc:
-        raise Denied(422, str(exc)) from None
+        raise Denied(422, str(exc), field="cursor") from None
+    if intent is not None and not schemas.is_intent_filter(intent):
+        raise Denied(422, f"intent must be an intent key or a family such as billing.*, of at "
+                          f"most {schemas.MAX_INTENT_FILTER} printable characters",
+                     field="intent")
     where = reads.JobFilter(tenant_id=tenant, statuses=status, intent=intent,
                             since_seconds=since_seconds, since_at=since_at)
     with db.tenant_begin(tenant) as conn:
@@ -178,7 +185,7 @@ def get_job(job_id: str, who: Reader) -> Any:
 
 
 @v1.post("/jobs/{job_id}/cancel", response_model=schemas.Job,
-         responses={**_NOT_FOUND, **_CONFLICT})
+         responses={**_NOT_FOUND, **_CONFLICT, **_BODY_ERRORS})
 def cancel_job(job_id: str, who: Writer, body: schemas.CancelRequest | None = None) -> Any:
     """Cancel a pending, running or unapproved job (a running one is stopped within about a
     second)."""
@@ -193,7 +200,7 @@ def cancel_job(job_id: str, who: Writer, body: schemas.CancelRequest | None = No
 
 
 @v1.post("/jobs/{job_id}/retry", response_model=schemas.Job,
-         responses={**_NOT_FOUND, **_CONFLICT,
+         responses={**_NOT_FOUND, **_CONFLICT, **_BODY_ERRORS,
                     422: {"model": schemas.Problem, "description": "Parameters refused"}})
 def retry_job(job_id: str, who: Writer, body: schemas.RetryRequest | None = None) -> Any:
     """Run a failed or cancelled job again (optionally on corrected parameters)."""
@@ -218,7 +225,7 @@ def retry_job(job_id: str, who: Writer, body: schemas.RetryRequest | None = None
 
 
 @v1.post("/jobs/{job_id}/approve", response_model=schemas.Job,
-         responses={**_NOT_FOUND, **_CONFLICT})
+         responses={**_NOT_FOUND, **_CONFLICT, **_BODY_ERRORS})
 def approve_job(job_id: str, who: Approver, body: schemas.ApproveRequest | None = None) -> Any:
     """Approve a job awaiting approval: it becomes pending and runs."""
     tenant = who.for_tenant()
@@ -230,7 +237,7 @@ def approve_job(job_id: str, who: Approver, body: schemas.ApproveRequest | None 
 
 
 @v1.post("/jobs/{job_id}/reject", response_model=schemas.Job,
-         responses={**_NOT_FOUND, **_CONFLICT})
+         responses={**_NOT_FOUND, **_CONFLICT, **_BODY_ERRORS})
 def reject_job(job_id: str, who: Approver, body: schemas.RejectRequest | None = None) -> Any:
     """Reject a job awaiting approval: it is cancelled and never runs."""
     tenant = who.for_tenant()
@@ -278,33 +285,36 @@ def health() -> dict[str, str]:
 
 
 def create_app() -> FastAPI:
+    from app.api import docs
+    from app.api.auth import check_settings
+    from app.api.bodies import RequestBodies
     from app.api.metrics import metrics_response
+    from app.core.settings import settings
 
+    check_settings()  # tokens checked less than this API needs: refuse to start
     api = FastAPI(
         title="jobq",
         version="1",
         description="The academies' own API: ask for jobs, follow them live, approve them. "
-                    "Every request acts for one tenant (its API key's, or its JWT's).",
-        docs_url="/docs",
+                    "Every request acts for one tenant (its API key's, or its JWT's). Every "
+                    "error, of any status, answers as a `Problem`: `error` says what is wrong, "
+                    "`field` names the field or parameter concerned (a dotted path).",
+        docs_url=None,
+        redoc_url=None,
         openapi_url="/openapi.json",
     )
+    api.add_middleware(RequestBodies, max_bytes=settings.api_max_body_bytes)
     api.include_router(v1)
+    errors.install(api)
+    docs.install(api)
 
     @api.exception_handler(Denied)
     def _denied(_request: Request, exc: Denied) -> JSONResponse:
         headers = exc.headers
         if exc.status == 401:
             headers = {"WWW-Authenticate": "Bearer", **(headers or {})}
-        return problem(exc.status, str(exc), headers=headers)
-
-    @api.exception_handler(RequestValidationError)
-    def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or None
-        messages = "; ".join(
-            f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'body'}: "
-            f"{e.get('msg')}" for e in exc.errors()[:10])
-        return problem(422, f"invalid request: {messages}", field=where)
+        extra = {"field": exc.field} if exc.field else {}
+        return problem(exc.status, str(exc), headers=headers, **extra)
 
     @api.get("/metrics", include_in_schema=False)
     def metrics(who: Annotated[Caller, Depends(scope("metrics:read"))]) -> Response:

@@ -198,12 +198,24 @@ class Settings:
     api_workers: int = 1
     #: Requests per second per API key (or JWT subject) unless the key says otherwise.
     api_rate_limit: float = 50.0
+    #: A request body larger than this is refused (413) before it is read, parsed or its
+    #: caller authenticated. Default: four times ``max_params_bytes``, room for a request whose
+    #: parameters are at that limit however its JSON is spaced or escaped.
+    api_max_body_bytes: int = 262144
+    #: Failed authentications one client address may make per window before the API answers
+    #: 429 without looking at its credentials (0: no limit).
+    api_auth_failures: int = 20
+    api_auth_failure_window: float = 60.0
     #: JWT bearer tokens: an HS256 secret, or a JWKS URL (RS256/ES256 keys), or neither (off).
     jwt_secret: str | None = field(default=None, repr=False)
     jwt_jwks_url: str | None = None
     jwt_tenant_claim: str = "tenant_id"
+    #: Required whenever tokens are on (:meth:`require_jwt_checks`): a token of another
+    #: application of a shared identity provider is not one of ours.
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
+    #: Seconds of clock difference forgiven on ``exp``, ``nbf`` and ``iat``.
+    jwt_leeway: float = 30.0
     #: Scopes of a token whose ``scope`` claim says none.
     jwt_default_scopes: tuple[str, ...] = ("jobs:read", "jobs:write")
     #: /metrics: tenants named in labels (the rest are summed as "other"), and the window that
@@ -261,6 +273,26 @@ class Settings:
     def broker_is_sentinel(self) -> bool:
         return is_sentinel_url(self.broker_url)
 
+    @property
+    def jwt_enabled(self) -> bool:
+        return bool(self.jwt_secret or self.jwt_jwks_url)
+
+    def require_jwt_checks(self) -> None:
+        """Tokens are verified for this API only: with JWTs on, audience and issuer are
+        required, not optional."""
+        if not self.jwt_enabled:
+            return
+        missing = [name for name, value in (("JOBQ_JWT_AUDIENCE", self.jwt_audience),
+                                             ("JOBQ_JWT_ISSUER", self.jwt_issuer)) if not value]
+        if missing:
+            source = "JOBQ_JWT_SECRET" if self.jwt_secret else "JOBQ_JWT_JWKS_URL"
+            raise SettingsError(
+                f"{source} turns JWT bearer tokens on, but {' and '.join(missing)} "
+                f"{'is' if len(missing) == 1 else 'are'} not set: without them a token the "
+                "identity provider issued for another application would be accepted. Set "
+                "JOBQ_JWT_AUDIENCE to the 'aud' and JOBQ_JWT_ISSUER to the 'iss' your tokens "
+                "carry (or unset the JWT settings to accept API keys only)")
+
     def require_broker_url(self) -> str:
         if not self.broker_url:
             raise SettingsError(
@@ -293,6 +325,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
     smtp_tls = _choice(env, "SMTP_TLS", "starttls", ("starttls", "ssl", "none"))
     default_time_limit = _int(env, "JOBQ_DEFAULT_TIME_LIMIT", 300, minimum=1)
     max_time_limit = _int(env, "JOBQ_MAX_TIME_LIMIT", 3600, minimum=1)
+    max_params_bytes = _int(env, "JOBQ_MAX_PARAMS_BYTES", 65536, minimum=2)
     if default_time_limit > max_time_limit:
         raise SettingsError(
             f"JOBQ_DEFAULT_TIME_LIMIT={default_time_limit} exceeds "
@@ -319,7 +352,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
         fair_window_min=_int(env, "JOBQ_FAIR_WINDOW_MIN", 2, minimum=1),
         fair_feeder=_bool(env, "JOBQ_FAIR_FEEDER", True),
         manifest=env.get("JOBQ_MANIFEST", "handlers.manifest:INTENTS"),
-        max_params_bytes=_int(env, "JOBQ_MAX_PARAMS_BYTES", 65536, minimum=2),
+        max_params_bytes=max_params_bytes,
         max_result_bytes=_int(env, "JOBQ_MAX_RESULT_BYTES", 65536, minimum=256),
         default_max_retries=_int(env, "JOBQ_DEFAULT_MAX_RETRIES", 3),
         retry_backoff_base=_float(env, "JOBQ_RETRY_BACKOFF_BASE", 2.0),
@@ -359,11 +392,16 @@ def load(env: dict[str, str] | None = None) -> Settings:
         api_port=_int(env, "JOBQ_API_PORT", 8000, minimum=1),
         api_workers=_int(env, "JOBQ_API_WORKERS", 1, minimum=1),
         api_rate_limit=_float(env, "JOBQ_API_RATE_LIMIT", 50.0),
+        api_max_body_bytes=_int(env, "JOBQ_API_MAX_BODY_BYTES", 4 * max_params_bytes,
+                                minimum=1024),
+        api_auth_failures=_int(env, "JOBQ_API_AUTH_FAILURES", 20),
+        api_auth_failure_window=_float(env, "JOBQ_API_AUTH_FAILURE_WINDOW", 60.0, minimum=1.0),
         jwt_secret=env.get("JOBQ_JWT_SECRET") or None,
         jwt_jwks_url=env.get("JOBQ_JWT_JWKS_URL") or None,
         jwt_tenant_claim=env.get("JOBQ_JWT_TENANT_CLAIM") or "tenant_id",
         jwt_audience=env.get("JOBQ_JWT_AUDIENCE") or None,
         jwt_issuer=env.get("JOBQ_JWT_ISSUER") or None,
+        jwt_leeway=_float(env, "JOBQ_JWT_LEEWAY", 30.0),
         jwt_default_scopes=tuple(
             s.strip() for s in (env.get("JOBQ_JWT_DEFAULT_SCOPES") or "jobs:read,jobs:write")
             .split(",") if s.strip()),

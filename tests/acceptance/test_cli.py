@@ -62,6 +62,8 @@ def test_every_command_has_help(command):
     (["dispatch", "system.exec.echo", "-t", "{tenant}", "--params-json", "[1]"], "must be a JSON object"),
     (["dispatch", "system.exec.echo", "-t", "no such academy"], "no tenant 'no such academy'"),
     (["jobs", "--since", "yesterday"], "'yesterday' is neither a duration"),
+    (["jobs", "--since", "99999999999d"], "more than 36500 days"),
+    (["stats", "--since", "9999999999999999999999s"], "more than 36500 days"),
     (["jobs", "--status", "done"], "'done' is not one of pending, processing"),
     (["jobs", "--limit", "0"], "--limit"),
     (["job", "xyz"], "'xyz' is not a job id"),

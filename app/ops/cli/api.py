@@ -26,6 +26,7 @@ def api(
     """Serve the HTTP API: /v1/..., its OpenAPI document at /openapi.json, docs at /docs."""
     import uvicorn
 
+    from app.api.auth import check_settings
     from app.core.logs import configure_logging
     from app.core.settings import settings
 
@@ -33,6 +34,7 @@ def api(
     try:
         settings.require_database_url()
         settings.require_broker_url()
+        check_settings()
     except Exception as exc:
         raise fail(str(exc), 2) from None
     uvicorn.run("app.api.server:create_app", factory=True,

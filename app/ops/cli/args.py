@@ -20,6 +20,8 @@ import typer
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)", re.IGNORECASE)
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+#: The longest window --since reaches back: a hundred years, all of any job's history.
+MAX_SINCE_SECONDS = 36500 * 86400
 #: The shortest id prefix a job can be named by (Flower and ``jobq jobs`` show 8).
 MIN_ID_PREFIX = 6
 
@@ -54,7 +56,11 @@ def parse_since(value: str | None, param: str = "--since") -> tuple[float | None
     if value is None:
         return None, None
     if _DURATION.match(value.strip()) or value.strip().replace(".", "", 1).isdigit():
-        return parse_duration(value, param), None
+        seconds = parse_duration(value, param)
+        if seconds > MAX_SINCE_SECONDS:  # beyond the database's time range: an SQL error
+            raise bad(f"{value!r} reaches back more than 36500 days; leave {param} out for all",
+                      param)
+        return seconds, None
     try:
         at = dt.datetime.fromisoformat(value.strip())
     except ValueError:
