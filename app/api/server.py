@@ -19,7 +19,7 @@ from app.api import errors, events, schemas
 from app.api.auth import TENANT_HEADER, Caller, Denied, authenticate
 from app.api.errors import problem
 from app.api.ratelimit import over_limit, retry_after_header
-from app.core.errors import IntentRefused, TenantRefused
+from app.core.errors import IntentRefused, ParamsNotKept, TenantRefused
 from app.core.registry import manifest
 from app.core.validation import Request as JobAsked
 from app.intake import actions
@@ -201,9 +201,11 @@ def cancel_job(job_id: str, who: Writer, body: schemas.CancelRequest | None = No
 
 @v1.post("/jobs/{job_id}/retry", response_model=schemas.Job,
          responses={**_NOT_FOUND, **_CONFLICT, **_BODY_ERRORS,
-                    422: {"model": schemas.Problem, "description": "Parameters refused"}})
+                    422: {"model": schemas.Problem, "description": "Parameters refused, or "
+                          "needed: the job's own were not kept"}})
 def retry_job(job_id: str, who: Writer, body: schemas.RetryRequest | None = None) -> Any:
-    """Run a failed or cancelled job again (optionally on corrected parameters)."""
+    """Run a failed or cancelled job again (optionally on corrected parameters; a job refused
+    with parameters that were not kept needs them)."""
     from app.core.validation import validate_params
 
     tenant = who.for_tenant()
@@ -217,7 +219,12 @@ def retry_job(job_id: str, who: Writer, body: schemas.RetryRequest | None = None
             params = validate_params(intent, params)
         except IntentRefused as refused:
             return problem(422, str(refused), field=refused.field)
-    done = actions.requeue([{"id": job["id"]}], by=who.name, params=params, tenant_id=tenant)
+    try:
+        done = actions.requeue([{"id": job["id"]}], by=who.name, params=params,
+                               tenant_id=tenant)
+    except ParamsNotKept as refused:
+        return problem(422, f"{actions.params_not_kept(job)}: send them with the retry, "
+                            '{"intent_params": {...}}', field=refused.field)
     if not done:
         raise Denied(409, f"job {job['id']} is {job['status']}: only failed or cancelled jobs "
                           "of an active tenant can be retried")

@@ -87,6 +87,9 @@ def _prepare(
             queue=intent.queue if intent else None,
             error_message=str(refusal),
             idempotency_key=None,
+            # NULL parameters would otherwise read as "none given": a retry would run the
+            # intent's defaults instead of what the caller asked for.
+            params_dropped=req.intent_params is not None and kept is None,
         ), refusal
     due_now = run_at is None or run_at <= now + dt.timedelta(seconds=settings.eta_max_seconds)
     approval = bool(req.requires_approval) or intent.requires_approval

@@ -252,6 +252,10 @@ class JobExecution(Base):
     requested_by: Mapped[str | None] = mapped_column(Text)
     #: A job awaiting approval is cancelled as expired after this.
     approval_expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    #: Refused with parameters that could not be stored (too big, not JSON): the row keeps
+    #: none, and the job runs only on new ones (alembic 0008).
+    params_dropped: Mapped[bool] = mapped_column(Boolean, nullable=False,
+                                                 server_default=text("false"))
 
 
 class JobEvent(Base):
