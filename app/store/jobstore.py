@@ -59,7 +59,7 @@ INSERT_JOBS = text(
                 id uuid, tenant_id uuid, intent_key text, intent_params jsonb, status text,
                 max_retries int, run_at timestamptz, publish boolean, idempotency_key text,
                 queue text, source text, parent_id uuid, error_message text, requested_by text,
-                approval_seconds float8, params_dropped boolean)
+                approval_seconds float8, params_dropped boolean, request_hash text)
     ), room AS (
         SELECT q.queue, q.tenant_id, jobq_fast_room(q.queue, q.tenant_id, :window) AS n
           FROM (SELECT DISTINCT queue, tenant_id FROM v WHERE publish) q
@@ -72,7 +72,7 @@ INSERT_JOBS = text(
     INSERT INTO job_executions (
         id, tenant_id, intent_key, intent_params, status, max_retries, run_at,
         published_at, idempotency_key, queue, source, parent_id, error_message, completed_at,
-        requested_by, approval_expires_at, params_dropped
+        requested_by, approval_expires_at, params_dropped, request_hash
     )
     SELECT r.id, r.tenant_id, r.intent_key, r.intent_params, r.status, r.max_retries, r.run_at,
            CASE WHEN r.go THEN now() END,
@@ -81,7 +81,7 @@ INSERT_JOBS = text(
            r.requested_by,
            CASE WHEN r.status = 'awaiting_approval'
                 THEN now() + make_interval(secs => r.approval_seconds) END,
-           coalesce(r.params_dropped, false)
+           coalesce(r.params_dropped, false), r.request_hash
       FROM r
       JOIN tenants t ON t.id = r.tenant_id AND t.status = 'active'
      ORDER BY r.pos
@@ -90,14 +90,15 @@ INSERT_JOBS = text(
     """
 )
 
-#: The job an id or an idempotency key already names.
+#: The job an id or (else) an idempotency key of the tenant already names, with what it asked for.
 FIND_EXISTING = text(
     """
-    SELECT id::text, status, published_at IS NOT NULL AS published
+    SELECT id::text, status, published_at IS NOT NULL AS published,
+           id = CAST(:id AS uuid) AS same_id, intent_key, intent_params, run_at, request_hash
       FROM job_executions
      WHERE id = CAST(:id AS uuid)
-        OR (idempotency_key = :idempotency_key
-            AND tenant_id = CAST(:tenant_id AS uuid) AND intent_key = :intent_key)
+        OR (idempotency_key = :idempotency_key AND tenant_id = CAST(:tenant_id AS uuid))
+     ORDER BY id = CAST(:id AS uuid) DESC
      LIMIT 1
     """
 )
@@ -125,6 +126,8 @@ class NewJob:
     approval_seconds: float | None = None
     #: A refused request's parameters could not be stored: it runs only on new ones.
     params_dropped: bool = False
+    #: What a repeat under ``idempotency_key`` must match (request_fingerprint).
+    request_hash: str | None = None
 
     @property
     def awaiting_approval(self) -> bool:
@@ -150,6 +153,7 @@ class NewJob:
             "parent_id": self.parent_id,
             "error_message": self.error_message,
             "params_dropped": self.params_dropped,
+            "request_hash": self.request_hash,
         }
 
 
@@ -166,18 +170,28 @@ def insert_jobs(conn, jobs: Sequence[NewJob], *, window: int
             for r in conn.execute(INSERT_JOBS, {"rows": rows, "window": window})}
 
 
-def find_existing(conn, job: NewJob) -> tuple[str, str, bool] | None:
-    """``(id, status, published)`` of the job that made ``job`` a duplicate."""
+@dataclass(frozen=True)
+class Existing:
+    """The job that made a new one a duplicate, and what it asked for."""
+
+    id: str
+    status: str
+    published: bool
+    #: The same id (a redelivered dispatch), not only the same idempotency key.
+    same_id: bool
+    intent_key: str
+    intent_params: Any
+    run_at: dt.datetime | None
+    request_hash: str | None
+
+
+def find_existing(conn, job: NewJob) -> Existing | None:
+    """The job that made ``job`` a duplicate: its id, or else its idempotency key."""
     row = conn.execute(
         FIND_EXISTING,
-        {
-            "id": job.id,
-            "idempotency_key": job.idempotency_key,
-            "tenant_id": job.tenant_id,
-            "intent_key": job.intent_key,
-        },
+        {"id": job.id, "idempotency_key": job.idempotency_key, "tenant_id": job.tenant_id},
     ).first()
-    return (row[0], row[1], row[2]) if row else None
+    return Existing(*row) if row else None
 
 
 # --- running jobs ----------------------------------------------------------------------------

@@ -93,6 +93,30 @@ def test_a_repeated_idempotency_key_returns_the_same_job_with_200(client):
     assert sql("SELECT count(*) FROM job_executions WHERE idempotency_key = :k", k=key)[0][0] == 1
 
 
+def test_a_reused_idempotency_key_for_another_request_answers_409_naming_it(client, academy):
+    # Issue 22 (10): a different request under a used key got the old job back with 200.
+    body = {"intent_key": "system.exec.echo", "intent_params": {"n": 1},
+            "run_at": "2099-03-01T09:00:00+09:00"}
+    key = f"order-{uuid.uuid4().hex[:8]}"
+    first = post_job(client, body, **{"Idempotency-Key": key})
+    assert first.status_code == 201
+    job = first.json()
+    for change in ({"intent_params": {"n": 2}}, {"intent_params": {}},
+                   {"run_at": "2099-03-01T10:00:00+09:00"},
+                   {"intent_key": "system.exec.sleep", "intent_params": {"seconds": 1}}):
+        clash = post_job(client, {**body, **change}, **{"Idempotency-Key": key})
+        assert clash.status_code == 409, clash.text
+        problem = clash.json()
+        assert problem["error"].startswith(f"Idempotency-Key {key!r} was already used for a "
+                                           f"different request (job {job['id']})")
+        assert (problem["field"], problem["job_id"]) == ("Idempotency-Key", job["id"])
+    same = post_job(client, {**body, "run_at": "2099-03-01T00:00:00Z"}, **{"Idempotency-Key": key})
+    assert same.status_code == 200 and same.json() == job
+    assert sql("SELECT count(*) FROM job_executions WHERE tenant_id = :t AND created_at >= :at",
+               t=academy, at=job["created_at"])[0][0] == 1
+    assert [k for _, k in event_kinds(job["id"])] == ["created"]
+
+
 def test_a_refusal_answers_422_naming_the_field_and_keeps_its_failed_row(client):
     refused = post_job(client, {"intent_key": "system.exec.sleep",
                                 "intent_params": {"seconds": "soon"}})

@@ -125,6 +125,24 @@ def test_text_fields_stay_text_when_the_schema_says_so(tenant):
     assert wait_for_status(job_id, "completed")["intent_params"] == {"seconds": 0.2}
 
 
+def test_a_reused_idempotency_key_for_another_request_exits_2_naming_it(tenant):
+    key = f"fees-{uuid.uuid4().hex[:8]}"
+    asked = ["dispatch", "system.exec.echo", "-t", tenant, "--idempotency-key", key,
+             "--run-at", "2099-03-01T09:00"]
+    first = dispatched(jobq(*asked, "-p", "n=1"))
+    before = job_row(first)
+    assert dispatched(jobq(*asked, "-p", "n=1")) == first
+    clash = jobq(*asked, "-p", "n=2")
+    assert clash.returncode == 2, clash.stdout + clash.stderr
+    assert clash.stdout == ""
+    line = one_error_line(clash)
+    assert (f"--idempotency-key {key!r} was already used for a different request (job {first})"
+            in line)
+    assert "recorded as failed" not in line
+    assert sql("SELECT count(*) FROM job_executions WHERE tenant_id = :t", t=tenant) == [(1,)]
+    assert job_row(first) == before
+
+
 def test_dispatch_by_tenant_name():
     name = f"해오름 수학학원 {uuid.uuid4().hex[:4]}"
     tenant_id = make_tenant(name)
