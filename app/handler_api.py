@@ -2,9 +2,9 @@
 
 The job's context (its tenant's session, progress, checkpoints, child jobs, a shared outside
 rate), the errors that steer retries, the manifest's building blocks (intents, their parameter
-models, retry policies, schedules), the settings, and the declarative base its own tables build
-on; and what a business command (the manifest module's ``COMMANDS``) gets from the engine's
-command line. An import-linter contract (pyproject.toml) keeps ``handlers`` to this module.
+models, retry policies, schedules), the settings, the declarative base its own tables build
+on, CSV cells a spreadsheet does not run as formulas; and what a business command (the
+manifest module's ``COMMANDS``) gets from the engine's command line. An import-linter contract (pyproject.toml) keeps ``handlers`` to this module.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
+from app.core.csv_export import safe_cell, safe_text_sql, safe_writer
 from app.core.errors import IntentRefused, PermanentError, TransientError
 from app.core.manifest import Intent, IntentParams, NoParams, RetryPolicy, Schedule
 from app.core.settings import Settings, settings
@@ -59,5 +60,8 @@ __all__ = [
     "Settings",
     "Tenant",
     "TransientError",
+    "safe_cell",
+    "safe_text_sql",
+    "safe_writer",
     "settings",
 ]

@@ -109,3 +109,25 @@ def rows(statement: str, **params: Any) -> list[dict[str, Any]]:
 def notifications(job_id: str) -> list[dict[str, Any]]:
     return rows("SELECT * FROM notifications WHERE job_id = CAST(:j AS uuid) "
                 "ORDER BY recipient", j=job_id)
+
+
+def overdue_invoices(tenant: str) -> tuple[Invoice, Invoice]:
+    """Two open invoices of 250,000원 of one student: one 40 days past its due date, one 10
+    days (past the late-fee intent's default grace of 7 days, within a grace of 30)."""
+    today = dt.datetime.now(SEOUL).date()
+    enrolment = enrol(make_student(tenant, "연체생"), make_class(tenant, f"연체 확인반 {uuid.uuid4().hex[:6]}"))
+    old = make_invoice(enrolment, month_start(today - dt.timedelta(days=70)), 250_000,
+                       today - dt.timedelta(days=40))
+    recent = make_invoice(enrolment, month_start(today - dt.timedelta(days=35)), 250_000,
+                          today - dt.timedelta(days=10))
+    return old, recent
+
+
+def month_start(day: dt.date) -> dt.date:
+    return day.replace(day=1)
+
+
+def late_fees(tenant: str) -> dict[uuid.UUID, int]:
+    """Each of the tenant's invoices' late fee (0: none applied)."""
+    return {r["id"]: r["late_fee"] for r in rows(
+        "SELECT id, late_fee FROM invoices WHERE tenant_id = CAST(:t AS uuid)", t=tenant)}

@@ -116,7 +116,8 @@ class IntentInfo(BaseModel):
 class Problem(BaseModel):
     error: str
     field: str | None = None
-    job_id: str | None = Field(default=None, description="The failed row kept for the audit")
+    job_id: str | None = Field(default=None, description="The failed row kept for the audit "
+                               "(422); the job an Idempotency-Key names (409)")
 
 
 def job_out(row: dict[str, Any]) -> dict[str, Any]:

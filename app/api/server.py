@@ -19,7 +19,7 @@ from app.api import errors, events, schemas
 from app.api.auth import TENANT_HEADER, Caller, Denied, authenticate
 from app.api.errors import problem
 from app.api.ratelimit import over_limit, retry_after_header
-from app.core.errors import IntentRefused, TenantRefused
+from app.core.errors import IdempotencyConflict, IntentRefused, ParamsNotKept, TenantRefused
 from app.core.registry import manifest
 from app.core.validation import Request as JobAsked
 from app.intake import actions
@@ -104,6 +104,9 @@ v1 = APIRouter(prefix="/v1", responses=_ERRORS)
          responses={200: {"model": schemas.Job, "description": "The job this Idempotency-Key "
                                                                "asked for before"},
                     **_BODY_ERRORS,
+                    409: {"model": schemas.Problem, "description": "The Idempotency-Key was "
+                          "used before for a different request (intent_key, intent_params or "
+                          "run_at); job_id is that job. Nothing is written"},
                     422: {"model": schemas.Problem, "description": "Refused: what is wrong, "
                           "by field; the refusal is kept as a failed job"}})
 def create_job(
@@ -111,7 +114,8 @@ def create_job(
     who: Writer,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> Any:
-    """Ask for a job. A repeat with the same Idempotency-Key returns the same job (200)."""
+    """Ask for a job. A repeat with the same Idempotency-Key and the same request returns the
+    same job (200); the key with a different request is a conflict (409)."""
     tenant = who.for_tenant()
     asked = JobAsked(tenant, body.intent_key, body.intent_params, idempotency_key,
                      body.run_at, body.max_retries, requires_approval=body.requires_approval,
@@ -122,6 +126,10 @@ def create_job(
         except TenantRefused as refused:
             session.rollback()
             return problem(403, str(refused), field=refused.field)
+        except IdempotencyConflict as clash:
+            session.rollback()  # nothing was written
+            return problem(409, clash.telling("Idempotency-Key", clash.key, clash.job_id),
+                           field="Idempotency-Key", job_id=clash.job_id)
         except IntentRefused as refused:
             session.commit()  # keeps the failed row for the audit
             return problem(422, str(refused), field=refused.field, job_id=refused.job_id)
@@ -201,9 +209,11 @@ def cancel_job(job_id: str, who: Writer, body: schemas.CancelRequest | None = No
 
 @v1.post("/jobs/{job_id}/retry", response_model=schemas.Job,
          responses={**_NOT_FOUND, **_CONFLICT, **_BODY_ERRORS,
-                    422: {"model": schemas.Problem, "description": "Parameters refused"}})
+                    422: {"model": schemas.Problem, "description": "Parameters refused, or "
+                          "needed: the job's own were not kept"}})
 def retry_job(job_id: str, who: Writer, body: schemas.RetryRequest | None = None) -> Any:
-    """Run a failed or cancelled job again (optionally on corrected parameters)."""
+    """Run a failed or cancelled job again (optionally on corrected parameters; a job refused
+    with parameters that were not kept needs them)."""
     from app.core.validation import validate_params
 
     tenant = who.for_tenant()
@@ -217,7 +227,12 @@ def retry_job(job_id: str, who: Writer, body: schemas.RetryRequest | None = None
             params = validate_params(intent, params)
         except IntentRefused as refused:
             return problem(422, str(refused), field=refused.field)
-    done = actions.requeue([{"id": job["id"]}], by=who.name, params=params, tenant_id=tenant)
+    try:
+        done = actions.requeue([{"id": job["id"]}], by=who.name, params=params,
+                               tenant_id=tenant)
+    except ParamsNotKept as refused:
+        return problem(422, f"{actions.params_not_kept(job)}: send them with the retry, "
+                            '{"intent_params": {...}}', field=refused.field)
     if not done:
         raise Denied(409, f"job {job['id']} is {job['status']}: only failed or cancelled jobs "
                           "of an active tenant can be retried")

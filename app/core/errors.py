@@ -46,5 +46,38 @@ class TenantRefused(IntentRefused):
     """The tenant is unknown or suspended."""
 
 
+class IdempotencyConflict(IntentRefused):
+    """The idempotency key already names a job of this tenant that asked for something else
+    (another intent, other parameters, another ``run_at``). Nothing was written; ``job_id`` is
+    the job the key names, and ``key`` the key."""
+
+    def __init__(self, message: str, *, field: str | None = "idempotency_key",
+                 job_id: str | None = None, key: str | None = None):
+        super().__init__(message, field=field, job_id=job_id)
+        self.key = key
+
+    @classmethod
+    def of(cls, key: str, job_id: str) -> IdempotencyConflict:
+        return cls(cls.telling("idempotency key", key, job_id), job_id=job_id, key=key)
+
+    @staticmethod
+    def telling(name: str, key: str | None, job_id: str | None) -> str:
+        """The conflict, with the key called as the caller's interface calls it (the API's
+        ``Idempotency-Key`` header, the CLI's ``--idempotency-key``)."""
+        return (f"{name} {key!r} was already used for a different request (job {job_id}): "
+                "a repeat asks for the same intent_key, intent_params and run_at; a new request "
+                "needs a new key")
+
+    def __reduce__(self):
+        return (type(self), (str(self),),
+                {"field": self.field, "job_id": self.job_id, "key": self.key})
+
+
+class ParamsNotKept(IntentRefused):
+    """A retry without new parameters of a job refused with parameters that could not be
+    stored (too big, not JSON): it would run on the intent's defaults instead of what its
+    caller asked for, so it runs only on new ones. ``job_id`` is that job."""
+
+
 class JobNotFound(JobqError, LookupError):
     """No job has that id."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import hashlib
 import json
 import math
 import uuid
@@ -272,6 +273,18 @@ def check_idempotency_key(value: Any) -> str | None:
     if problem:
         raise Refusal(f"idempotency_key {problem}", "idempotency_key")
     return value
+
+
+def request_fingerprint(intent_key: str, params: Any, run_at: dt.datetime | None) -> str:
+    """What makes a repeat under an idempotency key the same request: its intent, its
+    parameters as given (none given: ``{}``) and its ``run_at`` as an instant, as the SHA-256
+    of their canonical JSON (keys sorted, so the order they were written in does not count)."""
+    canonical = json.dumps(
+        {"intent_key": intent_key,
+         "intent_params": dict(params) if isinstance(params, Mapping) else params or {},
+         "run_at": None if run_at is None else run_at.astimezone(dt.UTC).isoformat()},
+        sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def printable_key(value: Any) -> str:

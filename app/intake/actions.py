@@ -18,6 +18,7 @@ from typing import Any
 
 from app.broker.celery_app import celery_app
 from app.broker.publish import Outgoing
+from app.core.errors import ParamsNotKept
 from app.core.registry import manifest
 from app.core.settings import settings
 from app.intake.submit import publish_or_release
@@ -192,7 +193,9 @@ def requeue(jobs: list[dict[str, Any]], *, by: str, params: dict[str, Any] | Non
     instead, audited.
 
     Jobs of suspended or deleted tenants are skipped: their work is refused, like their new
-    requests.
+    requests. A job refused with parameters that were not kept (too big or not JSON to store)
+    runs only on new ones: without ``params`` it raises :class:`ParamsNotKept` and nothing of
+    ``jobs`` is requeued (the intent's defaults are never what its caller asked for).
     """
     # A cancel revoked the id in every worker; the job keeps its id, so lift that first
     # (before a feeder can publish it again).
@@ -203,6 +206,10 @@ def requeue(jobs: list[dict[str, Any]], *, by: str, params: dict[str, Any] | Non
             full = job if "tenant_status" in job else _load(conn, job["id"])
             if full is None or full["tenant_status"] != "active":
                 continue
+            if params is None and full.get("params_dropped"):
+                raise ParamsNotKept(
+                    f"{params_not_kept(full)}; pass them: requeue(..., params={{...}})",
+                    field="intent_params", job_id=full["id"])
             intent = manifest.get(full["intent_key"])
             # A request refused at intake never ran and was given no retries: corrected, it
             # gets the intent's budget like any new job.
@@ -219,6 +226,15 @@ def requeue(jobs: list[dict[str, Any]], *, by: str, params: dict[str, Any] | Non
     known = {j["id"] for j in jobs if j.get("status") == "cancelled"}
     forget_revoked(job_id for job_id, was, _ in done if was == "cancelled" and job_id not in known)
     return done
+
+
+def params_not_kept(job: dict[str, Any]) -> str:
+    """What a retry of a job whose parameters were not kept is told, before the way to give
+    new ones that the caller's interface has: what was refused, and that the job cannot run."""
+    reason = job.get("error_message")
+    return (f"job {job['id']} was refused and its parameters were not kept"
+            + (f" ({reason})" if reason else "")
+            + ": it runs only on new ones, never on the intent's defaults")
 
 
 def _load(conn, job_id: str) -> dict[str, Any] | None:

@@ -21,7 +21,7 @@ from sqlalchemy import Connection, event
 from sqlalchemy.orm import Session
 
 from app.broker.publish import Outgoing, publish
-from app.core.errors import IntentRefused, TenantRefused
+from app.core.errors import IdempotencyConflict, IntentRefused, TenantRefused
 from app.core.registry import manifest
 from app.core.settings import settings
 from app.core.validation import (
@@ -33,6 +33,7 @@ from app.core.validation import (
     check_params,
     parse_run_at,
     printable_key,
+    request_fingerprint,
     short,
     storable,
 )
@@ -87,6 +88,9 @@ def _prepare(
             queue=intent.queue if intent else None,
             error_message=str(refusal),
             idempotency_key=None,
+            # NULL parameters would otherwise read as "none given": a retry would run the
+            # intent's defaults instead of what the caller asked for.
+            params_dropped=req.intent_params is not None and kept is None,
         ), refusal
     due_now = run_at is None or run_at <= now + dt.timedelta(seconds=settings.eta_max_seconds)
     approval = bool(req.requires_approval) or intent.requires_approval
@@ -98,6 +102,8 @@ def _prepare(
         queue=intent.queue,
         run_at=run_at,
         idempotency_key=idempotency_key,
+        request_hash=(request_fingerprint(key, req.intent_params, run_at)
+                      if idempotency_key is not None else None),
         publish=due_now and not approval,
         approval_seconds=settings.approval_expires_seconds if approval else None,
     ), None
@@ -122,7 +128,9 @@ def submit(
 ) -> str:
     """Write a job into ``session``'s transaction and publish it once that commits.
 
-    Returns the job id (the existing job's id when ``idempotency_key`` was seen before). With
+    Returns the job id (the existing job's id when ``idempotency_key`` was seen before with
+    the same request; with another intent, other parameters or another ``run_at`` it raises
+    :class:`~app.core.errors.IdempotencyConflict` and writes nothing). With
     ``requires_approval`` (or an intent declared so) the job waits in ``awaiting_approval``
     until :func:`app.intake.actions.approve`; ``requested_by`` names the caller in its history.
     Raises :class:`IntentRefused` for bad input; its failed row is in the session, so commit
@@ -207,12 +215,31 @@ def _write(conn: Session | Connection, requests: Iterable[Request], *, source: s
         if existing is not None:  # a redelivered dispatch, or a repeated idempotency key
             if refusal is not None:
                 first_refusal = first_refusal or IntentRefused(
-                    str(refusal), field=refusal.field, job_id=existing[0])
-            ids.append(existing[0])
+                    str(refusal), field=refusal.field, job_id=existing.id)
+            elif not existing.same_id and not _same_request(job, existing):
+                first_refusal = first_refusal or _conflict(job, existing)
+            ids.append(existing.id)
             continue
         _raise_for_tenant(conn, job.tenant_id)
         raise RuntimeError(f"job {job.id} was neither written nor found")  # pragma: no cover
     return ids, outgoing, first_refusal, written
+
+
+def _same_request(job: jobstore.NewJob, existing: jobstore.Existing) -> bool:
+    """Whether ``job`` asks for what the job its idempotency key names asked for."""
+    if existing.request_hash is not None:
+        return existing.request_hash == job.request_hash
+    # Written by plain SQL, or before requests were fingerprinted: what its columns ask for,
+    # matched with the request as given or as validated (older rows kept the latter).
+    theirs = request_fingerprint(existing.intent_key, existing.intent_params, existing.run_at)
+    return theirs in (job.request_hash,
+                      request_fingerprint(job.intent_key, job.intent_params, job.run_at))
+
+
+def _conflict(job: jobstore.NewJob, existing: jobstore.Existing) -> IdempotencyConflict:
+    log.info("idempotency key reused for a different request (job %s)", existing.id,
+             extra={"tenant_id": job.tenant_id, "intent_key": job.intent_key})
+    return IdempotencyConflict.of(job.idempotency_key, existing.id)
 
 
 def _countdown(run_at: dt.datetime | None, now: dt.datetime) -> float | None:

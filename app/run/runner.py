@@ -288,6 +288,11 @@ class Run:
         return {"stopped": f"job {reason}"}
 
     def _params(self, c: jobstore.Claimed):
+        if c.params_dropped:
+            # Put back to pending from outside without new parameters (a retry gives them):
+            # the intent's defaults are not what its caller asked for.
+            raise PermanentError("its parameters were not kept when it was refused, so it "
+                                 "runs only on new ones (jobq retry ID --params-json '{...}')")
         try:
             model = self.intent.params_model
         except ManifestError as exc:

@@ -59,7 +59,7 @@ INSERT_JOBS = text(
                 id uuid, tenant_id uuid, intent_key text, intent_params jsonb, status text,
                 max_retries int, run_at timestamptz, publish boolean, idempotency_key text,
                 queue text, source text, parent_id uuid, error_message text, requested_by text,
-                approval_seconds float8)
+                approval_seconds float8, params_dropped boolean, request_hash text)
     ), room AS (
         SELECT q.queue, q.tenant_id, jobq_fast_room(q.queue, q.tenant_id, :window) AS n
           FROM (SELECT DISTINCT queue, tenant_id FROM v WHERE publish) q
@@ -72,7 +72,7 @@ INSERT_JOBS = text(
     INSERT INTO job_executions (
         id, tenant_id, intent_key, intent_params, status, max_retries, run_at,
         published_at, idempotency_key, queue, source, parent_id, error_message, completed_at,
-        requested_by, approval_expires_at
+        requested_by, approval_expires_at, params_dropped, request_hash
     )
     SELECT r.id, r.tenant_id, r.intent_key, r.intent_params, r.status, r.max_retries, r.run_at,
            CASE WHEN r.go THEN now() END,
@@ -80,7 +80,8 @@ INSERT_JOBS = text(
            CASE WHEN r.status = 'failed' THEN now() END,
            r.requested_by,
            CASE WHEN r.status = 'awaiting_approval'
-                THEN now() + make_interval(secs => r.approval_seconds) END
+                THEN now() + make_interval(secs => r.approval_seconds) END,
+           coalesce(r.params_dropped, false), r.request_hash
       FROM r
       JOIN tenants t ON t.id = r.tenant_id AND t.status = 'active'
      ORDER BY r.pos
@@ -89,14 +90,15 @@ INSERT_JOBS = text(
     """
 )
 
-#: The job an id or an idempotency key already names.
+#: The job an id or (else) an idempotency key of the tenant already names, with what it asked for.
 FIND_EXISTING = text(
     """
-    SELECT id::text, status, published_at IS NOT NULL AS published
+    SELECT id::text, status, published_at IS NOT NULL AS published,
+           id = CAST(:id AS uuid) AS same_id, intent_key, intent_params, run_at, request_hash
       FROM job_executions
      WHERE id = CAST(:id AS uuid)
-        OR (idempotency_key = :idempotency_key
-            AND tenant_id = CAST(:tenant_id AS uuid) AND intent_key = :intent_key)
+        OR (idempotency_key = :idempotency_key AND tenant_id = CAST(:tenant_id AS uuid))
+     ORDER BY id = CAST(:id AS uuid) DESC
      LIMIT 1
     """
 )
@@ -122,6 +124,10 @@ class NewJob:
     requested_by: str | None = None
     #: Seconds the job waits for an approval before it expires; None: it needs none.
     approval_seconds: float | None = None
+    #: A refused request's parameters could not be stored: it runs only on new ones.
+    params_dropped: bool = False
+    #: What a repeat under ``idempotency_key`` must match (request_fingerprint).
+    request_hash: str | None = None
 
     @property
     def awaiting_approval(self) -> bool:
@@ -146,6 +152,8 @@ class NewJob:
             "source": self.source,
             "parent_id": self.parent_id,
             "error_message": self.error_message,
+            "params_dropped": self.params_dropped,
+            "request_hash": self.request_hash,
         }
 
 
@@ -162,18 +170,28 @@ def insert_jobs(conn, jobs: Sequence[NewJob], *, window: int
             for r in conn.execute(INSERT_JOBS, {"rows": rows, "window": window})}
 
 
-def find_existing(conn, job: NewJob) -> tuple[str, str, bool] | None:
-    """``(id, status, published)`` of the job that made ``job`` a duplicate."""
+@dataclass(frozen=True)
+class Existing:
+    """The job that made a new one a duplicate, and what it asked for."""
+
+    id: str
+    status: str
+    published: bool
+    #: The same id (a redelivered dispatch), not only the same idempotency key.
+    same_id: bool
+    intent_key: str
+    intent_params: Any
+    run_at: dt.datetime | None
+    request_hash: str | None
+
+
+def find_existing(conn, job: NewJob) -> Existing | None:
+    """The job that made ``job`` a duplicate: its id, or else its idempotency key."""
     row = conn.execute(
         FIND_EXISTING,
-        {
-            "id": job.id,
-            "idempotency_key": job.idempotency_key,
-            "tenant_id": job.tenant_id,
-            "intent_key": job.intent_key,
-        },
+        {"id": job.id, "idempotency_key": job.idempotency_key, "tenant_id": job.tenant_id},
     ).first()
-    return (row[0], row[1], row[2]) if row else None
+    return Existing(*row) if row else None
 
 
 # --- running jobs ----------------------------------------------------------------------------
@@ -228,7 +246,8 @@ CLAIM_SQL = f"""
         RETURNING j.id, j.tenant_id::text, j.intent_key, j.intent_params,
                   coalesce(j.retry_count, 0) + 1 AS attempt,
                   coalesce(j.max_retries, $5) AS max_retries,
-                  j.checkpoint, coalesce(j.run_at, j.created_at) AS scheduled_for
+                  j.checkpoint, coalesce(j.run_at, j.created_at) AS scheduled_for,
+                  j.params_dropped
     ), started AS (
         INSERT INTO job_events (job_id, attempt, kind, worker)
         SELECT id, attempt, 'started', $2 FROM claimed
@@ -250,7 +269,7 @@ CLAIM_SQL = f"""
           FROM stopped
     )
     SELECT c.id::text, c.tenant_id, c.intent_key, c.intent_params, c.attempt, c.max_retries,
-           c.checkpoint, c.scheduled_for,
+           c.checkpoint, c.scheduled_for, c.params_dropped,
            ARRAY(SELECT id::text FROM done) AS completed,
            s.tenant_status, s.reason
       FROM (SELECT 1) AS one LEFT JOIN claimed c ON true LEFT JOIN stopped s ON true
@@ -306,6 +325,9 @@ class Claimed:
     max_retries: int
     checkpoint: Any
     scheduled_for: dt.datetime
+    #: Refused once with parameters that were not kept, and put back to pending from outside
+    #: (a retry gives new ones): it must not run on the intent's defaults.
+    params_dropped: bool = False
 
 
 @dataclass(frozen=True)
@@ -339,9 +361,9 @@ def claim(conn, job_id: str, *, worker: str, owner: str, lease: float, default_m
         f"EXECUTE {CLAIM} (%s, %s, %s, %s, %s, %s)",
         (job_id, worker, owner, lease, default_max_retries, rows),
     ).one()
-    claimed = Claimed(*row[:8]) if row[0] is not None else None
-    refusal = TenantRefusal(row[9], row[10]) if row[9] is not None else None
-    return claimed, set(row[8]), refusal
+    claimed = Claimed(*row[:9]) if row[0] is not None else None
+    refusal = TenantRefusal(row[10], row[11]) if row[10] is not None else None
+    return claimed, set(row[9]), refusal
 
 
 def inspect(conn, job_id: str, *, lease: float, wedged: float) -> Inspected | None:
@@ -986,7 +1008,9 @@ def cancel(conn, job_id: str, *, reason: str, by: str) -> str | None:
 #: Put a finished job back to pending as a fresh start, keeping its history; with ``:params``,
 #: on corrected parameters (the event keeps the old and the new) and ``:max_retries``. A job
 #: that was asked for with an approval and never got one goes back to awaiting it (for
-#: ``:approval_seconds``): a cancel and a retry must not run it unapproved.
+#: ``:approval_seconds``): a cancel and a retry must not run it unapproved. A job whose
+#: parameters were not kept (``params_dropped``) goes back only with new ones: it must never
+#: run on defaults its caller did not send.
 REQUEUE = text(
     """
     WITH before AS (
@@ -998,6 +1022,7 @@ REQUEUE = text(
                                 WHERE e.job_id = j.id AND e.kind = 'approved') AS unapproved
           FROM job_executions j
          WHERE j.id = CAST(:id AS uuid) AND j.status IN ('failed', 'cancelled')
+           AND (:replace OR NOT j.params_dropped)
            FOR UPDATE
     ), again AS (
         UPDATE job_executions j
@@ -1008,6 +1033,7 @@ REQUEUE = text(
                completed_at = NULL, executed_at = NULL, result = NULL, progress = NULL,
                run_at = NULL, published_at = NULL, updated_at = now(),
                intent_params = CASE WHEN :replace THEN :params ELSE j.intent_params END,
+               params_dropped = j.params_dropped AND NOT :replace,
                max_retries = coalesce(:max_retries, j.max_retries)
           FROM before WHERE j.id = before.id
         RETURNING j.id, before.status AS was, before.intent_params AS old_params, j.status
@@ -1032,7 +1058,8 @@ def requeue(conn, job_id: str, *, by: str, params: Any = None, replace_params: b
             max_retries: int | None = None, approval_seconds: float = 259200.0
             ) -> tuple[str, str] | None:
     """``(the status it had, the status it has now)``: pending, or awaiting_approval for a job
-    never approved. None when it was not failed or cancelled."""
+    never approved. None when it was not failed or cancelled, or when its parameters were not
+    kept and no new ones came (``replace_params``)."""
     row = conn.execute(REQUEUE, {"id": job_id, "by": by, "params": params,
                                  "replace": replace_params, "max_retries": max_retries,
                                  "approval_seconds": approval_seconds}).first()

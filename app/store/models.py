@@ -155,10 +155,10 @@ class JobExecution(Base):
             "completed_at",
             postgresql_where=text("status IN ('completed', 'failed', 'cancelled')"),
         ),
+        # A key names one request of a tenant, whatever its intent (0009).
         Index(
-            "uq_job_executions_idempotency",
+            "uq_job_executions_tenant_idempotency",
             "tenant_id",
-            "intent_key",
             "idempotency_key",
             unique=True,
             postgresql_where=text("idempotency_key IS NOT NULL"),
@@ -227,6 +227,10 @@ class JobExecution(Base):
     #: When the row was last handed to the broker. NULL: no broker holds it.
     published_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     idempotency_key: Mapped[str | None] = mapped_column(Text)
+    #: SHA-256 of the request a key was first given with (app.core.validation
+    #: .request_fingerprint): a repeat asking for something else is a conflict. NULL: no key,
+    #: or a row written by plain SQL (compared with its columns then).
+    request_hash: Mapped[str | None] = mapped_column(Text)
     queue: Mapped[str | None] = mapped_column(Text)
     result: Mapped[Any | None] = mapped_column(JSONB)
     #: ``{"done": n, "total": m, "percent": p, "message": "..."}`` while it runs.
@@ -252,6 +256,10 @@ class JobExecution(Base):
     requested_by: Mapped[str | None] = mapped_column(Text)
     #: A job awaiting approval is cancelled as expired after this.
     approval_expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    #: Refused with parameters that could not be stored (too big, not JSON): the row keeps
+    #: none, and the job runs only on new ones (alembic 0008).
+    params_dropped: Mapped[bool] = mapped_column(Boolean, nullable=False,
+                                                 server_default=text("false"))
 
 
 class JobEvent(Base):

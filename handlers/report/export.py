@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select
 
 import handlers.models  # the domain tables must be in the metadata
-from app.handler_api import Base, JobContext, Tenant
+from app.handler_api import Base, JobContext, Tenant, safe_text_sql
 from handlers import periods
 from handlers.report.files import aside, report_dir, save_report, sha256
 from handlers.report.params import ExportTenantDataParams
@@ -55,14 +55,12 @@ def export_tenant_data(ctx: JobContext, params: ExportTenantDataParams) -> dict[
     cursor = connection.connection.dbapi_connection.cursor()
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            _copy(cursor, archive, "tenant.csv",
-                  f"SELECT * FROM tenants WHERE id = '{tenant}'")
+            _copy(cursor, archive, "tenant.csv", "tenants", f"id = '{tenant}'")
             for done, table in enumerate(tables):
                 ctx.progress(done, len(tables), f"exporting {table}")
                 order = ", ".join(c.name for c in Base.metadata.tables[table].primary_key)
-                counts[table] = _copy(
-                    cursor, archive, f"{table}.csv",
-                    f"SELECT * FROM {table} WHERE tenant_id = '{tenant}' ORDER BY {order}")
+                counts[table] = _copy(cursor, archive, f"{table}.csv", table,
+                                      f"tenant_id = '{tenant}' ORDER BY {order}")
             archive.writestr("README.txt", _readme(academy, day, counts))
             archive.writestr("manifest.json", json.dumps(
                 {"tenant_id": str(tenant), "tenant": academy,
@@ -88,13 +86,32 @@ def export_tenant_data(ctx: JobContext, params: ExportTenantDataParams) -> dict[
             **{k: v for k, v in summary.items() if k != "title"}}
 
 
-def _copy(cursor, archive: zipfile.ZipFile, name: str, query: str) -> int:
-    """``COPY (query)`` as CSV with headings into ``name`` in the archive; its row count."""
+def _copy(cursor, archive: zipfile.ZipFile, name: str, table: str, where: str) -> int:
+    """``COPY`` of ``table``'s rows ``where`` as CSV with headings into ``name`` in the
+    archive; its row count. Text columns go through :func:`safe_text_sql`: the BOM below makes
+    Excel open the file, and a cell such as ``=HYPERLINK(...)`` must stay text there."""
+    query = f"SELECT {_columns(cursor, table)} FROM {table} WHERE {where}"
     with archive.open(name, "w") as member:
         member.write(BOM)  # Excel in Korea reads UTF-8 CSV only with it
         counter = _LineCounter(member)
         cursor.copy_expert(f"COPY ({query}) TO STDOUT WITH (FORMAT csv, HEADER true)", counter)
     return cursor.rowcount if cursor.rowcount >= 0 else max(0, counter.lines - 1)
+
+
+#: PostgreSQL's text types (text, varchar, char(n), "char", name): the columns whose cells
+#: are neutralised. Numbers, dates, uuids, booleans and JSON are written as COPY writes them.
+TEXT_TYPES = frozenset({25, 1043, 1042, 18, 19})
+
+
+def _columns(cursor, table: str) -> str:
+    """``table``'s columns in their order, its text ones neutralised under their own names."""
+    cursor.execute(f"SELECT * FROM {table} LIMIT 0")
+    shown = []
+    for column in cursor.description:
+        name = '"' + column.name.replace('"', '""') + '"'
+        shown.append(f"{safe_text_sql(name)} AS {name}" if column.type_code in TEXT_TYPES
+                     else name)
+    return ", ".join(shown)
 
 
 class _LineCounter(io.RawIOBase):

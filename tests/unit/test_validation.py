@@ -20,6 +20,7 @@ from app.core.validation import (
     dispatch_request,
     job_id_for,
     parse_run_at,
+    request_fingerprint,
     validate_params,
 )
 
@@ -120,3 +121,24 @@ def test_a_dispatch_call_of_the_wrong_shape_names_its_problem():
 
 def test_a_redelivered_dispatch_derives_the_same_job_id():
     assert job_id_for("abc") == job_id_for("abc") != job_id_for("abd")
+
+
+def test_a_requests_fingerprint_is_its_intent_parameters_and_time_whatever_their_spelling():
+    at = dt.datetime(2026, 12, 1, 2, 0, tzinfo=dt.UTC)
+    seoul = at.astimezone(dt.timezone(dt.timedelta(hours=9)))
+    one = request_fingerprint("billing.exec.apply_late_fees", {"percent": 1, "grace_days": 30}, at)
+    assert one == request_fingerprint("billing.exec.apply_late_fees",
+                                      {"grace_days": 30, "percent": 1}, seoul)
+    assert request_fingerprint("system.exec.echo", None, None) == \
+        request_fingerprint("system.exec.echo", {}, None)
+    others = {
+        request_fingerprint("billing.exec.apply_late_fees", {"percent": 2, "grace_days": 30}, at),
+        request_fingerprint("billing.exec.apply_late_fees", {"percent": 1}, at),
+        request_fingerprint("billing.exec.apply_late_fees", {"percent": 1, "grace_days": 30},
+                            at + dt.timedelta(seconds=1)),
+        request_fingerprint("billing.exec.apply_late_fees", {"percent": 1, "grace_days": 30}, None),
+        request_fingerprint("billing.exec.send_reminders", {"percent": 1, "grace_days": 30}, at),
+        request_fingerprint("billing.exec.apply_late_fees", {"percent": "1", "grace_days": 30}, at),
+    }
+    assert one not in others and len(others) == 6
+    assert len(one) == 64 and int(one, 16) >= 0

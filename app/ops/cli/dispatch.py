@@ -35,8 +35,9 @@ def dispatch(
         "--run-at", metavar="WHEN",
         help="Not before this time: ISO 8601 (local time if no offset) or +10m / +2h.")] = None,
     idempotency_key: Annotated[str | None, typer.Option(
-        "--idempotency-key", help="The same key for the same tenant and intent returns the "
-                                  "existing job instead of a new one.")] = None,
+        "--idempotency-key", help="A repeat of the same request under the same key (for the "
+                                  "tenant) returns the existing job instead of a new one; a "
+                                  "different request under it is refused.")] = None,
     max_retries: Annotated[int | None, typer.Option(
         "--max-retries", min=0, help="Override the intent's retry budget.")] = None,
     requires_approval: Annotated[bool, typer.Option(
@@ -48,7 +49,7 @@ def dispatch(
         "--timeout", min=0.1, help="With --wait: give up watching after this many seconds.")] = None,
 ) -> None:
     """Dispatch an intent for a tenant; prints the job id."""
-    from app.core.errors import IntentRefused
+    from app.core.errors import IdempotencyConflict, IntentRefused
     from app.core.registry import manifest
     from app.intake.submit import submit
     from app.ops.cli.lookup import lookup_tenant
@@ -73,6 +74,8 @@ def dispatch(
                             intent_params=params, idempotency_key=idempotency_key, run_at=when,
                             max_retries=max_retries, source="cli",
                             requires_approval=requires_approval, requested_by=actor())
+        except IdempotencyConflict as clash:  # nothing was written
+            raise fail(clash.telling("--idempotency-key", clash.key, clash.job_id), 2) from None
         except IntentRefused as refused:
             session.commit()  # the refusal is audited, as for every other caller
             where = f" (recorded as failed job {refused.job_id})" if refused.job_id else ""

@@ -219,7 +219,10 @@ def _details(job: dict) -> Table:
     row("worker", job["worker"])
     row("idempotency", job["idempotency_key"])
     row("parent", job["parent_id"])
-    row("params", show.as_json(show.shown_params(job["intent_key"], job["intent_params"])))
+    if job.get("params_dropped"):
+        row("params", Text("not kept (refused before they could be stored)", style="yellow"))
+    else:
+        row("params", show.as_json(show.shown_params(job["intent_key"], job["intent_params"])))
     if job["result"] is not None:
         row("result", show.short(show.job_for_json(job)["result"], 2000))
     if job["error_message"]:

@@ -78,12 +78,15 @@ def retry(
 
 
 def params_problem(job: dict[str, Any]) -> str | None:
-    """Why running ``job`` again as it is cannot work (its intent is unknown here, or its
-    parameters do not fit the intent's model), or None when a retry may help."""
+    """Why running ``job`` again as it is cannot work (its intent is unknown here, its
+    parameters were not kept, or they do not fit the intent's model), or None when a retry may
+    help."""
     from app.core.errors import IntentRefused
     from app.core.registry import manifest
     from app.core.validation import validate_params
 
+    if job.get("params_dropped"):
+        return "its parameters were not kept"
     intent = manifest.get(job["intent_key"])
     if intent is None:
         return f"its intent {job['intent_key']!r} is not in this manifest"
@@ -99,15 +102,25 @@ def retry_hint(job: dict[str, Any]) -> str:
     problem = params_problem(job)
     if problem is None:
         return f"run it again: jobq retry {job['id']}"
+    if job.get("params_dropped"):
+        return not_kept(job)
     if problem.startswith("its intent"):
         return f"it cannot run again as it is: {problem}"
     return (f"a retry as it is would fail again ({problem}); with corrected parameters: "
             f"jobq retry {job['id']} --params-json '{{...}}'")
 
 
+def not_kept(job: dict[str, Any]) -> str:
+    """Why a job whose parameters were not kept needs new ones, and how to give them."""
+    from app.intake.actions import params_not_kept
+
+    return (f"{params_not_kept(job)}. Give them all: jobq retry {job['id']} "
+            "--params-json '{...}' (-p values then override it)")
+
+
 def _retry_one(ref: str, wait: bool, param: list[str] | None = None,
                params_json: str | None = None) -> None:
-    from app.core.errors import IntentRefused
+    from app.core.errors import IntentRefused, ParamsNotKept
     from app.core.registry import manifest
     from app.core.validation import validate_params
 
@@ -124,6 +137,9 @@ def _retry_one(ref: str, wait: bool, param: list[str] | None = None,
                    f"{job['tenant_status']}: resume it first (jobq tenants resume)")
     intent = manifest.get(job["intent_key"])
     new_params = None
+    if job["params_dropped"] and params_json is None:
+        # -p alone would add to nothing: the fields it leaves out would take the defaults.
+        raise fail(not_kept(job), 2)
     if param or params_json is not None:
         if intent is None:
             raise fail(f"job {job['id']}'s intent {job['intent_key']!r} is not in this manifest")
@@ -140,7 +156,10 @@ def _retry_one(ref: str, wait: bool, param: list[str] | None = None,
             raise fail(f"job {job['id']} would fail again: {problem}. "
                        f"Run it on corrected parameters: jobq retry {job['id']} "
                        "--params-json '{...}' (or -p key=value)")
-    done = requeue([job], params=new_params)
+    try:
+        done = requeue([job], params=new_params)
+    except ParamsNotKept:  # lost its parameters between the read and the requeue
+        raise fail(not_kept(job), 2) from None
     if not done:  # it changed state between the read and the requeue
         raise fail(f"job {job['id']} is no longer failed or cancelled; nothing done")
     changed = " on new parameters (the old ones are in its history)" if new_params else ""
@@ -170,8 +189,8 @@ def _retry_many(status: list[str], intent: str | None, since: str | None, tenant
     if hopeless:
         found = [j for j in found if j not in hopeless]
         err.print(Text(f"left out {len(hopeless)} job(s) that would fail again as they are "
-                       "(unknown intent or parameters that do not fit it): `jobq job ID` says "
-                       "why; retry each with --params-json", style="yellow"))
+                       "(unknown intent, parameters not kept or that do not fit it): `jobq job "
+                       "ID` says why; retry each with --params-json", style="yellow"))
         if not found:
             return
     by_intent = Counter(j["intent_key"] for j in found)
