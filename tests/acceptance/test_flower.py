@@ -8,15 +8,17 @@ import json
 import os
 import re
 import subprocess
+import uuid
 
 import pytest
 import requests
 
 from app.broker.celery_app import celery_app
+from app.intake import actions
 from app.intake.submit import submit
 from app.store import db
 from tests.commands import JOBQ
-from tests.fixtures import ROOT, sql, wait_for, wait_for_status
+from tests.fixtures import ROOT, job_row, make_tenant, sql, wait_for, wait_for_status
 from tests.flower import (
     PASSWORD,
     USER,
@@ -184,6 +186,37 @@ def test_progress_shows_in_flower_while_a_job_runs(tenant, start_worker_process,
     done = flower_task(flower, job_id, state="SUCCESS")
     assert done["result"] == "{'slept': 3.0}"
     assert done["runtime"] >= 3.0
+
+
+@pytest.mark.parametrize("pool", [["-P", "solo"], ["-P", "prefork", "-c", "1"]],
+                         ids=["solo", "prefork"])
+def test_a_running_job_shows_in_flower_with_its_name_academy_and_start(
+        pool, start_worker_process, start_flower):
+    """From its receipt, not from its end: on `jobq run`'s solo workers too, whose one thread
+    runs the job where it would otherwise send the worker's buffered task events."""
+    academy = f"플라워 학원 {uuid.uuid4().hex[:6]}"
+    tenant = make_tenant(academy)
+    worker = start_worker_process(*pool, queues="realtime")
+    flower = start_flower()
+    wait_for_worker_in(flower, worker.name)
+
+    job_id = submit_job(tenant, "system.exec.sleep", seconds=60)
+    wait_for_status(job_id, "processing")
+
+    def shown_running():
+        task = flower.get("/api/tasks").json().get(job_id)
+        return task if task and task.get("name") and task.get("started") else None
+
+    task = wait_for(shown_running, 30, interval=0.2, message="Flower to show the running job")
+    assert job_row(job_id)["status"] == "processing"  # seen while it runs, not after
+    assert task["name"] == "system.exec.sleep"
+    assert task["worker"] == worker.name
+    assert task["received"] <= task["started"]
+    assert academy in task["kwargs"] and tenant in task["kwargs"]
+    assert task["state"] in ("STARTED", "PROGRESS")
+
+    assert actions.cancel(job_id, by="test") == "processing"
+    wait_for_status(job_id, "cancelled")
 
 
 def test_metrics_for_prometheus_and_state_kept_across_a_restart(
