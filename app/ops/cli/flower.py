@@ -191,6 +191,7 @@ def flower(
         return
     assert found is not None
     console.print(found.summary(url), markup=False, highlight=False, soft_wrap=True)
+    settings.home.mkdir(parents=True, exist_ok=True)  # Flower keeps its state there
     env = child_environment({"FLOWER_BASIC_AUTH": found.basic_auth},
                             unset=("FLOWER_UNAUTHENTICATED_API",))
     argv = flower_argv(address=address, port=port, home=settings.home)
