@@ -1,9 +1,9 @@
 """Handing jobs to the broker: one message per job, its Celery task id the job's id.
 
 The message carries only the tenant and the job id; the row is the truth and the worker reads
-the parameters from it. Flower still shows the parameters (secrets redacted) through
-``kwargsrepr``, with the academy's name. A publish that fails leaves the row for the sweep, never loses it: the caller
-un-stamps what did not go (:func:`app.intake.submit.publish_or_release`).
+the parameters from it. Flower still shows the academy's name and the parameters (secrets
+redacted) through ``kwargsrepr``. A publish that fails leaves the row for the sweep, never loses
+it: the caller un-stamps what did not go (:func:`app.intake.submit.publish_or_release`).
 
 Several jobs go out in one round trip to Redis (kombu's producer batch: one pipeline of
 LPUSHes), not one each: the fairness feeder hands a window's worth of jobs to the broker at a
