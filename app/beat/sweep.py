@@ -17,7 +17,7 @@ from app.broker.celery_app import celery_app
 from app.broker.publish import Outgoing, publish
 from app.core.registry import manifest
 from app.core.settings import settings
-from app.store import db, jobstore
+from app.store import db, jobstore, tenants
 
 log = logging.getLogger("jobq.maintenance")
 
@@ -91,6 +91,7 @@ def sweep_once(*, batch: int | None = None, republish_after: float | None = None
         due = jobstore.lock_due(conn, batch=batch, republish_after=republish_after,
                              broker_since=broker_epoch(conn))
         outgoing: list[Outgoing] = []
+        names = tenants.academy_names(job.tenant_id for job in due if job.republish)
         for job in due:
             if job.tenant_status != "active":  # deleted (a suspended tenant's are held)
                 jobstore.refuse_pending(conn, job.id,
@@ -121,7 +122,8 @@ def sweep_once(*, batch: int | None = None, republish_after: float | None = None
                 if sizes[queue]:
                     continue
             outgoing.append(Outgoing(job.id, job.tenant_id, job.intent_key, queue,
-                                     job.intent_params, intent.secret_params))
+                                     job.intent_params, intent.secret_params,
+                                     academy=names.get(job.tenant_id)))
         for queue, ids in routes.items():
             jobstore.route(conn, ids, queue)
         sent = set(publish(outgoing))

@@ -1,9 +1,9 @@
 """Handing jobs to the broker: one message per job, its Celery task id the job's id.
 
 The message carries only the tenant and the job id; the row is the truth and the worker reads
-the parameters from it. Flower still shows the parameters (secrets redacted) through
-``kwargsrepr``. A publish that fails leaves the row for the sweep, never loses it: the caller
-un-stamps what did not go (:func:`app.intake.submit.publish_or_release`).
+the parameters from it. Flower still shows the academy's name and the parameters (secrets
+redacted) through ``kwargsrepr``. A publish that fails leaves the row for the sweep, never loses
+it: the caller un-stamps what did not go (:func:`app.intake.submit.publish_or_release`).
 
 Several jobs go out in one round trip to Redis (kombu's producer batch: one pipeline of
 LPUSHes), not one each: the fairness feeder hands a window's worth of jobs to the broker at a
@@ -36,6 +36,8 @@ class Outgoing:
     secret_params: tuple[str, ...] = ()
     #: Seconds the broker holds the message before delivery (short waits only).
     countdown: float | None = None
+    #: The academy's name, shown in Flower beside the tenant id (None: the id only).
+    academy: str | None = None
 
 
 def message_kwargs(job: Outgoing) -> dict[str, str]:
@@ -73,6 +75,7 @@ def _send(producer, jobs: Sequence[Outgoing]) -> list[str]:
     queued: list[str] = []
     for job in jobs:
         shown = {
+            **({"academy": job.academy} if job.academy else {}),
             "tenant_id": job.tenant_id,
             "intent_params": redact_params(job.intent_params, job.secret_params),
         }

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import Connection, event
@@ -282,6 +282,8 @@ def _after_rollback(session: Session) -> None:
 
 def publish_or_release(jobs: Sequence[Outgoing]) -> list[str]:
     """Publish jobs whose rows claim a hand-off already; un-stamp those that did not go."""
+    names = tenants.academy_names(j.tenant_id for j in jobs if j.academy is None)
+    jobs = [replace(j, academy=names.get(j.tenant_id)) if j.academy is None else j for j in jobs]
     sent = publish(jobs)
     taken = set(sent)
     missed = [j.id for j in jobs if j.id not in taken]

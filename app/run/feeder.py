@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from app.broker.publish import Outgoing, publish
 from app.core.registry import manifest
 from app.core.settings import settings
-from app.store import db, jobstore
+from app.store import db, jobstore, tenants
 
 log = logging.getLogger("jobq.feeder")
 
@@ -125,13 +125,15 @@ def feed_once(queue: str, window: Window) -> FeedResult:
             window.written = write
     outgoing: list[Outgoing] = []
     unknown: list[jobstore.Picked] = []
+    names = tenants.academy_names(job.tenant_id for job in picked)
     for job in picked:
         intent = manifest.get(job.intent_key)
         if intent is None:
             unknown.append(job)
             continue
         outgoing.append(Outgoing(job.id, job.tenant_id, job.intent_key, queue,
-                                 job.intent_params, intent.secret_params))
+                                 job.intent_params, intent.secret_params,
+                                 academy=names.get(job.tenant_id)))
     sent = set(publish(outgoing))
     missed = [o.id for o in outgoing if o.id not in sent]
     if missed or unknown:

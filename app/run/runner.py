@@ -34,7 +34,7 @@ from app.core.validation import invalid_params
 from app.run import completions, lease, timelimit
 from app.run.context import JobContext, RunAborted
 from app.run.stopping import RunStopped, Stoppable
-from app.store import db, jobstore
+from app.store import db, jobstore, tenants
 
 log = logging.getLogger("jobq.jobs")
 
@@ -349,9 +349,10 @@ class Run:
             log.warning("job retry %d/%d in %.1fs: %s", c.attempt, c.max_retries,
                         decision.delay, error, extra=self._extra())
             if decision.via_countdown:
-                sent = publish([Outgoing(c.id, c.tenant_id, c.intent_key, self.intent.queue,
-                                         c.intent_params, self.intent.secret_params,
-                                         countdown=decision.delay)])
+                sent = publish([Outgoing(
+                    c.id, c.tenant_id, c.intent_key, self.intent.queue, c.intent_params,
+                    self.intent.secret_params, countdown=decision.delay,
+                    academy=tenants.academy_names([c.tenant_id]).get(c.tenant_id))])
                 if not sent:
                     with db.status_conn() as conn:
                         jobstore.mark_unpublished(conn, [c.id])

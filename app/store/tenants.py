@@ -1,11 +1,15 @@
 """Every statement about tenants (academies): listing them with their recent jobs, finding one
-by id, id prefix or name, creating one, changing its status (recorded with who did it), and the
-status checks intake and the schedules make.
+by id, id prefix or name, creating one, changing its status (recorded with who did it), the
+status checks intake and the schedules make, and the names shown beside a job in Flower.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
+import time
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import text
@@ -113,6 +117,45 @@ TENANT_EVENTS = text(
      WHERE tenant_id = CAST(:id AS uuid) ORDER BY at, id
     """
 )
+
+
+#: Academies' names by id.
+TENANT_NAMES = text("SELECT id::text, name FROM tenants WHERE id = ANY(CAST(:ids AS uuid[]))")
+
+#: Seconds a name read for Flower is used before it is read again: a rename shows within this.
+NAME_TTL_SECONDS = 60.0
+#: Names kept per process at most (an academy's name is read again after the cache is reset).
+NAME_CACHE_SIZE = 10_000
+_names: dict[str, tuple[str, float]] = {}
+_names_lock = threading.Lock()
+
+
+def academy_names(tenant_ids: Iterable[str]) -> dict[str, str]:
+    """The names of these tenants for what Flower shows beside a job (``kwargsrepr``), from a
+    per-process cache: the database is read only for ids not seen lately, on a connection of
+    its own. A name that cannot be read is left out; publishing never waits on it."""
+    from app.store import db
+
+    now = time.monotonic()
+    found: dict[str, str] = {}
+    missing: list[str] = []
+    with _names_lock:
+        for tenant_id in set(tenant_ids):
+            cached = _names.get(tenant_id)
+            if cached is not None and now - cached[1] < NAME_TTL_SECONDS:
+                found[tenant_id] = cached[0]
+            else:
+                missing.append(tenant_id)
+    if missing:
+        read: dict[str, str] = {}
+        with contextlib.suppress(Exception), db.engine().connect() as conn:
+            read = {row[0]: row[1] for row in conn.execute(TENANT_NAMES, {"ids": missing})}
+        with _names_lock:
+            if len(_names) + len(read) > NAME_CACHE_SIZE:
+                _names.clear()
+            _names.update((tenant_id, (name, now)) for tenant_id, name in read.items())
+        found.update(read)
+    return found
 
 
 def list_tenants(conn, *, status: str | None = None) -> list[dict[str, Any]]:

@@ -1,14 +1,19 @@
 """A worker process's hooks: a prefork child's own database connections, the garbage failed
-runs leave, and the completions still gathering when a process stops."""
+runs leave, a solo worker's task events while a job runs, and the completions still gathering
+when a process stops."""
 
 from __future__ import annotations
 
 import gc
+import os
+import threading
 import time
 
 from celery import states
+from celery.concurrency.solo import TaskPool as SoloPool
 from celery.signals import (
     task_postrun,
+    task_prerun,
     worker_process_init,
     worker_process_shutdown,
     worker_ready,
@@ -17,6 +22,7 @@ from celery.signals import (
 
 from app.run import completions, feeder
 from app.store import db
+from app.tasks.running_events import RunningEventSender
 
 
 @worker_process_init.connect
@@ -49,6 +55,38 @@ def _start_feeder(sender=None, **_: object) -> None:
     # The fairness feeder of the job queues this worker consumes (one worker leads each).
     queues = [q.name for q in sender.app.amqp.queues.consume_from.values()]
     feeder.start(queues, owner=sender.controller if hasattr(sender, "controller") else sender)
+
+
+#: On a solo worker: (its process, the thread that runs jobs and its event loop, the sender).
+_running_events: tuple[int, int, RunningEventSender] | None = None
+
+
+@worker_ready.connect
+def _watch_running_events(sender=None, **_: object) -> None:
+    # Only where the job runs in the event loop's own thread: elsewhere the loop is free to send.
+    global _running_events
+    if getattr(sender, "hub", None) is not None and isinstance(sender.pool, SoloPool):
+        _running_events = (os.getpid(), threading.get_ident(),
+                           RunningEventSender(lambda: sender.event_dispatcher))
+
+
+def _in_loop_thread() -> RunningEventSender | None:
+    found = _running_events
+    if found and found[0] == os.getpid() and found[1] == threading.get_ident():
+        return found[2]
+    return None
+
+
+@task_prerun.connect
+def _run_started(**_: object) -> None:
+    if (events := _in_loop_thread()) is not None:
+        events.started()
+
+
+@task_postrun.connect
+def _run_ended(**_: object) -> None:
+    if (events := _in_loop_thread()) is not None:
+        events.ended()
 
 
 @worker_shutdown.connect

@@ -637,6 +637,16 @@ def test_run_starts_everything_with_no_settings_restarts_a_dead_worker_and_ctrl_
         wait_for(lambda: "ready." in log_path.read_text(errors="replace"), 60, interval=0.5,
                  message="a worker of jobq run")
         assert (home / "services.json").exists()
+        # Flower's credentials, generated for this folder, shown once in the summary; they
+        # work, and nothing works without them.
+        shown = re.search(rf"Flower: http://127\.0\.0\.1:{port}/ \(user (\S+), password (\S+); "
+                          rf"generated once and kept in {re.escape(str(home))}/flower-credentials",
+                          log_path.read_text(errors="replace"))
+        assert shown, log_path.read_text(errors="replace")[-3000:]
+        login = (shown.group(1), shown.group(2))
+        flower_api = f"http://127.0.0.1:{port}/api/workers"
+        assert requests.get(flower_api, auth=login, timeout=10).status_code == 200
+        assert requests.get(flower_api, timeout=10).status_code == 401
 
         # Another terminal, same folder, still no settings: it finds the running services.
         other = subprocess.run([*JOBQ, "dispatch", "system.exec.echo", "--tenant", "데모 학원",

@@ -134,16 +134,15 @@ def run(
     import honcho.manager
 
     from app.core.settings import child_environment, settings
-    from app.ops.cli.flower import exposure_problem
+    from app.ops.cli.flower import credentials as flower_credentials
     from app.ops.supervisor import Supervisor
 
     if flower:  # refuse before anything starts, not after the rest is up
-        problem = exposure_problem(settings.flower_address, settings.flower_basic_auth)
-        if problem:
-            raise fail(problem, 2)
         if _port_in_use(settings.flower_address, settings.flower_port):
             raise fail(f"port {settings.flower_port} is taken on {settings.flower_address}: "
                        "set FLOWER_PORT to a free one, or --no-flower", 2)
+        # Generated here the first time, so the summary below can show the password once.
+        login = flower_credentials(settings.flower_basic_auth, settings.home)
     if api and _port_in_use(settings.api_address, settings.api_port):
         raise fail(f"port {settings.api_port} is taken on {settings.api_address}: "
                    "set JOBQ_API_PORT to a free one, or --no-api", 2)
@@ -177,9 +176,9 @@ def run(
         )
         if flower:
             procs["flower"] = f"{_sibling_command('jobq')} flower"
-            console.print(
-                f"Flower: [bold]http://{settings.flower_address}:{settings.flower_port}/[/]"
-            )
+            console.print(login.summary(
+                f"http://{settings.flower_address or '0.0.0.0'}:{settings.flower_port}/"),
+                markup=False, highlight=False, soft_wrap=True)
         if api:
             procs["api"] = f"{_sibling_command('jobq')} api"
             console.print(f"API: [bold]http://{settings.api_address}:{settings.api_port}/docs[/]"

@@ -1,58 +1,148 @@
-"""`jobq flower`: Flower on jobq's settings, and the rule that guards it.
+"""`jobq flower`: Flower on jobq's settings, never without a password.
 
-Flower shows every intent's runs under its key and lets anyone who reaches it revoke tasks, so it
-refuses to listen beyond this machine without basic auth (``FLOWER_BASIC_AUTH=user:password``).
-``jobq run`` and docker-compose both start Flower through this command. Flower reads
-``FLOWER_BASIC_AUTH`` from the environment itself, so the password never shows in ``ps``.
+Flower shows every intent's runs and lets whoever it lets in run, revoke and cancel tasks as any
+academy, so it always asks for basic auth: ``FLOWER_BASIC_AUTH=user:password`` when set (a known
+default or short password is refused), else credentials generated once and kept, owner-only, in
+``$JOBQ_HOME/flower-credentials``. With basic auth on, Flower refuses a POST that a browser marks
+as cross-site (``Sec-Fetch-Site``, else an ``Origin`` of another host), so a web page cannot use
+a password the operator's browser remembers. ``jobq run`` and docker-compose both start Flower
+through this command. Flower reads ``FLOWER_BASIC_AUTH`` from the environment itself, so the
+password never shows in ``ps``.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
+import re
+import secrets
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from app.ops.cli import console, fail
+from app.core.settings import SettingsError
+from app.ops.cli import console
 
 #: The task list's columns: ``result`` carries a running job's progress ("40% (2/5)").
 TASK_COLUMNS = "name,uuid,state,result,received,started,runtime,worker"
 #: Flower writes its state on a clean stop; this bounds what a crash loses (milliseconds).
 STATE_SAVE_INTERVAL_MS = 60_000
 STATE_FILE = "flower.db"
+#: Where generated credentials are kept (``user:password``, as ``curl -u`` takes them).
+CREDENTIALS_FILE = "flower-credentials"
+GENERATED_USER = "operator"
+MIN_PASSWORD_LENGTH = 12
+#: Passwords of examples, default set-ups and leaked lists, compared in lower case without
+#: punctuation; a password made only of these (and trailing digits) is refused too.
+KNOWN_DEFAULTS = (
+    "changeme", "changethis", "replaceme", "admin", "administrator", "password", "passw0rd",
+    "pass", "flower", "celery", "jobq", "redis", "secret", "default", "guest", "root", "toor",
+    "test", "letmein", "welcome", "qwerty", "iloveyou", "monkey", "dragon", "abc", "operator",
+    "user", "example", "hunter",
+)
+_KNOWN = re.compile(f"(?:{'|'.join(KNOWN_DEFAULTS)})*[0-9]*")
 
 
 def register(app: typer.Typer) -> None:
     app.command("flower")(flower)
 
 
-def is_loopback(address: str) -> bool:
-    """True for addresses only this machine reaches; '' and 0.0.0.0 mean every interface."""
-    if address == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(address.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name: it may resolve to anything
-
-
-def exposure_problem(address: str, basic_auth: str | None) -> str | None:
-    """Why Flower must not start on ``address`` with ``basic_auth``, or None when it may."""
-    if basic_auth:
-        for entry in basic_auth.split(","):
-            user, sep, password = entry.partition(":")
-            if not (sep and user.strip() and password):
-                return ("FLOWER_BASIC_AUTH must be user:password (several separated by commas); "
-                        "an entry has no user or no password")
-        return None
-    if not is_loopback(address):
-        where = address or "every interface"
-        return (f"Flower would listen on {where} without a password: set "
-                "FLOWER_BASIC_AUTH=user:password, or FLOWER_ADDRESS=127.0.0.1 for this machine only")
+def password_problem(user: str, password: str) -> str | None:
+    """Why ``password`` is too weak for Flower (the message names it), or None."""
+    plain = re.sub(r"[^a-z0-9]", "", password.lower())
+    if _KNOWN.fullmatch(plain) or plain == re.sub(r"[^a-z0-9]", "", user.lower()):
+        return (f"the password of Flower's user {user!r} is a known default ({password!r}); "
+                "anyone who reaches Flower could run and cancel jobs")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        return (f"the password of Flower's user {user!r} has {len(password)} characters; "
+                f"at least {MIN_PASSWORD_LENGTH} are needed")
     return None
+
+
+def basic_auth_problem(basic_auth: str) -> str | None:
+    """What is wrong with ``user:password[,user:password...]``, or None."""
+    for entry in basic_auth.split(","):
+        user, sep, password = entry.partition(":")
+        if not (sep and user.strip() and password):
+            return "it must be user:password (several separated by commas); an entry has no " \
+                   "user or no password"
+        problem = password_problem(user, password)
+        if problem:
+            return problem
+    return None
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Flower's basic auth and where it came from."""
+
+    basic_auth: str
+    #: The file it is kept in (generated credentials), or None for FLOWER_BASIC_AUTH.
+    path: Path | None = None
+    #: Generated by this call: the one time its password is printed.
+    created: bool = False
+
+    @property
+    def user(self) -> str:
+        return self.basic_auth.split(",")[0].partition(":")[0]
+
+    @property
+    def password(self) -> str:
+        return self.basic_auth.split(",")[0].partition(":")[2]
+
+    def summary(self, url: str) -> str:
+        """What ``jobq run`` and ``jobq flower`` tell the operator: the URL and how to log in."""
+        if self.path is None:
+            return f"Flower: {url} (user {self.user}, the password of FLOWER_BASIC_AUTH)"
+        if self.created:
+            return (f"Flower: {url} (user {self.user}, password {self.password}; generated "
+                    f"once and kept in {self.path}, readable by you only)")
+        return f"Flower: {url} (user {self.user}; its password: cat {self.path})"
+
+
+def credentials_path(home: Path) -> Path:
+    return home / CREDENTIALS_FILE
+
+
+def credentials(basic_auth: str | None, home: Path, *, create: bool = True) -> Credentials | None:
+    """Flower's credentials: ``basic_auth`` (FLOWER_BASIC_AUTH) when set, else those kept in the
+    data folder, generated there the first time (``create``). None: none yet, none made.
+    Raises :class:`SettingsError` naming a weak or malformed password."""
+    if basic_auth:
+        problem = basic_auth_problem(basic_auth)
+        if problem:
+            raise SettingsError(f"FLOWER_BASIC_AUTH refused: {problem}. Choose a long random "
+                                "password (e.g. `openssl rand -base64 24`), or unset it and "
+                                f"jobq generates one in {credentials_path(home)}")
+        return Credentials(basic_auth)
+    path = credentials_path(home)
+    created = False
+    if not path.exists():
+        if not create:
+            return None
+        home.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another process made it meanwhile: use theirs
+        else:
+            with os.fdopen(fd, "w") as out:
+                out.write(f"{GENERATED_USER}:{secrets.token_urlsafe(24)}\n")
+            created = True
+    if path.stat().st_mode & 0o077:
+        try:
+            path.chmod(0o600)  # the password is the operator's alone
+        except OSError as exc:
+            raise SettingsError(f"{path} is readable by others and cannot be made private: "
+                                f"{exc}") from None
+    kept = path.read_text().strip()
+    problem = basic_auth_problem(kept)
+    if problem:
+        raise SettingsError(f"{path} refused: {problem}. Delete the file and jobq generates "
+                            "new credentials, or set FLOWER_BASIC_AUTH")
+    return Credentials(kept, path, created)
 
 
 def state_path(home: Path) -> Path:
@@ -82,29 +172,28 @@ def flower(
 ) -> None:
     """Start Flower: live runs per intent, /metrics for Prometheus, state kept across restarts.
 
-    Refuses (exit 2) to listen beyond localhost unless FLOWER_BASIC_AUTH is set.
+    Always behind basic auth: FLOWER_BASIC_AUTH=user:password (a known default or a password
+    under 12 characters is refused, exit 2), else credentials generated once and kept in
+    $JOBQ_HOME/flower-credentials.
     """
     from app.core.settings import child_environment, settings
 
     address = settings.flower_address if address is None else address
     port = settings.flower_port if port is None else port
-    problem = exposure_problem(address, settings.flower_basic_auth)
-    if problem:
-        raise fail(problem, 2)
+    found = credentials(settings.flower_basic_auth, settings.home, create=not check)
     settings.require_broker_url()
+    url = f"http://{address or '0.0.0.0'}:{port}/"
     if check:
-        console.print(f"Flower may listen on {address}:{port}"
-                      + (" with basic auth" if settings.flower_basic_auth else " (this machine only)"))
+        console.print(f"Flower may listen on {address}:{port}; " + (
+            found.summary(url) if found else
+            f"its credentials will be generated in {credentials_path(settings.home)}"),
+            markup=False, highlight=False, soft_wrap=True)
         return
-    settings.home.mkdir(parents=True, exist_ok=True)
-    if settings.flower_basic_auth:
-        env = child_environment(unset=("FLOWER_UNAUTHENTICATED_API",))
-    else:
-        # This machine only (checked above): the API, which the pages' buttons use too, is as
-        # open as the pages. Flower 2 otherwise answers every /api call 401 without a password;
-        # and a FLOWER_BASIC_AUTH set but empty would make it want a login.
-        env = child_environment({"FLOWER_UNAUTHENTICATED_API": "true"},
-                                unset=("FLOWER_BASIC_AUTH",))
+    assert found is not None
+    console.print(found.summary(url), markup=False, highlight=False, soft_wrap=True)
+    settings.home.mkdir(parents=True, exist_ok=True)  # Flower keeps its state there
+    env = child_environment({"FLOWER_BASIC_AUTH": found.basic_auth},
+                            unset=("FLOWER_UNAUTHENTICATED_API",))
     argv = flower_argv(address=address, port=port, home=settings.home)
     sys.stdout.flush()
     # Replace this process, so signals (Ctrl-C, docker stop) reach Flower and it saves its state.
