@@ -333,6 +333,11 @@ def create_app() -> FastAPI:
 
     @api.get("/metrics", include_in_schema=False)
     def metrics(who: Annotated[Caller, Depends(scope("metrics:read"))]) -> Response:
+        # Every academy's numbers (and the queues' and intents' across academies): a tenant's
+        # credential reads its own jobs through /v1 instead.
+        if not who.operator:
+            raise Denied(403, "/metrics spans every tenant: only an operator key may read it "
+                              "(jobq keys create --operator --scopes metrics:read)")
         return metrics_response()
 
     @api.get("/", include_in_schema=False)
