@@ -1,7 +1,8 @@
 """A job's live events as Server-Sent Events: ``state`` whenever its status or progress changes,
 ``history`` for each new event of its history (the SSE id is the event's, so a client that
 reconnects with Last-Event-ID misses none), and ``end`` once it has ended. The table is polled
-every :data:`POLL_SECONDS` on a tenant-bound connection, from a thread.
+every :data:`POLL_SECONDS` on a tenant-bound connection, from a thread. Results, progress and
+details show redacted.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from fastapi import Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from app.api import schemas
 from app.store import db, reads
 from app.store.models import FINISHED_STATUSES
 
@@ -57,13 +59,14 @@ async def _events(request: Request, tenant_id: str, job_id: str,
         if row is None:  # deleted by retention meanwhile
             yield _frame("end", {"id": job_id, "status": None})
             return
+        secret = schemas.secret_fields(row["intent_key"])
         for event in history:
             after = max(after, event["id"])
-            yield _frame("history", {k: event[k] for k in
-                                     ("id", "at", "attempt", "kind", "worker", "error", "detail")},
-                         event["id"])
+            yield _frame("history", schemas.event_out(
+                {k: event[k] for k in ("id", "at", "attempt", "kind", "worker", "error",
+                                       "detail")}, secret), event["id"])
             quiet = 0.0
-        state = {"id": job_id, **{k: row[k] for k in _STATE}}
+        state = {"id": job_id, **schemas.state_out({k: row[k] for k in _STATE}, secret)}
         if state != last_state:
             yield _frame("state", state)
             last_state = state

@@ -93,7 +93,8 @@ def load_job(tenant_id: str, job_id: str, *, history: bool = False) -> dict[str,
             raise Denied(404, f"no job {job_id}")
         out = schemas.job_out(found[0])
         if history:
-            out["events"] = [schemas.event_out(e) for e in reads.job_events(conn, job_id)]
+            secret = schemas.secret_fields(out["intent_key"])
+            out["events"] = [schemas.event_out(e, secret) for e in reads.job_events(conn, job_id)]
     return out
 
 
