@@ -268,15 +268,25 @@ def reject_job(job_id: str, who: Approver, body: schemas.RejectRequest | None = 
     **_NOT_FOUND, 200: {"content": {"text/event-stream": {}},
                         "description": "Server-Sent Events: `state` (status and progress) on "
                                        "each change, `history` per job event, `end` when the "
-                                       "job has ended"}})
-async def job_events(job_id: str, who: Reader, request: Request,
+                                       "job has ended; `close` (`reason`, `reconnect`) when "
+                                       "the stream ends before the job"},
+    403: {"model": schemas.Problem, "description": "A scope the caller lacks, or the tenant is "
+                                                   "suspended"},
+    429: {"model": schemas.Problem, "description": "Over the caller's rate, or over the "
+                                                   "caller's or the tenant's cap of open "
+                                                   "event streams"}})
+async def job_events(job_id: str, who: Reader,
                      last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None):
-    """Follow a job live until it ends."""
+    """Follow a job live until it ends. A stream open JOBQ_API_STREAM_MAX_SECONDS, or whose
+    key is revoked, ends with a `close` event saying why (and whether to reconnect)."""
     from starlette.concurrency import run_in_threadpool
 
     tenant = who.for_tenant()
-    job = await run_in_threadpool(load_job, tenant, job_id)
-    return events.stream(request, tenant, job["id"], after=_event_id(last_event_id))
+
+    def open_it() -> Any:
+        return events.open_stream(who, load_job(tenant, job_id), after=_event_id(last_event_id))
+
+    return await run_in_threadpool(open_it)
 
 
 def _event_id(value: str | None) -> int:
