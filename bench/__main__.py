@@ -16,6 +16,7 @@ BENCHMARKS = {
     "sweep_latency": "bench.sweep_latency",
     "fairness": "bench.fairness",
     "api": "bench.api",
+    "streams": "bench.streams",
     "scale": "bench.scale",
     "report": "bench.report",
 }

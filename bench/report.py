@@ -83,6 +83,23 @@ def markdown() -> str:
                 _table(["at", "p50 ms", "p99 ms", "max ms"],
                        [[f"{api['latency_rate']:g} requests/s", api["p50_ms"], api["p99_ms"],
                          api["max_ms"]]]), ""]
+    for name, what in (("streams-before", "before the shared watcher (each stream polling "
+                                           "the table on its own)"),
+                       ("streams", "the shared watcher")):
+        if found := _load(name):
+            out += [f"## Open event streams: {what}", "",
+                    "`python -m bench streams` — N open `GET /v1/jobs/{id}/events` streams of one "
+                    "key, each on its own job awaiting approval, against one `jobq api` process "
+                    "and no worker: the benchmark database's transactions/s "
+                    f"(`pg_stat_database`) over {found['seconds']:g} s, then "
+                    f"{found['requests']} sequential `GET /v1/jobs`; then 20 of the watched jobs "
+                    "cancelled one at a time, from the request to its stream's `end` frame. "
+                    + _when(found), "",
+                    _table(["streams", "tx/s", "api CPU %", "GET p50 ms", "GET p99 ms",
+                            "change → frame p50 ms", "max ms"],
+                           [[r["streams"], r["tx_per_s"], r["api_cpu_pct"], r["p50_ms"],
+                             r["p99_ms"], r.get("change_p50_ms", "-"),
+                             r.get("change_max_ms", "-")] for r in found["runs"]]), ""]
     if lat := _load("latency"):
         out += ["## Latency at light load", "", f"`python -m bench latency` — {lat['rate']:g} "
                 f"jobs/s for {lat['seconds']:g} s on the `jobq run` worker set-up (`stock`, if listed: "

@@ -55,4 +55,8 @@ INTENTS: tuple[Intent, ...] = (
            params="tests.security_intents:SecretParams", max_retries=0,
            secret_params=("card_number",),
            description="Echo a declared secret and a secret-looking one, or fail holding them."),
+    Intent("test.exec.report_secrets", "tests.security_intents:report_secrets",
+           params="tests.security_intents:SecretParams", max_retries=0,
+           secret_params=("card_number",),
+           description="Report progress naming a token, then echo the secrets back."),
 )

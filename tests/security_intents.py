@@ -120,6 +120,12 @@ def use_secrets(ctx: JobContext, params: SecretParams) -> dict[str, Any]:
     return params.model_dump()
 
 
+def report_secrets(ctx: JobContext, params: SecretParams) -> dict[str, Any]:
+    """Report progress whose message names the token, then echo the parameters back."""
+    ctx.progress(1, 1, message=f"charged the card with token={params.api_token}")
+    return params.model_dump()
+
+
 class EscapeParams(IntentParams):
     other_tenant_id: uuid.UUID = Field(description="The tenant whose rows the handler wants.")
     other_student_id: uuid.UUID = Field(description="One of that tenant's students.")

@@ -115,6 +115,10 @@ class Caller:
     #: Requests per second (0: unlimited).
     rate_limit: float
     operator: bool = False
+    #: The API key's id (None for a token): an open event stream checks it is still live.
+    key_id: str | None = None
+    #: When a token expires (epoch seconds; None for a key): an event stream ends then.
+    expires_at: float | None = None
 
     def require(self, scope: str) -> None:
         if scope not in self.scopes:
@@ -178,7 +182,7 @@ def _key_caller(secret: str, tenant_header: str | None) -> Caller:
         raise BadCredentials("unknown or revoked API key")
     rate = settings.api_rate_limit if found["rate_limit"] is None else found["rate_limit"]
     common = {"name": f"api:{found['name']}", "scopes": frozenset(found["scopes"]),
-              "limit_key": f"key:{found['id']}", "rate_limit": rate}
+              "limit_key": f"key:{found['id']}", "rate_limit": rate, "key_id": found["id"]}
     if found["tenant_id"] is None:  # an operator key
         tenant = _tenant_from_header(tenant_header) if tenant_header else None
         return Caller(tenant_id=tenant, operator=True, **common)
@@ -275,7 +279,8 @@ def _jwt_caller(token: str) -> Caller:
         raise Denied(403, f"the token's tenant {tenant} is {'unknown' if status is None else status}")
     subject = str(claims["sub"])
     return Caller(name=f"jwt:{subject}", tenant_id=tenant, scopes=token_scopes(claims),
-                  limit_key=f"jwt:{tenant}:{subject}", rate_limit=settings.api_rate_limit)
+                  limit_key=f"jwt:{tenant}:{subject}", rate_limit=settings.api_rate_limit,
+                  expires_at=float(claims["exp"]))
 
 
 def token_scopes(claims: dict[str, Any]) -> frozenset[str]:

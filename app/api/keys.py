@@ -20,7 +20,8 @@ SCOPES = {
     "jobs:approve": "approve or reject jobs awaiting approval",
     "metrics:read": "read /metrics (operator keys)",
 }
-#: What a tenant's credential may hold at most: a token's claimed scopes are cut to these.
+#: What a tenant's credential may hold at most: a token's claimed scopes are cut to these, and
+#: a tenant's key is made with no other.
 TENANT_SCOPES = frozenset({"jobs:read", "jobs:write", "jobs:approve"})
 
 
@@ -57,6 +58,10 @@ def create(*, tenant_id: str | None, name: str, scopes: list[str], by: str,
     from sqlalchemy.exc import IntegrityError
 
     scopes = check_scopes(scopes)
+    beyond = sorted(set(scopes) - TENANT_SCOPES) if tenant_id is not None else []
+    if beyond:
+        raise KeyRefused(f"{', '.join(beyond)} is for operator keys only (--operator): "
+                         "/metrics spans every tenant")
     if not name.strip():
         raise KeyRefused("a key needs a name (e.g. web)")
     secret = PREFIX + secrets.token_urlsafe(32)

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema
 
-from app.core.redaction import redact_params
+from app.core.redaction import redact, redact_params
 from app.core.registry import manifest
 
 # The request's fields are checked by jobq's own validation (as for dispatch_intent), so a bad
@@ -120,16 +120,39 @@ class Problem(BaseModel):
                                "(422); the job an Idempotency-Key names (409)")
 
 
+def secret_fields(intent_key: str | None) -> tuple[str, ...]:
+    """The parameter fields ``intent_key`` declares secret (hidden wherever they show)."""
+    intent = manifest.get(intent_key) if intent_key else None
+    return tuple(intent.secret_params) if intent else ()
+
+
+# What a job shows over the API, redacted as Flower and the command line show it: its declared
+# secret fields and secret-looking keys as ***, wherever they sit in parameters, result,
+# progress or an event's detail, and passwords inside any text.
+
+def state_out(row: dict[str, Any], secret: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``row`` with its result, progress and error message redacted."""
+    out = dict(row)
+    for name in ("result", "progress"):
+        if name in out:
+            out[name] = redact_params(out[name], secret)
+    if "error_message" in out:
+        out["error_message"] = redact(out["error_message"])
+    return out
+
+
 def job_out(row: dict[str, Any]) -> dict[str, Any]:
-    intent = manifest.get(row["intent_key"])
-    secret = intent.secret_params if intent else ()
-    out = {name: row.get(name) for name in Job.model_fields}
+    secret = secret_fields(row["intent_key"])
+    out = state_out({name: row.get(name) for name in Job.model_fields}, secret)
     out["intent_params"] = redact_params(row.get("intent_params"), secret)
     return out
 
 
-def event_out(row: dict[str, Any]) -> dict[str, Any]:
-    return {name: row.get(name) for name in JobEvent.model_fields}
+def event_out(row: dict[str, Any], secret: tuple[str, ...] = ()) -> dict[str, Any]:
+    out = {name: row.get(name) for name in JobEvent.model_fields}
+    out["detail"] = redact_params(out["detail"], secret)
+    out["error"] = redact(out["error"])
+    return out
 
 
 def encode_cursor(row: dict[str, Any]) -> str:

@@ -93,7 +93,8 @@ def load_job(tenant_id: str, job_id: str, *, history: bool = False) -> dict[str,
             raise Denied(404, f"no job {job_id}")
         out = schemas.job_out(found[0])
         if history:
-            out["events"] = [schemas.event_out(e) for e in reads.job_events(conn, job_id)]
+            secret = schemas.secret_fields(out["intent_key"])
+            out["events"] = [schemas.event_out(e, secret) for e in reads.job_events(conn, job_id)]
     return out
 
 
@@ -267,15 +268,25 @@ def reject_job(job_id: str, who: Approver, body: schemas.RejectRequest | None = 
     **_NOT_FOUND, 200: {"content": {"text/event-stream": {}},
                         "description": "Server-Sent Events: `state` (status and progress) on "
                                        "each change, `history` per job event, `end` when the "
-                                       "job has ended"}})
-async def job_events(job_id: str, who: Reader, request: Request,
+                                       "job has ended; `close` (`reason`, `reconnect`) when "
+                                       "the stream ends before the job"},
+    403: {"model": schemas.Problem, "description": "A scope the caller lacks, or the tenant is "
+                                                   "suspended"},
+    429: {"model": schemas.Problem, "description": "Over the caller's rate, or over the "
+                                                   "caller's or the tenant's cap of open "
+                                                   "event streams"}})
+async def job_events(job_id: str, who: Reader,
                      last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None):
-    """Follow a job live until it ends."""
+    """Follow a job live until it ends. A stream open JOBQ_API_STREAM_MAX_SECONDS, or whose
+    key is revoked, ends with a `close` event saying why (and whether to reconnect)."""
     from starlette.concurrency import run_in_threadpool
 
     tenant = who.for_tenant()
-    job = await run_in_threadpool(load_job, tenant, job_id)
-    return events.stream(request, tenant, job["id"], after=_event_id(last_event_id))
+
+    def open_it() -> Any:
+        return events.open_stream(who, load_job(tenant, job_id), after=_event_id(last_event_id))
+
+    return await run_in_threadpool(open_it)
 
 
 def _event_id(value: str | None) -> int:
@@ -333,6 +344,11 @@ def create_app() -> FastAPI:
 
     @api.get("/metrics", include_in_schema=False)
     def metrics(who: Annotated[Caller, Depends(scope("metrics:read"))]) -> Response:
+        # Every academy's numbers (and the queues' and intents' across academies): a tenant's
+        # credential reads its own jobs through /v1 instead.
+        if not who.operator:
+            raise Denied(403, "/metrics spans every tenant: only an operator key may read it "
+                              "(jobq keys create --operator --scopes metrics:read)")
         return metrics_response()
 
     @api.get("/", include_in_schema=False)

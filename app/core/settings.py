@@ -206,6 +206,13 @@ class Settings:
     #: 429 without looking at its credentials (0: no limit).
     api_auth_failures: int = 20
     api_auth_failure_window: float = 60.0
+    #: Open event streams (``GET /v1/jobs/{id}/events``) per API key or token subject, and per
+    #: tenant, across every API process (0: no cap).
+    api_streams_per_key: int = 20
+    api_streams_per_tenant: int = 100
+    #: Seconds an event stream stays open at most; it then ends with a ``close`` event that
+    #: tells the client to reconnect (with Last-Event-ID, so it misses nothing).
+    api_stream_max_seconds: float = 1800.0
     #: JWT bearer tokens: an HS256 secret, or a JWKS URL (RS256/ES256 keys), or neither (off).
     jwt_secret: str | None = field(default=None, repr=False)
     jwt_jwks_url: str | None = None
@@ -396,6 +403,9 @@ def load(env: dict[str, str] | None = None) -> Settings:
                                 minimum=1024),
         api_auth_failures=_int(env, "JOBQ_API_AUTH_FAILURES", 20),
         api_auth_failure_window=_float(env, "JOBQ_API_AUTH_FAILURE_WINDOW", 60.0, minimum=1.0),
+        api_streams_per_key=_int(env, "JOBQ_API_STREAMS_PER_KEY", 20),
+        api_streams_per_tenant=_int(env, "JOBQ_API_STREAMS_PER_TENANT", 100),
+        api_stream_max_seconds=_float(env, "JOBQ_API_STREAM_MAX_SECONDS", 1800.0, minimum=1.0),
         jwt_secret=env.get("JOBQ_JWT_SECRET") or None,
         jwt_jwks_url=env.get("JOBQ_JWT_JWKS_URL") or None,
         jwt_tenant_claim=env.get("JOBQ_JWT_TENANT_CLAIM") or "tenant_id",

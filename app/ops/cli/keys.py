@@ -40,7 +40,8 @@ def create(
                                       "(named in job histories as api:NAME).")] = "web",
     scopes: Annotated[str, typer.Option(
         "--scopes", "-s",
-        help="Comma-separated: jobs:read, jobs:write, jobs:approve, metrics:read.")
+        help="Comma-separated: jobs:read, jobs:write, jobs:approve, metrics:read (operator "
+             "keys only).")
     ] = "jobs:read,jobs:write",
     operator: Annotated[bool, typer.Option(
         "--operator", help="A key spanning tenants (each request names its tenant in the "
