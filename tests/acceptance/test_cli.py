@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -20,7 +21,7 @@ import pytest
 import requests
 
 from app.broker.publish import Outgoing, publish
-from app.ops.cli import _worker_commands
+from app.ops.cli.run import worker_commands as _worker_commands
 from app.ops.embedded import free_port
 from tests.academy import late_fees, overdue_invoices
 from tests.commands import JOBQ, jobq, one_error_line
@@ -611,31 +612,60 @@ def project_folder() -> Iterator[Path]:
 @pytest.mark.slow
 def test_run_starts_everything_with_no_settings_restarts_a_dead_worker_and_ctrl_c_stops_it_all(
         project_folder):
-    """A fresh machine: no DATABASE_URL, no broker; embedded services under JOBQ_HOME."""
+    """A fresh machine: no DATABASE_URL, no broker; embedded services under JOBQ_HOME. What the
+    terminal shows is short and ends with the summary, printed once every part answers; each
+    process's output is in its own log file."""
     tmp_path = project_folder
     home = tmp_path / "home"
+    logs = home / "logs"
     port = free_port()
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("DATABASE_URL", "CELERY_", "JOBQ_", "FLOWER_"))}
     api_port = free_port()
     env.update({"JOBQ_HOME": str(home), "FLOWER_PORT": str(port), "JOBQ_API_PORT": str(api_port),
-                "COLUMNS": "200"})
+                "COLUMNS": "200", "PATH": "/usr/local/bin:/usr/bin:/bin"})  # no venv on PATH
     log_path = tmp_path / "run.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([*JOBQ, "run"], cwd=tmp_path, env=env, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        def flower_up():
-            if proc.poll() is not None:
-                raise AssertionError(f"jobq run exited early:\n{log_path.read_text()[-4000:]}")
-            try:
-                return requests.get(f"http://127.0.0.1:{port}/healthcheck", timeout=1).ok
-            except requests.RequestException:
-                return False
 
-        wait_for(flower_up, 120, interval=0.5, message="Flower of jobq run")
-        wait_for(lambda: "ready." in log_path.read_text(errors="replace"), 60, interval=0.5,
-                 message="a worker of jobq run")
+    def said() -> str:
+        return log_path.read_text(errors="replace")
+
+    def flower_up() -> bool:
+        try:
+            return requests.get(f"http://127.0.0.1:{port}/healthcheck", timeout=1).ok
+        except requests.RequestException:
+            return False
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"jobq run exited early:\n{said()[-4000:]}")
+        return "try it (another terminal, this folder):" in said()
+
+    try:
+        wait_for(up, 150, interval=0.2, message="jobq run's summary")
+        # Printed once everything answers: nothing needs waiting for now.
+        assert flower_up()
+        assert requests.get(f"http://127.0.0.1:{api_port}/v1/health", timeout=2).ok
+        for name in _worker_commands("celery"):
+            assert " ready." in (logs / f"{name}.log").read_text(), name
+        terminal = said().strip().splitlines()
+        assert len(terminal) < 30, said()
+        for noise in ("celery beat v", "[tasks]", "SecurityWarning", "Registered tasks",
+                      "alembic", " | "):
+            assert noise not in said(), noise
+        assert any(line.startswith("jobq is up after") for line in terminal), said()
+        assert "logs    home/logs/ (one per process: realtime.log" in said()
+        # It ends with the command to paste, calling jobq as it can be called from here: not
+        # on PATH, so by its path.
+        command = terminal[-1].strip()
+        assert command.startswith(f"{JOBQ[0]} dispatch attendance.exec.notify_guardians_late "
+                                  '--tenant "데모 학원" -p student_id='), command
+        if os.geteuid() == 0:  # Celery's warning is kept, in the workers' logs
+            assert "running the worker with superuser privileges" in (
+                logs / "realtime.log").read_text()
+            assert "as root: each worker's log starts with Celery's superuser warning" in said()
         assert (home / "services.json").exists()
         # Flower's credentials, generated for this folder, shown once in the summary; they
         # work, and nothing works without them.
@@ -648,12 +678,11 @@ def test_run_starts_everything_with_no_settings_restarts_a_dead_worker_and_ctrl_
         assert requests.get(flower_api, auth=login, timeout=10).status_code == 200
         assert requests.get(flower_api, timeout=10).status_code == 401
 
-        # Another terminal, same folder, still no settings: it finds the running services.
-        other = subprocess.run([*JOBQ, "dispatch", "system.exec.echo", "--tenant", "데모 학원",
-                                "-p", "hello=world", "--wait", "--timeout", "60"],
-                               cwd=tmp_path, env=env, capture_output=True, text=True, timeout=90)
-        assert other.returncode == 0, other.stderr
-        assert '✓ completed' in other.stderr
+        # Another terminal, same folder, still no settings: the printed command, as printed.
+        pasted = subprocess.run([*shlex.split(command), "--timeout", "60"], cwd=tmp_path,
+                                env=env, capture_output=True, text=True, timeout=90)
+        assert pasted.returncode == 0, pasted.stderr
+        assert "✓ completed" in pasted.stderr and '"sent": ' in pasted.stderr
         # The HTTP API runs too, on the same services, with a key made in that terminal.
         made = subprocess.run([*JOBQ, "keys", "create", "--tenant", "데모 학원"], cwd=tmp_path,
                               env=env, capture_output=True, text=True, timeout=60)
@@ -661,19 +690,23 @@ def test_run_starts_everything_with_no_settings_restarts_a_dead_worker_and_ctrl_
         listed = requests.get(f"http://127.0.0.1:{api_port}/v1/jobs", timeout=10,
                               headers={"Authorization": f"Bearer {made.stdout.strip()}"})
         assert listed.status_code == 200
-        assert "system.exec.echo" in {j["intent_key"] for j in listed.json()["jobs"]}
+        assert "attendance.exec.notify_guardians_late" in {
+            j["intent_key"] for j in listed.json()["jobs"]}
 
-        # A worker that dies on its own is started again; nothing else stops.
-        def said() -> str:
-            return log_path.read_text(errors="replace")
+        # A worker that dies on its own is started again; nothing else stops. The terminal
+        # says which, and shows the end of its log.
+        def supervised() -> str:
+            return (logs / "supervisor.log").read_text()
 
-        first = int(re.search(r"realtime started \(pid=(\d+)\)", said()).group(1))
+        first = int(re.search(r"realtime started \(pid=(\d+)\)", supervised()).group(1))
         os.killpg(first, signal.SIGKILL)  # the worker's whole process group, as the OOM killer
-        wait_for(lambda: len(re.findall(r"realtime started \(pid=\d+\)", said())) == 2, 30,
-                 interval=0.2, message="jobq run to start the worker again")
+        wait_for(lambda: len(re.findall(r"realtime started \(pid=\d+\)", supervised())) == 2,
+                 30, interval=0.2, message="jobq run to start the worker again")
         assert re.search(r"realtime stopped on its own \(rc=-?\d+\) after \d+ s; starting "
-                         r"it again in 1 s \(restart 1\)", said()), said()[-3000:]
-        wait_for(lambda: len(re.findall(r"^\S+ realtime\s+\|.* ready\.", said(), re.M)) == 2,
+                         r"it again in 1 s \(restart 1\); the end of its log, "
+                         r"home/logs/realtime\.log:\n  \| ", said()), said()[-3000:]
+        assert "realtime@" in said().split("restart 1")[1]  # its own last lines
+        wait_for(lambda: (logs / "realtime.log").read_text().count(" ready.") == 2,
                  60, interval=0.5, message="the restarted worker to be ready")
         assert proc.poll() is None and flower_up()
         again = subprocess.run([*JOBQ, "dispatch", "system.exec.echo", "--tenant", "데모 학원",
@@ -684,11 +717,13 @@ def test_run_starts_everything_with_no_settings_restarts_a_dead_worker_and_ctrl_
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGINT)  # what Ctrl-C sends
         code = proc.wait(60)
-    out = log_path.read_text(errors="replace")
+    out = said()
     assert code == 0, out[-4000:]
+    assert out.strip().endswith("everything stopped"), out[-2000:]
+    supervised = (logs / "supervisor.log").read_text()
     for name in [*_worker_commands("celery"), "beat", "flower", "api"]:
-        assert re.search(rf"^\S+ system\s+\| {name} started \(pid=\d+\)", out, re.M), name
-    pids = [int(p) for p in re.findall(r"started \(pid=(\d+)\)", out)]
+        assert re.search(rf"{name} started \(pid=\d+\)", supervised), name
+    pids = [int(p) for p in re.findall(r"started \(pid=(\d+)\)", supervised)]
     assert pids
     for pid in pids:
         assert not _alive(pid), f"process {pid} outlived jobq run"
