@@ -645,7 +645,7 @@ def test_a_suspended_academy_s_pending_jobs_show_as_held_and_why():
     listed = jobq("jobs", "--tenant", tenant)
     line = next(row for row in listed.stdout.splitlines() if job_id[:8] in row)
     assert re.search(r"\sheld\s", line) and "pending" not in line, line
-    assert f"while its tenant is suspended: jobq tenants resume {tenant[:8]}" in line, line
+    assert f"tenant suspended: jobq tenants resume {tenant[:8]}" in line, line
     shown = jobq("job", job_id)
     assert re.search(rf"status\s+held: pending, not run while tenant {name} is suspended "
                      rf"\(jobq tenants resume {tenant[:8]}\)", shown.stdout), shown.stdout

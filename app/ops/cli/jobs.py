@@ -136,7 +136,7 @@ def _jobs_table(rows: list[dict], width: int) -> Table:
 
 def _note(r: dict) -> Text:
     if show.is_held(r):
-        return Text(f"held while its tenant is suspended: {show.resume_hint(r)}", style="yellow")
+        return Text(f"tenant suspended: {show.resume_hint(r)}", style="yellow")
     if r["status"] in ("failed", "cancelled") and r["error_message"]:
         return Text(show.shown_str(r["error_message"]), style="red")
     if r["status"] == "processing" and r["progress"]:
