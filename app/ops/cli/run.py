@@ -19,14 +19,16 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.text import Text
 from sqlalchemy.orm import Session
 
 from app.ops.cli import console, err, fail, say_error
-from app.ops.supervisor import shown_path
+
+if TYPE_CHECKING:  # honcho loads only when jobq run does
+    from app.ops.supervisor import Supervisor
 
 #: Seconds ``jobq run`` gives its processes to stop after Ctrl-C before killing them: long
 #: enough for a worker's warm shutdown to finish short jobs and for Flower to save its state.
@@ -140,7 +142,7 @@ def run(
 
     from app.core.settings import child_environment, reload, settings
     from app.ops.cli.flower import credentials as flower_credentials
-    from app.ops.supervisor import Supervisor
+    from app.ops.supervisor import Supervisor, shown_path
 
     started = time.monotonic()
     login = None
@@ -235,7 +237,7 @@ def _urls(flower: Any, api: bool, jobq: str) -> list[tuple[str, str]]:
     return urls
 
 
-def _probes(manager: Any, since: float) -> list[Any]:
+def _probes(manager: Supervisor, since: float) -> list[Any]:
     from app.core.settings import settings
     from app.ops import readiness
 
@@ -253,10 +255,11 @@ def _probes(manager: Any, since: float) -> list[Any]:
     return probes
 
 
-def _summary_when_up(manager: Any, stop: threading.Event, started: float,
+def _summary_when_up(manager: Supervisor, stop: threading.Event, started: float,
                      urls: list[tuple[str, str]], noted: list[str], jobq: str) -> None:
     """Print the summary once every part answers; until then, say once what keeps it."""
     from app.ops import readiness
+    from app.ops.supervisor import shown_path
 
     def slow(names: list[str]) -> None:
         _say(f"still waiting, after {PATIENCE_SECONDS} s, for {', '.join(names)}: see "
