@@ -38,10 +38,12 @@ def register(app: typer.Typer, operations: Callable[[], Operations]) -> None:
                  "data: late notices, invoices, reports, ...). Without it, nothing is "
                  "dispatched.")] = False,
     ) -> None:
-        """Create the demo academy if it is not there (classes, students and guardians,
-        attendance, invoices; a second time adds only what time has added) and print students
-        to try intents on, with a command to paste. Dispatches nothing unless asked to
-        (--dispatch-samples)."""
+        """Print demo students to try intents on and a command to paste (--dispatch-samples:
+        also dispatch a sample of every family).
+
+        The demo academy (classes, students and guardians, attendance, invoices) is created
+        when it is not there; a second time adds only what time has added. Nothing is
+        dispatched unless asked for."""
         ops = operations()
         tenant_id, academy, sample, command = create_demo_data(ops, students=students)
         table = Table(title=f"{DEMO_TENANT_NAME} ({tenant_id})", show_header=False)

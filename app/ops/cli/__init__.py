@@ -56,15 +56,6 @@ def business_commands() -> list[Any]:
     return [importlib.import_module(name) for name in getattr(module, "COMMANDS", ())]
 
 
-@app.command()
-def migrate(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
-    """Bring the database schema up to date."""
-    from app.store import db
-
-    db.migrate(revision=revision)
-    console.print(f"database at {revision}")
-
-
 def _register_commands() -> None:
     # Each command group lives in its own module under app/ops/cli/. A module either adds its
     # commands itself (``register(app)``) or is one Typer group (``app``) named after it; the
@@ -95,6 +86,15 @@ def _register_commands() -> None:
 
 
 _register_commands()
+
+
+@app.command()
+def migrate(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
+    """Bring the database schema up to date."""
+    from app.store import db
+
+    db.migrate(revision=revision)
+    console.print(f"database at {revision}")
 
 
 def _click_exceptions():
