@@ -791,9 +791,9 @@ def test_run_starts_everything_with_no_settings_restarts_a_dead_worker_and_ctrl_
         assert (home / "services.json").exists()
         # Flower's credentials, generated for this folder, shown once in the summary; they
         # work, and nothing works without them.
-        shown = re.search(rf"Flower: http://127\.0\.0\.1:{port}/ \(user (\S+), password (\S+); "
+        shown = re.search(rf"^  Flower  http://127\.0\.0\.1:{port}/ \(user (\S+), password (\S+); "
                           rf"generated once and kept in {re.escape(str(home))}/flower-credentials",
-                          log_path.read_text(errors="replace"))
+                          log_path.read_text(errors="replace"), re.M)
         assert shown, log_path.read_text(errors="replace")[-3000:]
         login = (shown.group(1), shown.group(2))
         flower_api = f"http://127.0.0.1:{port}/api/workers"
