@@ -81,8 +81,8 @@ FIND_TENANTS_BY_NAME = text(
     "SELECT id::text AS id, name, status FROM tenants WHERE name = :name ORDER BY created_at LIMIT 2"
 )
 
-#: Every tenant's name, for a "did you mean" when one is mistyped.
-TENANT_NAMES = text("SELECT DISTINCT name FROM tenants WHERE status <> 'deleted'")
+#: Every name of a tenant not deleted, for a "did you mean" when one is mistyped.
+LIVE_TENANT_NAMES = text("SELECT DISTINCT name FROM tenants WHERE status <> 'deleted'")
 
 #: A new tenant; returns its id.
 CREATE_TENANT = text("INSERT INTO tenants (name) VALUES (:name) RETURNING id::text")
@@ -180,7 +180,7 @@ def find_tenants_by_name(conn, name: str) -> list[dict[str, Any]]:
 
 
 def tenant_names(conn) -> list[str]:
-    return list(conn.execute(TENANT_NAMES).scalars())
+    return list(conn.execute(LIVE_TENANT_NAMES).scalars())
 
 
 def create_tenant(conn, name: str) -> str:
