@@ -26,12 +26,16 @@ from app.store.models import Base, Tenant
 class Operations(Protocol):
     """What a business command gets from ``jobq`` (its ``register(app, operations)`` and
     ``on_run(operations)`` hooks, named in the manifest module's ``COMMANDS``): the database it
-    works on, the academies, and asking for work."""
+    works on, the academies, and asking for work. ``on_run`` returns the lines it wants in
+    ``jobq run``'s summary (printed last, once everything is up), or None."""
 
     database_url: str
     home: Path
     #: ``jobq run`` was asked for the demo academy (``--demo``, the default).
     demo: bool
+    #: How to call jobq from another terminal in this folder: ``jobq`` when it is on PATH,
+    #: else its path (``.venv/bin/jobq``). Commands printed for people to paste start with it.
+    jobq: str
 
     def session(self) -> Session:
         """A session on the engine's own connection: every tenant's rows (the caller commits)."""

@@ -189,9 +189,11 @@ def sample_requests(session: Session, tenant_id: str) -> list[tuple[str, dict[st
     return samples
 
 
-def try_it(session: Session, tenant_id: str, tenant_name: str) -> tuple[list[tuple[str, str]], str]:
+def try_it(session: Session, tenant_id: str, tenant_name: str, jobq: str = "jobq"
+           ) -> tuple[list[tuple[str, str]], str]:
     """A few students to try intents on, ``(id, name)``, and a command ready to paste that
-    tells the first one's guardians the student arrived late just now."""
+    tells the first one's guardians the student arrived late just now (``jobq``: how the
+    person reading it calls jobq)."""
     tenant = uuid.UUID(str(tenant_id))
     students = [(str(i), name) for i, name in session.execute(
         select(Student.id, Student.name).where(Student.tenant_id == tenant,
@@ -200,7 +202,7 @@ def try_it(session: Session, tenant_id: str, tenant_name: str) -> tuple[list[tup
     if not students:
         return [], ""
     now = periods.now().astimezone(periods.zone()).replace(microsecond=0)
-    command = (f'jobq dispatch attendance.exec.notify_guardians_late --tenant "{tenant_name}" '
+    command = (f'{jobq} dispatch attendance.exec.notify_guardians_late --tenant "{tenant_name}" '
                f"-p student_id={students[0][0]} -p notify_time={now.isoformat()} --wait")
     return students, command
 

@@ -1,5 +1,6 @@
-"""`jobq demo`, and `jobq run`'s demo step: the demo academy (데모 학원), a sample of every intent
-family dispatched for it, and a few students with a command ready to paste.
+"""`jobq demo`, and `jobq run`'s demo step: the demo academy (데모 학원) and a few of its students
+with a command ready to paste; `jobq demo --dispatch-samples` also dispatches a sample of every
+intent family for it.
 
 Business commands like this one are named in the manifest module's ``COMMANDS``; ``jobq`` adds
 them with :func:`register` and calls :func:`on_run` when it starts the system. Creating the
@@ -31,11 +32,18 @@ def register(app: typer.Typer, operations: Callable[[], Operations]) -> None:
     def demo(
         students: Annotated[int, typer.Option(min=1, max=5000,
                                               help="Students in the demo academy.")] = 300,
-        dispatch: Annotated[bool, typer.Option(
-            help="Then dispatch a sample intent of every family for it.")] = True,
+        dispatch_samples: Annotated[bool, typer.Option(
+            "--dispatch-samples/--no-dispatch",
+            help="Also dispatch a sample intent of every family for it (jobs that change its "
+                 "data: late notices, invoices, reports, ...). Without it, nothing is "
+                 "dispatched.")] = False,
     ) -> None:
-        """Create the demo academy (classes, students and guardians, attendance, invoices),
-        dispatch a sample intent of every family for it, and print students to try."""
+        """Print demo students to try intents on and a command to paste (--dispatch-samples:
+        also dispatch a sample of every family).
+
+        The demo academy (classes, students and guardians, attendance, invoices) is created
+        when it is not there; a second time adds only what time has added. Nothing is
+        dispatched unless asked for."""
         ops = operations()
         tenant_id, academy, sample, command = create_demo_data(ops, students=students)
         table = Table(title=f"{DEMO_TENANT_NAME} ({tenant_id})", show_header=False)
@@ -43,22 +51,23 @@ def register(app: typer.Typer, operations: Callable[[], Operations]) -> None:
             if key != "tenant_id":
                 table.add_row(key.replace("_", " "), str(value))
         console.print(table)
-        if dispatch:
+        if dispatch_samples:
             _dispatch_samples(ops, tenant_id)
-        _print_try_it(sample, command)
+        for line in try_it_lines(sample, command):
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
 
     app.command("demo")(demo)
 
 
-def on_run(ops: Operations) -> None:
-    """``jobq run``'s start-up step: the demo academy exists before the workers start."""
+def on_run(ops: Operations) -> list[str]:
+    """``jobq run``'s start-up step: the demo academy exists before the workers start; its
+    students and the command to paste go into the summary."""
     if not ops.demo:
-        return
+        return []
     tenant_id, academy, sample, command = create_demo_data(ops)
-    console.print(f"demo tenant [bold]{DEMO_TENANT_NAME}[/] id={tenant_id}: "
-                  f"{academy['students']} students, {academy['classes']} classes, "
-                  f"{academy['open_invoices']} open invoices")
-    _print_try_it(sample, command)
+    return [f"demo academy {DEMO_TENANT_NAME} ({tenant_id}): {academy['students']} students, "
+            f"{academy['classes']} classes, {academy['open_invoices']} open invoices",
+            *try_it_lines(sample, command)]
 
 
 def create_demo_data(ops: Operations, *, students: int = 300
@@ -70,18 +79,17 @@ def create_demo_data(ops: Operations, *, students: int = 300
     with ops.session() as session:
         academy = create_demo_academy(session, tenant_id, students=students)
         session.commit()
-        sample, command = try_it(session, tenant_id, DEMO_TENANT_NAME)
+        sample, command = try_it(session, tenant_id, DEMO_TENANT_NAME, ops.jobq)
     return tenant_id, academy.as_dict(), sample, command
 
 
-def _print_try_it(sample: list[tuple[str, str]], command: str) -> None:
+def try_it_lines(sample: list[tuple[str, str]], command: str) -> list[str]:
     if not command:
-        return
-    console.print("students to try intents on:")
-    for student_id, name in sample:
-        console.print(f"  {name}  {student_id}", markup=False, highlight=False)
-    console.print("try it (another terminal, this folder, the venv's jobq):")
-    console.print(f"  {command}", markup=False, highlight=False, soft_wrap=True)
+        return []
+    return ["students to try intents on:",
+            *(f"  {name}  {student_id}" for student_id, name in sample),
+            "try it (another terminal, this folder):",
+            f"  {command}"]
 
 
 def _dispatch_samples(ops: Operations, tenant_id: str) -> None:

@@ -5,7 +5,8 @@ so a fresh machine with only Python runs the whole system.
 Everything they write stays under that folder: no system user is added and no folder above it
 changes. PostgreSQL refuses to run as root, so as root it runs as the unprivileged ``nobody``,
 which must be able to enter every folder above the data folder and the venv; where it cannot,
-start-up stops with a message naming the folder and the ways out (:class:`EmbeddedError`).
+start-up stops with a message naming the folder and the ways out (:class:`EmbeddedError`;
+:mod:`app.ops.as_root` holds the rule, which ``./dev run`` applies before it installs anything).
 
 ``jobq run`` writes the URLs to ``$JOBQ_HOME/services.json``; :mod:`app.core.settings` reads them
 when ``DATABASE_URL`` / ``CELERY_BROKER_URL`` are not set. Tests and benchmarks use
@@ -32,12 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.core.settings import SERVICES_FILE
+from app.ops import as_root
 
 log = logging.getLogger("jobq.embedded")
 
 DATABASE_NAME = "jobq"
-#: Who runs PostgreSQL when we are root (PostgreSQL refuses root; this user exists everywhere).
-UNPRIVILEGED_USER = "nobody"
 #: The longest unix socket path the kernel takes (sun_path is 108 bytes with its NUL).
 MAX_SOCKET_PATH = 107
 
@@ -68,42 +68,6 @@ def postgres_bin() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
-def _can_enter(path: Path, user: pwd.struct_passwd, bits: int) -> bool:
-    """Whether ``user`` has ``bits`` (e.g. x, or r|x) on ``path``, by its mode bits."""
-    st = path.stat()
-    if st.st_uid == user.pw_uid:
-        need = bits << 6
-    elif st.st_gid == user.pw_gid:
-        need = bits << 3
-    else:
-        need = bits
-    return st.st_mode & need == need
-
-
-def _first_blocked(path: Path, user: pwd.struct_passwd) -> Path | None:
-    """The first folder from ``/`` down to ``path`` that ``user`` cannot enter, or None."""
-    for folder in reversed([path, *path.parents]):
-        if folder.exists() and not _can_enter(folder, user, stat.S_IXOTH):
-            return folder
-    return None
-
-
-def _as_root_problem(user: pwd.struct_passwd, home: Path, binaries: Path) -> str | None:
-    for needed, what in ((home.parent, "the data folder"), (binaries, "PostgreSQL's binaries")):
-        blocked = _first_blocked(needed, user)
-        if blocked is not None:
-            mode = stat.filemode(blocked.stat().st_mode)
-            return (
-                f"running as root, the embedded PostgreSQL runs as the unprivileged user "
-                f"'{user.pw_name}' (PostgreSQL refuses root), and '{user.pw_name}' cannot enter "
-                f"{blocked} ({mode}) on the way to {what} ({needed}). jobq changes no folder "
-                f"outside its own. Either run as a normal user, or keep the project (and its "
-                f".venv) and JOBQ_HOME in folders others may enter (e.g. /srv/jobq), or "
-                f"`chmod o+x {blocked}` yourself, or set DATABASE_URL to a PostgreSQL of your own"
-            )
-    return None
-
-
 @dataclass
 class EmbeddedPostgres:
     """One PostgreSQL cluster in ``pgdata``, listening on a unix socket only (no TCP port:
@@ -131,19 +95,15 @@ class EmbeddedPostgres:
     def _prepare(self) -> None:
         binaries = postgres_bin()
         if os.geteuid() == 0:
-            try:
-                self._user = pwd.getpwnam(UNPRIVILEGED_USER)
-            except KeyError:
-                raise EmbeddedError(
-                    f"running as root, the embedded PostgreSQL needs the user "
-                    f"'{UNPRIVILEGED_USER}' to run as, and this system has none; run as a "
-                    "normal user or set DATABASE_URL") from None
+            self._user, missing = as_root.unprivileged_user()
+            if missing:
+                raise EmbeddedError(missing)
         self.pgdata.mkdir(parents=True, exist_ok=True)
         if self._user is not None:
             # The data folder is ours: ``nobody`` may pass through it to the cluster's folder.
             home = self.pgdata.parent
             home.chmod(home.stat().st_mode | stat.S_IXOTH)
-            problem = _as_root_problem(self._user, self.pgdata, binaries)
+            problem = as_root.problem(self._user, home, binaries)
             if problem:
                 raise EmbeddedError(problem)
         self.pgdata.chmod(0o700)

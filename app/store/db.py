@@ -317,17 +317,19 @@ def begin(tenant_id: str | None = None) -> Iterator[Connection]:
             yield conn
 
 
-def alembic_config(url: str | None = None):
+def alembic_config(url: str | None = None, *, log: bool = True):
     from alembic.config import Config
 
     cfg = Config(str(ROOT / "alembic.ini"))
     cfg.set_main_option("script_location", str(ROOT / "alembic"))
     cfg.attributes["database_url"] = url or settings.require_database_url()
+    cfg.attributes["configure_logger"] = log
     return cfg
 
 
-def migrate(url: str | None = None, revision: str = "head") -> None:
-    """Bring the database at ``url`` to ``revision`` (default: the newest)."""
+def migrate(url: str | None = None, revision: str = "head", *, log: bool = True) -> None:
+    """Bring the database at ``url`` to ``revision`` (default: the newest); ``log=False``
+    leaves out alembic's line per revision (``jobq run`` says only that it migrated)."""
     from alembic import command
 
-    command.upgrade(alembic_config(url), revision)
+    command.upgrade(alembic_config(url, log=log), revision)

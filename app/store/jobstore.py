@@ -1006,7 +1006,8 @@ def cancel(conn, job_id: str, *, reason: str, by: str) -> str | None:
 
 
 #: Put a finished job back to pending as a fresh start, keeping its history; with ``:params``,
-#: on corrected parameters (the event keeps the old and the new) and ``:max_retries``. A job
+#: on corrected parameters (the event keeps the old and the new) and ``:max_retries``. It is due
+#: from now (``run_at``): its wait for a worker starts here, not when it was first asked for. A job
 #: that was asked for with an approval and never got one goes back to awaiting it (for
 #: ``:approval_seconds``): a cancel and a retry must not run it unapproved. A job whose
 #: parameters were not kept (``params_dropped``) goes back only with new ones: it must never
@@ -1031,7 +1032,7 @@ REQUEUE = text(
                    THEN now() + make_interval(secs => :approval_seconds) END,
                retry_count = 0, error_message = NULL,
                completed_at = NULL, executed_at = NULL, result = NULL, progress = NULL,
-               run_at = NULL, published_at = NULL, updated_at = now(),
+               run_at = now(), published_at = NULL, updated_at = now(),
                intent_params = CASE WHEN :replace THEN :params ELSE j.intent_params END,
                params_dropped = j.params_dropped AND NOT :replace,
                max_retries = coalesce(:max_retries, j.max_retries)
@@ -1068,14 +1069,16 @@ def requeue(conn, job_id: str, *, by: str, params: Any = None, replace_params: b
 
 # --- approvals -------------------------------------------------------------------------------
 
-#: A job awaiting approval becomes pending, approved by ``:by``; stamped as handed to the broker
-#: when it is due within ``:eta_max`` seconds (the caller publishes it after commit; a later one
-#: waits for the sweep).
+#: A job awaiting approval becomes pending, approved by ``:by``, and due no earlier than now
+#: (its wait for a worker starts at the approval, not while a person decided); stamped as handed
+#: to the broker when it is due within ``:eta_max`` seconds (the caller publishes it after
+#: commit; a later one waits for the sweep).
 APPROVE = text(
     """
     WITH approved AS (
         UPDATE job_executions j
            SET status = 'pending', approval_expires_at = NULL, updated_at = now(),
+               run_at = greatest(j.run_at, now()),
                published_at = CASE WHEN j.run_at IS NULL
                                      OR j.run_at <= now() + make_interval(secs => :eta_max)
                                    THEN now() END

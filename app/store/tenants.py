@@ -39,7 +39,8 @@ LIST_TENANTS = text(
     SELECT t.id::text AS id, t.name, t.status, t.created_at,
            day.total AS jobs_24h, day.failed AS failed_24h,
            t.weight, t.max_running, now_.backlog, now_.running, now_.oldest_wait_s,
-           EXISTS (SELECT 1 FROM tenant_queue_limits l WHERE l.tenant_id = t.id)
+           coalesce((SELECT jsonb_object_agg(l.queue, l.max_running)
+                       FROM tenant_queue_limits l WHERE l.tenant_id = t.id), '{}'::jsonb)
                AS queue_caps
       FROM tenants t
       CROSS JOIN LATERAL (
@@ -79,6 +80,9 @@ FIND_TENANTS_BY_ID_RANGE = text(
 FIND_TENANTS_BY_NAME = text(
     "SELECT id::text AS id, name, status FROM tenants WHERE name = :name ORDER BY created_at LIMIT 2"
 )
+
+#: Every name of a tenant not deleted, for a "did you mean" when one is mistyped.
+LIVE_TENANT_NAMES = text("SELECT DISTINCT name FROM tenants WHERE status <> 'deleted'")
 
 #: A new tenant; returns its id.
 CREATE_TENANT = text("INSERT INTO tenants (name) VALUES (:name) RETURNING id::text")
@@ -173,6 +177,10 @@ def find_tenants_by_id_range(conn, lo: str, hi: str) -> list[dict[str, Any]]:
 
 def find_tenants_by_name(conn, name: str) -> list[dict[str, Any]]:
     return [dict(r) for r in conn.execute(FIND_TENANTS_BY_NAME, {"name": name}).mappings()]
+
+
+def tenant_names(conn) -> list[str]:
+    return list(conn.execute(LIVE_TENANT_NAMES).scalars())
 
 
 def create_tenant(conn, name: str) -> str:

@@ -94,12 +94,13 @@ def test_a_cancel_stops_the_running_jobs_within_two_seconds_and_frees_the_worker
 
     assert result.returncode == 0, result.stderr
     said = re.search(rf"job {running[0]} cancelled \(was processing\); its run on "
-                     rf"{re.escape(worker.name)} was stopped after (\d+\.\d) s and its work "
-                     r"rolled back", result.stdout)
+                     rf"{re.escape(worker.name)} was interrupted after (\d+\.\d s) and its "
+                     r"work rolled back", result.stdout)
     assert said, result.stdout
     stops = [run_stopped(job_id, wait=5) for job_id in running]
     assert all(s is not None and s.interrupted for s in stops), stops
-    assert float(said[1]) == pytest.approx(stops[0].after, abs=0.06)
+    # How long the run went, as its history says it.
+    assert f"run interrupted after {said[1]}" in jobq("job", running[0]).stdout
     assert max(s.after for s in stops) < 2.0
     for job_id in running:
         assert job_row(job_id)["status"] == "cancelled"
@@ -130,8 +131,8 @@ def test_a_run_in_a_main_thread_is_stopped_even_inside_one_long_sleep(
     result = jobq("cancel", job_id)
 
     assert result.returncode == 0, result.stderr
-    assert re.search(r"cancelled \(was processing\); its run on .* was stopped after \d+\.\d s "
-                     "and its work rolled back", result.stdout), result.stdout
+    assert re.search(r"cancelled \(was processing\); its run on .* was interrupted after "
+                     r"\d+\.\d s and its work rolled back", result.stdout), result.stdout
     stopped = run_stopped(job_id)
     assert stopped is not None and stopped.interrupted and stopped.after < 2.0
     assert effects([job_id]) == 0
@@ -214,8 +215,10 @@ def test_a_run_that_finishes_as_its_job_is_cancelled_is_recorded_and_the_cli_say
 
     assert cli.returncode == 0, err
     assert re.search(rf"job {job_id} cancelled \(was processing\); its run on "
-                     r"realtime@elsewhere finished \d+\.\d s later, before it could be stopped: "
+                     r"realtime@elsewhere finished first after 1\.5 s, before it could be "
+                     "stopped: "
                      "its work was rolled back and its result discarded", out), out
+    assert "run finished first after 1.5 s" in jobq("job", job_id).stdout
     row = job_row(job_id)
     assert row["status"] == "cancelled" and row["result"] is None
     stopped = job_events(job_id)[-1]

@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -15,12 +16,14 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import requests
+from rich.text import Text
 
 from app.broker.publish import Outgoing, publish
-from app.ops.cli import _worker_commands
+from app.ops.cli.run import worker_commands as _worker_commands
 from app.ops.embedded import free_port
 from tests.academy import late_fees, overdue_invoices
 from tests.commands import JOBQ, jobq, one_error_line
@@ -67,6 +70,7 @@ def test_every_command_has_help(command):
     (["stats", "--since", "9999999999999999999999s"], "more than 36500 days"),
     (["jobs", "--status", "done"], "'done' is not one of pending, processing"),
     (["jobs", "--limit", "0"], "--limit"),
+    (["jobs", "-p", "2"], "No such option: -p"),  # -p is --param (dispatch, retry); pages: --page
     (["job", "xyz"], "'xyz' is not a job id"),
     (["job", "3f2a"], "too short"),
     (["retry"], "give a job id, or filters"),
@@ -309,17 +313,22 @@ def test_cancel_then_retry_are_audited_and_the_job_runs(tenant):
     assert job_row(job_id)["error_message"] is None
 
 
-def test_cancel_a_running_job_says_its_run_was_stopped(tenant):
+def test_cancel_a_running_job_says_how_long_its_run_went_as_its_history_does(tenant):
     job_id = dispatched(jobq("dispatch", "system.exec.sleep", "-t", tenant, "-p", "seconds=20"))
-    wait_for_status(job_id, "processing")
+    # A second into its run (it reports progress each second), so how long the run went and
+    # how soon the cancel stopped it differ.
+    wait_for(lambda: ((job_row(job_id) or {}).get("progress") or {}).get("done", 0) >= 1,
+             timeout=30, message="the run's first second")
     result = jobq("cancel", job_id)
     assert result.returncode == 0, result.stderr
-    assert re.search(rf"job {job_id} cancelled \(was processing\); its run on \S+ was stopped "
-                     r"after \d+\.\d s and its work rolled back", result.stdout), result.stdout
+    said = re.search(rf"job {job_id} cancelled \(was processing\); its run on \S+ was "
+                     r"interrupted after (\d+\.\d s) and its work rolled back", result.stdout)
+    assert said, result.stdout
+    assert float(said[1].split()[0]) >= 1.0
     assert job_row(job_id)["status"] == "cancelled"
     assert [k for _, k in event_kinds(job_id)] == ["created", "started", "cancelled", "stopped"]
     shown = jobq("job", job_id)
-    assert re.search(r"stopped .* run interrupted after \d", shown.stdout), shown.stdout
+    assert f"run interrupted after {said[1]} (job cancelled)" in shown.stdout, shown.stdout
 
 
 def test_cancel_a_pending_job_says_it_will_not_run(tenant):
@@ -401,6 +410,17 @@ def test_a_job_whose_parameters_were_not_kept_never_runs_on_the_intents_defaults
     assert (row["intent_params"]["percent"], row["intent_params"]["grace_days"]) == (1, 30)
     assert row["result"]["invoices"] == 1
     assert late_fees(tenant) == {old.id: 5_000, recent.id: 0}
+
+
+def test_a_rerun_s_started_row_names_its_attempt(tenant):
+    job_id = dispatched(jobq("dispatch", "system.exec.flaky", "-t", tenant, "-p", "failures=1",
+                             "--max-retries", "0"))
+    wait_for_status(job_id, "failed")
+    rerun = jobq("retry", job_id, "-p", "failures=0", "--wait")
+    assert rerun.returncode == 0, rerun.stderr
+    history = jobq("job", job_id).stdout.split("history")[1]
+    assert [line.split()[2:4] for line in history.splitlines() if " started " in line] == [
+        ["1", "started"], ["1", "started"]], history
 
 
 def test_retry_of_a_completed_job_is_refused(tenant):
@@ -496,6 +516,25 @@ def test_stats_shows_the_wait_before_start_of_the_academies_that_waited_longest(
     assert line.split()[-6:] == ["2", "0", "8m", "20s", "9m", "50s"], line
 
 
+def test_stats_wait_starts_when_the_job_became_runnable_not_when_it_was_first_asked_for(
+        tenant):
+    # A refused request its caller corrected ten minutes later, and a job a person approved ten
+    # minutes after it was asked for: neither waited in a queue before that.
+    refused = jobq("dispatch", "system.exec.sleep", "-t", tenant, "-p", "seconds=soon")
+    corrected = re.search(r"recorded as failed job ([0-9a-f-]{36})", refused.stderr).group(1)
+    approved = dispatched(jobq("dispatch", "system.exec.echo", "-t", tenant,
+                               "--requires-approval"))
+    sql("UPDATE job_executions SET created_at = created_at - interval '10 minutes' "
+        "WHERE id = ANY(CAST(:ids AS uuid[]))", ids=[corrected, approved])
+    assert jobq("retry", corrected, "-p", "seconds=0", "--wait").returncode == 0
+    assert jobq("approve", approved).returncode == 0
+    wait_for_status(approved, "completed")
+
+    data = json.loads(jobq("stats", "--tenant", tenant, "--since", "1h", "--json").stdout)
+    assert data["overall"]["total"] == 2
+    assert data["overall"]["wait_p95"] < 60, data["overall"]
+
+
 def test_intents_show_each_parameter_schema_and_check_passes():
     listed = jobq("intents")
     assert listed.returncode == 0
@@ -556,10 +595,12 @@ def test_tenants_set_changes_weight_and_caps_and_the_list_shows_them_with_the_ba
     [mine] = [t for t in listed if t["id"] == tenant_id]
     assert (mine["weight"], mine["max_running"], mine["backlog"], mine["running"]) == (2, 4, 2, 0)
     assert 89 <= mine["oldest_wait_s"] < 150
+    assert mine["queue_caps"] == {"bulk": 1}
     line = next(row for row in jobq("tenants").stdout.splitlines() if tenant_id in row)
-    backlog, running, age, weight, cap, per_queue = line.split()[-6:]
-    assert (backlog, running, weight, cap, per_queue) == ("2", "0", "2", "4", "+queue")
+    backlog, running, age, weight, cap = re.split(r"\s{2,}", line.strip())[-5:]
+    assert (backlog, running, weight, cap) == ("2", "0", "2", "4; bulk 1"), line
     assert age.endswith("m") and 1.4 <= float(age[:-1]) < 2.5, age
+    assert "cap (per queue)" in jobq("tenants").stdout.splitlines()[0]
 
     for args, says in ((["--weight", "0"], "weight must be a number above 0"),
                        (["--max-running", "-1"], "max_running must be a whole number"),
@@ -595,6 +636,88 @@ def test_tenants_and_intents_stay_whole_in_a_pipe_at_80_columns():
         in intents.splitlines()
 
 
+def test_a_suspended_academy_s_pending_jobs_show_as_held_and_why():
+    name = f"쉬는 학원 {uuid.uuid4().hex[:4]}"
+    tenant = make_tenant(name)
+    job_id = dispatched(jobq("dispatch", "system.exec.echo", "-t", tenant, "--run-at", "+1h"))
+    assert jobq("tenants", "suspend", tenant).returncode == 0
+
+    listed = jobq("jobs", "--tenant", tenant)
+    line = next(row for row in listed.stdout.splitlines() if job_id[:8] in row)
+    assert re.search(r"\sheld\s", line) and "pending" not in line, line
+    assert f"tenant suspended: jobq tenants resume {tenant[:8]}" in line, line
+    shown = jobq("job", job_id)
+    assert re.search(rf"status\s+held: pending, not run while tenant {name} is suspended "
+                     rf"\(jobq tenants resume {tenant[:8]}\)", shown.stdout), shown.stdout
+    [as_json] = json.loads(jobq("jobs", "--tenant", tenant, "--json").stdout)
+    assert (as_json["status"], as_json["held"]) == ("pending", True)
+
+    assert jobq("tenants", "resume", tenant).returncode == 0
+    line = next(row for row in jobq("jobs", "--tenant", tenant).stdout.splitlines()
+                if job_id[:8] in row)
+    assert " pending " in line and "held" not in line
+
+
+def test_a_near_miss_academy_name_gets_a_did_you_mean_wherever_a_tenant_is_named():
+    name = f"별빛 수학학원 {uuid.uuid4().hex[:4]}"
+    make_tenant(name)
+    near = name.replace("수학학원", "수학 학원")
+    for args, code in ((["dispatch", "system.exec.echo", "--tenant", near], 2),
+                       (["jobs", "--tenant", near], 2),
+                       (["stats", "--tenant", near], 2),
+                       (["retry", "--status", "failed", "--tenant", near], 2),
+                       (["keys", "create", "--tenant", near], 2),
+                       (["keys", "list", "--tenant", near], 2),
+                       (["tenants", "suspend", near], 1),
+                       (["tenants", "set", near, "--weight", "2"], 1),
+                       (["tenants", "delete", near, "--yes"], 1)):
+        result = jobq(*args)
+        assert result.returncode == code, (args, result.stderr)
+        line = one_error_line(result)
+        assert f"no tenant {near!r} (did you mean {name!r}?" in line, (args, line)
+    far = jobq("jobs", "--tenant", "전혀 다른 이름")
+    assert "did you mean" not in one_error_line(far)
+
+
+def test_keys_list_shows_times_in_the_academies_zone_and_says_so(tenant):
+    made = jobq("keys", "create", "--tenant", tenant, "--name", "web")
+    assert made.returncode == 0, made.stderr
+    listed = jobq("keys", "list", "--tenant", tenant)
+    header, row = listed.stdout.splitlines()[:2]
+    assert "created (KST)" in header and "last used (KST)" in header, header
+    [(created,)] = sql("SELECT created_at FROM api_keys WHERE tenant_id = CAST(:t AS uuid)",
+                       t=tenant)
+    seoul = created.astimezone(ZoneInfo("Asia/Seoul"))
+    assert seoul.strftime("%Y-%m-%d %H:%M:%S") in row, row
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_jobs_give_names_their_whole_width_before_empty_columns(columns):
+    name = f"대치 수학학원 {uuid.uuid4().hex[:4]}"
+    tenant = make_tenant(name)
+    key = "communication.exec.retry_failed_deliveries"  # 42 characters
+    sql("INSERT INTO job_executions (tenant_id, intent_key, status, max_retries, created_at, "
+        "executed_at, completed_at) VALUES (CAST(:t AS uuid), :k, 'completed', 5, now(), now(), "
+        "now() + interval '1 second')", t=tenant, k=key)
+    listed = jobq("jobs", "--tenant", tenant, env={"COLUMNS": str(columns)})
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert all(Text(line).cell_len <= columns for line in lines), listed.stdout
+    assert key in lines[1] and "…" not in lines[1], listed.stdout
+    if columns >= 120:  # room for every column, whole
+        assert name in lines[1] and "1.0 s" in lines[1], listed.stdout
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_dispatch_wait_shows_a_long_result_whole_in_the_lines_it_takes(tenant, columns):
+    text_ = "x" * 190
+    result = jobq("dispatch", "system.exec.echo", "-t", tenant, "-p", f"text={text_}", "--wait",
+                  env={"COLUMNS": str(columns)})
+    assert result.returncode == 0, result.stderr
+    assert all(Text(line).cell_len <= columns for line in result.stderr.splitlines())
+    assert f'result: {{"text": "{text_}"}}' in result.stderr.replace("\n", ""), result.stderr
+
+
 # --- jobq run ---------------------------------------------------------------------------------
 
 
@@ -611,49 +734,77 @@ def project_folder() -> Iterator[Path]:
 @pytest.mark.slow
 def test_run_starts_everything_with_no_settings_restarts_a_dead_worker_and_ctrl_c_stops_it_all(
         project_folder):
-    """A fresh machine: no DATABASE_URL, no broker; embedded services under JOBQ_HOME."""
+    """A fresh machine: no DATABASE_URL, no broker; embedded services under JOBQ_HOME. What the
+    terminal shows is short and ends with the summary, printed once every part answers; each
+    process's output is in its own log file."""
     tmp_path = project_folder
     home = tmp_path / "home"
+    logs = home / "logs"
     port = free_port()
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("DATABASE_URL", "CELERY_", "JOBQ_", "FLOWER_"))}
     api_port = free_port()
     env.update({"JOBQ_HOME": str(home), "FLOWER_PORT": str(port), "JOBQ_API_PORT": str(api_port),
-                "COLUMNS": "200"})
+                "COLUMNS": "200", "PATH": "/usr/local/bin:/usr/bin:/bin"})  # no venv on PATH
     log_path = tmp_path / "run.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([*JOBQ, "run"], cwd=tmp_path, env=env, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        def flower_up():
-            if proc.poll() is not None:
-                raise AssertionError(f"jobq run exited early:\n{log_path.read_text()[-4000:]}")
-            try:
-                return requests.get(f"http://127.0.0.1:{port}/healthcheck", timeout=1).ok
-            except requests.RequestException:
-                return False
 
-        wait_for(flower_up, 120, interval=0.5, message="Flower of jobq run")
-        wait_for(lambda: "ready." in log_path.read_text(errors="replace"), 60, interval=0.5,
-                 message="a worker of jobq run")
+    def said() -> str:
+        return log_path.read_text(errors="replace")
+
+    def flower_up() -> bool:
+        try:
+            return requests.get(f"http://127.0.0.1:{port}/healthcheck", timeout=1).ok
+        except requests.RequestException:
+            return False
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"jobq run exited early:\n{said()[-4000:]}")
+        return "try it (another terminal, this folder):" in said()
+
+    try:
+        wait_for(up, 150, interval=0.2, message="jobq run's summary")
+        # Printed once everything answers: nothing needs waiting for now.
+        assert flower_up()
+        assert requests.get(f"http://127.0.0.1:{api_port}/v1/health", timeout=2).ok
+        for name in _worker_commands("celery"):
+            assert " ready." in (logs / f"{name}.log").read_text(), name
+        terminal = said().strip().splitlines()
+        assert len(terminal) < 30, said()
+        for noise in ("celery beat v", "[tasks]", "SecurityWarning", "Registered tasks",
+                      "alembic", " | "):
+            assert noise not in said(), noise
+        assert any(line.startswith("jobq is up after") for line in terminal), said()
+        assert "logs    home/logs/ (one per process: realtime.log" in said()
+        # It ends with the command to paste, calling jobq as it can be called from here: not
+        # on PATH, so by its path.
+        command = terminal[-1].strip()
+        assert command.startswith(f"{JOBQ[0]} dispatch attendance.exec.notify_guardians_late "
+                                  '--tenant "데모 학원" -p student_id='), command
+        if os.geteuid() == 0:  # Celery's warning is kept, in the workers' logs
+            assert "running the worker with superuser privileges" in (
+                logs / "realtime.log").read_text()
+            assert "as root: each worker's log starts with Celery's superuser warning" in said()
         assert (home / "services.json").exists()
         # Flower's credentials, generated for this folder, shown once in the summary; they
         # work, and nothing works without them.
-        shown = re.search(rf"Flower: http://127\.0\.0\.1:{port}/ \(user (\S+), password (\S+); "
+        shown = re.search(rf"^  Flower  http://127\.0\.0\.1:{port}/ \(user (\S+), password (\S+); "
                           rf"generated once and kept in {re.escape(str(home))}/flower-credentials",
-                          log_path.read_text(errors="replace"))
+                          log_path.read_text(errors="replace"), re.M)
         assert shown, log_path.read_text(errors="replace")[-3000:]
         login = (shown.group(1), shown.group(2))
         flower_api = f"http://127.0.0.1:{port}/api/workers"
         assert requests.get(flower_api, auth=login, timeout=10).status_code == 200
         assert requests.get(flower_api, timeout=10).status_code == 401
 
-        # Another terminal, same folder, still no settings: it finds the running services.
-        other = subprocess.run([*JOBQ, "dispatch", "system.exec.echo", "--tenant", "데모 학원",
-                                "-p", "hello=world", "--wait", "--timeout", "60"],
-                               cwd=tmp_path, env=env, capture_output=True, text=True, timeout=90)
-        assert other.returncode == 0, other.stderr
-        assert '✓ completed' in other.stderr
+        # Another terminal, same folder, still no settings: the printed command, as printed.
+        pasted = subprocess.run([*shlex.split(command), "--timeout", "60"], cwd=tmp_path,
+                                env=env, capture_output=True, text=True, timeout=90)
+        assert pasted.returncode == 0, pasted.stderr
+        assert "✓ completed" in pasted.stderr and '"sent": ' in pasted.stderr
         # The HTTP API runs too, on the same services, with a key made in that terminal.
         made = subprocess.run([*JOBQ, "keys", "create", "--tenant", "데모 학원"], cwd=tmp_path,
                               env=env, capture_output=True, text=True, timeout=60)
@@ -661,19 +812,23 @@ def test_run_starts_everything_with_no_settings_restarts_a_dead_worker_and_ctrl_
         listed = requests.get(f"http://127.0.0.1:{api_port}/v1/jobs", timeout=10,
                               headers={"Authorization": f"Bearer {made.stdout.strip()}"})
         assert listed.status_code == 200
-        assert "system.exec.echo" in {j["intent_key"] for j in listed.json()["jobs"]}
+        assert "attendance.exec.notify_guardians_late" in {
+            j["intent_key"] for j in listed.json()["jobs"]}
 
-        # A worker that dies on its own is started again; nothing else stops.
-        def said() -> str:
-            return log_path.read_text(errors="replace")
+        # A worker that dies on its own is started again; nothing else stops. The terminal
+        # says which, and shows the end of its log.
+        def supervised() -> str:
+            return (logs / "supervisor.log").read_text()
 
-        first = int(re.search(r"realtime started \(pid=(\d+)\)", said()).group(1))
+        first = int(re.search(r"realtime started \(pid=(\d+)\)", supervised()).group(1))
         os.killpg(first, signal.SIGKILL)  # the worker's whole process group, as the OOM killer
-        wait_for(lambda: len(re.findall(r"realtime started \(pid=\d+\)", said())) == 2, 30,
-                 interval=0.2, message="jobq run to start the worker again")
+        wait_for(lambda: len(re.findall(r"realtime started \(pid=\d+\)", supervised())) == 2,
+                 30, interval=0.2, message="jobq run to start the worker again")
         assert re.search(r"realtime stopped on its own \(rc=-?\d+\) after \d+ s; starting "
-                         r"it again in 1 s \(restart 1\)", said()), said()[-3000:]
-        wait_for(lambda: len(re.findall(r"^\S+ realtime\s+\|.* ready\.", said(), re.M)) == 2,
+                         r"it again in 1 s \(restart 1\); the end of its log, "
+                         r"home/logs/realtime\.log:\n  \| ", said()), said()[-3000:]
+        assert "realtime@" in said().split("restart 1")[1]  # its own last lines
+        wait_for(lambda: (logs / "realtime.log").read_text().count(" ready.") == 2,
                  60, interval=0.5, message="the restarted worker to be ready")
         assert proc.poll() is None and flower_up()
         again = subprocess.run([*JOBQ, "dispatch", "system.exec.echo", "--tenant", "데모 학원",
@@ -684,11 +839,13 @@ def test_run_starts_everything_with_no_settings_restarts_a_dead_worker_and_ctrl_
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGINT)  # what Ctrl-C sends
         code = proc.wait(60)
-    out = log_path.read_text(errors="replace")
+    out = said()
     assert code == 0, out[-4000:]
+    assert out.strip().endswith("everything stopped"), out[-2000:]
+    supervised = (logs / "supervisor.log").read_text()
     for name in [*_worker_commands("celery"), "beat", "flower", "api"]:
-        assert re.search(rf"^\S+ system\s+\| {name} started \(pid=\d+\)", out, re.M), name
-    pids = [int(p) for p in re.findall(r"started \(pid=(\d+)\)", out)]
+        assert re.search(rf"{name} started \(pid=\d+\)", supervised), name
+    pids = [int(p) for p in re.findall(r"started \(pid=(\d+)\)", supervised)]
     assert pids
     for pid in pids:
         assert not _alive(pid), f"process {pid} outlived jobq run"

@@ -13,7 +13,7 @@ import typer
 from rich.text import Text
 
 from app.ops.cli import err, fail
-from app.ops.cli.args import actor, bad, parse_params, parse_run_at
+from app.ops.cli.args import actor, parse_params, parse_run_at
 
 
 def register(app: typer.Typer) -> None:
@@ -52,7 +52,7 @@ def dispatch(
     from app.core.errors import IdempotencyConflict, IntentRefused
     from app.core.registry import manifest
     from app.intake.submit import submit
-    from app.ops.cli.lookup import lookup_tenant
+    from app.ops.cli.lookup import find_tenant
     from app.store import db
 
     intent = manifest.get(intent_key)
@@ -66,9 +66,7 @@ def dispatch(
     when = parse_run_at(run_at)
 
     with db.session() as session:
-        found = lookup_tenant(session.connection(), tenant)
-        if found is None:
-            raise bad(f"no tenant {tenant!r} (`jobq tenants` lists them)", "--tenant")
+        found = find_tenant(session.connection(), tenant)
         try:
             job_id = submit(session, tenant_id=found["id"], intent_key=intent_key,
                             intent_params=params, idempotency_key=idempotency_key, run_at=when,
@@ -94,5 +92,5 @@ def dispatch(
     from app.ops.cli.watch import outcome_line, watch
 
     row = watch(job_id, intent_key, err, timeout=timeout)
-    err.print(outcome_line(row))
+    err.print(outcome_line(row, err.width))
     raise typer.Exit(0 if row["status"] == "completed" else 1)

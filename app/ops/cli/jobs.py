@@ -51,7 +51,8 @@ def jobs_list(
     since: SinceOption = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000,
                                        help="Jobs per page.")] = 20,
-    page: Annotated[int, typer.Option("--page", "-p", min=1, help="Which page, from 1.")] = 1,
+    # No short option: -p is --param everywhere else (dispatch, retry).
+    page: Annotated[int, typer.Option("--page", min=1, help="Which page, from 1.")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON array, for scripts.")] = False,
 ) -> None:
     """List jobs, newest first, a page at a time."""
@@ -73,49 +74,69 @@ def jobs_list(
     err.print(Text(footer, style="dim"))
 
 
-#: Columns a narrow terminal drops first, in order; the note shrinks before any goes.
-_OPTIONAL = ("tenant", "took", "retries")
+#: Columns a narrow terminal drops first, in order, once the note is down to its least.
+_OPTIONAL = ("retries", "took", "tenant")
+#: The least width of a note, and of names cut to fit (what still tells them apart).
 _NOTE_MIN = 16
+_NAME_MIN = {"intent": 20, "tenant": 8}
+#: Between two columns.
+_GAP = 2
 
 
 def _jobs_table(rows: list[dict], width: int) -> Table:
-    """The page as a table that fits ``width``: fixed columns, the note takes what is left."""
+    """The page as a table that fits ``width``. Every column is as wide as its content; the
+    note (progress or error) takes the room left, and is left out when no row has one. When
+    it does not fit: the note shrinks to its least, then the least needed columns go, then the
+    names give way (down to a width that still tells them apart)."""
     created = f"created ({show.zone_name()})"
     cells = {
-        "id": [r["id"][:8] for r in rows],
-        created: [show.local_time(r["created_at"], short=True) for r in rows],
-        "tenant": [r["tenant_name"] or r["tenant_id"][:8] for r in rows],
-        "intent": [r["intent_key"] for r in rows],
-        "status": [show.status(r["status"]) for r in rows],
-        "retries": [f"{r['retry_count']}/{r['max_retries'] if r['max_retries'] is not None else '-'}"
+        "id": [Text(r["id"][:8]) for r in rows],
+        created: [Text(show.local_time(r["created_at"], short=True)) for r in rows],
+        "tenant": [Text(r["tenant_name"] or r["tenant_id"][:8]) for r in rows],
+        "intent": [Text(r["intent_key"]) for r in rows],
+        "status": [show.job_status(r) for r in rows],
+        "retries": [Text(f"{r['retry_count']}/"
+                         f"{r['max_retries'] if r['max_retries'] is not None else '-'}")
                     for r in rows],
-        "took": [show.duration(show.between(r["executed_at"], r["completed_at"])) for r in rows],
+        "took": [Text(show.duration(show.between(r["executed_at"], r["completed_at"])))
+                 for r in rows],
     }
-    caps = {"tenant": 14, "intent": 36}
-    widths = {name: min(max(len(name), *(Text(str(c)).cell_len for c in values)),
-                        caps.get(name, 99))
-              for name, values in cells.items()}
+    notes = [_note(r) for r in rows]
+    widths = {name: max(len(name), *(c.cell_len for c in values)) for name, values in cells.items()}
     shown = list(cells)
+    note_width = max((n.cell_len for n in notes), default=0)
+    if note_width:
+        note_width = max(note_width, len("progress / error"))
+
+    def used(note: int) -> int:
+        return sum(widths[n] for n in shown) + _GAP * (len(shown) - 1) + (_GAP + note if note else 0)
+
+    least_note = min(note_width, _NOTE_MIN)
     for name in _OPTIONAL:
-        if sum(widths[n] + 2 for n in shown) + _NOTE_MIN <= width:
+        if used(least_note) <= width:
             break
         shown.remove(name)
-    excess = sum(widths[n] + 2 for n in shown) + _NOTE_MIN - width
-    if excess > 0:  # still too wide: long intent keys give way, down to their family
-        widths["intent"] = max(20, widths["intent"] - excess)
+    for name, least in _NAME_MIN.items():  # still too wide: the names give way
+        excess = used(least_note) - width
+        if excess > 0 and name in shown:
+            widths[name] = max(least, widths[name] - excess)
+    if note_width:
+        note_width = max(least_note, min(note_width, width - used(0) - _GAP))
     table = Table(box=None, header_style="bold", pad_edge=False)
     for name in shown:
         table.add_column(name, width=widths[name], no_wrap=True, overflow="ellipsis",
                          justify="right" if name in ("retries", "took") else "left",
                          style="bold" if name == "id" else None)
-    note_width = max(_NOTE_MIN, width - sum(widths[n] + 2 for n in shown))
-    table.add_column("progress / error", width=note_width, no_wrap=True, overflow="ellipsis")
-    for i, r in enumerate(rows):
-        table.add_row(*(cells[name][i] for name in shown), _note(r))
+    if note_width:
+        table.add_column("progress / error", width=note_width, no_wrap=True, overflow="ellipsis")
+    for i in range(len(rows)):
+        table.add_row(*(cells[name][i] for name in shown), *([notes[i]] if note_width else []))
     return table
 
 
 def _note(r: dict) -> Text:
+    if show.is_held(r):
+        return Text(f"tenant suspended: {show.resume_hint(r)}", style="yellow")
     if r["status"] in ("failed", "cancelled") and r["error_message"]:
         return Text(show.shown_str(r["error_message"]), style="red")
     if r["status"] == "processing" and r["progress"]:
@@ -154,7 +175,7 @@ def job_show(
 
         console.print(_header(job))
         row = follow(job["id"], job["intent_key"], console)
-        console.print(outcome_line(row))
+        console.print(outcome_line(row, console.width))
         raise typer.Exit(0 if row["status"] == "completed" else 1)
     console.print(_details(job))
     console.print()
@@ -197,7 +218,10 @@ def _details(job: dict) -> Table:
     if job.get("tenant_status") and job["tenant_status"] != "active":
         tenant.append(f"  ({job['tenant_status']})", style="red")
     row("tenant", tenant)
-    status = show.status(job["status"])
+    status = show.job_status(job)
+    if show.is_held(job):
+        status.append(f": pending, not run while tenant {job['tenant_name'] or job['tenant_id']} "
+                      f"is suspended ({show.resume_hint(job)})")
     if job["status"] == "processing" and job["progress"]:
         status.append(f"  {show.progress_line(job['progress'])}")
     row("status", status)
@@ -240,7 +264,10 @@ def _timeline(events: list[dict], intent_key: str) -> Table:
     table.add_column("detail", overflow="fold")
     previous = None
     for e in events:
-        attempt = str(e["attempt"]) if e["attempt"] and e["attempt"] != previous else ""
+        # Each start names its attempt (a rerun starts at 1 again); other events only when it
+        # changes.
+        shown = e["attempt"] and (e["attempt"] != previous or e["kind"] == "started")
+        attempt = str(e["attempt"]) if shown else ""
         previous = e["attempt"] or previous
         table.add_row(show.local_time(e["at"], zone=False), attempt, show.event_kind(e["kind"]),
                       e["worker"] or "", show.event_detail(e, intent_key))

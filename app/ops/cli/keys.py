@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from app.ops.cli import console, err, fail
+from app.ops.cli import console, err, fail, show
 from app.ops.cli.args import actor, bad
 from app.ops.cli.lookup import find_tenant
 from app.store import apikeys, db
@@ -79,14 +79,19 @@ def list_keys(
     if as_json:
         typer.echo(json.dumps(found, default=str, ensure_ascii=False))
         return
-    table = Table("name", "tenant", "key", "scopes", "created", "last used", "state",
-                  box=None, header_style="bold", pad_edge=False)
+    # In the academies' zone, like every other time jobq shows, and named in the header.
+    zone = show.zone_name()
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("name", "tenant", "key", "scopes", f"created ({zone})", f"last used ({zone})",
+                   "state"):
+        table.add_column(column, no_wrap=column != "scopes")
     for k in found:
         table.add_row(k["name"], k["tenant_name"] or "(operator)", f"jq_{k['prefix']}…",
-                      ",".join(k["scopes"]), f"{k['created_at']:%Y-%m-%d %H:%M}",
-                      f"{k['last_used_at']:%Y-%m-%d %H:%M:%S}" if k["last_used_at"] else "never",
+                      ",".join(k["scopes"]), show.local_time(k["created_at"], zone=False),
+                      show.local_time(k["last_used_at"], zone=False) if k["last_used_at"]
+                      else "never",
                       "revoked" if k["revoked_at"] else "live")
-    console.print(table)
+    show.print_whole(console, table)
 
 
 @app.command("revoke")

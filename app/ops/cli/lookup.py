@@ -1,11 +1,13 @@
 """Finding what a command names: a job by its id (or a prefix of it), a tenant by id or name.
 
 An unknown job is the command's failure (exit 1); a tenant given as an option that does not
-exist is a bad argument (exit 2).
+exist is a bad argument (exit 2), one named as a command's own argument its failure (exit 1);
+every command that takes a tenant finds it through :func:`find_tenant`, "did you mean" included.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Any
 
@@ -27,12 +29,26 @@ def find_job(conn, ref: str) -> dict[str, Any]:
     return found[0]
 
 
-def find_tenant(conn, ref: str, param: str = "--tenant") -> dict[str, Any]:
-    """A tenant by id or by exact name; a bad argument when there is none or it is ambiguous."""
+def find_tenant(conn, ref: str, param: str | None = "--tenant") -> dict[str, Any]:
+    """A tenant by id or by exact name. None there: a bad argument for an option (``param``,
+    exit 2), the command's failure for a command's own argument (``param=None``, exit 1);
+    either way the message offers the names it comes close to."""
     tenant = lookup_tenant(conn, ref)
     if tenant is None:
-        raise bad(f"no tenant {ref!r} (`jobq tenants` lists them)", param)
+        message = no_tenant(conn, ref)
+        raise bad(message, param) if param else fail(message)
     return tenant
+
+
+def no_tenant(conn, ref: str) -> str:
+    """``no tenant 'X'``, with a "did you mean" when a tenant's name comes close."""
+    names = tenants.tenant_names(conn)
+    # Case and spacing aside ("데모학원" for "데모 학원"), then by difflib's measure.
+    folded = {"".join(n.split()).casefold(): n for n in names}
+    close = difflib.get_close_matches("".join(ref.split()).casefold(), list(folded), n=3,
+                                      cutoff=0.75)
+    hint = f"did you mean {', '.join(repr(folded[c]) for c in close)}? " if close else ""
+    return f"no tenant {ref!r} ({hint}`jobq tenants` lists them)"
 
 
 def lookup_tenant(conn, ref: str) -> dict[str, Any] | None:

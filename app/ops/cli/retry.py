@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from app.ops.cli import console, err, fail
+from app.ops.cli import console, err, fail, show
 from app.ops.cli.args import actor, bad, parse_params
 from app.ops.cli.jobs import IntentOption, SinceOption, TenantOption, job_filter
 from app.ops.cli.lookup import find_job
@@ -173,7 +173,7 @@ def _retry_one(ref: str, wait: bool, param: list[str] | None = None,
         from app.ops.cli.watch import outcome_line, watch
 
         row = watch(job["id"], job["intent_key"], console)
-        console.print(outcome_line(row))
+        console.print(outcome_line(row, console.width))
         raise typer.Exit(0 if row["status"] == "completed" else 1)
 
 
@@ -257,11 +257,13 @@ def cancel(
             "comes if its worker process died: then nothing of the run was kept).",
             style="dim"))
         return
+    # How long the run went, as its history's `stopped` event says it (not how soon after the
+    # cancel it stopped): one figure for one run, wherever it is read.
+    ran = f" after {show.duration(stopped.ran_seconds)}" if stopped.ran_seconds is not None else ""
     if stopped.interrupted:
-        line.append(f"; its run on {worker} was stopped after {stopped.after:.1f} s and its "
-                    "work rolled back", style="dim")
-    else:
-        line.append(f"; its run on {worker} finished {stopped.after:.1f} s later, before it "
-                    "could be stopped: its work was rolled back and its result discarded",
+        line.append(f"; its run on {worker} was interrupted{ran} and its work rolled back",
                     style="dim")
+    else:
+        line.append(f"; its run on {worker} finished first{ran}, before it could be stopped: "
+                    "its work was rolled back and its result discarded", style="dim")
     console.print(line, soft_wrap=True)  # one line, for scripts and grep

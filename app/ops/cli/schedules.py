@@ -177,8 +177,9 @@ def schedules_defaults() -> None:
     console.print(f"created: {', '.join(created)}" if created else "all default schedules exist")
 
 
-def on_run(context: Any) -> None:
-    """`jobq run` start-up step: show what beat will fire, and which schedules cannot fire.
+def on_run(context: Any) -> list[str]:
+    """`jobq run` start-up step: what beat will fire (a line for the summary), and, at once,
+    which schedules cannot fire.
 
     The default schedules are written once by the first migration, not here, so a default an
     operator removed stays removed (`jobq schedules defaults` brings it back).
@@ -190,8 +191,9 @@ def on_run(context: Any) -> None:
     with db.engine(context.database_url).connect() as conn:
         rows = list_schedules(conn)
     enabled = [s for s in rows if s.enabled]
-    console.print(f"schedules: {len(enabled)} enabled, {len(rows) - len(enabled)} paused")
     for s in enabled:
         if s.intent_key not in manifest:
             err.print(f"[yellow]warning:[/] schedule {s.name}: intent {s.intent_key!r} is not in "
                       "the manifest; its slots are refused until it is")
+    return [f"schedules: {len(enabled)} enabled, {len(rows) - len(enabled)} paused "
+            f"({context.jobq} schedules list)"]

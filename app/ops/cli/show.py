@@ -103,6 +103,20 @@ def status(value: str | None) -> Text:
     return Text(value or "-", style=STATUS_STYLES.get(value or "", ""))
 
 
+def is_held(job: dict[str, Any]) -> bool:
+    """A pending job of a suspended tenant: it does not run until the tenant is resumed."""
+    return job.get("status") == "pending" and job.get("tenant_status") == "suspended"
+
+
+def job_status(job: dict[str, Any]) -> Text:
+    """A job's state as people read it: a held job says so rather than ``pending``."""
+    return Text("held", style="bold yellow") if is_held(job) else status(job["status"])
+
+
+def resume_hint(job: dict[str, Any]) -> str:
+    return f"jobq tenants resume {job['tenant_id'][:8]}"
+
+
 def event_kind(value: str) -> Text:
     return Text(value, style=EVENT_STYLES.get(value, ""))
 
@@ -157,14 +171,21 @@ def as_json(value: Any, *, indent: int | None = None) -> str:
 
 
 def short(value: Any, width: int) -> str:
+    """``value`` on one line (JSON unless text), cut to ``width`` terminal cells."""
     text_ = value if isinstance(value, str) else as_json(value)
     text_ = " ".join(text_.split())
-    return text_ if len(text_) <= width else text_[: width - 1] + "…"
+    line = Text(text_)
+    if line.cell_len <= width:
+        return text_
+    line.truncate(width, overflow="ellipsis")
+    return line.plain
 
 
 def job_for_json(job: dict[str, Any]) -> dict[str, Any]:
     """A job row as scripts get it from ``--json``: secrets hidden, times in ISO 8601."""
     out = dict(job)
+    if "tenant_status" in job:
+        out["held"] = is_held(job)
     out["intent_params"] = shown_params(job["intent_key"], job.get("intent_params"))
     # A result may echo the parameters: the intent's declared secrets are hidden there too.
     out["result"] = shown_params(job["intent_key"], job.get("result"))

@@ -54,19 +54,33 @@ def tenants_list(
     for name, justify in (("id", "left"), ("name", "left"), ("status", "left"),
                           (f"created ({show.zone_name()})", "left"), ("jobs 24h", "right"),
                           ("failed 24h", "right"), ("backlog", "right"), ("running", "right"),
-                          ("oldest wait", "right"), ("weight", "right"), ("cap", "right")):
+                          ("oldest wait", "right"), ("weight", "right"),
+                          ("cap (per queue)", "right")):
         table.add_column(name, justify=justify, no_wrap=name != "name")
     for r in rows:
-        cap = str(r["max_running"]) if r["max_running"] else "-"
-        if r["queue_caps"]:
-            cap += " +queue"
-        table.add_row(r["id"] if whole else r["id"][:8], Text(r["name"]),
-                      f"[green]{r['status']}[/]" if r["status"] == "active" else f"[red]{r['status']}[/]",
-                      show.local_time(r["created_at"], short=True), str(r["jobs_24h"]),
-                      f"[red]{r['failed_24h']}[/]" if r["failed_24h"] else "0",
-                      str(r["backlog"]), str(r["running"]),
-                      _age(r["oldest_wait_s"]), f"{r['weight']:g}", cap)
+        table.add_row(*_row(r, whole))
     show.print_whole(console, table, wide=wide)
+
+
+def cap_text(max_running: int | None, queue_caps: dict[str, int]) -> str:
+    """``4; bulk 1``: the cap across queues (or -), then each queue's own."""
+    across = str(max_running) if max_running else "-"
+    per_queue = ", ".join(f"{q} {n}" for q, n in sorted(queue_caps.items()))
+    if not per_queue:
+        return across
+    return per_queue if across == "-" else f"{across}; {per_queue}"
+
+
+def _row(r: dict, whole: bool) -> list:
+    from app.ops.cli import show
+
+    cap = cap_text(r["max_running"], r["queue_caps"] or {})
+    return [r["id"] if whole else r["id"][:8], Text(r["name"]),
+            f"[green]{r['status']}[/]" if r["status"] == "active" else f"[red]{r['status']}[/]",
+            show.local_time(r["created_at"], short=True), str(r["jobs_24h"]),
+            f"[red]{r['failed_24h']}[/]" if r["failed_24h"] else "0",
+            str(r["backlog"]), str(r["running"]),
+            _age(r["oldest_wait_s"]), f"{r['weight']:g}", cap]
 
 
 def _age(seconds: float | None) -> str:
@@ -94,7 +108,7 @@ def tenants_set(
     its cap on jobs running at once, across queues or on one. Recorded with who changed it."""
     from app.intake.actions import set_tenant_limits
     from app.ops.cli.args import actor, bad
-    from app.ops.cli.lookup import lookup_tenant
+    from app.ops.cli.lookup import find_tenant
     from app.store import db
 
     if queue is not None and max_running is None:
@@ -102,9 +116,7 @@ def tenants_set(
     if weight is None and max_running is None:
         raise bad("nothing to change: give --weight and/or --max-running", "--weight")
     with db.engine().connect() as conn:
-        found = lookup_tenant(conn, tenant)
-    if found is None:
-        raise fail(f"no tenant {tenant!r}")
+        found = find_tenant(conn, tenant, None)
     try:
         limits = set_tenant_limits(found["id"], weight=weight, max_running=max_running,
                                    queue=queue, by=actor())
@@ -135,13 +147,11 @@ def tenants_create(
 
 def _set_status(ref: str, status: str) -> None:
     from app.ops.cli.args import actor
-    from app.ops.cli.lookup import lookup_tenant
+    from app.ops.cli.lookup import find_tenant
     from app.store import db, jobstore, tenants
 
     with db.engine().begin() as conn:
-        tenant = lookup_tenant(conn, ref)
-        if tenant is None:
-            raise fail(f"no tenant {ref!r}")
+        tenant = find_tenant(conn, ref, None)
         was = tenants.set_tenant_status(conn, tenant["id"], status, by=actor())
         pending = tenants.pending_jobs(conn, tenant["id"])
     if status == "active" and was != "active":
@@ -187,13 +197,11 @@ def tenants_delete(
     its attempt but never runs again, and its new requests are refused. Its rows stay for the
     audit (retention removes its finished jobs in time). It cannot be undone."""
     from app.ops.cli.args import actor, bad
-    from app.ops.cli.lookup import lookup_tenant
+    from app.ops.cli.lookup import find_tenant
     from app.store import db, jobstore, tenants
 
     with db.engine().connect() as conn:
-        found = lookup_tenant(conn, tenant)
-        if found is None:
-            raise fail(f"no tenant {tenant!r}")
+        found = find_tenant(conn, tenant, None)
         pending = tenants.pending_jobs(conn, found["id"])
     name = f"{found['name']} ({found['id']})"
     if found["status"] == "deleted":

@@ -37,7 +37,13 @@ def event_line(event: dict[str, Any], intent_key: str | None = None) -> Text:
     return line
 
 
-def outcome_line(row: dict[str, Any]) -> Text:
+#: How many terminal lines a result may take at the end of ``--wait`` (``jobq job`` shows more).
+RESULT_LINES = 4
+
+
+def outcome_line(row: dict[str, Any], width: int = 80) -> Text:
+    """How the job ended, for a terminal ``width`` cells wide: a result takes up to
+    :data:`RESULT_LINES` lines of it before it is cut."""
     status = row["status"]
     out = Text()
     if status == "completed":
@@ -48,7 +54,7 @@ def outcome_line(row: dict[str, Any]) -> Text:
         if row.get("result") is not None:
             out.append("  result: ", style="dim")
             out.append(show.short(show.shown_params(row.get("intent_key") or "", row["result"]),
-                                  160))
+                                  max(40, RESULT_LINES * width - out.cell_len)))
     elif status == "failed":
         out.append("✗ failed", style="bold red")
         attempts = row["retry_count"] + 1
