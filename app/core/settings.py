@@ -213,6 +213,9 @@ class Settings:
     #: Seconds an event stream stays open at most; it then ends with a ``close`` event that
     #: tells the client to reconnect (with Last-Event-ID, so it misses nothing).
     api_stream_max_seconds: float = 1800.0
+    #: Seconds a stopping API process waits for open requests (event streams) before it cuts
+    #: them; a client reconnects to another process with Last-Event-ID and misses nothing.
+    api_shutdown_seconds: float = 5.0
     #: JWT bearer tokens: an HS256 secret, or a JWKS URL (RS256/ES256 keys), or neither (off).
     jwt_secret: str | None = field(default=None, repr=False)
     jwt_jwks_url: str | None = None
@@ -406,6 +409,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
         api_streams_per_key=_int(env, "JOBQ_API_STREAMS_PER_KEY", 20),
         api_streams_per_tenant=_int(env, "JOBQ_API_STREAMS_PER_TENANT", 100),
         api_stream_max_seconds=_float(env, "JOBQ_API_STREAM_MAX_SECONDS", 1800.0, minimum=1.0),
+        api_shutdown_seconds=_float(env, "JOBQ_API_SHUTDOWN_SECONDS", 5.0, minimum=0.0),
         jwt_secret=env.get("JOBQ_JWT_SECRET") or None,
         jwt_jwks_url=env.get("JOBQ_JWT_JWKS_URL") or None,
         jwt_tenant_claim=env.get("JOBQ_JWT_TENANT_CLAIM") or "tenant_id",

@@ -182,3 +182,16 @@ def test_a_running_jobs_events_arrive_promptly_created_started_progress_complete
         written = datetime.fromisoformat(data["at"]).timestamp()
         delay = (now_wall - (now_mono - arrived)) - written
         assert delay < 1.5, (data["kind"], delay)
+
+
+def test_a_stopping_api_ends_its_open_streams_within_its_shutdown_grace(start_api):
+    """SIGTERM (docker stop, jobq run's Ctrl-C) must not wait out each open stream's lifetime:
+    after the grace the streams are cut (a client reconnects elsewhere with Last-Event-ID)."""
+    stopping = start_api({"JOBQ_API_SHUTDOWN_SECONDS": "2", "JOBQ_API_RATE_LIMIT": "0"})
+    key = make_key(make_tenant(), rate=0)
+    stream = following(open_stream(stopping, key, waiting_job(stopping, key)))
+    asked = time.monotonic()
+    stopping.stop()  # SIGTERM; uvicorn re-raises it once stopped, so the code is -15
+    assert time.monotonic() - asked < 10
+    assert "Finished server process" in stopping.log(), stopping.log()[-2000:]
+    wait_for(lambda: stream.ended, 5, message="the stream to be cut")

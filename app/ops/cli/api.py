@@ -40,4 +40,6 @@ def api(
     uvicorn.run("app.api.server:create_app", factory=True,
                 host=address or settings.api_address, port=port or settings.api_port,
                 workers=workers or settings.api_workers, access_log=access_log,
-                log_config=None, proxy_headers=False, server_header=False)
+                log_config=None, proxy_headers=False, server_header=False,
+                # Open event streams would otherwise hold a stop for their whole lifetime.
+                timeout_graceful_shutdown=settings.api_shutdown_seconds)
