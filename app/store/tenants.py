@@ -14,6 +14,8 @@ from typing import Any
 
 from sqlalchemy import text
 
+from app.store import db
+
 #: A tenant's status, or no row: whether its new work is taken.
 TENANT_STATUS = text("SELECT status FROM tenants WHERE id = CAST(:id AS uuid)")
 
@@ -138,8 +140,6 @@ def academy_names(tenant_ids: Iterable[str]) -> dict[str, str]:
     """The names of these tenants for what Flower shows beside a job (``kwargsrepr``), from a
     per-process cache: the database is read only for ids not seen lately, on a connection of
     its own. A name that cannot be read is left out; publishing never waits on it."""
-    from app.store import db
-
     now = time.monotonic()
     found: dict[str, str] = {}
     missing: list[str] = []
