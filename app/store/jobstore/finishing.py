@@ -38,8 +38,8 @@ def completing_sql(rows: str) -> str:
 
 #: Runs succeeded. Either in the handler's own transaction (one row), so its effects and this
 #: land together, or a batch for handlers that wrote nothing themselves (usually it rides along
-#: with the process's next claim, see CLAIM). ``finished_at`` is when the handler returned, by
-#: the worker's clock, never before the run's start.
+#: with the process's next claim, see ``claiming.CLAIM``). ``finished_at`` is when the handler
+#: returned, by the worker's clock, never before the run's start.
 COMPLETE = text(f"WITH {completing_sql(':rows')} SELECT id::text FROM done")
 
 
