@@ -17,6 +17,8 @@ branch_labels = ${repr(branch_labels)}
 depends_on = ${repr(depends_on)}
 
 
+# A database function or trigger created or changed here is written in app/store/schema.sql
+# too, as this revision leaves it (tests/integration/test_schema_sql.py holds the two equal).
 def upgrade() -> None:
     ${upgrades if upgrades else "pass"}
 

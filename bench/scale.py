@@ -12,8 +12,9 @@ fair queue has them). Then, timing the app's own functions:
 - ``jobq job ID`` (lookup by an 8-character prefix + its history), ``jobq jobs`` first page
   (all tenants; one tenant), ``jobq stats --since 24h`` (both of its statements);
 - one sweep pass (``app.beat.sweep.sweep``), ``recover_lost_runs`` (``recovery.recover_once``),
-  the feeder's look at its queue (``in_flight``, ``jobq_feed`` of a 64-job window,
-  ``has_backlog``, rolled back so each look sees the same backlog);
+  the feeder's look at its queue (``jobstore.look``: the window's count, ``jobq_feed`` of a
+  64-job window and whether anyone waits, in one statement, rolled back so each look sees the
+  same backlog);
 - claim and completion per job (``jobstore.claim`` / ``jobstore.complete`` on a status
   connection, as the runner does), median and p95;
 - one retention pass (``retention.delete_expired``, default ages: the oldest day of completed
@@ -261,11 +262,10 @@ def caretaking_bench(reps: int, queue: str) -> dict[str, list[float]]:
 
     def look():
         with db.engine().connect() as conn:
-            jobstore.in_flight(conn, queue)
-            picked = jobstore.feed(conn, queue, window)
-            jobstore.has_backlog(conn, queue)
+            seen = jobstore.look(conn, queue, window)
             conn.rollback()
-        assert len(picked) == window, f"the feeder picked {len(picked)} of {window}"
+        assert len(seen.picked) == window, (
+            f"the feeder picked {len(seen.picked)} of {window} ({seen.in_flight} in flight)")
 
     look()  # warm
     out["feeder_pick_ms"] = timed(look, reps)

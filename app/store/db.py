@@ -20,6 +20,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event, exc, text
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 from app.core.settings import HANDLER_ROLE, settings
 
@@ -78,10 +79,6 @@ def _create(url: str, *, status: bool, handler: bool = False, api: bool = False)
         event.listen(eng, "connect", _refuse_unbound_role)
     if handler and not api:
         event.listen(eng, "reset", _discard_session_state)
-    if status:
-        from app.store import jobstore
-
-        event.listen(eng, "connect", lambda dbapi_conn, _record: jobstore.prepare(dbapi_conn))
     return eng
 
 
@@ -124,8 +121,6 @@ def liveness_connection() -> Connection:
     """A connection of its own, never pooled nor shared, to hold this process's liveness lock
     (app.store.liveness) for as long as the process lives. It must reach PostgreSQL itself or a
     pooler in session mode: a transaction-mode pooler would drop session locks."""
-    from sqlalchemy.pool import NullPool
-
     url = sqlalchemy_url(settings.require_database_url())
     key = (os.getpid(), url)
     with _lock:
@@ -317,6 +312,8 @@ def begin(tenant_id: str | None = None) -> Iterator[Connection]:
             yield conn
 
 
+# Alembic is imported inside the two functions below: workers and the API never migrate, and
+# alembic is slow to import (slower than the rest of the store together).
 def alembic_config(url: str | None = None, *, log: bool = True):
     from alembic.config import Config
 

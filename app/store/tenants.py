@@ -14,6 +14,8 @@ from typing import Any
 
 from sqlalchemy import text
 
+from app.store import db
+
 #: A tenant's status, or no row: whether its new work is taken.
 TENANT_STATUS = text("SELECT status FROM tenants WHERE id = CAST(:id AS uuid)")
 
@@ -138,8 +140,6 @@ def academy_names(tenant_ids: Iterable[str]) -> dict[str, str]:
     """The names of these tenants for what Flower shows beside a job (``kwargsrepr``), from a
     per-process cache: the database is read only for ids not seen lately, on a connection of
     its own. A name that cannot be read is left out; publishing never waits on it."""
-    from app.store import db
-
     now = time.monotonic()
     found: dict[str, str] = {}
     missing: list[str] = []
@@ -204,7 +204,7 @@ def tenant_events(conn, tenant_id: str) -> list[dict[str, Any]]:
     return [dict(r) for r in conn.execute(TENANT_EVENTS, {"id": tenant_id}).mappings()]
 
 
-# --- fair scheduling: limits and what waits ------------------------------------------------------
+# --- fair scheduling: limits ----------------------------------------------------------------------
 
 #: Change a tenant's weight and cap across queues (NULL arguments keep what is there;
 #: ``:clear_cap`` removes the cap), recording the change with who made it; the limits before.
@@ -262,35 +262,6 @@ SET_QUEUE_LIMIT = text(
     """
 )
 
-#: Per tenant (and queue): jobs waiting in the table, handed to a worker, running, the
-#: oldest waiting job's age, and the tenant's limits. Only tenants with work or limits.
-FAIR_STATE = text(
-    """
-    SELECT t.id::text AS tenant_id, t.name, t.status, t.weight, t.max_running,
-           w.queue, w.waiting, w.handed, w.running, w.oldest_wait_s,
-           l.max_running AS queue_max_running
-      FROM tenants t
-      JOIN LATERAL (
-            SELECT j.queue,
-                   count(*) FILTER (WHERE j.status = 'pending' AND j.published_at IS NULL)
-                       AS waiting,
-                   count(*) FILTER (WHERE j.status = 'pending' AND j.published_at IS NOT NULL)
-                       AS handed,
-                   count(*) FILTER (WHERE j.status = 'processing') AS running,
-                   extract(epoch FROM now() - min(coalesce(j.run_at, j.created_at))
-                           FILTER (WHERE j.status = 'pending'
-                                   AND coalesce(j.run_at, j.created_at) <= now()))::float8
-                       AS oldest_wait_s
-              FROM job_executions j
-             WHERE j.tenant_id = t.id AND j.status IN ('pending', 'processing')
-             GROUP BY j.queue
-      ) w ON true
-      LEFT JOIN tenant_queue_limits l ON l.tenant_id = t.id AND l.queue = w.queue
-     WHERE CAST(:tenant AS uuid) IS NULL OR t.id = CAST(:tenant AS uuid)
-     ORDER BY w.waiting DESC, t.name, w.queue
-    """
-)
-
 #: A tenant's limits on single queues.
 QUEUE_LIMITS = text(
     "SELECT queue, max_running FROM tenant_queue_limits WHERE tenant_id = CAST(:id AS uuid) "
@@ -313,10 +284,6 @@ def set_queue_limit(conn, tenant_id: str, queue: str, max_running: int | None, *
     """Cap (or with None, uncap) ``tenant_id`` on ``queue``; the cap it had."""
     return conn.execute(SET_QUEUE_LIMIT, {"id": tenant_id, "queue": queue,
                                           "max_running": max_running, "by": by}).scalar()
-
-
-def fair_state(conn, tenant_id: str | None = None) -> list[dict[str, Any]]:
-    return [dict(r) for r in conn.execute(FAIR_STATE, {"tenant": tenant_id}).mappings()]
 
 
 def queue_limits(conn, tenant_id: str) -> dict[str, int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from sqlalchemy import text
 
 from app.core.settings import settings
 from app.core.validation import Request
@@ -31,9 +32,11 @@ def _waiting(tenant_id: str, n: int, queue: str = QUEUE, intent: str = "test.exe
 
 
 def _pick(n: int, queue: str = QUEUE) -> list[str]:
-    """The tenants of the next ``n`` jobs the fair pick hands out (stamped published)."""
+    """The tenants of the next ``n`` jobs the fair pick (``jobq_feed``, app/store/schema.sql)
+    hands out, stamped published."""
     with db.engine().begin() as conn:
-        return [p.tenant_id for p in jobstore.feed(conn, queue, n)]
+        return list(conn.execute(text("SELECT tenant_id::text FROM jobq_feed(:q, :n)"),
+                                 {"q": queue, "n": n}).scalars())
 
 
 def _running(tenant_id: str, n: int, queue: str = QUEUE) -> None:

@@ -1,0 +1,97 @@
+"""Feeding the broker: a queue's feeder looks at its window and picks the next jobs in fair order
+(``jobq_feed``, app/store/schema.sql), sizes the window callers' fast path respects, and every
+hand-off to the broker is stamped (``published_at``) or, when the broker did not take it,
+unstamped so the feeder or the sweep sends it again."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import bindparam, text
+
+from app.store.jobstore.binds import IDS
+
+#: One look of a queue's feeder, in one round trip: how many of its jobs the broker holds now
+#: (published, due, not started: the window; a retry riding a broker countdown is not waiting
+#: for a worker, and counting it let a run of retries fill a small window and starve the
+#: queue: the soak's throughput fell to a few jobs a second), then up to ``:size`` minus that many of the next jobs
+#: in fair order, stamped published (``jobq_feed``), and whether anyone waited (as the look
+#: began). Always one row for the counts; the picked jobs, if any, ride on it and after it.
+LOOK = text(
+    """
+    WITH held AS MATERIALIZED (
+        SELECT count(*)::int AS n FROM job_executions
+         WHERE queue = :queue AND status = 'pending' AND published_at IS NOT NULL
+           AND (run_at IS NULL OR run_at <= now())
+    ), picked AS MATERIALIZED (
+        SELECT * FROM jobq_feed(:queue, greatest(0, :size - (SELECT n FROM held)))
+    )
+    SELECT (SELECT n FROM held),
+           EXISTS (SELECT 1 FROM fair_queue WHERE queue = :queue AND ready),
+           p.id::text, p.tenant_id::text, p.intent_key, p.intent_params
+      FROM (SELECT 1) AS one LEFT JOIN picked p ON true
+    """
+)
+
+#: The window a queue's feeder keeps (callers' fast path fills it no further).
+SET_WINDOW = text(
+    """
+    INSERT INTO fair_clock AS c (queue, window_size) VALUES (:queue, :window)
+    ON CONFLICT (queue) DO UPDATE SET window_size = excluded.window_size
+    """
+)
+
+
+@dataclass(frozen=True)
+class Picked:
+    id: str
+    tenant_id: str
+    intent_key: str
+    intent_params: Any
+
+
+@dataclass(frozen=True)
+class Look:
+    in_flight: int
+    waiting: bool
+    picked: list[Picked]
+
+
+def look(conn, queue: str, size: int) -> Look:
+    """One look at ``queue`` for a window of ``size`` (see :data:`LOOK`); commit, then publish
+    what it picked."""
+    rows = conn.execute(LOOK, {"queue": queue, "size": size}).all()
+    return Look(rows[0][0], rows[0][1], [Picked(*r[2:]) for r in rows if r[2] is not None])
+
+
+def set_window(conn, queue: str, size: int) -> None:
+    conn.execute(SET_WINDOW, {"queue": queue, "window": size})
+
+
+#: Stamp the hand-off to the broker.
+MARK_PUBLISHED = text(
+    """
+    UPDATE job_executions SET published_at = now(), queue = coalesce(queue, :queue)
+     WHERE id = ANY(:ids)
+    """
+).bindparams(bindparam("ids", type_=IDS))
+
+#: The broker did not take them: let the sweep publish them again.
+MARK_UNPUBLISHED = text(
+    """
+    UPDATE job_executions SET published_at = NULL
+     WHERE id = ANY(:ids) AND status = 'pending'
+    """
+).bindparams(bindparam("ids", type_=IDS))
+
+
+def mark_published(conn, ids: Sequence[str], *, queue: str | None = None) -> None:
+    if ids:
+        conn.execute(MARK_PUBLISHED, {"ids": list(ids), "queue": queue})
+
+
+def mark_unpublished(conn, ids: Sequence[str]) -> None:
+    if ids:
+        conn.execute(MARK_UNPUBLISHED, {"ids": list(ids)})

@@ -1,0 +1,64 @@
+"""Fair scheduling over tenants (alembic 0005): caps per queue, each (queue, tenant)'s virtual
+time, and each queue's clock and window."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    Text,
+    text,
+)
+from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.store.models.base import Base
+
+
+class TenantQueueLimit(Base):
+    """A cap on one queue of one tenant (beside the tenant's cap across queues)."""
+
+    __tablename__ = "tenant_queue_limits"
+    __table_args__ = (CheckConstraint("max_running > 0", name="max_running"),)
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    queue: Mapped[str] = mapped_column(Text, primary_key=True)
+    max_running: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
+class FairQueue(Base):
+    """One (queue, tenant) that has had work: its virtual time and whether jobs may wait."""
+
+    __tablename__ = "fair_queue"
+    __table_args__ = (
+        Index("ix_fair_queue_ready", "queue", "vtime", text("readied_at DESC"),
+              postgresql_where=text("ready")),
+    )
+
+    queue: Mapped[str] = mapped_column(Text, primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    vtime: Mapped[float] = mapped_column(Float, nullable=False, server_default=text("0"))
+    ready: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
+    #: When it last became ready: among equal virtual times, the latest goes first.
+    readied_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=text("clock_timestamp()"))
+
+
+class FairClock(Base):
+    """Per queue: the virtual time of the last pick, and the window the feeder keeps."""
+
+    __tablename__ = "fair_clock"
+
+    queue: Mapped[str] = mapped_column(Text, primary_key=True)
+    vclock: Mapped[float] = mapped_column(Float, nullable=False, server_default=text("0"))
+    window_size: Mapped[int | None] = mapped_column(Integer)
