@@ -2,9 +2,11 @@
 
 The job's context (its tenant's session, progress, checkpoints, child jobs, a shared outside
 rate), the errors that steer retries, the manifest's building blocks (intents, their parameter
-models, retry policies, schedules), the settings, the declarative base its own tables build
-on, CSV cells a spreadsheet does not run as formulas; and what a business command (the
-manifest module's ``COMMANDS``) gets from the engine's command line. An import-linter contract (pyproject.toml) keeps ``handlers`` to this module.
+models, retry policies, schedules), the engine's settings and the means to declare the
+business's own (``setting``, read by the engine's loader), the declarative base its own tables
+build on, CSV cells a spreadsheet does not run as formulas; and what a business command (the
+manifest module's ``COMMANDS``) gets from the engine's command line. An import-linter contract
+(pyproject.toml) keeps ``handlers`` to this module.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from typing import Any, Protocol
 from sqlalchemy.orm import Session
 
 from app.core.csv_export import safe_cell, safe_text_sql, safe_writer
+from app.core.declared import setting
 from app.core.errors import IntentRefused, PermanentError, TransientError
 from app.core.manifest import Intent, IntentParams, NoParams, RetryPolicy, Schedule
-from app.core.settings import Settings, settings
+from app.core.settings import DeclaredSettings, LazySettings, Settings, SettingsError, settings
 from app.run.context import JobContext, RunAborted
 from app.store.models import Base, Tenant
 
@@ -51,10 +54,12 @@ class Operations(Protocol):
 
 __all__ = [
     "Base",
+    "DeclaredSettings",
     "Intent",
     "IntentParams",
     "IntentRefused",
     "JobContext",
+    "LazySettings",
     "NoParams",
     "Operations",
     "PermanentError",
@@ -62,10 +67,12 @@ __all__ = [
     "RunAborted",
     "Schedule",
     "Settings",
+    "SettingsError",
     "Tenant",
     "TransientError",
     "safe_cell",
     "safe_text_sql",
     "safe_writer",
+    "setting",
     "settings",
 ]

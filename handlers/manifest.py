@@ -253,3 +253,7 @@ SCHEDULES: tuple[Schedule, ...] = (
 #: Business commands ``jobq`` adds (their ``register(app, operations)``) and whose ``on_run``
 #: hook ``jobq run`` calls after migrating: the demo academy.
 COMMANDS: tuple[str, ...] = ("handlers.demo_cli",)
+
+#: The business's own settings (SMTP, gateways, send rates): the engine reads them with the
+#: manifest, so a malformed one stops a worker as it starts.
+SETTINGS = "handlers.settings:business"

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from app.core.manifest import Intent
-from handlers.manifest import COMMANDS, SCHEDULES  # noqa: F401  (the production ones)
+from handlers.manifest import COMMANDS, SCHEDULES, SETTINGS  # noqa: F401  (the production ones)
 from handlers.manifest import INTENTS as PRODUCTION
 
 _EFFECT_PARAMS = "tests.intents:EffectParams"

@@ -23,6 +23,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 import app.core.settings
+import handlers.settings
 
 SMTP_USER, SMTP_PASSWORD = "academy-mailer", "s3cret-pass"
 WEBHOOK_SECRET = "test-webhook-secret"
@@ -36,18 +37,21 @@ def free_port() -> int:
 
 @pytest.fixture
 def configure(monkeypatch: pytest.MonkeyPatch):
-    """Point jobq's settings at the test's services: ``configure(smtp_host=..., ...)``.
+    """Point jobq's settings at the test's services: ``configure(smtp_host=..., ...)``, the
+    business's (``handlers.settings.business``) or the engine's (``outside_call_timeout``).
 
-    The in-thread worker runs handlers in this process, and handlers read
-    ``app.core.settings.settings`` when they send, so replacing it reaches them.
+    The in-thread worker runs handlers in this process, and handlers read those settings when
+    they send, so replacing what they loaded reaches them.
     """
 
     def apply(**changes: Any) -> None:
-        # ``app.core.settings.settings`` reads the Settings it loaded first (app.core.settings._Current):
-        # what every module holding it sees is replaced there.
-        current = app.core.settings._Current._loaded or app.core.settings.load()
-        monkeypatch.setattr(app.core.settings._Current, "_loaded",
-                            dataclasses.replace(current, **changes))
+        for lazy in (app.core.settings.settings, handlers.settings.business):
+            current = lazy.get()  # type: ignore[attr-defined]
+            mine = {name: changes.pop(name) for name in list(changes)
+                    if name in {f.name for f in dataclasses.fields(current)}}
+            if mine:
+                monkeypatch.setattr(lazy, "_value", dataclasses.replace(current, **mine))
+        assert not changes, f"no setting is called {', '.join(changes)}"
 
     return apply
 

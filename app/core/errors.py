@@ -77,7 +77,3 @@ class ParamsNotKept(IntentRefused):
     """A retry without new parameters of a job refused with parameters that could not be
     stored (too big, not JSON): it would run on the intent's defaults instead of what its
     caller asked for, so it runs only on new ones. ``job_id`` is that job."""
-
-
-class JobNotFound(JobqError, LookupError):
-    """No job has that id."""

@@ -165,12 +165,19 @@ class Manifest:
 
 
 def load(ref: str | None = None) -> Manifest:
-    """Read the manifest named by ``ref`` (default ``JOBQ_MANIFEST``); imports no handler."""
+    """Read the manifest named by ``ref`` (default ``JOBQ_MANIFEST``), and the business's
+    settings it names (``SETTINGS``); imports no handler."""
     ref = ref or settings.manifest
     if ref.count(":") != 1:
         raise ManifestError(f"JOBQ_MANIFEST={ref!r} must be 'module:attribute'")
     entries = _resolve(ref, "manifest")
     module = importlib.import_module(ref.partition(":")[0])
+    business = getattr(module, "SETTINGS", None)
+    if business:
+        # The business's own settings ("module:attribute" of their LazySettings), read now: a
+        # malformed one stops whoever reads the manifest (a worker as it starts, beat, the API,
+        # jobq run), naming it, rather than the first job that sends a message.
+        _resolve(business, "settings").get()
     return Manifest(entries, getattr(module, "SCHEDULES", ()))
 
 

@@ -1,9 +1,12 @@
-"""Every setting of jobq, read from the environment in this one place.
+"""Every setting of the engine, each declared once (field, environment variable, default,
+bounds, one line of doc: :func:`~app.core.declared.setting`) and read from the environment by
+one loader, :meth:`DeclaredSettings.load`.
 
 Nothing else in the code base looks at ``os.environ``. With neither ``DATABASE_URL`` nor
 ``CELERY_BROKER_URL`` set, the URLs of the embedded services that ``jobq run`` started
 (written to ``$JOBQ_HOME/services.json``) are used, so a worker started by hand in the same
-folder finds them.
+folder finds them. The business declares its own settings (SMTP, gateways, send rates) the same
+way, with :func:`setting` from the handler API, in ``handlers/settings.py``.
 
 The environment is read at the first use of :data:`settings`, not when this module is
 imported: whoever chooses the environment (a test run, ``jobq run``) may import jobq first.
@@ -13,252 +16,251 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any, Generic, Self, TypeVar
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+from app.core import declared
+from app.core.declared import setting
 
 #: Where the embedded services write the URLs they listen on.
 SERVICES_FILE = "services.json"
 #: The role handlers' connections log in as, unless JOBQ_HANDLER_DATABASE_URL names another.
 HANDLER_ROLE = "jobq_handler"
+T = TypeVar("T")
 
 
 class SettingsError(RuntimeError):
     """A setting is missing or malformed; the message names it."""
 
 
-def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not an integer") from None
-    if value < minimum:
-        raise SettingsError(f"{name}={value} is below the minimum of {minimum}")
-    return value
+class DeclaredSettings:
+    """Base of a frozen, keyword-only dataclass of :func:`setting` fields (the engine's, the
+    business's): its loader, its declarations, a printout without secrets or URL passwords."""
 
-
-def _float(env: dict[str, str], name: str, default: float, minimum: float = 0.0) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a number") from None
-    if value < minimum:
-        raise SettingsError(f"{name}={value} is below the minimum of {minimum}")
-    return value
-
-
-def _rates(env: dict[str, str], name: str, default: dict[str, float]) -> dict[str, float]:
-    """``kakao=50,sms=20`` -> ``{"kakao": 50.0, "sms": 20.0}`` over ``default``."""
-    raw = env.get(name)
-    rates = dict(default)
-    if not raw:
-        return rates
-    for part in raw.split(","):
-        key, sep, value = part.partition("=")
+    @classmethod
+    def load(cls, env: Mapping[str, str] | None = None) -> Self:
+        """The one loader: read from ``env`` (default: the process environment)."""
         try:
-            rate = float(value)
-        except ValueError:
-            rate = -1.0
-        if not sep or not key.strip() or rate < 0:
-            raise SettingsError(f"{name}={raw!r} must look like 'kakao=50,sms=20' (0: no limit)")
-        rates[key.strip().lower()] = rate
-    return rates
-
-
-def handler_url_for(database_url: str, role: str = HANDLER_ROLE) -> str:
-    """``database_url`` (the engine's) with the handler role as its user and no password: the
-    same server and database. Where the server wants a password from that role too, set
-    JOBQ_HANDLER_DATABASE_URL instead."""
-    parts = urlsplit(database_url)
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{quote(role, safe='')}@{host}"))
-
-
-def is_sentinel_url(url: str | None) -> bool:
-    """Whether ``url`` names Redis Sentinels (``sentinel://h1:26379;sentinel://h2:26379``)."""
-    return bool(url) and url.strip().lower().startswith("sentinel://")
-
-
-def url_user(url: str) -> tuple[str | None, str | None]:
-    """The user name and password in a database URL (percent-decoded), either None."""
-    parts = urlsplit(url)
-    return (unquote(parts.username) if parts.username else None,
-            unquote(parts.password) if parts.password else None)
-
-
-def _choice(env: dict[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
-    value = (env.get(name) or default).lower()
-    if value not in choices:
-        raise SettingsError(f"{name}={value!r} must be one of {', '.join(choices)}")
-    return value
-
-
-def _bool(env: dict[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    if raw.lower() in ("1", "true", "yes", "on"):
-        return True
-    if raw.lower() in ("0", "false", "no", "off"):
-        return False
-    raise SettingsError(f"{name}={raw!r} is not a boolean (use true or false)")
-
-
-@dataclass(frozen=True)
-class Settings:
-    # Services. ``None`` means "not configured": the embedded default applies.
-    database_url: str | None
-    #: Handlers' connections: JOBQ_HANDLER_DATABASE_URL, or None for the one derived from
-    #: ``database_url`` (see :meth:`require_handler_database_url`).
-    handler_database_url: str | None
-    broker_url: str | None
-    result_backend: str | None
-    home: Path
-    redis_key_prefix: str
-    #: With a ``sentinel://`` broker URL: the Sentinel master name and the password of the
-    #: sentinels themselves (the URL's password is the Redis servers').
-    sentinel_master: str = "mymaster"
-    sentinel_password: str | None = field(default=None, repr=False)
-    #: Whether DATABASE_URL / CELERY_BROKER_URL were set, not found in services.json: what
-    #: ``jobq run`` does not start embedded.
-    database_url_given: bool = False
-    broker_url_given: bool = False
-
-    # Celery.
-    timezone: str = "Asia/Seoul"
-    default_time_limit: int = 300
-    max_time_limit: int = 3600
-    prefetch_multiplier: int = 1
-    #: The realtime workers' pool: solo (one process per core, fastest here) or prefork.
-    worker_pool: str = "solo"
-    worker_processes: int = 2
-
-    # Fair scheduling between tenants (app.run.feeder).
-    #: At most this many jobs of one queue wait in the broker (the window's upper bound).
-    fair_window: int = 64
-    #: At least this many (with prefetch, enough to keep a queue's worker processes fed).
-    fair_window_min: int = 2
-    #: Workers run a feeder thread (one per queue leads); off only for special set-ups.
-    fair_feeder: bool = True
-
-    # Dispatch and the audit mirror.
-    manifest: str = "handlers.manifest:INTENTS"
-    max_params_bytes: int = 65536
-    max_params_depth: int = 32
-    max_result_bytes: int = 65536
-    max_key_length: int = 200
-    default_max_retries: int = 3
-
-    # Retries: short backoffs ride a Celery countdown, longer ones wait in the table.
-    retry_backoff_base: float = 2.0
-    retry_backoff_max: float = 3600.0
-    eta_max_seconds: float = 5.0
-
-    # Completions of handlers that wrote nothing themselves are written in batches.
-    batch_completions: bool = True
-
-    # Leases: a live run renews its lease; a run whose lease lapsed is lost.
-    lease_seconds: float = 30.0
-
-    # Beat.
-    sweep_interval: float = 1.0
-    sweep_batch: int = 500
-    republish_after: float = 60.0
-    recover_interval: float = 5.0
-    schedule_interval: float = 10.0
-    retention_interval: float = 3600.0
-    retention_days: int = 90
-    retention_failed_days: int = 365
-    retention_batch: int = 5000
-
-    # Progress writes per job and second, at most.
-    progress_writes_per_second: float = 4.0
-
-    # Logs.
-    log_format: str = "text"
-    log_level: str = "INFO"
-
-    # Flower.
-    flower_address: str = "127.0.0.1"
-    flower_port: int = 5555
-    flower_basic_auth: str | None = field(default=None, repr=False)  # user:password
-
-    # Approvals: a job awaiting one is cancelled as expired after this many seconds.
-    approval_expires_seconds: float = 259200.0
-
-    # The HTTP API (jobq api).
-    api_address: str = "127.0.0.1"
-    api_port: int = 8000
-    api_workers: int = 1
-    #: Requests per second per API key (or JWT subject) unless the key says otherwise.
-    api_rate_limit: float = 50.0
-    #: A request body larger than this is refused (413) before it is read, parsed or its
-    #: caller authenticated. Default: four times ``max_params_bytes``, room for a request whose
-    #: parameters are at that limit however its JSON is spaced or escaped.
-    api_max_body_bytes: int = 262144
-    #: Failed authentications one client address may make per window before the API answers
-    #: 429 without looking at its credentials (0: no limit).
-    api_auth_failures: int = 20
-    api_auth_failure_window: float = 60.0
-    #: Open event streams (``GET /v1/jobs/{id}/events``) per API key or token subject, and per
-    #: tenant, across every API process (0: no cap).
-    api_streams_per_key: int = 20
-    api_streams_per_tenant: int = 100
-    #: Seconds an event stream stays open at most; it then ends with a ``close`` event that
-    #: tells the client to reconnect (with Last-Event-ID, so it misses nothing).
-    api_stream_max_seconds: float = 1800.0
-    #: Seconds a stopping API process waits for open requests (event streams) before it cuts
-    #: them; a client reconnects to another process with Last-Event-ID and misses nothing.
-    api_shutdown_seconds: float = 5.0
-    #: JWT bearer tokens: an HS256 secret, or a JWKS URL (RS256/ES256 keys), or neither (off).
-    jwt_secret: str | None = field(default=None, repr=False)
-    jwt_jwks_url: str | None = None
-    jwt_tenant_claim: str = "tenant_id"
-    #: Required whenever tokens are on (:meth:`require_jwt_checks`): a token of another
-    #: application of a shared identity provider is not one of ours.
-    jwt_audience: str | None = None
-    jwt_issuer: str | None = None
-    #: Seconds of clock difference forgiven on ``exp``, ``nbf`` and ``iat``.
-    jwt_leeway: float = 30.0
-    #: Scopes of a token whose ``scope`` claim says none.
-    jwt_default_scopes: tuple[str, ...] = ("jobs:read", "jobs:write")
-    #: /metrics: tenants named in labels (the rest are summed as "other"), and the window that
-    #: finished jobs and run times are counted over.
-    metrics_top_tenants: int = 20
-    metrics_window_seconds: float = 3600.0
-
-    # Notifications. Unset SMTP host / webhook URL: those channels only record the message.
-    smtp_host: str | None = None
-    smtp_port: int = 587
-    #: starttls, ssl (implicit TLS, port 465) or none.
-    smtp_tls: str = "starttls"
-    smtp_username: str | None = None
-    smtp_password: str | None = field(default=None, repr=False)
-    smtp_from: str = "jobq <noreply@jobq.local>"
-    #: The SMS / KakaoTalk gateway: signed JSON POSTs.
-    notify_webhook_url: str | None = None
-    notify_webhook_secret: str | None = field(default=None, repr=False)
-    #: The outside payment gateway billing syncs from.
-    payment_gateway_url: str | None = None
-    payment_gateway_secret: str | None = field(default=None, repr=False)
-    #: Seconds an outside call (SMTP, webhook, gateway) may take before it counts as transient.
-    outside_call_timeout: float = 10.0
-    #: Send rates by channel (messages per second across all workers; 0: no limit) that
-    #: override the handlers' own defaults (handlers.communication.ratelimit).
-    send_rates: dict[str, float] = field(default_factory=dict)
+            return declared.read(cls, os.environ if env is None else env)
+        except declared.Malformed as refused:
+            raise SettingsError(str(refused)) from None
 
     def __repr__(self) -> str:
-        # The service URLs carry passwords: printed anywhere, they show masked.
         from app.core.redaction import redact
 
-        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.repr)
-        return redact(f"Settings({shown})") or ""
+        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}"
+                          for f in fields(self) if f.repr)  # type: ignore[arg-type]
+        return redact(f"{type(self).__name__}({shown})") or ""
+
+
+class LazySettings(Generic[T]):
+    """The process's settings of one kind: attribute reads go to what ``load`` returns,
+    called at the first of them."""
+
+    def __init__(self, load: Callable[[], T]):
+        self._load = load
+        self._value: T | None = None
+
+    def get(self) -> T:
+        """The settings, read now if nothing has read them yet."""
+        if self._value is None:
+            self._value = self._load()
+        return self._value
+
+    def use(self, value: T) -> T:
+        self._value = value
+        return value
+
+    @property
+    def is_loaded(self) -> bool:
+        return self._value is not None
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.get(), name)
+
+    def __repr__(self) -> str:
+        return repr(self.get())
+
+
+# --- the engine's settings ------------------------------------------------------------------
+
+
+def _embedded(key: str) -> Callable[[dict[str, Any]], str | None]:
+    """A default read from ``$JOBQ_HOME/services.json``, where ``jobq run`` wrote it."""
+
+    def default(values: dict[str, Any]) -> str | None:
+        try:
+            with open(values["home"] / SERVICES_FILE) as found:
+                return json.load(found).get(key)
+        except (OSError, ValueError):
+            return None
+
+    return default
+
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class Settings(DeclaredSettings):
+    # Services. ``None`` means "not configured": the embedded default applies.
+    home: Path = setting("JOBQ_HOME", ".jobq", doc="data folder of the embedded services, beat, "
+                         "Flower")
+    database_url: str | None = setting("DATABASE_URL", _embedded("database_url"),
+                                       doc="the engine's PostgreSQL (unset: the embedded one)")
+    handler_database_url: str | None = setting(
+        "JOBQ_HANDLER_DATABASE_URL", doc="handlers' PostgreSQL login (unset: the engine's URL "
+        "with the handler role, see require_handler_database_url)")
+    broker_url: str | None = setting("CELERY_BROKER_URL", _embedded("broker_url"),
+                                     doc="redis://... or sentinel://... (unset: embedded Redis)")
+    result_backend: str | None = setting("CELERY_RESULT_BACKEND", lambda s: s["broker_url"],
+                                         doc="where dispatch_intent's return value is kept")
+    redis_key_prefix: str = setting("JOBQ_REDIS_PREFIX", "", doc="a prefix of every Redis key")
+    sentinel_master: str = setting("JOBQ_SENTINEL_MASTER", "mymaster",
+                                   doc="with a sentinel:// broker: the master's name")
+    sentinel_password: str | None = setting("JOBQ_SENTINEL_PASSWORD", secret=True,
+                                            doc="the sentinels' own password")
+    #: The variables that were set, not found in services.json: what ``jobq run`` does not
+    #: start embedded (DATABASE_URL, CELERY_BROKER_URL).
+    given: frozenset[str] = field(default=frozenset(), repr=False)
+
+    # Celery.
+    timezone: str = setting("JOBQ_TIMEZONE", "Asia/Seoul", blank_is_value=True,
+                            doc="Celery's and the schedules' timezone")
+    default_time_limit: int = setting("JOBQ_DEFAULT_TIME_LIMIT", 300, minimum=1,
+                                      doc="seconds an intent may run unless it says otherwise")
+    max_time_limit: int = setting("JOBQ_MAX_TIME_LIMIT", 3600, minimum=1,
+                                  doc="the most seconds an intent may run")
+    prefetch_multiplier: int = setting("JOBQ_PREFETCH_MULTIPLIER", 1, minimum=1,
+                                       doc="messages a worker process reserves ahead")
+    worker_pool: str = setting("JOBQ_WORKER_POOL", "solo", choices=("solo", "prefork"),
+                               doc="the realtime workers' pool (solo: a process per core)")
+    worker_processes: int = setting("JOBQ_WORKER_PROCESSES", lambda s: os.cpu_count() or 2,
+                                    minimum=1, doc="realtime worker processes (default: cores)")
+
+    # Fair scheduling between tenants (app.run.feeder).
+    fair_window: int = setting("JOBQ_FAIR_WINDOW", 64, minimum=1,
+                               doc="the most jobs of one queue waiting in the broker")
+    fair_window_min: int = setting("JOBQ_FAIR_WINDOW_MIN", 2, minimum=1,
+                                   doc="the least (enough to keep a queue's processes fed)")
+    fair_feeder: bool = setting("JOBQ_FAIR_FEEDER", True,
+                                doc="workers run the feeder (one leads per queue)")
+
+    # Dispatch and the audit mirror.
+    manifest: str = setting("JOBQ_MANIFEST", "handlers.manifest:INTENTS", blank_is_value=True,
+                            doc="the intent manifest, module:attribute")
+    max_params_bytes: int = setting("JOBQ_MAX_PARAMS_BYTES", 65536, minimum=2,
+                                    doc="largest intent_params accepted")
+    max_result_bytes: int = setting("JOBQ_MAX_RESULT_BYTES", 65536, minimum=256,
+                                    doc="largest handler result kept in the row")
+    #: Fixed, not read from the environment: how deep intent_params nest, how long a key is.
+    max_params_depth: int = 32
+    max_key_length: int = 200
+    default_max_retries: int = setting("JOBQ_DEFAULT_MAX_RETRIES", 3,
+                                       doc="retries of a transient failure")
+
+    # Retries: short backoffs ride a Celery countdown, longer ones wait in the table.
+    retry_backoff_base: float = setting("JOBQ_RETRY_BACKOFF_BASE", 2.0,
+                                        doc="seconds of the first backoff (then exponential)")
+    retry_backoff_max: float = setting("JOBQ_RETRY_BACKOFF_MAX", 3600.0,
+                                       doc="the longest backoff, in seconds")
+    eta_max_seconds: float = setting("JOBQ_ETA_MAX_SECONDS", 5.0,
+                                     doc="longer waits live in the table (run_at), not Redis")
+    batch_completions: bool = setting("JOBQ_BATCH_COMPLETIONS", True,
+                                      doc="completions of handlers that wrote nothing batch up")
+    lease_seconds: float = setting("JOBQ_LEASE_SECONDS", 30.0, minimum=0.5,
+                                   doc="a run renews its lease; a lapsed lease is a lost run")
+
+    # Beat.
+    sweep_interval: float = setting("JOBQ_SWEEP_INTERVAL", 1.0, minimum=0.05,
+                                    doc="seconds between sweeps of due and lost messages")
+    sweep_batch: int = setting("JOBQ_SWEEP_BATCH", 500, minimum=1, doc="rows per sweep batch")
+    republish_after: float = setting("JOBQ_REPUBLISH_AFTER", 60.0, minimum=0.1,
+                                     doc="a published row not started by then is sent again")
+    recover_interval: float = setting("JOBQ_RECOVER_INTERVAL", 5.0, minimum=0.05,
+                                      doc="seconds between looks for lost runs")
+    schedule_interval: float = setting("JOBQ_SCHEDULE_INTERVAL", 10.0, minimum=0.05,
+                                       doc="seconds between reads of job_schedules")
+    retention_interval: float = setting("JOBQ_RETENTION_INTERVAL", 3600.0, minimum=1.0,
+                                        doc="seconds between deletes of old finished jobs")
+    retention_days: int = setting("JOBQ_RETENTION_DAYS", 90, minimum=1,
+                                  doc="days a finished job is kept")
+    retention_failed_days: int = setting("JOBQ_RETENTION_FAILED_DAYS", 365, minimum=1,
+                                         doc="days a failed job is kept")
+    retention_batch: int = setting("JOBQ_RETENTION_BATCH", 5000, minimum=1,
+                                   doc="rows per retention delete")
+    progress_writes_per_second: float = setting("JOBQ_PROGRESS_WRITES_PER_SECOND", 4.0,
+                                                minimum=0.1, doc="progress writes per job")
+
+    # Logs, Flower.
+    log_format: str = setting("LOG_FORMAT", "text", choices=("text", "json"),
+                              doc="json: one JSON object per line")
+    log_level: str = setting("LOG_LEVEL", "INFO", parse=str.upper, blank_is_value=True,
+                             doc="the lowest level logged")
+    flower_address: str = setting("FLOWER_ADDRESS", "127.0.0.1", blank_is_value=True,
+                                  doc="where Flower listens (empty: every interface)")
+    flower_port: int = setting("FLOWER_PORT", 5555, minimum=1, doc="Flower's port")
+    flower_basic_auth: str | None = setting("FLOWER_BASIC_AUTH", secret=True,
+                                            doc="user:password (unset: generated once)")
+
+    # Approvals, outside calls.
+    approval_expires_seconds: float = setting("JOBQ_APPROVAL_EXPIRES", 259200.0, minimum=1.0,
+                                              doc="seconds a job awaits approval, at most")
+    outside_call_timeout: float = setting(
+        "JOBQ_OUTSIDE_CALL_TIMEOUT", 10.0, minimum=0.1,
+        doc="seconds an outside call (JWKS, SMTP, a gateway) may take before it is transient")
+
+    # The HTTP API (jobq api).
+    api_address: str = setting("JOBQ_API_ADDRESS", "127.0.0.1", blank_is_value=True,
+                               doc="where the API listens")
+    api_port: int = setting("JOBQ_API_PORT", 8000, minimum=1, doc="the API's port")
+    api_workers: int = setting("JOBQ_API_WORKERS", 1, minimum=1, doc="API processes")
+    api_rate_limit: float = setting("JOBQ_API_RATE_LIMIT", 50.0,
+                                    doc="requests per second per key unless the key says")
+    api_max_body_bytes: int = setting(
+        "JOBQ_API_MAX_BODY_BYTES", lambda s: 4 * s["max_params_bytes"], minimum=1024,
+        doc="larger bodies are refused (413) unread; default: 4 x JOBQ_MAX_PARAMS_BYTES")
+    api_auth_failures: int = setting("JOBQ_API_AUTH_FAILURES", 20,
+                                     doc="failed logins per address and window (0: no limit)")
+    api_auth_failure_window: float = setting("JOBQ_API_AUTH_FAILURE_WINDOW", 60.0, minimum=1.0,
+                                             doc="that window, in seconds")
+    api_streams_per_key: int = setting("JOBQ_API_STREAMS_PER_KEY", 20,
+                                       doc="open event streams per key or subject (0: no cap)")
+    api_streams_per_tenant: int = setting("JOBQ_API_STREAMS_PER_TENANT", 100,
+                                          doc="open event streams per tenant (0: no cap)")
+    api_stream_max_seconds: float = setting("JOBQ_API_STREAM_MAX_SECONDS", 1800.0, minimum=1.0,
+                                            doc="a stream then ends: reconnect, Last-Event-ID")
+    api_shutdown_seconds: float = setting("JOBQ_API_SHUTDOWN_SECONDS", 5.0, minimum=0.0,
+                                          doc="a stopping API waits this for open requests")
+    jwt_secret: str | None = setting("JOBQ_JWT_SECRET", secret=True, doc="HS256 token secret")
+    jwt_jwks_url: str | None = setting("JOBQ_JWT_JWKS_URL", doc="JWKS of RS256/ES256 keys")
+    jwt_tenant_claim: str = setting("JOBQ_JWT_TENANT_CLAIM", "tenant_id",
+                                    doc="the claim naming the tenant")
+    jwt_audience: str | None = setting("JOBQ_JWT_AUDIENCE", doc="'aud' (required with tokens)")
+    jwt_issuer: str | None = setting("JOBQ_JWT_ISSUER", doc="'iss' (required with tokens)")
+    jwt_leeway: float = setting("JOBQ_JWT_LEEWAY", 30.0, doc="clock difference forgiven, s")
+    jwt_default_scopes: tuple[str, ...] = setting(
+        "JOBQ_JWT_DEFAULT_SCOPES", ("jobs:read", "jobs:write"),
+        doc="scopes of a token whose scope claim names none")
+    metrics_top_tenants: int = setting("JOBQ_METRICS_TOP_TENANTS", 20, minimum=1,
+                                       doc="tenants /metrics names (the rest: other)")
+    metrics_window_seconds: float = setting("JOBQ_METRICS_WINDOW", 3600.0, minimum=1.0,
+                                            doc="/metrics counts finished jobs over this")
+
+    def __post_init__(self) -> None:
+        if self.default_time_limit > self.max_time_limit:
+            raise SettingsError(f"JOBQ_DEFAULT_TIME_LIMIT={self.default_time_limit} exceeds "
+                                f"JOBQ_MAX_TIME_LIMIT={self.max_time_limit}")
+
+    @property
+    def database_url_given(self) -> bool:
+        return "DATABASE_URL" in self.given
+
+    @property
+    def broker_url_given(self) -> bool:
+        return "CELERY_BROKER_URL" in self.given
 
     @property
     def visibility_timeout(self) -> int:
@@ -314,129 +316,30 @@ class Settings:
         return self.broker_url
 
 
-def _embedded_urls(home: Path) -> dict[str, str]:
-    path = home / SERVICES_FILE
-    try:
-        with open(path) as found:
-            return json.load(found)
-    except (OSError, ValueError):
-        return {}
+def load(env: Mapping[str, str] | None = None) -> Settings:
+    """Read the engine's settings from ``env`` (default: the process environment)."""
+    return Settings.load(env)
 
 
-def load(env: dict[str, str] | None = None) -> Settings:
-    """Read the settings from ``env`` (default: the process environment)."""
-    env = dict(os.environ if env is None else env)
-    home = Path(env.get("JOBQ_HOME") or ".jobq").expanduser().absolute()
-    embedded = _embedded_urls(home)
-    database_url = env.get("DATABASE_URL") or embedded.get("database_url")
-    broker_url = env.get("CELERY_BROKER_URL") or embedded.get("broker_url")
-    result_backend = env.get("CELERY_RESULT_BACKEND") or broker_url
-    log_format = _choice(env, "LOG_FORMAT", "text", ("text", "json"))
-    smtp_tls = _choice(env, "SMTP_TLS", "starttls", ("starttls", "ssl", "none"))
-    default_time_limit = _int(env, "JOBQ_DEFAULT_TIME_LIMIT", 300, minimum=1)
-    max_time_limit = _int(env, "JOBQ_MAX_TIME_LIMIT", 3600, minimum=1)
-    max_params_bytes = _int(env, "JOBQ_MAX_PARAMS_BYTES", 65536, minimum=2)
-    if default_time_limit > max_time_limit:
-        raise SettingsError(
-            f"JOBQ_DEFAULT_TIME_LIMIT={default_time_limit} exceeds "
-            f"JOBQ_MAX_TIME_LIMIT={max_time_limit}"
-        )
-    return Settings(
-        database_url=database_url,
-        handler_database_url=env.get("JOBQ_HANDLER_DATABASE_URL") or None,
-        broker_url=broker_url,
-        result_backend=result_backend,
-        home=home,
-        redis_key_prefix=env.get("JOBQ_REDIS_PREFIX", ""),
-        sentinel_master=env.get("JOBQ_SENTINEL_MASTER") or "mymaster",
-        sentinel_password=env.get("JOBQ_SENTINEL_PASSWORD") or None,
-        database_url_given=bool(env.get("DATABASE_URL")),
-        broker_url_given=bool(env.get("CELERY_BROKER_URL")),
-        timezone=env.get("JOBQ_TIMEZONE", "Asia/Seoul"),
-        default_time_limit=default_time_limit,
-        max_time_limit=max_time_limit,
-        prefetch_multiplier=_int(env, "JOBQ_PREFETCH_MULTIPLIER", 1, minimum=1),
-        worker_pool=_choice(env, "JOBQ_WORKER_POOL", "solo", ("solo", "prefork")),
-        worker_processes=_int(env, "JOBQ_WORKER_PROCESSES", os.cpu_count() or 2, minimum=1),
-        fair_window=_int(env, "JOBQ_FAIR_WINDOW", 64, minimum=1),
-        fair_window_min=_int(env, "JOBQ_FAIR_WINDOW_MIN", 2, minimum=1),
-        fair_feeder=_bool(env, "JOBQ_FAIR_FEEDER", True),
-        manifest=env.get("JOBQ_MANIFEST", "handlers.manifest:INTENTS"),
-        max_params_bytes=max_params_bytes,
-        max_result_bytes=_int(env, "JOBQ_MAX_RESULT_BYTES", 65536, minimum=256),
-        default_max_retries=_int(env, "JOBQ_DEFAULT_MAX_RETRIES", 3),
-        retry_backoff_base=_float(env, "JOBQ_RETRY_BACKOFF_BASE", 2.0),
-        retry_backoff_max=_float(env, "JOBQ_RETRY_BACKOFF_MAX", 3600.0),
-        eta_max_seconds=_float(env, "JOBQ_ETA_MAX_SECONDS", 5.0),
-        batch_completions=_bool(env, "JOBQ_BATCH_COMPLETIONS", True),
-        lease_seconds=_float(env, "JOBQ_LEASE_SECONDS", 30.0, minimum=0.5),
-        sweep_interval=_float(env, "JOBQ_SWEEP_INTERVAL", 1.0, minimum=0.05),
-        sweep_batch=_int(env, "JOBQ_SWEEP_BATCH", 500, minimum=1),
-        republish_after=_float(env, "JOBQ_REPUBLISH_AFTER", 60.0, minimum=0.1),
-        recover_interval=_float(env, "JOBQ_RECOVER_INTERVAL", 5.0, minimum=0.05),
-        schedule_interval=_float(env, "JOBQ_SCHEDULE_INTERVAL", 10.0, minimum=0.05),
-        retention_interval=_float(env, "JOBQ_RETENTION_INTERVAL", 3600.0, minimum=1.0),
-        retention_days=_int(env, "JOBQ_RETENTION_DAYS", 90, minimum=1),
-        retention_failed_days=_int(env, "JOBQ_RETENTION_FAILED_DAYS", 365, minimum=1),
-        retention_batch=_int(env, "JOBQ_RETENTION_BATCH", 5000, minimum=1),
-        progress_writes_per_second=_float(env, "JOBQ_PROGRESS_WRITES_PER_SECOND", 4.0, 0.1),
-        log_format=log_format,
-        log_level=env.get("LOG_LEVEL", "INFO").upper(),
-        flower_address=env.get("FLOWER_ADDRESS", "127.0.0.1"),
-        flower_port=_int(env, "FLOWER_PORT", 5555, minimum=1),
-        flower_basic_auth=env.get("FLOWER_BASIC_AUTH") or None,
-        smtp_host=env.get("SMTP_HOST") or None,
-        smtp_port=_int(env, "SMTP_PORT", 465 if smtp_tls == "ssl" else 587, minimum=1),
-        smtp_tls=smtp_tls,
-        smtp_username=env.get("SMTP_USERNAME") or None,
-        smtp_password=env.get("SMTP_PASSWORD") or None,
-        smtp_from=env.get("SMTP_FROM") or "jobq <noreply@jobq.local>",
-        notify_webhook_url=env.get("JOBQ_NOTIFY_WEBHOOK_URL") or None,
-        notify_webhook_secret=env.get("JOBQ_NOTIFY_WEBHOOK_SECRET") or None,
-        payment_gateway_url=env.get("JOBQ_PAYMENT_GATEWAY_URL") or None,
-        payment_gateway_secret=env.get("JOBQ_PAYMENT_GATEWAY_SECRET") or None,
-        outside_call_timeout=_float(env, "JOBQ_OUTSIDE_CALL_TIMEOUT", 10.0, minimum=0.1),
-        send_rates=_rates(env, "JOBQ_SEND_RATES", {}),
-        approval_expires_seconds=_float(env, "JOBQ_APPROVAL_EXPIRES", 259200.0, minimum=1.0),
-        api_address=env.get("JOBQ_API_ADDRESS", "127.0.0.1"),
-        api_port=_int(env, "JOBQ_API_PORT", 8000, minimum=1),
-        api_workers=_int(env, "JOBQ_API_WORKERS", 1, minimum=1),
-        api_rate_limit=_float(env, "JOBQ_API_RATE_LIMIT", 50.0),
-        api_max_body_bytes=_int(env, "JOBQ_API_MAX_BODY_BYTES", 4 * max_params_bytes,
-                                minimum=1024),
-        api_auth_failures=_int(env, "JOBQ_API_AUTH_FAILURES", 20),
-        api_auth_failure_window=_float(env, "JOBQ_API_AUTH_FAILURE_WINDOW", 60.0, minimum=1.0),
-        api_streams_per_key=_int(env, "JOBQ_API_STREAMS_PER_KEY", 20),
-        api_streams_per_tenant=_int(env, "JOBQ_API_STREAMS_PER_TENANT", 100),
-        api_stream_max_seconds=_float(env, "JOBQ_API_STREAM_MAX_SECONDS", 1800.0, minimum=1.0),
-        api_shutdown_seconds=_float(env, "JOBQ_API_SHUTDOWN_SECONDS", 5.0, minimum=0.0),
-        jwt_secret=env.get("JOBQ_JWT_SECRET") or None,
-        jwt_jwks_url=env.get("JOBQ_JWT_JWKS_URL") or None,
-        jwt_tenant_claim=env.get("JOBQ_JWT_TENANT_CLAIM") or "tenant_id",
-        jwt_audience=env.get("JOBQ_JWT_AUDIENCE") or None,
-        jwt_issuer=env.get("JOBQ_JWT_ISSUER") or None,
-        jwt_leeway=_float(env, "JOBQ_JWT_LEEWAY", 30.0),
-        jwt_default_scopes=tuple(
-            s.strip() for s in (env.get("JOBQ_JWT_DEFAULT_SCOPES") or "jobs:read,jobs:write")
-            .split(",") if s.strip()),
-        metrics_top_tenants=_int(env, "JOBQ_METRICS_TOP_TENANTS", 20, minimum=1),
-        metrics_window_seconds=_float(env, "JOBQ_METRICS_WINDOW", 3600.0, minimum=1.0),
-    )
+#: The process's settings. Attribute reads go to a :class:`Settings` loaded at the first one.
+settings: Settings = LazySettings(load)  # type: ignore[assignment]
 
 
-class _Current:
-    """:data:`settings`: the process's settings, read from the environment at first use."""
+def reload(env: Mapping[str, str] | None = None) -> Settings:
+    """Read the settings again (from ``env``, default the process environment) and use them
+    from now on. For a process that changed its own environment, e.g. ``jobq run``."""
+    return settings.use(load(env))  # type: ignore[attr-defined]
 
-    _loaded: Settings | None = None
 
-    def __getattr__(self, name: str):
-        loaded = _Current._loaded
-        if loaded is None:
-            loaded = _Current._loaded = load()
-        return getattr(loaded, name)
+def loaded() -> bool:
+    """Whether anything has read :data:`settings` yet."""
+    return settings.is_loaded  # type: ignore[attr-defined]
 
-    def __repr__(self) -> str:
-        return repr(_Current._loaded or load())
+
+def command_path() -> str | None:
+    """``$PATH``, where a shell finds commands: whether a command jobq prints for pasting can
+    say just ``jobq``."""
+    return os.environ.get("PATH")
 
 
 def child_environment(set_: dict[str, str] | None = None,
@@ -448,17 +351,25 @@ def child_environment(set_: dict[str, str] | None = None,
     return env
 
 
-def reload(env: dict[str, str] | None = None) -> Settings:
-    """Read the settings again (from ``env``, default the process environment) and use them
-    from now on. For a process that changed its own environment, e.g. ``jobq run``."""
-    _Current._loaded = load(env)
-    return _Current._loaded
+# --- URLs -------------------------------------------------------------------------------------
 
 
-def loaded() -> bool:
-    """Whether anything has read :data:`settings` yet."""
-    return _Current._loaded is not None
+def handler_url_for(database_url: str, role: str = HANDLER_ROLE) -> str:
+    """``database_url`` (the engine's) with the handler role as its user and no password: the
+    same server and database. Where the server wants a password from that role too, set
+    JOBQ_HANDLER_DATABASE_URL instead."""
+    parts = urlsplit(database_url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{quote(role, safe='')}@{host}"))
 
 
-#: The process's settings. Attribute reads go to a :class:`Settings` loaded at the first one.
-settings: Settings = _Current()  # type: ignore[assignment]
+def is_sentinel_url(url: str | None) -> bool:
+    """Whether ``url`` names Redis Sentinels (``sentinel://h1:26379;sentinel://h2:26379``)."""
+    return bool(url) and url.strip().lower().startswith("sentinel://")
+
+
+def url_user(url: str) -> tuple[str | None, str | None]:
+    """The user name and password in a database URL (percent-decoded), either None."""
+    parts = urlsplit(url)
+    return (unquote(parts.username) if parts.username else None,
+            unquote(parts.password) if parts.password else None)

@@ -73,22 +73,25 @@ def planned_binaries(venv: Path) -> Path:
     return venv / "lib" / version / "site-packages" / "pgserver" / "pginstall" / "bin"
 
 
-def check_before_install(environ: dict[str, str], venv: Path) -> str | None:
-    """What ``jobq run`` would refuse with, known before the venv exists: None when not root,
-    or when DATABASE_URL names a PostgreSQL of one's own (then nothing embedded starts)."""
-    if os.geteuid() != 0 or environ.get("DATABASE_URL"):
+def check_before_install(jobq_home: str, venv: Path) -> str | None:
+    """What ``jobq run`` would refuse with, known before the venv exists: None when not root.
+    ``jobq_home`` is $JOBQ_HOME (empty: unset); ``./dev`` asks only when DATABASE_URL is unset
+    (with a PostgreSQL of one's own, nothing embedded starts)."""
+    if os.geteuid() != 0:
         return None
     user, missing = unprivileged_user()
     if user is None:
         return missing
     # As app.core.settings reads it: relative to the folder jobq runs in.
-    home = Path(environ.get("JOBQ_HOME") or ".jobq").expanduser().absolute()
+    home = Path(jobq_home or ".jobq").expanduser().absolute()
     return problem(user, home, planned_binaries(venv.absolute()))
 
 
-if __name__ == "__main__":  # ./dev run, before it creates .venv: python3 app/ops/as_root.py .venv
-    refused = check_before_install(dict(os.environ), Path(sys.argv[1] if len(sys.argv) > 1
-                                                          else ".venv"))
+if __name__ == "__main__":  # ./dev run, before it creates .venv:
+    # python3 app/ops/as_root.py .venv "$JOBQ_HOME" (the environment is app.core.settings's to
+    # read, and this runs before there is an app to import)
+    refused = check_before_install(sys.argv[2] if len(sys.argv) > 2 else "",
+                                   Path(sys.argv[1] if len(sys.argv) > 1 else ".venv"))
     if refused:
         print(f"error: {refused}", file=sys.stderr)
         sys.exit(1)

@@ -21,6 +21,7 @@ from app.handler_api import JobContext, PermanentError, settings
 from handlers.billing.params import SyncPaymentStatusParams
 from handlers.models import Invoice, Payment
 from handlers.notify.channels import post_signed
+from handlers.settings import business
 
 #: Invoices asked about per request.
 BATCH = 200
@@ -29,7 +30,7 @@ PAID_STATUSES = ("paid", "succeeded", "captured")
 
 def sync_payment_status(ctx: JobContext, params: SyncPaymentStatusParams) -> dict:
     """Record the gateway's payments of open invoices; mark the invoices paid in full paid."""
-    cfg = settings
+    cfg = business
     if not cfg.payment_gateway_url:
         raise PermanentError("no payment gateway configured (JOBQ_PAYMENT_GATEWAY_URL)")
     url = cfg.payment_gateway_url.rstrip("/") + "/payments/search"
@@ -44,7 +45,7 @@ def sync_payment_status(ctx: JobContext, params: SyncPaymentStatusParams) -> dic
         batch = open_ids[start:start + BATCH]
         body = json.dumps({"tenant_id": ctx.tenant_id, "invoice_ids": batch}).encode()
         reply = post_signed(http, url, body, (cfg.payment_gateway_secret or "").encode(),
-                            cfg.outside_call_timeout)
+                            settings.outside_call_timeout)
         recorded += _record(ctx, set(batch), _payments(reply))
         ctx.progress(start + len(batch), len(open_ids), "asking the payment gateway")
     paid = _settle(ctx, open_ids)

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 from sqlalchemy import text
 
-from app.handler_api import JobContext, PermanentError, settings
+from app.handler_api import JobContext, PermanentError
 from handlers.notify.channels import Transports
 from handlers.notify.sending import Outgoing, SendSummary, send_for_job
+from handlers.settings import business
 
 #: Messages per second each channel's outside service takes, across all workers, unless
 #: ``JOBQ_SEND_RATES`` says otherwise; 0: no limit. Recorded messages leave nothing: no limit.
@@ -40,7 +41,7 @@ def bucket_for(channel: str, transport: str) -> Bucket:
     (unlimited unless configured), whatever channel the guardian prefers.
     """
     name = "record" if transport == "record" else channel
-    rate = settings.send_rates.get(name, DEFAULT_SEND_RATES.get(name, 0.0))
+    rate = business.send_rates.get(name, DEFAULT_SEND_RATES.get(name, 0.0))
     return Bucket(name, float(rate))
 
 
@@ -81,7 +82,7 @@ def send_at_rate(ctx: JobContext, outgoing: Sequence[Outgoing], *,
             "job_id": ctx.job_id, "tenant_id": ctx.tenant_id,
             "recipients": sorted({o.recipient for o in outgoing})})}
     summary.already_sent = sum(1 for o in outgoing if (o.recipient, o.channel) in done_before)
-    transports = Transports(settings)
+    transports = Transports(business)
     by_bucket: dict[Bucket, list[Outgoing]] = {}
     for o in outgoing:
         if (o.recipient, o.channel) not in done_before:

@@ -8,11 +8,12 @@ from typing import Any
 
 from sqlalchemy import text
 
-from app.handler_api import JobContext, PermanentError, TransientError, settings
+from app.handler_api import JobContext, PermanentError, TransientError
 from handlers import periods
 from handlers.communication.params import RetryFailedDeliveriesParams
 from handlers.communication.ratelimit import acquire, bucket_for
 from handlers.notify.channels import Message, Transports
+from handlers.settings import business
 
 MAX_ERROR = 500
 
@@ -94,7 +95,7 @@ def retry_failed_deliveries(ctx: JobContext,
         ids = [r[0] for r in conn.execute(_CANDIDATES, {
             "tenant_id": ctx.tenant_id, "since": since, "max_attempts": params.max_attempts,
             "job_id": str(params.job_id) if params.job_id else None, "limit": params.limit})]
-    transports = Transports(settings)
+    transports = Transports(business)
     counts = {"candidates": len(ids), "sent": 0, "failed": 0, "skipped": 0}
     errors: list[str] = []
     try:

@@ -26,7 +26,8 @@ from typing import Protocol
 
 import requests
 
-from app.handler_api import PermanentError, Settings, TransientError
+from app.handler_api import PermanentError, TransientError, settings
+from handlers.settings import BusinessSettings
 
 #: Where a guardian's channel goes when its outside service is configured.
 ROUTES = {"email": "smtp", "kakao": "webhook", "sms": "webhook", "record": "record"}
@@ -69,7 +70,7 @@ class SmtpTransport:
 
     name = "smtp"
 
-    def __init__(self, cfg: Settings):
+    def __init__(self, cfg: BusinessSettings):
         if not cfg.smtp_host:
             raise PermanentError("SMTP_HOST is not set")
         self.cfg = cfg
@@ -77,7 +78,7 @@ class SmtpTransport:
 
     def _connect(self) -> smtplib.SMTP:
         cfg = self.cfg
-        timeout = cfg.outside_call_timeout
+        timeout = settings.outside_call_timeout
         assert cfg.smtp_host is not None
         if cfg.smtp_tls == "ssl":
             client = smtplib.SMTP_SSL(cfg.smtp_host, cfg.smtp_port, timeout=timeout,
@@ -149,12 +150,12 @@ class WebhookTransport:
 
     name = "webhook"
 
-    def __init__(self, cfg: Settings, session: requests.Session | None = None):
+    def __init__(self, cfg: BusinessSettings, session: requests.Session | None = None):
         if not cfg.notify_webhook_url:
             raise PermanentError("JOBQ_NOTIFY_WEBHOOK_URL is not set")
         self.url = cfg.notify_webhook_url
         self.secret = (cfg.notify_webhook_secret or "").encode()
-        self.timeout = cfg.outside_call_timeout
+        self.timeout = settings.outside_call_timeout
         self.http = session or requests.Session()
 
     def send(self, message: Message) -> str:
@@ -259,7 +260,7 @@ def _smtp_reason(exc: smtplib.SMTPRecipientsRefused) -> str:
 class Transports:
     """The transports of one run, built once from the settings and reused for every message."""
 
-    def __init__(self, cfg: Settings):
+    def __init__(self, cfg: BusinessSettings):
         self.cfg = cfg
         self._built: dict[str, Transport] = {}
 

@@ -18,9 +18,10 @@ from typing import Any
 
 from sqlalchemy import text
 
-from app.handler_api import JobContext, PermanentError, TransientError, settings
+from app.handler_api import JobContext, PermanentError, TransientError
 from handlers.notify.channels import Message, Transports
 from handlers.notify.templates import Rendered
+from handlers.settings import business
 
 MAX_ERROR = 500
 
@@ -125,7 +126,7 @@ def send_for_job(ctx: JobContext, outgoing: Sequence[Outgoing], *,
     summary = SendSummary()
     if not outgoing:
         return summary
-    transports = transports or Transports(settings)
+    transports = transports or Transports(business)
     rows = [_row(o, transports.route(o.channel)) for o in outgoing]
     with ctx.journal() as conn:
         conn.execute(_WRITE_PENDING, {"tenant_id": ctx.tenant_id, "job_id": ctx.job_id,

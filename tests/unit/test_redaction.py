@@ -27,13 +27,19 @@ def assert_no_secret(where: str, text: str) -> None:
 
 def test_settings_print_their_urls_and_credentials_masked():
     from app.core.settings import load
+    from handlers.settings import BusinessSettings
 
-    shown = repr(load({"DATABASE_URL": f"postgresql://jobq:{DB_PASSWORD}@db/jobq",
-                       "CELERY_BROKER_URL": f"redis://default:{BROKER_PASSWORD}@cache:6379/0",
-                       "FLOWER_BASIC_AUTH": f"admin:{LEAKED}",
-                       "SMTP_PASSWORD": TOKEN}))
+    env = {"DATABASE_URL": f"postgresql://jobq:{DB_PASSWORD}@db/jobq",
+           "CELERY_BROKER_URL": f"redis://default:{BROKER_PASSWORD}@cache:6379/0",
+           "FLOWER_BASIC_AUTH": f"admin:{LEAKED}", "SMTP_PASSWORD": TOKEN,
+           "JOBQ_NOTIFY_WEBHOOK_URL": f"https://sms:{LEAKED}@gw.example/send",
+           "JOBQ_NOTIFY_WEBHOOK_SECRET": TOKEN, "JOBQ_PAYMENT_GATEWAY_SECRET": TOKEN}
+    shown = repr(load(env))
     assert "postgresql://jobq:***@db/jobq" in shown and "redis://default:***@cache" in shown
     assert_no_secret("repr(settings)", shown)
+    business = repr(BusinessSettings.load(env))
+    assert "https://sms:***@gw.example/send" in business and "smtp_host=None" in business
+    assert_no_secret("repr(business settings)", business)
 
 
 @pytest.mark.parametrize("hostile", [

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
-from app.core.settings import SettingsError, load
+from app.core.declared import declarations
+from app.core.settings import Settings, SettingsError, load
+from handlers.settings import BusinessSettings
 
 
 @pytest.mark.parametrize(
@@ -19,8 +24,10 @@ from app.core.settings import SettingsError, load
     ],
 )
 def test_a_malformed_setting_is_named_in_the_error(name, value, says):
-    with pytest.raises(SettingsError) as refused:
-        load({"DATABASE_URL": "postgresql://x/y", "CELERY_BROKER_URL": "redis://x", name: value})
+    env = {"DATABASE_URL": "postgresql://x/y", "CELERY_BROKER_URL": "redis://x", name: value}
+    with pytest.raises(SettingsError) as refused:  # the engine's settings, or the business's
+        load(env)
+        BusinessSettings.load(env)
     assert says in str(refused.value)
 
 
@@ -121,3 +128,84 @@ def test_a_sentinel_broker_url_names_every_sentinel_the_master_and_both_password
     assert "redis-pw" not in repr(settings) and "sentinel-pw" not in repr(settings)
     assert "redis-pw" not in redact(f"connected to {url}")
     assert not load({"CELERY_BROKER_URL": "redis://h:6379/0"}).broker_is_sentinel
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_no_module_but_the_settings_reads_or_writes_the_environment():
+    # Settings have one home: a lookup anywhere else escapes their declarations, bounds and docs.
+    looks = re.compile(r"\bos\.(environ|getenv|putenv|unsetenv)\b|\bfrom os import\b.*\benviron\b")
+    found = [f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+             for package in ("app", "handlers") for path in sorted((ROOT / package).rglob("*.py"))
+             if path != ROOT / "app" / "core" / "settings.py"
+             for number, line in enumerate(path.read_text().splitlines(), 1)
+             if looks.search(line)]
+    assert found == []
+
+
+def test_each_variable_is_declared_once_with_a_line_of_doc():
+    declared = [*declarations(Settings).values(), *declarations(BusinessSettings).values()]
+    names = [d.env for d in declared]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
+    assert [d.env for d in declared if not d.doc.strip() or "\n" in d.doc] == []
+
+
+def test_business_settings_live_with_the_business_not_in_the_engine():
+    engine = {d.env for d in declarations(Settings).values()}
+    assert {"SMTP_HOST", "SMTP_TLS", "JOBQ_NOTIFY_WEBHOOK_URL", "JOBQ_PAYMENT_GATEWAY_URL",
+            "JOBQ_SEND_RATES"} <= {d.env for d in declarations(BusinessSettings).values()}
+    assert not {name for name in engine if name.startswith(("SMTP_", "JOBQ_NOTIFY_",
+                                                            "JOBQ_PAYMENT_", "JOBQ_SEND_"))}
+
+
+def test_every_declared_variable_is_documented_by_its_full_name():
+    # The configuration tables in README.md or docs/ name each variable in full, so a reader
+    # (or grep) finds every one; `JOBQ_X` / `_Y` shorthands hide the second.
+    docs = "\n".join(path.read_text() for path in
+                     [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))])
+    declared = [*declarations(Settings).values(), *declarations(BusinessSettings).values()]
+    assert [d.env for d in declared if not re.search(rf"\b{d.env}\b", docs)] == []
+
+
+@pytest.mark.parametrize(("name", "value", "field", "read"), [
+    # Empty is "unset" (the default) for most; for an address it means every interface.
+    ("JOBQ_SENTINEL_MASTER", "", "sentinel_master", "mymaster"),
+    ("JOBQ_FAIR_WINDOW", "", "fair_window", 64),
+    ("FLOWER_ADDRESS", "", "flower_address", ""),
+    ("JOBQ_API_ADDRESS", "", "api_address", ""),
+    ("LOG_LEVEL", "debug", "log_level", "DEBUG"),
+    ("JOBQ_FAIR_FEEDER", "Off", "fair_feeder", False),
+    ("JOBQ_JWT_DEFAULT_SCOPES", " jobs:read , ,admin", "jwt_default_scopes", ("jobs:read", "admin")),
+    ("JOBQ_RETRY_BACKOFF_MAX", "60", "retry_backoff_max", 60.0),
+])
+def test_each_kind_of_setting_reads_as_declared(name, value, field, read):
+    assert getattr(load({name: value}), field) == read
+
+
+def test_a_default_may_follow_an_earlier_setting_and_is_not_held_to_the_minimum():
+    assert BusinessSettings.load({"SMTP_TLS": "ssl"}).smtp_port == 465
+    assert BusinessSettings.load({"SMTP_TLS": "ssl", "SMTP_PORT": "2525"}).smtp_port == 2525
+    assert load({"JOBQ_MAX_PARAMS_BYTES": "100"}).api_max_body_bytes == 400
+    with pytest.raises(SettingsError, match="JOBQ_API_MAX_BODY_BYTES=400 is below the minimum"):
+        load({"JOBQ_API_MAX_BODY_BYTES": "400"})
+    assert BusinessSettings.load({"JOBQ_SEND_RATES": "Kakao=5, sms=0"}).send_rates == {
+        "kakao": 5.0, "sms": 0.0}
+
+
+def test_jobq_run_stops_on_a_malformed_business_setting_before_it_starts_anything(tmp_path):
+    # The business's settings are read with the manifest: jobq run names the bad one in one
+    # line, before any service, migration or worker (each worker would stop on it as it starts).
+    import os
+    import subprocess
+    import sys
+
+    jobq = Path(sys.executable).with_name("jobq")
+    env = {**os.environ, "SMTP_TLS": "yes", "JOBQ_HOME": str(tmp_path / ".jobq"),
+           "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",
+           "CELERY_BROKER_URL": "redis://127.0.0.1:1/0"}
+    out = subprocess.run([str(jobq), "run", "--no-flower", "--no-api"], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stderr.strip()) == (
+        2, "error: SMTP_TLS='yes' must be one of starttls, ssl, none"), out.stdout + out.stderr
+    assert "starting" not in out.stdout and not (tmp_path / ".jobq").exists()

@@ -39,13 +39,11 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 def _configured_operations():
     """The operations of a business command run on its own (not under ``jobq run``)."""
-    import os
-
-    from app.core.settings import settings
+    from app.core.settings import command_path, settings
     from app.ops.cli.run import RunSetup, jobq_command
 
     return RunSetup(settings.require_database_url(), settings.broker_url, settings.home,
-                    jobq=jobq_command(Path.cwd(), os.environ.get("PATH")))
+                    jobq=jobq_command(Path.cwd(), command_path()))
 
 
 def business_commands() -> list[Any]:

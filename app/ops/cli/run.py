@@ -140,11 +140,15 @@ def run(
     """
     import honcho.manager
 
-    from app.core.settings import child_environment, reload, settings
+    from app.core.registry import manifest
+    from app.core.settings import child_environment, command_path, reload, settings
     from app.ops.cli.flower import credentials as flower_credentials
     from app.ops.supervisor import Supervisor, shown_path
 
     started = time.monotonic()
+    # The manifest, and with it the business's settings: a malformed one stops jobq run here,
+    # before anything starts, rather than each worker as it starts.
+    len(manifest)
     login = None
     if flower:  # refuse before anything starts, not after the rest is up
         if _port_in_use(settings.flower_address, settings.flower_port):
@@ -178,7 +182,7 @@ def run(
 
         db.migrate(env["DATABASE_URL"], log=False)
         console.print("database migrated")
-        jobq = jobq_command(Path.cwd(), os.environ.get("PATH"))
+        jobq = jobq_command(Path.cwd(), command_path())
         noted = _run_hooks(RunSetup(env["DATABASE_URL"], env["CELERY_BROKER_URL"],
                                     settings.home, demo, jobq))
         celery = sibling_command("celery")
