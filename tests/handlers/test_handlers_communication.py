@@ -163,7 +163,9 @@ def test_broadcast_is_paced_by_the_channel_rate_shows_progress_and_resumes_after
 
 
 def test_jobq_job_shows_the_broadcasts_percentage_while_its_chunks_are_sent(tenant, configure):
-    configure(send_rates={"record": 15.0})
+    # 60 messages at 4 a second: the broadcast is still under way while `jobq job` starts,
+    # which takes seconds on a loaded machine (at 15 a second it had finished first).
+    configure(send_rates={"record": 4.0})
     many_students(tenant, 60)
     job_id = dispatch(tenant, BROADCAST, title="안내", message="진행률을 보는 안내입니다.",
                       chunk_size=10)
