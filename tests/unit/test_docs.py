@@ -193,10 +193,14 @@ def shown_commands(program: str) -> list[tuple[str, list[str]]]:
 
 
 def jobq_command():
-    import app.ops.cli as cli
+    """The click command `jobq` runs: the Typer application of the module the entry point names."""
+    import importlib
+    import tomllib
 
-    # The package's Typer application, whatever its module calls it.
-    (application,) = {id(v): v for v in vars(cli).values() if isinstance(v, typer.Typer)}.values()
+    entry = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]["jobq"]
+    module = importlib.import_module(entry.partition(":")[0])
+    (application,) = {id(v): v for v in vars(module).values()
+                      if isinstance(v, typer.Typer)}.values()
     return typer.main.get_command(application)
 
 
