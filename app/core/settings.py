@@ -365,7 +365,7 @@ def handler_url_for(database_url: str, role: str = HANDLER_ROLE) -> str:
 
 def is_sentinel_url(url: str | None) -> bool:
     """Whether ``url`` names Redis Sentinels (``sentinel://h1:26379;sentinel://h2:26379``)."""
-    return bool(url) and url.strip().lower().startswith("sentinel://")
+    return url is not None and url.strip().lower().startswith("sentinel://")
 
 
 def url_user(url: str) -> tuple[str | None, str | None]:
