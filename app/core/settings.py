@@ -51,6 +51,7 @@ class DeclaredSettings:
     def __repr__(self) -> str:
         from app.core.redaction import redact
 
+        # Only the dataclasses below are ever shown; this base is not one itself.
         shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}"
                           for f in fields(self) if f.repr)  # type: ignore[arg-type]
         return redact(f"{type(self).__name__}({shown})") or ""
@@ -322,6 +323,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
 
 
 #: The process's settings. Attribute reads go to a :class:`Settings` loaded at the first one.
+#: Typed as what it stands for (the proxy answers every attribute of a Settings), so that readers
+#: of ``settings.x`` are checked; the two functions below reach the proxy's own methods.
 settings: Settings = LazySettings(load)  # type: ignore[assignment]
 
 
