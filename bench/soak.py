@@ -480,7 +480,9 @@ def audit(engine: Engine, jobs: dict[str, Sent], faults: list[Fault], span: floa
                        around(sent_at, fault.at, fault.ended, span), strict=True)),
             **dict(zip(("finished_before", "finished_after"),
                        around(finished_at, fault.at, fault.ended, span), strict=True)),
-            "after_window_cut": fault.ended + span > sending_ended,
+            # The window after reaches past the end of sending / of the last completion.
+            "sent_after_cut": fault.ended + span > sending_ended,
+            "finished_after_cut": fault.ended + span > max(finished_at, default=0.0),
         })
     return {
         "statuses": dict(statuses),
@@ -524,10 +526,9 @@ def issue24(windows: list[dict[str, Any]], span: float) -> list[dict[str, Any]]:
     """Issue 24's figures for the worker kills: recovery, and the rate after against before."""
     kills = [w for w in windows if w["fault"] == "worker"]
     recovered = [w["recovered_s"] for w in kills if w["recovered_s"] is not None]
-    whole = [w for w in kills if not w["after_window_cut"]]
-
     def lowest(what: str) -> float | None:
-        ratios = [w[f"{what}_after"] / w[f"{what}_before"] for w in whole if w[f"{what}_before"]]
+        ratios = [w[f"{what}_after"] / w[f"{what}_before"] for w in kills
+                  if w.get(f"{what}_before") and not w.get(f"{what}_after_cut")]
         return round(min(ratios), 3) if ratios else None
 
     rows = [("worker SIGKILL: recovery, median s", statistics.median(recovered)
@@ -705,16 +706,19 @@ def show(r: dict[str, Any]) -> None:
     console.print(table)
     span = r["settings"].get("around_s", 30)
     per = Table("n", "fault", "at s", "recovered s", f"sent {span:g} s before", "after",
-                f"finished {span:g} s before", "after", "after / before",
-                title=f"Each fault: jobs in the {span:g} s before it and the {span:g} s after it")
+                f"finished {span:g} s before", "after",
+                title=f"Each fault: jobs in the {span:g} s before it and the {span:g} s after it "
+                      "(*: that window reaches past the end of sending / of the last completion)")
+
+    def count(w: dict[str, Any], key: str, cut: str) -> str:
+        return f"{w[key]:,}" + ("*" if w.get(cut) else "") if key in w else "-"
+
     for w in r["faults"]:
-        ratio = (f"{w['finished_after'] / w['finished_before']:.2f}"
-                 if w.get("finished_before") else "-")
         per.add_row(str(w["n"]), w["detail"] if w["fault"] == "worker" else w["fault"],
-                    f"{w['at_s']:.0f}", str(w["recovered_s"]), f"{w.get('sent_before', '-'):,}",
-                    f"{w.get('sent_after', '-'):,}", f"{w.get('finished_before', '-'):,}",
-                    f"{w.get('finished_after', '-'):,}",
-                    ratio + (" (cut)" if w.get("after_window_cut") else ""))
+                    f"{w['at_s']:.0f}", str(w["recovered_s"]), count(w, "sent_before", ""),
+                    count(w, "sent_after", "sent_after_cut"),
+                    count(w, "finished_before", ""),
+                    count(w, "finished_after", "finished_after_cut"))
     console.print(per)
     if r.get("targets"):
         found = Table("figure", "measured", "target", title="Issue 24 figures")
