@@ -164,7 +164,15 @@ def one_round(paths: list[str], tenant: str, rate: float, seconds: float) -> lis
         args_ = worker_args(name)
         i = args_.index("-n")
         procs.append(celery_worker("app", name, *args_[:i], *args_[i + 2:]))
-    time.sleep(6)  # workers up and idle
+    from app.broker.celery_app import celery_app
+
+    deadline = time.monotonic() + 90
+    for proc in procs[1:]:  # every worker answers (a loaded machine starts them slowly) ...
+        while not celery_app.control.ping(destination=[proc.name], timeout=0.5):
+            if proc.popen.poll() is not None or time.monotonic() > deadline:
+                stop_all(procs)
+                raise SystemExit(f"worker {proc.name} did not start; see {proc.log}")
+    time.sleep(2)  # ... and is idle
     results = []
     try:
         for path in paths:
