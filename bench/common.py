@@ -148,8 +148,11 @@ def machine() -> dict[str, Any]:
 
 
 def write_result(name: str, data: dict[str, Any]) -> Path:
+    """bench/results/NAME.json, or NAME-LABEL.json with ``BENCH_LABEL`` set (``before``,
+    ``after``: both sides of a change kept beside each other)."""
     env.RESULTS.mkdir(parents=True, exist_ok=True)
-    path = env.RESULTS / f"{name}.json"
+    label = os.environ.get("BENCH_LABEL")
+    path = env.RESULTS / f"{name}{'-' + label if label else ''}.json"
     path.write_text(json.dumps({"machine": machine(), **data}, indent=2, ensure_ascii=False,
                                default=str))
     return path
