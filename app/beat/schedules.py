@@ -32,7 +32,7 @@ from app.core.cron import (
 from app.core.errors import IntentRefused, TenantRefused
 from app.core.manifest import Schedule
 from app.core.registry import manifest
-from app.core.validation import Request
+from app.core.validation import Request, unknown_intent
 from app.intake.submit import submit_many
 from app.store import db, tenants
 from app.store import schedules as store
@@ -47,9 +47,7 @@ def intent_problem(intent_key: str, intent_params: Any) -> str | None:
     """Why jobs of ``intent_key`` with these parameters would be refused, or None."""
     intent = manifest.get(intent_key)
     if intent is None:
-        hint = manifest.suggest(intent_key)
-        return (f"unknown intent key {intent_key!r}: no handler in the manifest"
-                + (f" (did you mean {', '.join(map(repr, hint))}?)" if hint else ""))
+        return unknown_intent(intent_key, manifest)
     if not isinstance(intent_params, Mapping):
         return f"intent_params must be a JSON object, not {type(intent_params).__name__}"
     from pydantic import ValidationError

@@ -17,6 +17,7 @@ from app.broker.celery_app import celery_app
 from app.broker.publish import Outgoing, publish
 from app.core.registry import manifest
 from app.core.settings import settings
+from app.core.validation import unknown_intent
 from app.store import db, jobstore, tenants
 
 log = logging.getLogger("jobq.maintenance")
@@ -101,12 +102,7 @@ def sweep_once(*, batch: int | None = None, republish_after: float | None = None
                 continue
             intent = manifest.get(job.intent_key)
             if intent is None:
-                hint = manifest.suggest(job.intent_key)
-                jobstore.refuse_pending(
-                    conn, job.id,
-                    f"unknown intent key {job.intent_key!r}"
-                    + (f" (did you mean {', '.join(map(repr, hint))}?)" if hint else ""),
-                )
+                jobstore.refuse_pending(conn, job.id, unknown_intent(job.intent_key, manifest))
                 log.error("job refused: unknown intent key %r", job.intent_key,
                           extra={"job_id": job.id, "tenant_id": job.tenant_id})
                 continue

@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 from pydantic import ValidationError
 
 from app.core.errors import IntentRefused
-from app.core.manifest import Intent
+from app.core.manifest import Intent, Manifest
 from app.core.redaction import is_secret_field
 from app.core.settings import settings
 
@@ -76,6 +76,16 @@ def short(value: Any, limit: int = 60) -> str:
     """``repr(value)``, cut short: control characters and lone surrogates come out escaped."""
     text_ = repr(value) if not isinstance(value, str) else repr(value[: limit + 1])
     return text_ if len(text_) <= limit else text_[: limit - 3] + "..."
+
+
+def unknown_intent(key: Any, known: Manifest) -> str:
+    """Why ``key`` names no intent of ``known``, with the keys it comes close to: the one
+    wording of every refusal of an unknown key (a request, a row written by plain SQL, a
+    schedule)."""
+    limit = settings.max_key_length
+    hint = known.suggest(key) if isinstance(key, str) and len(key) <= limit else []
+    return (f"unknown intent key {short(key, limit)}"
+            + (f" (did you mean {', '.join(map(repr, hint))}?)" if hint else ""))
 
 
 def printable(value: str, limit: int | None = None) -> str:

@@ -36,6 +36,7 @@ from app.core.validation import (
     request_fingerprint,
     short,
     storable,
+    unknown_intent,
 )
 from app.store import db, jobstore, tenants
 
@@ -68,12 +69,7 @@ def _prepare(
         if not isinstance(key, str) or not key:
             raise Refusal(f"intent_key must be a non-empty string, not {short(key)}", "intent_key")
         if intent is None:
-            hint = manifest.suggest(key) if len(key) <= settings.max_key_length else []
-            raise Refusal(
-                f"unknown intent key {short(key, settings.max_key_length)}"
-                + (f" (did you mean {', '.join(map(repr, hint))}?)" if hint else ""),
-                "intent_key",
-            )
+            raise Refusal(unknown_intent(key, manifest), "intent_key")
         params = check_params(intent, req.intent_params)
         run_at = parse_run_at(req.run_at)
         max_retries = check_max_retries(req.max_retries, intent)

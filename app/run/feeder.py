@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from app.broker.publish import Outgoing, publish
 from app.core.registry import manifest
 from app.core.settings import settings
+from app.core.validation import unknown_intent
 from app.store import db, jobstore, tenants
 
 log = logging.getLogger("jobq.feeder")
@@ -140,10 +141,7 @@ def feed_once(queue: str, window: Window) -> FeedResult:
         with db.engine().begin() as conn:
             jobstore.mark_unpublished(conn, missed)  # the trigger flags them again
             for job in unknown:
-                hint = manifest.suggest(job.intent_key)
-                jobstore.refuse_pending(
-                    conn, job.id, f"unknown intent key {job.intent_key!r}"
-                    + (f" (did you mean {', '.join(map(repr, hint))}?)" if hint else ""))
+                jobstore.refuse_pending(conn, job.id, unknown_intent(job.intent_key, manifest))
                 log.error("job refused: unknown intent key %r", job.intent_key,
                           extra={"job_id": job.id, "tenant_id": job.tenant_id})
     window.pushed = len(sent)

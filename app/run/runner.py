@@ -21,7 +21,6 @@ from typing import Any
 
 from celery.exceptions import Retry, SoftTimeLimitExceeded
 from pydantic import ValidationError
-from sqlalchemy.exc import DBAPIError, OperationalError
 
 from app.broker.publish import Outgoing, publish
 from app.core import retry
@@ -43,12 +42,6 @@ HARD_LIMIT_GRACE = 30
 #: How long a finished run keeps trying to record its outcome while the database is away.
 OUTCOME_WRITE_PATIENCE = 30.0
 MAX_TRACEBACK = 20_000
-
-
-def _is_db_outage(exc: BaseException) -> bool:
-    return isinstance(exc, OperationalError) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated
-    )
 
 
 def _is_uuid(value: Any) -> bool:
@@ -180,7 +173,7 @@ class Run:
         try:
             self.claimed = self._claim_or_explain(tenant_id, intent_params, from_engine)
         except Exception as exc:
-            if _is_db_outage(exc):
+            if db.is_outage(exc):
                 delay = min(30.0, 2.0 ** min(self.task.request.retries, 4))
                 log.warning("database unavailable to claim job %s; message retried in %.0fs: %s",
                             self.job_id, delay, describe(exc))
@@ -373,7 +366,7 @@ class Run:
                 with db.status_conn() as conn:
                     return write(conn)
             except Exception as exc:
-                if not _is_db_outage(exc) or time.monotonic() > deadline:
+                if not db.is_outage(exc) or time.monotonic() > deadline:
                     log.error("could not record the outcome of job %s: %s", self.job_id,
                               describe(exc), extra=self._extra())
                     return False
