@@ -33,6 +33,7 @@ from app.core.errors import IntentRefused, TenantRefused
 from app.core.manifest import Schedule
 from app.core.registry import manifest
 from app.core.validation import Request, unknown_intent
+from app.handoff import forget_after_commit
 from app.intake.submit import submit_many
 from app.store import db, tenants
 from app.store import schedules as store
@@ -147,7 +148,7 @@ def _fire_one(schedule_id: str, now: dt.datetime | None) -> SlotOutcome | None:
             except IntentRefused as exc:
                 refusal = str(exc)
                 # Messages queued by an earlier batch belong to rows the savepoint took back.
-                session.info.pop("jobq_outgoing", None)
+                forget_after_commit(session)
         store.finish_slot(session, claimed, jobs=len(made),
                           status="refused" if refusal else "fired", error=refusal)
         session.commit()  # the jobs' messages go out once this commits

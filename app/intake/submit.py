@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from app.broker.publish import Outgoing, publish
+from app import handoff
+from app.broker.publish import Outgoing
 from app.core.errors import IdempotencyConflict, IntentRefused, TenantRefused
 from app.core.registry import manifest
 from app.core.settings import settings
@@ -38,7 +39,7 @@ from app.core.validation import (
     storable,
     unknown_intent,
 )
-from app.store import db, jobstore, tenants
+from app.store import jobstore, tenants
 
 log = logging.getLogger("jobq.dispatch")
 
@@ -147,7 +148,7 @@ def submit_many(session: Session, requests: Iterable[Request], *, source: str = 
     ids, outgoing, refusal = write_requests(session, requests, source=source)
     if refusal is not None:
         raise refusal
-    _publish_after_commit(session, outgoing)
+    handoff.after_commit(session, outgoing)
     return ids
 
 
@@ -173,7 +174,7 @@ def submit_one(session: Session, request: Request, *, source: str) -> Submitted:
     ids, outgoing, refusal, written = _write(session, [request], source=source)
     if refusal is not None:
         raise refusal
-    _publish_after_commit(session, outgoing)
+    handoff.after_commit(session, outgoing)
     return Submitted(ids[0], written.get(ids[0]))
 
 
@@ -251,42 +252,3 @@ def _raise_for_tenant(conn: Session | Connection, tenant_id: str) -> None:
         raise TenantRefused(f"unknown tenant {tenant_id}", field="tenant_id")
     if status != "active":
         raise TenantRefused(f"tenant {tenant_id} is {status}; its jobs are refused", field="tenant_id")
-
-
-# --- publishing after commit -------------------------------------------------------------------
-
-_PENDING = "jobq_outgoing"
-
-
-def _publish_after_commit(session: Session, jobs: list[Outgoing]) -> None:
-    if jobs:
-        session.info.setdefault(_PENDING, []).extend(jobs)
-
-
-@event.listens_for(Session, "after_commit")
-def _after_commit(session: Session) -> None:
-    jobs = session.info.pop(_PENDING, None)
-    if jobs:
-        publish_or_release(jobs)
-
-
-@event.listens_for(Session, "after_rollback")
-def _after_rollback(session: Session) -> None:
-    session.info.pop(_PENDING, None)
-
-
-
-def publish_or_release(jobs: Sequence[Outgoing]) -> list[str]:
-    """Publish jobs whose rows claim a hand-off already; un-stamp those that did not go."""
-    names = tenants.academy_names(j.tenant_id for j in jobs if j.academy is None)
-    jobs = [replace(j, academy=names.get(j.tenant_id)) if j.academy is None else j for j in jobs]
-    sent = publish(jobs)
-    taken = set(sent)
-    missed = [j.id for j in jobs if j.id not in taken]
-    if missed:
-        try:
-            with db.engine().begin() as conn:
-                jobstore.mark_unpublished(conn, missed)
-        except Exception as exc:  # then the sweep's republish_after catches them
-            log.warning("could not clear published_at of %d job(s): %s", len(missed), exc)
-    return sent

@@ -56,8 +56,6 @@ class JobContext:
     #: A section a cancel must not cut in two (app.run.stopping): the engine's own writes.
     _shielded: Callable[[], AbstractContextManager[None]] = field(
         default=contextlib.nullcontext, repr=False)
-    #: ``submit_many(session, requests, source=...)``: how child jobs are asked for.
-    _submit_many: Callable[..., list[str]] | None = field(default=None, repr=False)
 
     @classmethod
     def for_run(cls, **fields: Any) -> JobContext:
@@ -130,10 +128,9 @@ class JobContext:
         ``intent_key``, ``intent_params`` and optionally ``idempotency_key``, ``run_at``,
         ``max_retries``, ``job_id``. Bad input raises IntentRefused, naming it."""
         from app.core.validation import Request
+        from app.intake.submit import submit_many  # not at import: it loads the Celery app
 
-        if self._submit_many is None:
-            raise RuntimeError("this context cannot submit jobs")
-        return self._submit_many(self.session, [
+        return submit_many(self.session, [
             Request(self.tenant_id, r["intent_key"], r.get("intent_params"),
                     r.get("idempotency_key"), r.get("run_at"), r.get("max_retries"),
                     r.get("job_id"), parent_id=self.job_id)

@@ -30,11 +30,12 @@ import time
 import zlib
 from dataclasses import dataclass, field
 
-from app.broker.publish import Outgoing, publish
+from app.broker.publish import Outgoing
 from app.core.registry import manifest
 from app.core.settings import settings
 from app.core.validation import unknown_intent
-from app.store import db, jobstore, tenants
+from app.handoff import hand_off
+from app.store import db, jobstore
 
 log = logging.getLogger("jobq.feeder")
 
@@ -126,20 +127,17 @@ def feed_once(queue: str, window: Window) -> FeedResult:
             window.written = write
     outgoing: list[Outgoing] = []
     unknown: list[jobstore.Picked] = []
-    names = tenants.academy_names(job.tenant_id for job in picked)
     for job in picked:
         intent = manifest.get(job.intent_key)
         if intent is None:
             unknown.append(job)
             continue
         outgoing.append(Outgoing(job.id, job.tenant_id, job.intent_key, queue,
-                                 job.intent_params, intent.secret_params,
-                                 academy=names.get(job.tenant_id)))
-    sent = set(publish(outgoing))
-    missed = [o.id for o in outgoing if o.id not in sent]
-    if missed or unknown:
+                                 job.intent_params, intent.secret_params))
+    sent = hand_off(outgoing)  # what the broker did not take goes back to the fair queue
+    missed = len(outgoing) > len(sent)
+    if unknown:
         with db.engine().begin() as conn:
-            jobstore.mark_unpublished(conn, missed)  # the trigger flags them again
             for job in unknown:
                 jobstore.refuse_pending(conn, job.id, unknown_intent(job.intent_key, manifest))
                 log.error("job refused: unknown intent key %r", job.intent_key,

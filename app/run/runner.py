@@ -16,24 +16,25 @@ import logging
 import time
 import traceback as tb
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from celery.exceptions import Retry, SoftTimeLimitExceeded
 from pydantic import ValidationError
 
-from app.broker.publish import Outgoing, publish
+from app.broker.publish import Outgoing
 from app.core import retry
 from app.core.errors import JobqError, PermanentError
 from app.core.manifest import ManifestError
 from app.core.redaction import redact, redact_params
 from app.core.results import bounded_result, describe, progress_summary
 from app.core.settings import settings
-from app.core.validation import invalid_params
+from app.core.validation import Request, invalid_params
+from app.handoff import hand_off
+from app.intake.submit import write_requests
 from app.run import completions, lease, timelimit
 from app.run.context import JobContext, RunAborted
 from app.run.stopping import RunStopped, Stoppable
-from app.store import db, jobstore, tenants
+from app.store import db, jobstore
 
 log = logging.getLogger("jobq.jobs")
 
@@ -65,14 +66,9 @@ class JobFailed(JobqError):
 class Run:
     """One delivery of one job's message."""
 
-    def __init__(self, task: Any, *, record_direct_call: Callable[[Run, str | None, Any], None],
-                 submit_many: Callable[..., list[str]]):
+    def __init__(self, task: Any):
         #: The Celery task that got the message (``request``, ``intent``, ``retry``, events).
         self.task = task
-        #: Writes the row of a task called directly, not through the engine (app.tasks.intents).
-        self.record_direct_call = record_direct_call
-        #: How the handler's child jobs are asked for (ctx.submit), in its own session.
-        self.submit_many = submit_many
         self.intent = task.intent
         self.job_id: str = task.request.id
         self.worker: str = task.request.hostname or lease.HOST
@@ -120,7 +116,7 @@ class Run:
         if state is None:
             if from_engine:
                 return self._drop("no row: the job was deleted", logging.WARNING)
-            self.record_direct_call(self, tenant_id, intent_params)
+            self._record_direct_call(tenant_id, intent_params)
             return self._take()
         if state.status == "processing":
             if state.lease_expired or lease.owner_is_dead(state.lease_owner):
@@ -140,6 +136,16 @@ class Run:
         if state.status == "pending" and state.not_due:
             return self._drop("the job is not due yet (the sweep sends it when it is)")
         return self._drop(f"the job is already {state.status}")
+
+    def _record_direct_call(self, tenant_id: str | None, intent_params: Any) -> None:
+        """A handler task called directly, not through the engine: its row is written all the
+        same (and no message: this is its run). A refusal keeps its failed row."""
+        request = Request(tenant_id, self.intent.key, intent_params, job_id=self.job_id)
+        with db.session() as session:
+            _ids, _this_run, refusal = write_requests(session, [request], source="direct")
+            session.commit()
+        if refusal is not None:
+            raise refusal
 
     def _take(self) -> jobstore.Claimed | None:
         """The claim, or None (held or failed on the way when the tenant is not active)."""
@@ -204,7 +210,7 @@ class Run:
             resume_from=c.checkpoint, _progress=self._progress,
             _checkpoint=lambda state: self._checkpoint(ctx.session, state),
             _min_interval=1.0 / settings.progress_writes_per_second,
-            _shielded=stop.shielded, _submit_many=self.submit_many,
+            _shielded=stop.shielded,
         )
         try:
             params = self._params(c)
@@ -341,14 +347,10 @@ class Run:
         if decision.retry:
             log.warning("job retry %d/%d in %.1fs: %s", c.attempt, c.max_retries,
                         decision.delay, error, extra=self._extra())
-            if decision.via_countdown:
-                sent = publish([Outgoing(
-                    c.id, c.tenant_id, c.intent_key, self.intent.queue, c.intent_params,
-                    self.intent.secret_params, countdown=decision.delay,
-                    academy=tenants.academy_names([c.tenant_id]).get(c.tenant_id))])
-                if not sent:
-                    with db.status_conn() as conn:
-                        jobstore.mark_unpublished(conn, [c.id])
+            if decision.via_countdown:  # retry_later stamped it published
+                hand_off([Outgoing(c.id, c.tenant_id, c.intent_key, self.intent.queue,
+                                   c.intent_params, self.intent.secret_params,
+                                   countdown=decision.delay)])
             return decision
         log.error("job failed (%s): %s", decision.reason, error, extra=self._extra())
         return error

@@ -14,8 +14,9 @@ from app.core.errors import IntentRefused, TenantRefused
 from app.core.redaction import redacted_call
 from app.core.registry import manifest
 from app.core.validation import DISPATCH_ARGUMENTS, dispatch_request, job_id_for, short
+from app.handoff import hand_off
 from app.intake.actions import cancel
-from app.intake.submit import publish_or_release, write_requests
+from app.intake.submit import write_requests
 from app.store import db
 
 log = logging.getLogger("jobq.dispatch")
@@ -71,7 +72,7 @@ def dispatch_intent(self, *args: Any, **kwargs: Any) -> str:
         raise
     if refusal is not None:
         raise refusal
-    publish_or_release(outgoing)
+    hand_off(outgoing)
     return ids[0]
 
 
