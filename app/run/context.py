@@ -118,12 +118,13 @@ class JobContext:
                max_retries: int | None = None, job_id: str | None = None) -> str:
         """Ask for a child job of this tenant, in this run's transaction: it exists (and is
         published) only if this run completes. Its ``parent_id`` is this job. Returns its id."""
-        return self.submit_many([{
+        return self.submit_children([{
             "intent_key": intent_key, "intent_params": intent_params,
             "idempotency_key": idempotency_key, "run_at": run_at, "max_retries": max_retries,
             "job_id": job_id}])[0]
 
-    def submit_many(self, requests: list[dict[str, Any]], *, source: str = "fanout") -> list[str]:
+    def submit_children(self, requests: list[dict[str, Any]], *,
+                        source: str = "fanout") -> list[str]:
         """:meth:`submit` for many children in one statement; each request is a dict of
         ``intent_key``, ``intent_params`` and optionally ``idempotency_key``, ``run_at``,
         ``max_retries``, ``job_id``. Bad input raises IntentRefused, naming it."""
