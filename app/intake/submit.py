@@ -57,7 +57,7 @@ def _prepare(
     parent_id = as_uuid(req.parent_id, "parent_id") if req.parent_id is not None else None
     key = req.intent_key
     intent = manifest.get(key) if isinstance(key, str) else None
-    base = {
+    base: dict[str, Any] = {
         "id": job_id,
         "tenant_id": tenant_id,
         "source": source,
@@ -204,6 +204,7 @@ def _write(conn: Session | Connection, requests: Iterable[Request], *, source: s
                     str(refusal), field=refusal.field, job_id=job.id)
             elif publish_now:  # else the fairness feeder publishes it in its turn
                 intent = manifest.get(job.intent_key)
+                assert intent is not None  # an unknown key was refused by _prepare
                 outgoing.append(Outgoing(job.id, job.tenant_id, job.intent_key, intent.queue,
                                          job.intent_params, intent.secret_params,
                                          countdown=_countdown(job.run_at, now)))
@@ -236,6 +237,7 @@ def _same_request(job: jobstore.NewJob, existing: jobstore.Existing) -> bool:
 def _conflict(job: jobstore.NewJob, existing: jobstore.Existing) -> IdempotencyConflict:
     log.info("idempotency key reused for a different request (job %s)", existing.id,
              extra={"tenant_id": job.tenant_id, "intent_key": job.intent_key})
+    assert job.idempotency_key is not None  # the existing job was found by it
     return IdempotencyConflict.of(job.idempotency_key, existing.id)
 
 

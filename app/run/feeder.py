@@ -29,6 +29,9 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection
 
 from app.broker.publish import Outgoing
 from app.core.registry import manifest
@@ -153,8 +156,9 @@ class Feeder(threading.Thread):
         super().__init__(name="jobq-feeder", daemon=True)
         self.queues = sorted(set(queues))
         self._halt = threading.Event()
-        self._conn = None
-        self._holder = None
+        #: The listening connection (psycopg2's, for LISTEN and select()), and what holds it.
+        self._conn: Any = None
+        self._holder: Connection | None = None
         self.led: set[str] = set()
         high = settings.fair_window
         low = min(settings.fair_window_min, high)
@@ -166,18 +170,18 @@ class Feeder(threading.Thread):
             self.join(timeout)
 
     # -- the listening connection (holds the leader locks) --------------------------------------
-    def _connect(self):
+    def _connect(self) -> Any:
         # A connection of its own, with the liveness connections' keepalives: it holds the
         # leader locks while it lives, and a host cut off from the network lets them go within
         # seconds (app.store.db.LIVENESS_KEEPALIVES) so another worker's feeder takes over.
         self._holder = db.liveness_connection()
-        raw = self._holder.connection.dbapi_connection
+        raw: Any = self._holder.connection.dbapi_connection
         with raw.cursor() as cur:
             cur.execute("LISTEN jobq_feed")
         return raw
 
-    def _lead(self) -> None:
-        with self._conn.cursor() as cur:
+    def _lead(self, conn: Any) -> None:
+        with conn.cursor() as cur:
             for queue in self.queues:
                 if queue in self.led:
                     continue
@@ -186,18 +190,19 @@ class Feeder(threading.Thread):
                     self.led.add(queue)
                     log.info("feeding queue %s", queue)
 
-    def _wait(self, timeout: float) -> None:
+    def _wait(self, conn: Any, timeout: float) -> None:
         if timeout <= 0:
             return
-        ready, _, _ = select.select([self._conn], [], [], timeout)
+        ready, _, _ = select.select([conn], [], [], timeout)
         if ready:
-            self._conn.poll()
-            self._conn.notifies.clear()
+            conn.poll()
+            conn.notifies.clear()
 
     def _close(self) -> None:
-        if self._conn is not None:
+        if self._holder is not None:
             with contextlib.suppress(Exception):
                 self._holder.close()  # frees the leader locks
+        if self._conn is not None or self._holder is not None:
             self._conn = self._holder = None
             self.led.clear()
 
@@ -208,8 +213,9 @@ class Feeder(threading.Thread):
                 if self._conn is None:
                     self._conn = self._connect()
                     next_lead = 0.0
+                conn = self._conn
                 if time.monotonic() >= next_lead and len(self.led) < len(self.queues):
-                    self._lead()
+                    self._lead(conn)
                     next_lead = time.monotonic() + LEAD_RETRY
                 wait = IDLE_POLL
                 for queue in sorted(self.led):
@@ -218,7 +224,7 @@ class Feeder(threading.Thread):
                         wait = min(wait, result.wait)
                 if len(self.led) < len(self.queues):
                     wait = min(wait, LEAD_RETRY)
-                self._wait(wait)
+                self._wait(conn, wait)
             except Exception as exc:
                 if self._halt.is_set():
                     break

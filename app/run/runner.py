@@ -115,27 +115,33 @@ class Run:
                                      wedged=settings.visibility_timeout)
         if state is None:
             if from_engine:
-                return self._drop("no row: the job was deleted", logging.WARNING)
+                self._drop("no row: the job was deleted", logging.WARNING)
+                return None
             self._record_direct_call(tenant_id, intent_params)
             return self._take()
         if state.status == "processing":
-            if state.lease_expired or lease.owner_is_dead(state.lease_owner):
+            # A processing row names its owner; "" (none) would match no row to release.
+            owner = state.lease_owner or ""
+            if state.lease_expired or lease.owner_is_dead(owner):
                 with db.status_conn() as conn:
                     released = jobstore.release_owned(
-                        conn, self.job_id, owner=state.lease_owner,
+                        conn, self.job_id, owner=owner,
                         default_max_retries=settings.default_max_retries)
                 if released is not None:
-                    log.warning("job lost by %s, attempt %d (%s)", state.lease_owner,
+                    log.warning("job lost by %s, attempt %d (%s)", owner,
                                 released.attempt, released.status,
                                 extra={"job_id": self.job_id, "intent_key": self.intent.key})
                     if released.status == "pending":
                         return self._take()
-                return self._drop(f"the job was lost by {state.lease_owner} and is "
-                                  f"{released.status if released else 'taken over'}")
-            return self._drop(f"the job is running elsewhere ({state.lease_owner})")
-        if state.status == "pending" and state.not_due:
-            return self._drop("the job is not due yet (the sweep sends it when it is)")
-        return self._drop(f"the job is already {state.status}")
+                self._drop(f"the job was lost by {state.lease_owner} and is "
+                           f"{released.status if released else 'taken over'}")
+            else:
+                self._drop(f"the job is running elsewhere ({state.lease_owner})")
+        elif state.status == "pending" and state.not_due:
+            self._drop("the job is not due yet (the sweep sends it when it is)")
+        else:
+            self._drop(f"the job is already {state.status}")
+        return None
 
     def _record_direct_call(self, tenant_id: str | None, intent_params: Any) -> None:
         """A handler task called directly, not through the engine: its row is written all the
@@ -327,7 +333,7 @@ class Run:
         error = describe(exc)
         if isinstance(exc, SoftTimeLimitExceeded):
             error = f"time limit of {self.intent.effective_time_limit}s exceeded"
-        trace = redact("".join(tb.format_exception(exc)))[-MAX_TRACEBACK:]
+        trace = (redact("".join(tb.format_exception(exc))) or "")[-MAX_TRACEBACK:]
         decision = retry.decide(exc, attempt=c.attempt, max_retries=c.max_retries,
                                 policy=self.intent.retry)
         if isinstance(exc, SoftTimeLimitExceeded) or not isinstance(exc, Exception):
