@@ -28,7 +28,6 @@ from app.core.settings import settings
 #: dispatch finds the row it already wrote instead of writing a second one.
 DISPATCH_NAMESPACE = uuid.UUID("6f1c8d8e-2f7a-4a57-9a43-1d4a8f0f5c11")
 MAX_RETRIES_LIMIT = 25
-SOURCES = ("dispatch", "submit", "direct", "schedule", "fanout", "retry", "cli")
 
 
 def job_id_for(dispatch_task_id: str) -> str:
