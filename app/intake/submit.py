@@ -39,7 +39,7 @@ from app.core.validation import (
     storable,
     unknown_intent,
 )
-from app.store import jobstore, tenants
+from app.store import db, jobstore, tenants
 
 log = logging.getLogger("jobq.dispatch")
 
@@ -157,6 +157,19 @@ def write_requests(conn: Session | Connection, requests: Iterable[Request], *, s
     """Validate and insert; ``(ids, messages to publish once committed, first refusal)``."""
     ids, outgoing, refusal, _written = _write(conn, requests, source=source)
     return ids, outgoing, refusal
+
+
+def record_direct_call(tenant_id: Any, intent_key: str, intent_params: Any, *,
+                       job_id: str) -> None:
+    """Write the row of a handler task called directly, not through the engine, so it is
+    audited all the same; committed at once and never published (the caller is its run). A
+    refusal keeps its failed row and is raised."""
+    request = Request(tenant_id, intent_key, intent_params, job_id=job_id)
+    with db.session() as session:
+        _ids, _this_run, refusal = write_requests(session, [request], source="direct")
+        session.commit()
+    if refusal is not None:
+        raise refusal
 
 
 @dataclass(frozen=True)

@@ -128,6 +128,16 @@ def feed_once(queue: str, window: Window) -> FeedResult:
         if write is not None:
             jobstore.set_window(conn, queue, write)
             window.written = write
+    sent, missed = send_picked(queue, picked)
+    window.pushed = sent
+    return FeedResult(sent, backlog and not missed, size, window.next_look())
+
+
+def send_picked(queue: str, picked: list[jobstore.Picked], *,
+                front: bool = False) -> tuple[int, int]:
+    """Hand off jobs picked (and stamped) for ``queue``, ``front`` to the front of it (what the
+    broker does not take goes back to the fair queue), and refuse a job of an intent this
+    process does not know. Returns how many went and how many the broker refused."""
     outgoing: list[Outgoing] = []
     unknown: list[jobstore.Picked] = []
     for job in picked:
@@ -136,17 +146,24 @@ def feed_once(queue: str, window: Window) -> FeedResult:
             unknown.append(job)
             continue
         outgoing.append(Outgoing(job.id, job.tenant_id, job.intent_key, queue,
-                                 job.intent_params, intent.secret_params))
+                                 job.intent_params, intent.secret_params, front=front))
     sent = hand_off(outgoing)  # what the broker did not take goes back to the fair queue
-    missed = len(outgoing) > len(sent)
+    missed = len(outgoing) - len(sent)
     if unknown:
         with db.engine().begin() as conn:
             for job in unknown:
                 jobstore.refuse_pending(conn, job.id, unknown_intent(job.intent_key, manifest))
                 log.error("job refused: unknown intent key %r", job.intent_key,
                           extra={"job_id": job.id, "tenant_id": job.tenant_id})
-    window.pushed = len(sent)
-    return FeedResult(len(sent), backlog and not missed, size, window.next_look())
+    return len(sent), missed
+
+
+def hand_on(queue: str, tenant_id: str) -> int:
+    """A run of a capped ``tenant_id`` on ``queue`` ended: its next jobs, when its turn has come,
+    go to the front of the queue (``jobstore.hand_on``); how many went."""
+    with db.status_conn() as conn:
+        picked = jobstore.hand_on(conn, queue, tenant_id)
+    return send_picked(queue, picked, front=True)[0] if picked else 0
 
 
 class Feeder(threading.Thread):

@@ -28,10 +28,10 @@ from app.core.manifest import ManifestError
 from app.core.redaction import redact, redact_params
 from app.core.results import bounded_result, describe, progress_summary
 from app.core.settings import settings
-from app.core.validation import Request, invalid_params
+from app.core.validation import invalid_params
 from app.handoff import hand_off
-from app.intake.submit import write_requests
-from app.run import completions, lease, timelimit
+from app.intake.submit import record_direct_call
+from app.run import completions, feeder, lease, timelimit
 from app.run.context import JobContext, RunAborted
 from app.run.stopping import RunStopped, Stoppable
 from app.store import db, jobstore
@@ -117,7 +117,7 @@ class Run:
             if from_engine:
                 self._drop("no row: the job was deleted", logging.WARNING)
                 return None
-            self._record_direct_call(tenant_id, intent_params)
+            record_direct_call(tenant_id, self.intent.key, intent_params, job_id=self.job_id)
             return self._take()
         if state.status == "processing":
             # A processing row names its owner; "" (none) would match no row to release.
@@ -142,16 +142,6 @@ class Run:
         else:
             self._drop(f"the job is already {state.status}")
         return None
-
-    def _record_direct_call(self, tenant_id: str | None, intent_params: Any) -> None:
-        """A handler task called directly, not through the engine: its row is written all the
-        same (and no message: this is its run). A refusal keeps its failed row."""
-        request = Request(tenant_id, self.intent.key, intent_params, job_id=self.job_id)
-        with db.session() as session:
-            _ids, _this_run, refusal = write_requests(session, [request], source="direct")
-            session.commit()
-        if refusal is not None:
-            raise refusal
 
     def _take(self) -> jobstore.Claimed | None:
         """The claim, or None (held or failed on the way when the tenant is not active)."""
@@ -199,6 +189,21 @@ class Run:
             return self._run_claimed()
         finally:
             lease.keeper.untrack(self.owner)
+            if self.claimed.capped:
+                self._hand_on()
+
+    def _hand_on(self) -> None:
+        """This run of a capped academy ended (its outcome written): the academy's next job
+        goes to the front of the queue now, so this worker takes it before anything else when
+        it asks for its next message (a feeder would put it behind the whole window, and the
+        academy would sit idle meanwhile). When its turn has not come, the feeder decides."""
+        c = self.claimed
+        assert c is not None
+        try:
+            feeder.hand_on(self.intent.queue, c.tenant_id)
+        except Exception as exc:  # the feeder hands it out as usual
+            log.warning("could not hand the academy's next job on: %s", describe(exc),
+                        extra=self._extra())
 
     def _run_claimed(self):
         c = self.claimed
@@ -234,6 +239,12 @@ class Run:
                 if not jobstore.complete(session, [outcome]):
                     raise RunAborted(f"job {c.id} is no longer owned by this run")
                 session.commit()
+            elif c.capped:
+                # Its academy's slot frees now, not with this worker's next claim: its next
+                # job is handed on as this run ends (_hand_on).
+                with db.status_conn() as conn:
+                    if not jobstore.complete(conn, [outcome]):
+                        raise RunAborted(f"job {c.id} is no longer owned by this run")
             else:
                 # Nothing of the handler's to commit: the completion joins the next batch.
                 completions.writer.add(outcome)
