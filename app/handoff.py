@@ -1,11 +1,12 @@
 """The hand-off to the broker: every job's message reaches Redis through :func:`hand_off`.
 
 One order on every path: the statement that decides a job goes now stamps its row published
-(``published_at``: a caller's insert on the fast path, the feeder's pick, an approval, a retry
-riding a broker countdown, the sweep's republish); then the message is sent; what the broker
-did not take is un-stamped, so the fairness feeder sends it again in its turn (a stamp that
-cannot be cleared, the database being away too, is the sweep's after ``JOBQ_REPUBLISH_AFTER``).
-Jobs asked for inside a caller's transaction wait for it: :func:`after_commit`.
+(``published_at``: a caller's insert on the fast path, the feeder's pick, a capped academy's
+hand-on, an approval, a retry riding a broker countdown, the sweep's republish); then the
+message is sent; what the broker did not take is un-stamped, so the fairness feeder sends it
+again in its turn (a stamp that cannot be cleared, the database being away too, is the sweep's
+after ``JOBQ_REPUBLISH_AFTER``). Jobs asked for inside a caller's transaction wait for it:
+:func:`after_commit`.
 """
 
 from __future__ import annotations
