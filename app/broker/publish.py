@@ -77,9 +77,9 @@ def publish(jobs: Sequence[Outgoing]) -> list[str]:
                     queued = _send(producer, later)
                 # a batch's pipeline runs as its block ends: all went, or none is counted
                 sent += queued
-    except Exception as exc:  # broker down: the sweep publishes what is left
+    except Exception as exc:  # broker down: app.handoff un-stamps what is left
         log.warning(
-            "broker refused %d of %d job(s); the sweep will publish them: %s",
+            "broker refused %d of %d job(s); they wait in the table to be sent again: %s",
             len(jobs) - len(sent), len(jobs), exc,
         )
     return sent
