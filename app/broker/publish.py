@@ -2,8 +2,8 @@
 
 The message carries only the tenant and the job id; the row is the truth and the worker reads
 the parameters from it. Flower still shows the academy's name and the parameters (secrets
-redacted) through ``kwargsrepr``. A publish that fails leaves the row for the sweep, never loses
-it: the caller un-stamps what did not go (:func:`app.intake.submit.publish_or_release`).
+redacted) through ``kwargsrepr``. A publish that fails never loses a job: every caller goes
+through :func:`app.handoff.hand_off`, which un-stamps what did not go so it is sent again.
 
 Several jobs go out in one round trip to Redis (one pipeline of LPUSHes), not one each: the
 fairness feeder hands a window's worth of jobs to the broker at a time while the worker it
@@ -77,9 +77,9 @@ def publish(jobs: Sequence[Outgoing]) -> list[str]:
                     queued = _send(producer, later)
                 # a batch's pipeline runs as its block ends: all went, or none is counted
                 sent += queued
-    except Exception as exc:  # broker down: the sweep publishes what is left
+    except Exception as exc:  # broker down: app.handoff un-stamps what is left
         log.warning(
-            "broker refused %d of %d job(s); the sweep will publish them: %s",
+            "broker refused %d of %d job(s); they wait in the table to be sent again: %s",
             len(jobs) - len(sent), len(jobs), exc,
         )
     return sent
