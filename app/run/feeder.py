@@ -38,7 +38,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from app.broker.publish import Outgoing
+from app.broker.publish import Outgoing, waiting
 from app.core.registry import manifest
 from app.core.settings import settings
 from app.core.validation import unknown_intent
@@ -142,9 +142,12 @@ class FeedResult:
 def feed_once(queue: str, window: Window) -> FeedResult:
     """One look at ``queue``: fill its window with the next jobs, fairly; then size the window
     for the next look by the rate jobs left it. One autocommit round trip to the database (and
-    one more when the window's size moved far enough to be written for callers' fast path)."""
+    one more when the window's size moved far enough to be written for callers' fast path),
+    one to the broker: the window counts what its list holds, so jobs a feeder stamped and
+    died before sending (the sweep's, or a check's, to send again) never hold it full."""
+    broker = waiting(queue)
     with db.engine().connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        seen = jobstore.look(conn, queue, window.size)
+        seen = jobstore.look(conn, queue, window.size, broker)
         picked = seen.picked
         # Someone waited as the look began: look again soon (once too often, at worst).
         backlog = seen.waiting
