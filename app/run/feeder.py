@@ -245,7 +245,7 @@ class Feeder(threading.Thread):
             if self.beat and not self.beat_holds:
                 cur.execute("SELECT pg_try_advisory_lock_shared(%s)", (BEAT_FEEDS,))
                 self.beat_holds = bool(cur.fetchone()[0])
-                if not self.beat_holds:  # a worker looking whether a beat feeds, this instant
+                if not self.beat_holds:  # a worker's look held it this instant: next time
                     return
             if not self.beat:
                 cur.execute(BEAT_FEEDS_NOW, {"key": BEAT_FEEDS})
