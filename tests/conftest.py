@@ -253,19 +253,58 @@ def pytest_sessionfinish(session, exitstatus) -> None:
                 f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}" WITH (FORCE)')
 
 
+# The longest files first, so that no process starts one of them when the others are nearly
+# done (slowest first; figures of a serial run in the commit that wrote this list). Each test of
+# a SPREAD file goes to whichever process is free (their module fixtures are cheap, or their
+# tests are so long that starting the fixture again costs little); every other file goes whole
+# to one process, its module fixtures (API, Flower, worker processes) started once.
+FIRST = (
+    "tests/acceptance/test_faults.py",
+    "tests/acceptance/test_cli.py",
+    "tests/acceptance/test_flower.py",
+    "tests/acceptance/test_recovery.py",
+    "tests/acceptance/test_secrets.py",
+    "tests/acceptance/test_sentinel.py",
+    "tests/acceptance/test_cancel.py",
+    "tests/acceptance/test_api_streams.py",
+    "tests/acceptance/test_hosts.py",
+    "tests/integration/test_bad_input.py",
+    "tests/integration/test_approvals.py",
+    "tests/acceptance/test_beat.py",
+    "tests/acceptance/test_api.py",
+)
+SPREAD = (
+    "tests/acceptance/test_faults.py",
+    "tests/acceptance/test_cli.py",
+    "tests/acceptance/test_flower.py",
+    "tests/acceptance/test_recovery.py",
+    "tests/integration/test_bad_input.py",
+)
+
+
+def pytest_collection_modifyitems(session, config, items) -> None:
+    def rank(item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return FIRST.index(path) if path in FIRST else len(FIRST)
+
+    items.sort(key=rank)  # stable: the rest keep their order
+
+
 def pytest_xdist_make_scheduler(config, log):
-    """Whole files to a process (a module's fixtures, such as its API or worker processes, start
-    once), except the files of one ``xdist_group``, which go to one process together, one after
-    the other: files that must not run at the same moment as each other."""
+    """Tests to processes as FIRST and SPREAD say, except the files of one ``xdist_group``, which
+    go to one process together, one after the other: files that must not run at the same moment
+    as each other."""
     from xdist.scheduler import LoadScopeScheduling
 
-    class FileOrGroup(LoadScopeScheduling):
+    class ByFile(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             if "@" in nodeid:
                 return nodeid.rsplit("@", 1)[-1]
-            return nodeid.split("::", 1)[0]
+            path = nodeid.split("::", 1)[0]
+            return nodeid if path in SPREAD else path
 
-    return FileOrGroup(config, log)
+    config.option.loadscopereorder = False  # the order above, not the most tests first
+    return ByFile(config, log)
 
 
 pytest_plugins = ["tests.fixtures", "tests.outside", "tests.flower", "tests.api"]
