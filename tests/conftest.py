@@ -60,6 +60,17 @@ def _database_url(admin_url: str, name: str) -> str:
 # imports this module on its own; the controller names the migrated template they copy.
 XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
 TEMPLATE_DB = os.environ.setdefault("JOBQ_TEST_TEMPLATE_DB", f"jobq_test_template_{RUN_ID}")
+# A worker process finds COLUMNS=80 and LINES=24 in its environment where its controller had
+# none; jobq's console (created at import) would fix its width at 80 and wrap the tables that a
+# one-process run prints on one line: a worker gets its controller's values back.
+_TERMINAL = ("COLUMNS", "LINES")
+os.environ.setdefault("JOBQ_TEST_TERMINAL", " ".join(f"{k}={os.environ.get(k, '')}" for k in _TERMINAL))
+if XDIST_WORKER:
+    for _name, _value in (pair.split("=", 1) for pair in os.environ["JOBQ_TEST_TERMINAL"].split()):
+        if _value:
+            os.environ[_name] = _value
+        else:
+            os.environ.pop(_name, None)
 
 # Where the embedded servers will be, should the local ones not answer (started on demand).
 EMBEDDED_PG = TEST_HOME / "pg"
