@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.broker.celery_app import celery_app
+from app.broker.kombu_patch import to_the_front
 from app.core.redaction import redact_params
 
 log = logging.getLogger("jobq.publish")
@@ -38,6 +39,9 @@ class Outgoing:
     countdown: float | None = None
     #: The academy's name, shown in Flower beside the tenant id (None: the id only).
     academy: str | None = None
+    #: To the front of its queue: taken by the next worker that asks, before what waits (a
+    #: capped academy's next job, handed on by the run that freed its slot).
+    front: bool = False
 
 
 def message_kwargs(job: Outgoing) -> dict[str, str]:
@@ -79,19 +83,24 @@ def _send(producer, jobs: Sequence[Outgoing]) -> list[str]:
             "tenant_id": job.tenant_id,
             "intent_params": redact_params(job.intent_params, job.secret_params),
         }
-        celery_app.send_task(
-            job.intent_key,
-            kwargs=message_kwargs(job),
-            task_id=job.id,
-            queue=job.queue,
-            countdown=job.countdown,
-            producer=producer,
-            kwargsrepr=repr(shown),
-            add_to_parent=False,
-            # The outcome lives in the table. Without this, a caller outside a worker
-            # subscribes to a result channel per job, and while Redis is down that
-            # subscription retries for ~20 s before the publish can fail.
-            ignore_result=True,
-        )
+        with to_the_front() if job.front else contextlib.nullcontext():
+            _send_one(producer, job, shown)
         queued.append(job.id)
     return queued
+
+
+def _send_one(producer, job: Outgoing, shown: dict[str, Any]) -> None:
+    celery_app.send_task(
+        job.intent_key,
+        kwargs=message_kwargs(job),
+        task_id=job.id,
+        queue=job.queue,
+        countdown=job.countdown,
+        producer=producer,
+        kwargsrepr=repr(shown),
+        add_to_parent=False,
+        # The outcome lives in the table. Without this, a caller outside a worker
+        # subscribes to a result channel per job, and while Redis is down that
+        # subscription retries for ~20 s before the publish can fail.
+        ignore_result=True,
+    )

@@ -51,6 +51,7 @@ class DeclaredSettings:
     def __repr__(self) -> str:
         from app.core.redaction import redact
 
+        # Only the dataclasses below are ever shown; this base is not one itself.
         shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}"
                           for f in fields(self) if f.repr)  # type: ignore[arg-type]
         return redact(f"{type(self).__name__}({shown})") or ""
@@ -322,6 +323,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
 
 
 #: The process's settings. Attribute reads go to a :class:`Settings` loaded at the first one.
+#: Typed as what it stands for (the proxy answers every attribute of a Settings), so that readers
+#: of ``settings.x`` are checked; the two functions below reach the proxy's own methods.
 settings: Settings = LazySettings(load)  # type: ignore[assignment]
 
 
@@ -365,7 +368,7 @@ def handler_url_for(database_url: str, role: str = HANDLER_ROLE) -> str:
 
 def is_sentinel_url(url: str | None) -> bool:
     """Whether ``url`` names Redis Sentinels (``sentinel://h1:26379;sentinel://h2:26379``)."""
-    return bool(url) and url.strip().lower().startswith("sentinel://")
+    return url is not None and url.strip().lower().startswith("sentinel://")
 
 
 def url_user(url: str) -> tuple[str | None, str | None]:

@@ -185,8 +185,9 @@ def reject(job_id: str, *, by: str, reason: str | None = None,
 
 
 def requeue(jobs: list[dict[str, Any]], *, by: str, params: dict[str, Any] | None = None,
-            tenant_id: str | None = None) -> list[tuple[str, str]]:
-    """Put failed or cancelled ``jobs`` back to pending; ``(id, was)`` of each done. They wait
+            tenant_id: str | None = None) -> list[tuple[str, str, str]]:
+    """Put failed or cancelled ``jobs`` back to pending; ``(id, was, status)`` of each done
+    (status: pending, or awaiting_approval). They wait
     in their queue's fair queue like new work (the feeder publishes them in their turn, a
     window at a time, so retrying ten thousand jobs never floods the broker). A job asked for with an approval that it never got goes back to
     awaiting one instead (a cancel and a retry must not run it unapproved). ``params``: run the (one) job on these validated parameters

@@ -123,6 +123,16 @@ def feed_once(queue: str, window: Window) -> FeedResult:
         if write is not None:
             jobstore.set_window(conn, queue, write)
             window.written = write
+    sent, missed = send_picked(queue, picked)
+    window.pushed = sent
+    return FeedResult(sent, backlog and not missed, size, window.next_look())
+
+
+def send_picked(queue: str, picked: list[jobstore.Picked], *,
+                front: bool = False) -> tuple[int, int]:
+    """Publish jobs picked (and stamped) for ``queue``, ``front`` to the front of it; un-stamp
+    what the broker did not take (the feeder or the sweep sends it again) and refuse a job of an
+    intent this process does not know. Returns how many went and how many the broker refused."""
     outgoing: list[Outgoing] = []
     unknown: list[jobstore.Picked] = []
     names = tenants.academy_names(job.tenant_id for job in picked)
@@ -133,7 +143,7 @@ def feed_once(queue: str, window: Window) -> FeedResult:
             continue
         outgoing.append(Outgoing(job.id, job.tenant_id, job.intent_key, queue,
                                  job.intent_params, intent.secret_params,
-                                 academy=names.get(job.tenant_id)))
+                                 academy=names.get(job.tenant_id), front=front))
     sent = set(publish(outgoing))
     missed = [o.id for o in outgoing if o.id not in sent]
     if missed or unknown:
@@ -146,8 +156,7 @@ def feed_once(queue: str, window: Window) -> FeedResult:
                     + (f" (did you mean {', '.join(map(repr, hint))}?)" if hint else ""))
                 log.error("job refused: unknown intent key %r", job.intent_key,
                           extra={"job_id": job.id, "tenant_id": job.tenant_id})
-    window.pushed = len(sent)
-    return FeedResult(len(sent), backlog and not missed, size, window.next_look())
+    return len(sent), len(missed)
 
 
 class Feeder(threading.Thread):

@@ -31,7 +31,7 @@ from app.core.redaction import redact, redact_params
 from app.core.results import bounded_result, describe, progress_summary
 from app.core.settings import settings
 from app.core.validation import invalid_params
-from app.run import completions, lease, timelimit
+from app.run import completions, feeder, lease, timelimit
 from app.run.context import JobContext, RunAborted
 from app.run.stopping import RunStopped, Stoppable
 from app.store import db, jobstore, tenants
@@ -194,6 +194,24 @@ class Run:
             return self._run_claimed()
         finally:
             lease.keeper.untrack(self.owner)
+            if self.claimed.capped:
+                self._hand_on()
+
+    def _hand_on(self) -> None:
+        """This run of a capped academy ended (its outcome written): the academy's next job
+        goes to the front of the queue now, so this worker takes it before anything else when
+        it asks for its next message (a feeder would put it behind the whole window, and the
+        academy would sit idle meanwhile). When its turn has not come, the feeder decides."""
+        c = self.claimed
+        assert c is not None
+        try:
+            with db.status_conn() as conn:
+                picked = jobstore.hand_on(conn, self.intent.queue, c.tenant_id)
+            if picked:
+                feeder.send_picked(self.intent.queue, picked, front=True)
+        except Exception as exc:  # the feeder hands it out as usual
+            log.warning("could not hand the academy's next job on: %s", describe(exc),
+                        extra=self._extra())
 
     def _run_claimed(self):
         c = self.claimed
@@ -229,6 +247,12 @@ class Run:
                 if not jobstore.complete(session, [outcome]):
                     raise RunAborted(f"job {c.id} is no longer owned by this run")
                 session.commit()
+            elif c.capped:
+                # Its academy's slot frees now, not with this worker's next claim: its next
+                # job is handed on as this run ends (_hand_on).
+                with db.status_conn() as conn:
+                    if not jobstore.complete(conn, [outcome]):
+                        raise RunAborted(f"job {c.id} is no longer owned by this run")
             else:
                 # Nothing of the handler's to commit: the completion joins the next batch.
                 completions.writer.add(outcome)

@@ -276,7 +276,7 @@ def set_limits(conn, tenant_id: str, *, by: str, weight: float | None = None,
     row = conn.execute(SET_LIMITS, {"id": tenant_id, "weight": weight,
                                     "max_running": max_running, "clear_cap": clear_cap,
                                     "by": by}).first()
-    return tuple(row) if row else None  # type: ignore[return-value]
+    return tuple(row) if row else None
 
 
 def set_queue_limit(conn, tenant_id: str, queue: str, max_running: int | None, *,
