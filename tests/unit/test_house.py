@@ -14,9 +14,6 @@ import app
 
 APP = Path(app.__file__).parent
 MAX_LINES = 400
-#: Over the limit on main while the branch of the hand-off to the broker rewrites them; the
-#: test below turns red once they fit, to have this emptied.
-BEING_REWRITTEN = {"app/run/runner.py"}
 
 
 @pytest.fixture(scope="module")
@@ -70,14 +67,6 @@ def module_sizes() -> dict[str, int]:
 
 
 def test_no_module_of_app_is_over_400_lines():
-    too_long = [f"{path}: {n} lines" for path, n in module_sizes().items()
-                if n > MAX_LINES and path not in BEING_REWRITTEN]
+    too_long = [f"{path}: {n} lines" for path, n in module_sizes().items() if n > MAX_LINES]
     assert not too_long, f"over {MAX_LINES} lines:\n" + "\n".join(too_long)
 
-
-@pytest.mark.xfail(strict=True, reason=(
-    "BEING_REWRITTEN: modules over the limit while another branch rewrites them (the hand-off "
-    "to the broker, issue 23). Once this passes, empty BEING_REWRITTEN and remove this test."))
-def test_the_modules_being_rewritten_are_under_400_lines_too():
-    sizes = module_sizes()
-    assert BEING_REWRITTEN and all(sizes.get(path, 0) <= MAX_LINES for path in BEING_REWRITTEN)
