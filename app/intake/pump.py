@@ -1,0 +1,540 @@
+"""The dispatch pump: ``dispatch_intent`` requests become rows many at a time.
+
+A burst sent through ``dispatch_intent.delay(...)`` is one message per request in the FIFO
+``dispatch`` queue. Workers turning them into rows one by one (~300/s) kept a quiet academy's
+request behind another academy's thousands for seconds, where the fairness feeder could not
+reorder them: they were not rows yet. The pump takes the queue's messages a batch at a time,
+validates each request as the ``dispatch_intent`` task does (the same refusals, with the same
+audit rows, idempotency keys and approvals), writes the batch with one INSERT
+(:func:`app.intake.submit.write_each`), publishes what is due, and stores each request's outcome
+in the result backend under its message's task id, as the task would: ``.get()`` returns the job
+id or raises the same :class:`~app.core.errors.IntentRefused`. The fairness feeder then orders
+the rows.
+
+Delivery is kombu's: a message taken moves atomically (one Lua script) from the queue into
+kombu's unacknowledged set (``unacked`` and ``unacked_index``, as a worker's reserved messages)
+and the pump's own list of what it holds; it is acknowledged only once its row is committed and
+its result stored. A pump that dies mid-batch leaves its messages there: the next pump to lead
+puts them back at the front of the queue at once (and kombu itself would after the visibility
+timeout). Taken twice, a request still makes one row: its job id derives from its message's id
+(:func:`~app.core.validation.job_id_for`), as a redelivered dispatch's does.
+
+What the pump does not handle stays a worker's: workers keep consuming ``dispatch`` (the
+fallback when no pump runs, or while it is behind). The pump takes from the front of the queue
+only ``dispatch_intent`` messages without an ETA or expiry and stops at the first other one
+(``jobq.cancel_job``, a retry with a countdown), which a worker takes next; a message it took
+but will not run itself (malformed, or with callbacks) goes to the back of the queue marked for
+workers.
+
+Beat runs the pump (a thread in each beat process, :func:`start`); of several beats one leads
+(a PostgreSQL advisory lock, freed when its process dies, so another beat takes over within a
+second). Flower sees each request as a worker would show it: task-received, then task-succeeded
+or task-failed, sent by the ``dispatch-pump@<host>`` node, which heartbeats while it leads.
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import contextlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from celery import states
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from app.broker import client as redis_client
+from app.broker.celery_app import celery_app
+from app.broker.messages import message_problem
+from app.core.errors import IntentRefused, TenantRefused
+from app.core.redaction import redacted_call
+from app.core.registry import manifest
+from app.core.settings import settings
+from app.core.validation import DISPATCH_ARGUMENTS, Request, as_uuid, dispatch_request, job_id_for
+from app.intake.submit import publish_or_release, write_each
+from app.store import db, liveness, tenants
+
+log = logging.getLogger("jobq.dispatch")
+
+QUEUE = "dispatch"
+TASK = "dispatch_intent"
+#: The pump's leadership: one advisory lock of jobq's own namespace (beat leads with key 1).
+LOCK_PUMP = text(f"SELECT pg_try_advisory_lock({liveness.OTHER_NAMESPACE}, 2)")
+#: An empty queue is looked at this often (a worker takes a lone request at once anyway).
+IDLE_POLL = 0.02
+#: Leadership is tried again this often by a beat that does not lead.
+LEAD_RETRY = 1.0
+#: After a database or broker outage, the next try waits this long.
+OUTAGE_WAIT = 1.0
+#: The pump's node heartbeats in Flower this often while it leads.
+HEARTBEAT_SECONDS = 2.0
+#: The header that marks a message the pump handed back to workers.
+HANDED_BACK = "jobq_pump"
+
+# KEYS: the queue, kombu's unacked hash and index, the pump's held set.
+# ARGV: the most to take, now (the unacked index's score), the task name.
+# Takes from the front (the right end: kombu LPUSHes, workers BRPOP) while the front is a
+# dispatch_intent message the pump may run; stops at the first other one.
+_TAKE = """
+local out = {}
+for i = 1, tonumber(ARGV[1]) do
+  local raw = redis.call('LINDEX', KEYS[1], -1)
+  if not raw then break end
+  local ok, msg = pcall(cjson.decode, raw)
+  if not ok or type(msg) ~= 'table' then break end
+  local h, p = msg['headers'], msg['properties']
+  if type(h) ~= 'table' or type(p) ~= 'table' then break end
+  if h['task'] ~= ARGV[3] or h['jobq_pump'] ~= nil then break end
+  if h['eta'] ~= nil and h['eta'] ~= cjson.null then break end
+  if h['expires'] ~= nil and h['expires'] ~= cjson.null then break end
+  local tag = p['delivery_tag']
+  if type(tag) ~= 'string' then break end
+  local ex, rk = '', ''
+  local di = p['delivery_info']
+  if type(di) == 'table' then
+    if type(di['exchange']) == 'string' then ex = di['exchange'] end
+    if type(di['routing_key']) == 'string' then rk = di['routing_key'] end
+  end
+  redis.call('RPOP', KEYS[1])
+  redis.call('ZADD', KEYS[3], ARGV[2], tag)
+  redis.call('HSET', KEYS[2], tag, '[' .. raw .. ',' .. cjson.encode(ex) .. ',' .. cjson.encode(rk) .. ']')
+  redis.call('SADD', KEYS[4], tag)
+  out[#out + 1] = raw
+end
+return out
+"""
+
+
+def _prefixed(name: str) -> str:
+    return settings.redis_key_prefix + name
+
+
+def _keys() -> list[str]:
+    return [_prefixed(QUEUE), _prefixed("unacked"), _prefixed("unacked_index"),
+            redis_client.key("pump:held")]
+
+
+@dataclass
+class Taken:
+    """One message the pump holds."""
+
+    raw: str
+    tag: str = ""
+    task_id: str = ""
+    headers: dict[str, Any] = field(default_factory=dict)
+    args: Any = ()
+    kwargs: Any = None
+    #: Why workers run it instead (malformed, callbacks), or None.
+    for_workers: str | None = None
+    request: Request | None = None
+    outcome: str | IntentRefused | None = None
+    started: float = 0.0
+
+
+def decode(raw: str) -> Taken:
+    """A message as the queue holds it: kombu's envelope around Celery's protocol-2 body."""
+    taken = Taken(raw)
+    try:
+        envelope = json.loads(raw)
+        taken.tag = envelope["properties"]["delivery_tag"]
+        taken.headers = headers = envelope.get("headers") or {}
+        body = envelope["body"]
+        if envelope.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        if envelope.get("content-type") != "application/json":
+            taken.for_workers = f"content type {envelope.get('content-type')!r}"
+            return taken
+        payload = json.loads(body)
+    except Exception as exc:
+        taken.for_workers = f"unreadable: {exc}"
+        return taken
+    problem = message_problem(headers, payload)
+    if problem is not None:
+        taken.for_workers = problem
+        return taken
+    args, kwargs, embed = payload
+    if embed and any(embed.get(k) for k in ("callbacks", "errbacks", "chain", "chord")):
+        taken.for_workers = "it has callbacks"
+        return taken
+    taken.task_id, taken.args, taken.kwargs = headers["id"], args, kwargs
+    return taken
+
+
+# --- the broker's side: take, acknowledge, give back -------------------------------------------
+
+
+class Broker:
+    """The pump's Redis calls (the broker's Redis, Sentinel or not)."""
+
+    def __init__(self) -> None:
+        self.redis = redis_client.connect(timeout=10)
+        self._take = self.redis.register_script(_TAKE)
+        self.queue, self.unacked, self.index, self.held = _keys()
+
+    def take(self, n: int) -> list[str]:
+        raw = self._take(keys=[self.queue, self.unacked, self.index, self.held],
+                         args=[n, time.time(), TASK])
+        return [r.decode() if isinstance(r, bytes) else r for r in raw]
+
+    def ack(self, tags: list[str]) -> None:
+        if not tags:
+            return
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(self.unacked, *tags).zrem(self.index, *tags).srem(self.held, *tags)
+            pipe.execute()
+
+    def give_back(self, tags: list[str], *, for_workers: bool = False) -> int:
+        """Put held messages back: to the front of the queue in the order they were taken
+        (the pump, or a worker, takes them again), or ``for_workers`` to the back, marked so
+        the pump leaves them to a worker."""
+        if not tags:
+            return 0
+        stored = self.redis.hmget(self.unacked, tags)
+        with self.redis.pipeline(transaction=True) as pipe:
+            for value in reversed(stored):
+                if value is None:
+                    continue
+                message = json.loads(value)[0]
+                with contextlib.suppress(KeyError, TypeError):
+                    message["headers"]["redelivered"] = True
+                    message["properties"]["delivery_info"]["redelivered"] = True
+                if for_workers:
+                    message.setdefault("headers", {})[HANDED_BACK] = "workers"
+                    pipe.lpush(self.queue, json.dumps(message))
+                else:
+                    pipe.rpush(self.queue, json.dumps(message))
+            pipe.hdel(self.unacked, *tags).zrem(self.index, *tags).srem(self.held, *tags)
+            pipe.execute()
+        return sum(v is not None for v in stored)
+
+    def held_tags(self) -> list[str]:
+        return [t.decode() if isinstance(t, bytes) else t for t in self.redis.smembers(self.held)]
+
+
+# --- one batch ----------------------------------------------------------------------------------
+
+
+def _is_outage(exc: BaseException) -> bool:
+    return isinstance(exc, OperationalError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated)
+
+
+class Outage(Exception):
+    """The database is unreachable: the batch goes back to the queue, untouched."""
+
+
+def _tenant_refusal(req: Request, statuses: dict[str, str]) -> TenantRefused | None:
+    """What the task raises for this request's tenant (no row can hold it), or None."""
+    try:
+        tenant_id = as_uuid(req.tenant_id, "tenant_id", TenantRefused)
+        status = statuses.get(tenant_id)
+        if status is None:
+            raise TenantRefused(f"unknown tenant {tenant_id}", field="tenant_id")
+        if status != "active":
+            raise TenantRefused(f"tenant {tenant_id} is {status}; its jobs are refused",
+                                field="tenant_id")
+    except TenantRefused as exc:
+        if req.call_problem:  # no row to keep it in: say both (as the task does)
+            return TenantRefused(f"{exc}; {req.call_problem}", field=exc.field)
+        return exc
+    return None
+
+
+def _tenant_key(req: Request) -> str | None:
+    try:
+        return as_uuid(req.tenant_id, "tenant_id", TenantRefused)
+    except TenantRefused:
+        return None
+
+
+def write_batch(batch: list[Taken]) -> None:
+    """Each request's row, one INSERT for all: sets each one's ``outcome``. Raises
+    :class:`Outage` when the database is unreachable (nothing of the batch is written then,
+    or what is written is found again by its job id)."""
+    for t in batch:
+        t.request = dispatch_request(t.args, t.kwargs, job_id_for(t.task_id))
+    try:
+        with db.engine().connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            statuses = tenants.statuses_of(
+                conn, filter(None, (_tenant_key(t.request) for t in batch if t.request)))
+            rows: list[Taken] = []
+            for t in batch:
+                assert t.request is not None
+                refused = _tenant_refusal(t.request, statuses)
+                if refused is not None:
+                    t.outcome = refused
+                else:
+                    rows.append(t)
+            outgoing = []
+            if rows:
+                try:
+                    ids, refusals, outgoing = write_each(
+                        conn, [t.request for t in rows if t.request], source="dispatch")
+                except TenantRefused:
+                    # A tenant suspended since the look: one by one, as the task would.
+                    ids, refusals, outgoing = _one_by_one(conn, rows)
+                for t, job_id, refusal in zip(rows, ids, refusals, strict=True):
+                    t.outcome = refusal if refusal is not None else job_id
+    except Exception as exc:
+        if _is_outage(exc):
+            raise Outage(str(exc)) from exc
+        raise
+    publish_or_release(outgoing)
+
+
+def _one_by_one(conn, rows: list[Taken]):
+    ids: list[str] = []
+    refusals: list[IntentRefused | None] = []
+    outgoing = []
+    for t in rows:
+        assert t.request is not None
+        try:
+            one_ids, one_refusals, one_out = write_each(conn, [t.request], source="dispatch")
+        except TenantRefused as exc:
+            ids.append("")
+            refusals.append(TenantRefused(f"{exc}; {t.request.call_problem}", field=exc.field)
+                            if t.request.call_problem else exc)
+            continue
+        ids += one_ids
+        refusals += one_refusals
+        outgoing += one_out
+    return ids, refusals, outgoing
+
+
+# --- results and Flower -------------------------------------------------------------------------
+
+
+def store_results(batch: list[Taken]) -> None:
+    """Each request's outcome under its task id, as the worker would store it: the job id
+    (SUCCESS) or the refusal (FAILURE). One round trip for the batch on a Redis backend."""
+    backend = celery_app.backend
+    wanted = [t for t in batch if not t.headers.get("ignore_result")]
+    if not wanted:
+        return
+    client = getattr(backend, "client", None)
+    if client is None or not hasattr(backend, "get_key_for_task"):  # another backend
+        for t in wanted:
+            if isinstance(t.outcome, BaseException):
+                backend.mark_as_failure(t.task_id, t.outcome)
+            else:
+                backend.mark_as_done(t.task_id, t.outcome)
+        return
+    keys = [backend.get_key_for_task(t.task_id) for t in wanted]
+    current = client.mget(keys)
+    now = celery_app.now().isoformat()
+    with client.pipeline(transaction=False) as pipe:
+        for t, key, before in zip(wanted, keys, current, strict=True):
+            if before is not None and backend.decode_result(before).get("status") == states.SUCCESS:
+                continue  # stored by an earlier take of the same message
+            failed = isinstance(t.outcome, BaseException)
+            state = states.FAILURE if failed else states.SUCCESS
+            meta = {"status": state, "result": backend.encode_result(t.outcome, state),
+                    "traceback": None, "children": [], "date_done": now,
+                    "task_id": t.task_id}
+            if t.headers.get("group"):
+                meta["group_id"] = t.headers["group"]
+            if t.headers.get("parent_id"):
+                meta["parent_id"] = t.headers["parent_id"]
+            value = backend.encode(meta)
+            expires = backend.failure_expires if failed else backend.expires
+            if expires:
+                pipe.setex(key, int(expires), value)
+            else:
+                pipe.set(key, value)
+            pipe.publish(key, value)
+        pipe.execute()
+
+
+def _shown(t: Taken) -> tuple[str, str]:
+    named = dict(zip(DISPATCH_ARGUMENTS, t.args or (), strict=False))
+    key = (t.kwargs or {}).get("intent_key", named.get("intent_key"))
+    intent = manifest.get(key) if isinstance(key, str) else None
+    return redacted_call(t.args, t.kwargs, intent.secret_params if intent else ())
+
+
+class Events:
+    """What Flower is told, as a worker tells it, from the ``dispatch-pump@<host>`` node."""
+
+    def __init__(self) -> None:
+        self.hostname = f"dispatch-pump@{socket.gethostname()}"
+        self.enabled = bool(celery_app.conf.worker_send_task_events)
+        self._dispatcher: Any = None
+        self._conn: Any = None
+        self.processed = 0
+        self._last_beat = 0.0
+
+    def _ready(self) -> Any:
+        if self._dispatcher is None:
+            self._conn = celery_app.connection_for_write()
+            self._dispatcher = celery_app.events.Dispatcher(
+                self._conn, hostname=self.hostname, enabled=True, buffer_while_offline=False)
+        return self._dispatcher
+
+    def close(self) -> None:
+        if self._dispatcher is not None:
+            with contextlib.suppress(Exception):
+                self._dispatcher.send("worker-offline", freq=HEARTBEAT_SECONDS)
+                self._dispatcher.close()
+            with contextlib.suppress(Exception):
+                self._conn.release()
+        self._dispatcher = self._conn = None
+
+    def heartbeat(self) -> None:
+        if not self.enabled or time.monotonic() - self._last_beat < HEARTBEAT_SECONDS:
+            return
+        self._last_beat = time.monotonic()
+        try:
+            self._ready().send("worker-heartbeat", freq=HEARTBEAT_SECONDS, active=0,
+                               processed=self.processed, loadavg=list(os.getloadavg()),
+                               sw_ident="jobq-dispatch-pump", sw_ver="1", sw_sys="")
+        except Exception as exc:
+            log.debug("pump heartbeat not sent: %s", exc)
+            self.close()
+
+    def tasks(self, batch: list[Taken]) -> None:
+        """task-received and task-succeeded / task-failed for each request, in one pipeline."""
+        self.processed += len(batch)
+        if not self.enabled or not batch:
+            return
+        try:
+            dispatcher = self._ready()
+            producer = dispatcher.producer
+            now = time.time()
+            with producer.batch(max_size=2 * len(batch)):
+                for t in batch:
+                    argsrepr, kwargsrepr = _shown(t)
+                    dispatcher.publish("task-received", {
+                        "uuid": t.task_id, "name": TASK, "args": argsrepr, "kwargs": kwargsrepr,
+                        "root_id": t.headers.get("root_id"),
+                        "parent_id": t.headers.get("parent_id"),
+                        "retries": t.headers.get("retries", 0), "eta": None, "expires": None,
+                        "timestamp": t.started}, producer)
+                    if isinstance(t.outcome, BaseException):
+                        dispatcher.publish("task-failed", {
+                            "uuid": t.task_id, "exception": repr(t.outcome), "traceback": None,
+                            "timestamp": now}, producer)
+                    else:
+                        dispatcher.publish("task-succeeded", {
+                            "uuid": t.task_id, "result": repr(t.outcome),
+                            "runtime": round(now - t.started, 6), "timestamp": now}, producer)
+        except Exception as exc:  # Flower misses them; the rows and results are there
+            log.debug("pump task events not sent: %s", exc)
+            self.close()
+
+
+# --- the loop -----------------------------------------------------------------------------------
+
+
+def pump_once(broker: Broker, events: Events | None = None, n: int | None = None) -> int:
+    """Take up to ``n`` requests, write them, store their outcomes, acknowledge them; return
+    how many were taken. Raises :class:`Outage` (the batch is back in the queue)."""
+    raws = broker.take(n or settings.dispatch_batch)
+    if not raws:
+        return 0
+    started = time.time()
+    taken = [decode(r) for r in raws]
+    for t in taken:
+        t.started = started
+    mine = [t for t in taken if t.for_workers is None]
+    others = [t for t in taken if t.for_workers is not None]
+    if others:
+        for t in others:
+            log.info("dispatch message %s left to a worker: %s", t.tag, t.for_workers)
+        broker.give_back([t.tag for t in others if t.tag], for_workers=True)
+    if mine:
+        try:
+            write_batch(mine)
+        except Outage:
+            broker.give_back([t.tag for t in mine])
+            raise
+        except Exception:
+            log.exception("dispatch pump: a batch of %d failed; workers take it", len(mine))
+            broker.give_back([t.tag for t in mine], for_workers=True)
+            return len(raws)
+        store_results(mine)
+        broker.ack([t.tag for t in mine])
+        if events is not None:
+            events.tasks(mine)
+    return len(raws)
+
+
+class Pump(threading.Thread):
+    """A beat's pump thread: leads when no other pump does, then pumps until stopped."""
+
+    def __init__(self) -> None:
+        super().__init__(name="jobq-dispatch-pump", daemon=True)
+        self._halt = threading.Event()
+        self.leadership = liveness.SessionLock(LOCK_PUMP, retry_seconds=LEAD_RETRY)
+        self.leading = False
+        self.pumped = 0
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._halt.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout)
+
+    def run(self) -> None:
+        broker: Broker | None = None
+        events = Events()
+        try:
+            while not self._halt.is_set():
+                try:
+                    leading = self.leadership.hold()
+                    if leading != self.leading:
+                        self.leading = leading
+                        if leading:
+                            broker = broker or Broker()
+                            back = broker.give_back(broker.held_tags())
+                            log.info("this beat pumps dispatch requests%s",
+                                     f" ({back} held by a pump that stopped are back in the "
+                                     "queue)" if back else "")
+                    if not leading:
+                        self._halt.wait(LEAD_RETRY)
+                        continue
+                    broker = broker or Broker()
+                    events.heartbeat()
+                    n = pump_once(broker, events)
+                    self.pumped += n
+                    if n == 0:
+                        self._halt.wait(IDLE_POLL)
+                except Outage as exc:
+                    log.warning("dispatch pump: database unavailable (%s); trying again in "
+                                "%.0f s", exc, OUTAGE_WAIT)
+                    self._halt.wait(OUTAGE_WAIT)
+                except Exception as exc:
+                    if self._halt.is_set():
+                        break
+                    log.warning("dispatch pump: %s; trying again in %.0f s", exc, OUTAGE_WAIT)
+                    broker = None
+                    self._halt.wait(OUTAGE_WAIT)
+        finally:
+            events.close()
+
+
+_pump: Pump | None = None
+
+
+def start() -> Pump | None:
+    """Start this process's pump (idempotent); it stops when the process exits."""
+    global _pump
+    if not settings.dispatch_pump:
+        return None
+    if _pump is None or not _pump.is_alive():
+        _pump = Pump()
+        _pump.start()
+        atexit.register(stop)
+    return _pump
+
+
+def stop() -> None:
+    global _pump
+    if _pump is not None:
+        _pump.stop()
+        _pump = None
