@@ -516,6 +516,8 @@ class Pump(threading.Thread):
                     self._halt.wait(OUTAGE_WAIT)
         finally:
             events.close()
+            self.leadership.release()
+            self.leading = False
 
 
 _pump: Pump | None = None
