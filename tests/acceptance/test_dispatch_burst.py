@@ -79,3 +79,32 @@ def test_a_quiet_academy_is_not_stuck_behind_a_dispatch_burst(start_worker_proce
           f"with it worst {max(after):.2f} s (p50 {sorted(after)[QUIET // 2]:.2f})")
     assert max(after) <= 2.0
     assert max(after) < max(before)
+
+
+@pytest.mark.slow
+def test_flower_shows_the_requests_the_pump_wrote(tenant, start_worker_process,
+                                                  start_beat_process, start_flower):
+    """Received, then succeeded (the job id) or failed (the refusal), from the pump's node,
+    with the parameters' secrets hidden as a worker hides them."""
+    from tests.flower import flower_task
+
+    flower = start_flower()
+    start_worker_process("-P", "solo", queues="realtime")  # nobody else takes dispatch
+    start_beat_process()
+    good = dispatch_intent.delay(tenant_id=tenant, intent_key="test.exec.use_secrets",
+                                 intent_params={"card_number": "4111-1111", "api_token": "tok-secret"})
+    bad = dispatch_intent.delay(tenant_id=tenant, intent_key="system.exec.ecco")
+    job = good.get(timeout=30)
+    with pytest.raises(Exception, match="unknown intent key"):
+        bad.get(timeout=30)
+
+    shown = flower_task(flower, good.id, state="SUCCESS")
+    assert shown["name"] == "dispatch_intent"
+    assert shown["worker"].startswith("dispatch-pump@")
+    assert job in shown["result"]
+    assert tenant in shown["kwargs"] and "4111-1111" not in shown["kwargs"]
+    assert "tok-secret" not in shown["kwargs"]
+    refused = flower_task(flower, bad.id, state="FAILURE")
+    assert "unknown intent key" in refused["exception"]
+    workers = flower.get("/api/workers", params={"status": "true"}).json()
+    assert any(name.startswith("dispatch-pump@") for name in workers), workers
