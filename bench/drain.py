@@ -242,7 +242,7 @@ def run_one(path: str, setup: str, n: int, tenant: str, timeout: float) -> dict:
         for app_name, name, args, _ in plan:
             if idle(app_name, args):
                 start_idle(procs, app_name, f"{setup}-{name}", args)
-        if path == "sql":
+        if path in ("sql", "dispatch"):  # beat routes plain-SQL rows and pumps dispatch requests
             procs.append(celery_beat())
         for app_name, name, args, quiet in plan:
             if not idle(app_name, args):
