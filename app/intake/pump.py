@@ -50,9 +50,10 @@ from celery import states
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from app.broker import client as redis_client
+from app.broker import dispatch_queue
 from app.broker.celery_app import celery_app
 from app.broker.messages import message_problem
+from app.broker.publish import Outgoing
 from app.core.errors import IntentRefused, TenantRefused
 from app.core.redaction import redacted_call
 from app.core.registry import manifest
@@ -63,63 +64,19 @@ from app.store import db, liveness, tenants
 
 log = logging.getLogger("jobq.dispatch")
 
-QUEUE = "dispatch"
-TASK = "dispatch_intent"
+TASK = dispatch_queue.TASK
 #: The pump's leadership: one advisory lock of jobq's own namespace (beat leads with key 1).
 LOCK_PUMP = text(f"SELECT pg_try_advisory_lock({liveness.OTHER_NAMESPACE}, 2)")
-#: An empty queue is looked at this often (a worker takes a lone request at once anyway).
-IDLE_POLL = 0.02
+#: An empty queue is looked at again after IDLE_POLL, doubling up to IDLE_POLL_MAX while it
+#: stays empty (an idle worker takes a lone request at once anyway; a burst is seen within it).
+IDLE_POLL = 0.01
+IDLE_POLL_MAX = 0.1
 #: Leadership is tried again this often by a beat that does not lead.
 LEAD_RETRY = 1.0
 #: After a database or broker outage, the next try waits this long.
 OUTAGE_WAIT = 1.0
 #: The pump's node heartbeats in Flower this often while it leads.
 HEARTBEAT_SECONDS = 2.0
-#: The header that marks a message the pump handed back to workers.
-HANDED_BACK = "jobq_pump"
-
-# KEYS: the queue, kombu's unacked hash and index, the pump's held set.
-# ARGV: the most to take, now (the unacked index's score), the task name.
-# Takes from the front (the right end: kombu LPUSHes, workers BRPOP) while the front is a
-# dispatch_intent message the pump may run; stops at the first other one.
-_TAKE = """
-local out = {}
-for i = 1, tonumber(ARGV[1]) do
-  local raw = redis.call('LINDEX', KEYS[1], -1)
-  if not raw then break end
-  local ok, msg = pcall(cjson.decode, raw)
-  if not ok or type(msg) ~= 'table' then break end
-  local h, p = msg['headers'], msg['properties']
-  if type(h) ~= 'table' or type(p) ~= 'table' then break end
-  if h['task'] ~= ARGV[3] or h['jobq_pump'] ~= nil then break end
-  if h['eta'] ~= nil and h['eta'] ~= cjson.null then break end
-  if h['expires'] ~= nil and h['expires'] ~= cjson.null then break end
-  local tag = p['delivery_tag']
-  if type(tag) ~= 'string' then break end
-  local ex, rk = '', ''
-  local di = p['delivery_info']
-  if type(di) == 'table' then
-    if type(di['exchange']) == 'string' then ex = di['exchange'] end
-    if type(di['routing_key']) == 'string' then rk = di['routing_key'] end
-  end
-  redis.call('RPOP', KEYS[1])
-  redis.call('ZADD', KEYS[3], ARGV[2], tag)
-  redis.call('HSET', KEYS[2], tag, '[' .. raw .. ',' .. cjson.encode(ex) .. ',' .. cjson.encode(rk) .. ']')
-  redis.call('SADD', KEYS[4], tag)
-  out[#out + 1] = raw
-end
-return out
-"""
-
-
-def _prefixed(name: str) -> str:
-    return settings.redis_key_prefix + name
-
-
-def _keys() -> list[str]:
-    return [_prefixed(QUEUE), _prefixed("unacked"), _prefixed("unacked_index"),
-            redis_client.key("pump:held")]
-
 
 @dataclass
 class Taken:
@@ -165,57 +122,6 @@ def decode(raw: str) -> Taken:
         return taken
     taken.task_id, taken.args, taken.kwargs = headers["id"], args, kwargs
     return taken
-
-
-# --- the broker's side: take, acknowledge, give back -------------------------------------------
-
-
-class Broker:
-    """The pump's Redis calls (the broker's Redis, Sentinel or not)."""
-
-    def __init__(self) -> None:
-        self.redis = redis_client.connect(timeout=10)
-        self._take = self.redis.register_script(_TAKE)
-        self.queue, self.unacked, self.index, self.held = _keys()
-
-    def take(self, n: int) -> list[str]:
-        raw = self._take(keys=[self.queue, self.unacked, self.index, self.held],
-                         args=[n, time.time(), TASK])
-        return [r.decode() if isinstance(r, bytes) else r for r in raw]
-
-    def ack(self, tags: list[str]) -> None:
-        if not tags:
-            return
-        with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hdel(self.unacked, *tags).zrem(self.index, *tags).srem(self.held, *tags)
-            pipe.execute()
-
-    def give_back(self, tags: list[str], *, for_workers: bool = False) -> int:
-        """Put held messages back: to the front of the queue in the order they were taken
-        (the pump, or a worker, takes them again), or ``for_workers`` to the back, marked so
-        the pump leaves them to a worker."""
-        if not tags:
-            return 0
-        stored = self.redis.hmget(self.unacked, tags)
-        with self.redis.pipeline(transaction=True) as pipe:
-            for value in reversed(stored):
-                if value is None:
-                    continue
-                message = json.loads(value)[0]
-                with contextlib.suppress(KeyError, TypeError):
-                    message["headers"]["redelivered"] = True
-                    message["properties"]["delivery_info"]["redelivered"] = True
-                if for_workers:
-                    message.setdefault("headers", {})[HANDED_BACK] = "workers"
-                    pipe.lpush(self.queue, json.dumps(message))
-                else:
-                    pipe.rpush(self.queue, json.dumps(message))
-            pipe.hdel(self.unacked, *tags).zrem(self.index, *tags).srem(self.held, *tags)
-            pipe.execute()
-        return sum(v is not None for v in stored)
-
-    def held_tags(self) -> list[str]:
-        return [t.decode() if isinstance(t, bytes) else t for t in self.redis.smembers(self.held)]
 
 
 # --- one batch ----------------------------------------------------------------------------------
@@ -272,7 +178,7 @@ def write_batch(batch: list[Taken]) -> None:
                     t.outcome = refused
                 else:
                     rows.append(t)
-            outgoing = []
+            outgoing: list[Outgoing] = []
             if rows:
                 try:
                     ids, refusals, outgoing = write_each(
@@ -289,10 +195,11 @@ def write_batch(batch: list[Taken]) -> None:
     publish_or_release(outgoing)
 
 
-def _one_by_one(conn, rows: list[Taken]):
+def _one_by_one(conn, rows: list[Taken]
+                ) -> tuple[list[str], list[IntentRefused | None], list[Outgoing]]:
     ids: list[str] = []
     refusals: list[IntentRefused | None] = []
-    outgoing = []
+    outgoing: list[Outgoing] = []
     for t in rows:
         assert t.request is not None
         try:
@@ -432,7 +339,7 @@ class Events:
 # --- the loop -----------------------------------------------------------------------------------
 
 
-def pump_once(broker: Broker, events: Events | None = None, n: int | None = None) -> int:
+def pump_once(broker: dispatch_queue.Held, events: Events | None = None, n: int | None = None) -> int:
     """Take up to ``n`` requests, write them, store their outcomes, acknowledge them; return
     how many were taken. Raises :class:`Outage` (the batch is back in the queue)."""
     raws = broker.take(n or settings.dispatch_batch)
@@ -481,8 +388,9 @@ class Pump(threading.Thread):
             self.join(timeout)
 
     def run(self) -> None:
-        broker: Broker | None = None
+        broker: dispatch_queue.Held | None = None
         events = Events()
+        idle = IDLE_POLL
         try:
             while not self._halt.is_set():
                 try:
@@ -490,7 +398,7 @@ class Pump(threading.Thread):
                     if leading != self.leading:
                         self.leading = leading
                         if leading:
-                            broker = broker or Broker()
+                            broker = broker or dispatch_queue.Held()
                             back = broker.give_back(broker.held_tags())
                             log.info("this beat pumps dispatch requests%s",
                                      f" ({back} held by a pump that stopped are back in the "
@@ -498,12 +406,15 @@ class Pump(threading.Thread):
                     if not leading:
                         self._halt.wait(LEAD_RETRY)
                         continue
-                    broker = broker or Broker()
+                    broker = broker or dispatch_queue.Held()
                     events.heartbeat()
                     n = pump_once(broker, events)
                     self.pumped += n
                     if n == 0:
-                        self._halt.wait(IDLE_POLL)
+                        self._halt.wait(idle)
+                        idle = min(IDLE_POLL_MAX, idle * 2)
+                    else:
+                        idle = IDLE_POLL
                 except Outage as exc:
                     log.warning("dispatch pump: database unavailable (%s); trying again in "
                                 "%.0f s", exc, OUTAGE_WAIT)

@@ -214,10 +214,10 @@ def _write(conn: Session | Connection, requests: Iterable[Request], *, source: s
                 log.info("job refused: %s", job.error_message,
                          extra={"job_id": job.id, "tenant_id": job.tenant_id,
                                 "intent_key": job.intent_key})
-                refused = IntentRefused(str(refusal), field=refusal.field, job_id=job.id)
-                first_refusal = first_refusal or refused
+                mine = IntentRefused(str(refusal), field=refusal.field, job_id=job.id)
+                first_refusal = first_refusal or mine
                 if refusals is not None:
-                    refusals.append(refused)
+                    refusals.append(mine)
                 continue
             if refusals is not None:
                 refusals.append(None)
@@ -229,7 +229,7 @@ def _write(conn: Session | Connection, requests: Iterable[Request], *, source: s
             continue
         existing = jobstore.find_existing(conn, job)
         if existing is not None:  # a redelivered dispatch, or a repeated idempotency key
-            refused = None
+            refused: IntentRefused | None = None
             if refusal is not None:
                 refused = IntentRefused(str(refusal), field=refusal.field, job_id=existing.id)
             elif not existing.same_id and not _same_request(job, existing):

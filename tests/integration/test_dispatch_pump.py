@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from celery.result import AsyncResult
 
+from app.broker import dispatch_queue
 from app.broker.celery_app import celery_app
 from app.core.errors import IdempotencyConflict, IntentRefused, TenantRefused
 from app.core.settings import settings
@@ -57,7 +58,7 @@ def start_pump() -> Iterator[Callable[[], Running]]:
 
 
 def held() -> int:
-    broker = pump.Broker()
+    broker = dispatch_queue.Held()
     return len(broker.held_tags())
 
 
@@ -204,7 +205,7 @@ def test_a_batch_taken_by_a_pump_that_died_comes_back_and_becomes_rows_once(star
     results = [send(tenant_id=tenant, intent_key=ECHO, intent_params={"n": i}) for i in range(30)]
     # A pump takes 20 and dies before writing them; another one dies after writing 10 of its
     # own (rows committed), before acknowledging them.
-    dead = pump.Broker()
+    dead = dispatch_queue.Held()
     assert len(dead.take(20)) == 20
     written = [pump.decode(raw) for raw in dead.take(5)]
     pump.write_batch(written)
@@ -237,8 +238,9 @@ def test_a_killed_pump_process_loses_nothing(tmp_path, tenant):
             producer=producer) for i in range(n)]
     code = ("import app.tasks, time\nfrom app.intake import pump\np = pump.start()\n"
             "while True: time.sleep(1)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "JOBQ_DISPATCH_BATCH": "100"},
-                            stdout=open(tmp_path / "pump.log", "wb"), stderr=subprocess.STDOUT)
+    with open(tmp_path / "pump.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "JOBQ_DISPATCH_BATCH": "100"})
     try:
         wait_for(lambda: sql("SELECT count(*) FROM job_executions WHERE tenant_id = "
                              "CAST(:t AS uuid)", t=tenant)[0][0] >= 200, 60,
