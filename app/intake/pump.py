@@ -460,19 +460,19 @@ class Pump(threading.Thread):
         try:
             while not self._halt.is_set():
                 try:
-                    leading = self.leadership.hold()
-                    if leading != self.leading:
-                        self.leading = leading
-                        if leading:
-                            broker = broker or dispatch_queue.Held()
-                            back = broker.give_back(broker.held_tags())
-                            log.info("this beat pumps dispatch requests%s",
-                                     f" ({back} held by a pump that stopped are back in the "
-                                     "queue)" if back else "")
-                    if not leading:
+                    if not self.leadership.hold():
+                        if self.leading:
+                            log.info("another beat pumps dispatch requests now")
+                        self.leading = False
                         self._halt.wait(LEAD_RETRY)
                         continue
                     broker = broker or dispatch_queue.Held()
+                    if not self.leading:  # what a pump that stopped held goes back first
+                        back = broker.give_back(broker.held_tags())
+                        self.leading = True
+                        log.info("this beat pumps dispatch requests%s",
+                                 f" ({back} held by a pump that stopped are back in the "
+                                 "queue)" if back else "")
                     events.heartbeat()
                     n = pump_once(broker, events)
                     self.pumped += n
