@@ -292,3 +292,38 @@ def test_the_pump_leaves_nothing_held_when_stopped(start_pump, tenant):
     sender.join()
     assert held() == 0
     assert not running.thread.leading
+
+
+def test_a_malformed_message_goes_to_a_worker_marked_and_the_pump_moves_on(
+        start_pump, tenant, start_worker_process):
+    """The pump hands what it cannot run (here a body that is not [args, kwargs, embed]) to
+    the back of the queue, marked for workers; a worker discards it as it always has."""
+    import base64
+    import json
+
+    from app.broker import client
+
+    redis = client.client()
+    key = settings.redis_key_prefix + "dispatch"
+    good_before = send(tenant_id=tenant, intent_key=ECHO)
+    [raw] = redis.lrange(key, 0, -1)
+    bad = json.loads(raw)
+    bad["headers"]["id"] = bad["properties"]["correlation_id"] = str(uuid.uuid4())
+    bad["properties"]["delivery_tag"] = str(uuid.uuid4())
+    bad["body"] = base64.b64encode(b'{"not": "a list"}').decode()
+    redis.rpush(key, json.dumps(bad))  # at the front: taken first
+    running = start_pump()
+
+    assert good_before.get(timeout=15) == job_id_for(good_before.id)
+    [left] = redis.lrange(key, 0, -1)
+    assert json.loads(left)["headers"][dispatch_queue.HANDED_BACK] == "workers"
+    assert held() == 0 and running.thread.pumped == 2
+    # The pump stops at the marked message until a worker has taken it.
+    behind = send(tenant_id=tenant, intent_key=ECHO)
+    time.sleep(0.3)
+    assert behind.state == "PENDING" and queued() == 2
+    worker = start_worker_process("-P", "solo", queues="dispatch")
+    assert behind.get(timeout=30) == job_id_for(behind.id)
+    wait_for(lambda: "malformed message for task 'dispatch_intent'" in worker.log(), 15,
+             message="the worker to discard the malformed message")
+    assert queued() == 0
