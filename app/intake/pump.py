@@ -13,7 +13,7 @@ the rows.
 
 Delivery is kombu's: a message taken moves atomically (one Lua script) from the queue into
 kombu's unacknowledged set (``unacked`` and ``unacked_index``, as a worker's reserved messages)
-and the pump's own list of what it holds; it is acknowledged only once its row is committed and
+and the set of what the pump holds; it is acknowledged only once its row is committed and
 its result stored. A pump that dies mid-batch leaves its messages there: the next pump to lead
 puts them back at the front of the queue at once (and kombu itself would after the visibility
 timeout). Taken twice, a request still makes one row: its job id derives from its message's id
@@ -28,9 +28,9 @@ workers.
 
 Beat runs the pump (a thread in each beat process, :func:`start`); of several beats one leads
 (a PostgreSQL advisory lock, freed when its process dies, so another beat takes over within a
-second). Flower sees each request as a worker would show it (its name, arguments with secrets hidden,
-result or refusal), from one task-succeeded or task-failed event per request sent by the
-``dispatch-pump@<host>`` node, which heartbeats while it leads.
+second). Flower sees each request as a worker would show it (its name, its arguments with
+secrets hidden, its result or refusal), from one task-succeeded or task-failed event per
+request sent by the ``dispatch-pump@<host>`` node, which heartbeats while it leads.
 """
 
 from __future__ import annotations
@@ -490,6 +490,9 @@ class Pump(threading.Thread):
                         break
                     log.warning("dispatch pump: %s; trying again in %.0f s", exc, OUTAGE_WAIT)
                     broker = None
+                    # What it held (a batch whose results or ack did not reach Redis) goes
+                    # back to the queue before the next batch, as when leading anew.
+                    self.leading = False
                     self._halt.wait(OUTAGE_WAIT)
         finally:
             events.stop()
