@@ -50,7 +50,6 @@ from typing import Any
 
 from celery import states
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError, OperationalError
 
 from app.broker import dispatch_queue
 from app.broker.celery_app import celery_app
@@ -61,7 +60,8 @@ from app.core.redaction import redact_params
 from app.core.registry import manifest
 from app.core.settings import settings
 from app.core.validation import DISPATCH_ARGUMENTS, Request, as_uuid, dispatch_request, job_id_for
-from app.intake.submit import publish_or_release, write_each
+from app.handoff import hand_off
+from app.intake.submit import write_each
 from app.store import db, liveness, tenants
 
 log = logging.getLogger("jobq.dispatch")
@@ -129,11 +129,6 @@ def decode(raw: str) -> Taken:
 # --- one batch ----------------------------------------------------------------------------------
 
 
-def _is_outage(exc: BaseException) -> bool:
-    return isinstance(exc, OperationalError) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated)
-
-
 class Outage(Exception):
     """The database is unreachable: the batch goes back to the queue, untouched."""
 
@@ -191,10 +186,10 @@ def write_batch(batch: list[Taken]) -> None:
                 for t, job_id, refusal in zip(rows, ids, refusals, strict=True):
                     t.outcome = refusal if refusal is not None else job_id
     except Exception as exc:
-        if _is_outage(exc):
+        if db.is_outage(exc):
             raise Outage(str(exc)) from exc
         raise
-    publish_or_release(outgoing)
+    hand_off(outgoing)
 
 
 def _one_by_one(conn, rows: list[Taken]

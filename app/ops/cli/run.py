@@ -83,8 +83,8 @@ class RunSetup:
             found = tenants.find_tenants_by_name(conn, name)
             return found[0]["id"] if found else tenants.create_tenant(conn, name)
 
-    def submit_many(self, session: Session, tenant_id: str,
-                    requests: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
+    def submit_for_tenant(self, session: Session, tenant_id: str,
+                          requests: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
         from app.core.validation import Request
         from app.intake.submit import submit_many
 
