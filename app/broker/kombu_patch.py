@@ -1,4 +1,4 @@
-"""A worker outlives a Redis restart.
+"""A worker outlives a Redis restart; and a message can go to the front of its queue.
 
 When Redis goes away while a worker holds unacknowledged messages (always, with late acks),
 Celery 5.7 tears the broken connection down and reconnects; but the old channel is still used
@@ -16,10 +16,14 @@ lost-run recovery send those jobs again; a run that did finish is not run twice.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Any
 
 import kombu
 from kombu.transport import redis as kombu_redis
+from kombu.utils.json import dumps
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 #: The kombu releases this patch was written and tested for (major, minor); pyproject.toml pins
@@ -27,6 +31,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 WRITTEN_FOR = (5, 7)
 
 _connparams = kombu_redis.Channel._connparams
+_put = kombu_redis.Channel._put
+#: Set while messages are published to the front of their queue (:func:`to_the_front`).
+_FRONT: ContextVar[bool] = ContextVar("jobq_front_of_queue", default=False)
 
 
 def version_problem(version: str = kombu.__version__) -> str | None:
@@ -53,4 +60,39 @@ def _connparams_of_an_open_channel(self: Any, asynchronous: bool = False) -> Any
 
 def survive_redis_restarts() -> None:
     """Install the guard (idempotent)."""
-    kombu_redis.Channel._connparams = _connparams_of_an_open_channel
+    # Replacing a method of kombu's class is what this module is for (mypy refuses it as a rule).
+    kombu_redis.Channel._connparams = _connparams_of_an_open_channel  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def to_the_front() -> Iterator[None]:
+    """Messages published in this block go to the front of their queue: the next consumer to
+    ask takes them before everything already waiting.
+
+    kombu's Redis transport LPUSHes a message and consumers BRPOP, so the front is the right
+    end: RPUSH. (A priority would do it too, but puts every other message under another key.)
+    """
+    token = _FRONT.set(True)
+    try:
+        yield
+    finally:
+        _FRONT.reset(token)
+
+
+def _put_maybe_to_the_front(self: Any, queue: str, message: Any, **kwargs: Any) -> Any:
+    if not _FRONT.get():
+        return _put(self, queue, message, **kwargs)
+    # kombu 5.7's _put with RPUSH for LPUSH (jobq declares no queue expiry, so no PEXPIRE).
+    key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
+    batch = kwargs.pop("_publish_batch", None)
+    if batch is not None:
+        batch.add("rpush", key, dumps(message))
+        return None
+    with self.conn_or_acquire() as client:
+        client.rpush(key, dumps(message))
+    return None
+
+
+def front_of_queue() -> None:
+    """Install :func:`to_the_front`'s publishing (idempotent)."""
+    kombu_redis.Channel._put = _put_maybe_to_the_front  # type: ignore[method-assign]

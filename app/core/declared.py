@@ -78,6 +78,7 @@ def read(cls: type[T], env: Mapping[str, str]) -> T:
         if declared.choices and value not in declared.choices:
             raise Malformed(f"{var}={value!r} must be one of {', '.join(declared.choices)}")
         values[name] = value
+    # ``cls`` is a dataclass (every caller's is), which a plain type[T] cannot say to mypy.
     if "given" in {f.name for f in fields(cls)}:  # type: ignore[arg-type]
         values["given"] = frozenset(given)
     return cls(**values)

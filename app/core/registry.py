@@ -33,5 +33,6 @@ class _Current:
         return len(self._get())
 
 
-#: The process's manifest.
+#: The process's manifest. Typed as what it stands for (the proxy answers every attribute of a
+#: Manifest), so that readers of ``manifest.x`` are checked.
 manifest: Manifest = _Current()  # type: ignore[assignment]

@@ -51,6 +51,7 @@ class DeclaredSettings:
     def __repr__(self) -> str:
         from app.core.redaction import redact
 
+        # Only the dataclasses below are ever shown; this base is not one itself.
         shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}"
                           for f in fields(self) if f.repr)  # type: ignore[arg-type]
         return redact(f"{type(self).__name__}({shown})") or ""
@@ -149,6 +150,10 @@ class Settings(DeclaredSettings):
                                 doc="workers run the feeder (one leads per queue)")
 
     # Dispatch and the audit mirror.
+    dispatch_pump: bool = setting("JOBQ_DISPATCH_PUMP", True,
+                                  doc="beat writes dispatch_intent requests as rows in batches")
+    dispatch_batch: int = setting("JOBQ_DISPATCH_BATCH", 500, minimum=1,
+                                  doc="the most dispatch_intent requests written at once")
     manifest: str = setting("JOBQ_MANIFEST", "handlers.manifest:INTENTS", blank_is_value=True,
                             doc="the intent manifest, module:attribute")
     max_params_bytes: int = setting("JOBQ_MAX_PARAMS_BYTES", 65536, minimum=2,
@@ -322,6 +327,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
 
 
 #: The process's settings. Attribute reads go to a :class:`Settings` loaded at the first one.
+#: Typed as what it stands for (the proxy answers every attribute of a Settings), so that readers
+#: of ``settings.x`` are checked; the two functions below reach the proxy's own methods.
 settings: Settings = LazySettings(load)  # type: ignore[assignment]
 
 
@@ -365,7 +372,7 @@ def handler_url_for(database_url: str, role: str = HANDLER_ROLE) -> str:
 
 def is_sentinel_url(url: str | None) -> bool:
     """Whether ``url`` names Redis Sentinels (``sentinel://h1:26379;sentinel://h2:26379``)."""
-    return bool(url) and url.strip().lower().startswith("sentinel://")
+    return url is not None and url.strip().lower().startswith("sentinel://")
 
 
 def url_user(url: str) -> tuple[str | None, str | None]:

@@ -21,7 +21,7 @@ from app.broker.publish import Outgoing
 from app.core.errors import ParamsNotKept
 from app.core.registry import manifest
 from app.core.settings import settings
-from app.intake.submit import publish_or_release
+from app.handoff import hand_off
 from app.store import db, jobstore, reads
 
 log = logging.getLogger("jobq.dispatch")
@@ -163,7 +163,7 @@ def approve(job_id: str, *, by: str, note: str | None = None,
     if approved is not None and approved.publish:
         intent = manifest.get(approved.intent_key)
         if intent is not None:  # else the sweep refuses it, with the reason, in the table
-            publish_or_release([Outgoing(
+            hand_off([Outgoing(
                 approved.id, approved.tenant_id, approved.intent_key,
                 approved.queue or intent.queue, approved.intent_params, intent.secret_params,
                 countdown=approved.countdown or None)])
@@ -185,8 +185,9 @@ def reject(job_id: str, *, by: str, reason: str | None = None,
 
 
 def requeue(jobs: list[dict[str, Any]], *, by: str, params: dict[str, Any] | None = None,
-            tenant_id: str | None = None) -> list[tuple[str, str]]:
-    """Put failed or cancelled ``jobs`` back to pending; ``(id, was)`` of each done. They wait
+            tenant_id: str | None = None) -> list[tuple[str, str, str]]:
+    """Put failed or cancelled ``jobs`` back to pending; ``(id, was, status)`` of each done
+    (status: pending, or awaiting_approval). They wait
     in their queue's fair queue like new work (the feeder publishes them in their turn, a
     window at a time, so retrying ten thousand jobs never floods the broker). A job asked for with an approval that it never got goes back to
     awaiting one instead (a cancel and a retry must not run it unapproved). ``params``: run the (one) job on these validated parameters

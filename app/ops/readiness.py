@@ -7,6 +7,7 @@ last is true: the command it prints works now.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import time
 import urllib.request
@@ -53,7 +54,7 @@ class WorkerPings:
     answered: set[str] = field(default_factory=set)
 
     def probes(self) -> list[Probe]:
-        return [Probe(process, lambda node=node: self._answered(node))
+        return [Probe(process, functools.partial(self._answered, node))
                 for node, process in self.nodes.items()]
 
     def _answered(self, node: str) -> bool:

@@ -56,6 +56,8 @@ def owner_pid(lease_owner: str | None) -> int | None:
 
 def owner_is_dead(lease_owner: str | None) -> bool:
     """True only when the owner was a process on this host that no longer exists."""
+    if lease_owner is None:
+        return False
     pid_n = owner_pid(lease_owner)
     if pid_n is None or lease_owner.rsplit(":", 2)[0] != HOST:
         return False

@@ -110,6 +110,14 @@ def status_conn() -> Connection:
     return status_engine().connect()
 
 
+def is_outage(error: BaseException) -> bool:
+    """Whether ``error`` says the database is away (down, restarting, the connection cut), not
+    that a statement was wrong: what callers ride out or retry later."""
+    return isinstance(error, exc.OperationalError) or (
+        isinstance(error, exc.DBAPIError) and error.connection_invalidated
+    )
+
+
 #: Server-side keepalives of a liveness connection (idle, interval, count): a host that vanished
 #: without closing its connections (power, network) frees its liveness lock after about
 #: idle + interval * count seconds; a process that dies on a live host frees it at once.
@@ -181,6 +189,14 @@ class HandlerRoleError(RuntimeError):
     """JOBQ_HANDLER_DATABASE_URL logs in as a role that row-level security does not bind."""
 
 
+def _backend_pid(conn: Connection) -> int:
+    """The PostgreSQL server process behind ``conn``, which a binding's ticket names."""
+    dbapi = conn.connection.dbapi_connection
+    if dbapi is None:  # invalidated (its server went away): nothing to bind
+        raise exc.ResourceClosedError("this connection was invalidated and has no server process")
+    return dbapi.info.backend_pid
+
+
 def bind_ticket(job_id: str, lease_owner: str, backend_pid: int) -> str:
     """What ``jobq_bind`` checks: the job, its run's lease owner and the connection's backend."""
     return hashlib.sha256(f"{job_id}:{lease_owner}:{backend_pid}".encode()).hexdigest()
@@ -189,7 +205,7 @@ def bind_ticket(job_id: str, lease_owner: str, backend_pid: int) -> str:
 def bind_job(conn: Connection, job_id: str, lease_owner: str) -> None:
     """Bind ``conn``'s current transaction (a handler connection) to the tenant of ``job_id``,
     which must be running under ``lease_owner``; the binding ends with the transaction."""
-    pid = conn.connection.dbapi_connection.info.backend_pid
+    pid = _backend_pid(conn)
     conn.execute(_BIND, {"job": job_id, "ticket": bind_ticket(job_id, lease_owner, pid)})
 
 
@@ -266,7 +282,7 @@ def api_secret() -> str:
 
 def bind_tenant(conn: Connection, tenant_id: str) -> None:
     """Bind ``conn``'s current transaction (a handler-role connection) to ``tenant_id``."""
-    pid = conn.connection.dbapi_connection.info.backend_pid
+    pid = _backend_pid(conn)
     ticket = hashlib.sha256(f"{api_secret()}:{tenant_id}:{pid}".encode()).hexdigest()
     conn.execute(_BIND_TENANT, {"tenant": tenant_id, "ticket": ticket})
 

@@ -100,6 +100,36 @@ def test_a_capped_tenant_is_skipped_at_its_cap_and_nobody_waits_for_it():
     assert _pick(4).count(capped) == 2  # room again, and it is owed its turns
 
 
+def _hand_on(tenant_id: str, queue: str = QUEUE) -> list[str]:
+    """What the run that just ended hands on of its capped tenant's jobs (``jobq_hand_on``)."""
+    with db.engine().begin() as conn:
+        return [p.tenant_id for p in jobstore.hand_on(conn, queue, tenant_id)]
+
+
+def test_a_capped_tenants_slot_is_handed_on_by_the_run_that_frees_it_when_its_turn_has_come():
+    capped, other = make_tenant(), make_tenant()
+    set_tenant_limits(capped, max_running=1, by="test")
+    _waiting(capped, 5)
+    _waiting(other, 50)
+    assert _pick(6).count(capped) == 1
+    assert _hand_on(capped) == []  # its one job is still handed out: at its cap
+    _running(capped, 1)
+    sql("UPDATE job_executions SET status = 'completed' WHERE tenant_id = CAST(:t AS uuid) "
+        "AND status = 'processing'", t=capped)
+    # Its slot is free and nobody ready would start before it: its next job, at once.
+    assert _hand_on(capped) == [capped]
+    assert _hand_on(capped) == []  # and only up to its cap
+    # An uncapped tenant is the feeder's: a run of its never hands anything on.
+    assert _hand_on(other) == []
+    # A capped tenant ahead of its turn (another ready tenant would start first) waits for
+    # the feeder like anyone else.
+    sql("UPDATE job_executions SET status = 'completed' WHERE tenant_id = CAST(:t AS uuid) "
+        "AND published_at IS NOT NULL", t=capped)
+    sql("UPDATE fair_queue SET vtime = vtime + 100 WHERE tenant_id = CAST(:t AS uuid)", t=capped)
+    assert _hand_on(capped) == []
+    assert _pick(60).count(capped) == 1  # the feeder still gives it its turns
+
+
 def test_a_cap_on_one_queue_leaves_the_tenants_other_queues_alone():
     tenant = make_tenant()
     with db.engine().begin() as conn:  # (set_tenant_limits takes only the engine's queues)

@@ -52,7 +52,10 @@ CLAIM_SQL = f"""
                   coalesce(j.retry_count, 0) + 1 AS attempt,
                   coalesce(j.max_retries, $5) AS max_retries,
                   j.checkpoint, coalesce(j.run_at, j.created_at) AS scheduled_for,
-                  j.params_dropped
+                  j.params_dropped,
+                  t.max_running IS NOT NULL OR EXISTS (
+                      SELECT 1 FROM tenant_queue_limits l WHERE l.tenant_id = t.id
+                         AND l.queue = j.queue AND l.max_running IS NOT NULL) AS capped
     ), started AS (
         INSERT INTO job_events (job_id, attempt, kind, worker)
         SELECT id, attempt, 'started', $2 FROM claimed
@@ -74,7 +77,7 @@ CLAIM_SQL = f"""
           FROM stopped
     )
     SELECT c.id::text, c.tenant_id, c.intent_key, c.intent_params, c.attempt, c.max_retries,
-           c.checkpoint, c.scheduled_for, c.params_dropped,
+           c.checkpoint, c.scheduled_for, c.params_dropped, c.capped,
            ARRAY(SELECT id::text FROM done) AS completed,
            s.tenant_status, s.reason
       FROM (SELECT 1) AS one LEFT JOIN claimed c ON true LEFT JOIN stopped s ON true
@@ -107,6 +110,8 @@ class Claimed:
     #: Refused once with parameters that were not kept, and put back to pending from outside
     #: (a retry gives new ones): it must not run on the intent's defaults.
     params_dropped: bool = False
+    #: Its tenant has a cap (on its queue or overall): the run hands the next job on as it ends.
+    capped: bool = False
 
 
 @dataclass(frozen=True)
@@ -146,9 +151,9 @@ def claim(conn, job_id: str, *, worker: str, owner: str, lease: float, default_m
         f"EXECUTE {CLAIM} (%s, %s, %s, %s, %s, %s)",
         (job_id, worker, owner, lease, default_max_retries, rows),
     ).one()
-    claimed = Claimed(*row[:9]) if row[0] is not None else None
-    refusal = TenantRefusal(row[10], row[11]) if row[10] is not None else None
-    return claimed, set(row[9]), refusal
+    claimed = Claimed(*row[:10]) if row[0] is not None else None
+    refusal = TenantRefusal(row[11], row[12]) if row[11] is not None else None
+    return claimed, set(row[10]), refusal
 
 
 def inspect(conn, job_id: str, *, lease: float, wedged: float) -> Inspected | None:

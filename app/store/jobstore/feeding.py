@@ -66,6 +66,22 @@ def look(conn, queue: str, size: int) -> Look:
     return Look(rows[0][0], rows[0][1], [Picked(*r[2:]) for r in rows if r[2] is not None])
 
 
+#: A capped tenant's run ended: its next jobs, when its turn has come (``jobq_hand_on``).
+HAND_ON = text(
+    """
+    SELECT id::text, tenant_id::text, intent_key, intent_params
+      FROM jobq_hand_on(:queue, CAST(:tenant AS uuid))
+    """
+)
+
+
+def hand_on(conn, queue: str, tenant_id: str) -> list[Picked]:
+    """The next jobs of ``tenant_id`` (capped) on ``queue``, stamped published, for the front of
+    the broker's queue; none when it is at its cap, ahead of its turn, or has nothing due
+    (see app/store/schema.sql). Commit, then publish them."""
+    return [Picked(*row) for row in conn.execute(HAND_ON, {"queue": queue, "tenant": tenant_id})]
+
+
 def set_window(conn, queue: str, size: int) -> None:
     conn.execute(SET_WINDOW, {"queue": queue, "window": size})
 
