@@ -46,7 +46,7 @@ from rich.table import Table
 from sqlalchemy import Engine, text
 
 # Nothing of jobq is imported before the private services' URLs are in the environment.
-from app.ops.embedded import PrivateServices
+from tests.services import PrivateServices
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

@@ -288,6 +288,16 @@ def start_beat_process(tmp_path: Path) -> Iterator[Callable[..., BeatProcess]]:
 
 
 @pytest.fixture
+def migrations_alone() -> Iterator[None]:
+    """The test migrates databases of the shared server: no other migration meanwhile, in this
+    run or another (tests/conftest.py: ``one_migration_at_a_time``)."""
+    from tests.conftest import one_migration_at_a_time
+
+    with one_migration_at_a_time():
+        yield
+
+
+@pytest.fixture
 def scratch_database() -> Iterator[str]:
     """An empty database of its own (for migrations), dropped afterwards."""
     import psycopg2

@@ -150,6 +150,10 @@ class Settings(DeclaredSettings):
                                 doc="beat (or, without beat, a worker) runs the feeder")
 
     # Dispatch and the audit mirror.
+    dispatch_pump: bool = setting("JOBQ_DISPATCH_PUMP", True,
+                                  doc="beat writes dispatch_intent requests as rows in batches")
+    dispatch_batch: int = setting("JOBQ_DISPATCH_BATCH", 500, minimum=1,
+                                  doc="the most dispatch_intent requests written at once")
     manifest: str = setting("JOBQ_MANIFEST", "handlers.manifest:INTENTS", blank_is_value=True,
                             doc="the intent manifest, module:attribute")
     max_params_bytes: int = setting("JOBQ_MAX_PARAMS_BYTES", 65536, minimum=2,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -159,6 +159,16 @@ def write_requests(conn: Session | Connection, requests: Iterable[Request], *, s
     return ids, outgoing, refusal
 
 
+def write_each(conn: Session | Connection, requests: Sequence[Request], *, source: str
+               ) -> tuple[list[str], list[IntentRefused | None], list[Outgoing]]:
+    """:func:`write_requests` saying what became of each request: ``(ids, each one's refusal or
+    None, messages to publish once committed)``, so many callers' requests share one statement
+    (app.intake.pump). Every request's tenant must be active (else :class:`TenantRefused`)."""
+    refusals: list[IntentRefused | None] = []
+    ids, outgoing, _first, _written = _write(conn, requests, source=source, refusals=refusals)
+    return ids, refusals, outgoing
+
+
 def record_direct_call(tenant_id: Any, intent_key: str, intent_params: Any, *,
                        job_id: str) -> None:
     """Write the row of a handler task called directly, not through the engine, so it is
@@ -191,7 +201,8 @@ def submit_one(session: Session, request: Request, *, source: str) -> Submitted:
     return Submitted(ids[0], written.get(ids[0]))
 
 
-def _write(conn: Session | Connection, requests: Iterable[Request], *, source: str
+def _write(conn: Session | Connection, requests: Iterable[Request], *, source: str,
+           refusals: list[IntentRefused | None] | None = None,
            ) -> tuple[list[str], list[Outgoing], IntentRefused | None, dict[str, dict[str, Any]]]:
     if source not in SOURCES:
         raise ValueError(f"source {source!r} is not one of {SOURCES}")
@@ -213,9 +224,14 @@ def _write(conn: Session | Connection, requests: Iterable[Request], *, source: s
                 log.info("job refused: %s", job.error_message,
                          extra={"job_id": job.id, "tenant_id": job.tenant_id,
                                 "intent_key": job.intent_key})
-                first_refusal = first_refusal or IntentRefused(
-                    str(refusal), field=refusal.field, job_id=job.id)
-            elif publish_now:  # else the fairness feeder publishes it in its turn
+                mine = IntentRefused(str(refusal), field=refusal.field, job_id=job.id)
+                first_refusal = first_refusal or mine
+                if refusals is not None:
+                    refusals.append(mine)
+                continue
+            if refusals is not None:
+                refusals.append(None)
+            if publish_now:  # else the fairness feeder publishes it in its turn
                 intent = manifest.get(job.intent_key)
                 assert intent is not None  # an unknown key was refused by _prepare
                 outgoing.append(Outgoing(job.id, job.tenant_id, job.intent_key, intent.queue,
@@ -224,11 +240,14 @@ def _write(conn: Session | Connection, requests: Iterable[Request], *, source: s
             continue
         existing = jobstore.find_existing(conn, job)
         if existing is not None:  # a redelivered dispatch, or a repeated idempotency key
+            refused: IntentRefused | None = None
             if refusal is not None:
-                first_refusal = first_refusal or IntentRefused(
-                    str(refusal), field=refusal.field, job_id=existing.id)
+                refused = IntentRefused(str(refusal), field=refusal.field, job_id=existing.id)
             elif not existing.same_id and not _same_request(job, existing):
-                first_refusal = first_refusal or _conflict(job, existing)
+                refused = _conflict(job, existing)
+            first_refusal = first_refusal or refused
+            if refusals is not None:
+                refusals.append(refused)
             ids.append(existing.id)
             continue
         _raise_for_tenant(conn, job.tenant_id)

@@ -98,6 +98,14 @@ class SessionLock:
                 self._take()
             return self._held
 
+    def release(self) -> None:
+        """Let the lock go: its connection closes (held again by the next :meth:`hold`)."""
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                with contextlib.suppress(Exception):
+                    self._conn.close()
+            self._conn, self._held, self._next_try = None, False, 0.0
+
     def _forked(self) -> None:
         if self._conn is not None:
             self._inherited.append(self._conn)

@@ -30,6 +30,18 @@ def status_of(conn, tenant_id: str) -> str | None:
     return row[0] if row else None
 
 
+TENANT_STATUSES = text(
+    "SELECT id::text, status FROM tenants WHERE id = ANY(CAST(:ids AS uuid[]))")
+
+
+def statuses_of(conn, tenant_ids: Iterable[str]) -> dict[str, str]:
+    """Each known tenant's status, in one statement (unknown ones are left out)."""
+    ids = sorted(set(tenant_ids))
+    if not ids:
+        return {}
+    return {r[0]: r[1] for r in conn.execute(TENANT_STATUSES, {"ids": ids})}
+
+
 def active_tenant_ids(conn) -> list[str]:
     return list(conn.execute(ACTIVE_TENANTS).scalars())
 

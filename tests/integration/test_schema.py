@@ -11,6 +11,11 @@ from sqlalchemy import create_engine, inspect, text
 from app.store import db
 from app.store.models import Base
 
+# Migrations grant to the cluster's roles: two at the same moment fail ("tuple concurrently
+# updated"). The files that migrate scratch databases run in one process, one after the other,
+# and each of their tests holds the lock every test run's migrations take.
+pytestmark = [pytest.mark.xdist_group("migrations"), pytest.mark.usefixtures("migrations_alone")]
+
 
 @pytest.fixture
 def migrated(scratch_database):

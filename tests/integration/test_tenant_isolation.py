@@ -18,6 +18,11 @@ from tests.academy import make_student
 from tests.fixtures import job_row, make_tenant, sql, wait_for_status
 from tests.security_intents import ESCAPES
 
+# Migrations grant to the cluster's roles: two at the same moment fail ("tuple concurrently
+# updated"). The files that migrate scratch databases run in one process, one after the other,
+# and each of their tests holds the lock every test run's migrations take.
+pytestmark = [pytest.mark.xdist_group("migrations"), pytest.mark.usefixtures("migrations_alone")]
+
 ROLE = db.HANDLER_ROLE
 POLICY = "tenant_isolation"
 ENGINE_POLICY = "jobq_engine"
