@@ -148,6 +148,8 @@ class Settings(DeclaredSettings):
                                    doc="the least (enough to keep a queue's processes fed)")
     fair_feeder: bool = setting("JOBQ_FAIR_FEEDER", True,
                                 doc="workers run the feeder (one leads per queue)")
+    orphan_after: float = setting("JOBQ_ORPHAN_AFTER", 5.0, minimum=0.5,
+                                  doc="a handed-off message seen nowhere this long is sent again")
 
     # Dispatch and the audit mirror.
     manifest: str = setting("JOBQ_MANIFEST", "handlers.manifest:INTENTS", blank_is_value=True,

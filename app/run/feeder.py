@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from app.broker.publish import Outgoing, publish
 from app.core.registry import manifest
 from app.core.settings import settings
+from app.run import orphans
 from app.store import db, jobstore, tenants
 
 log = logging.getLogger("jobq.feeder")
@@ -229,6 +230,7 @@ class Feeder(threading.Thread):
                     result = feed_once(queue, self.windows[queue])
                     if result.backlog:
                         wait = min(wait, result.wait)
+                orphans.tick(self.led)  # what a dead worker held, sent again within seconds
                 if len(self.led) < len(self.queues):
                     wait = min(wait, LEAD_RETRY)
                 self._wait(wait)
