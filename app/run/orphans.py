@@ -156,13 +156,13 @@ def _send_again(jobs: list[jobstore.OrphanJob], *, forget: list[str]) -> set[str
                                      front=True))
         sent = set(publish(outgoing))
         by_queue: dict[str, list[str]] = defaultdict(list)
-        for o in outgoing:
-            if o.id in sent:
-                by_queue[o.queue].append(o.id)
+        for message in outgoing:
+            if message.id in sent:
+                by_queue[message.queue].append(message.id)
         for queue, ids in by_queue.items():
             jobstore.mark_published(conn, ids, queue=queue)
         # What the broker refused waits in the table again: the feeder sends it in its turn.
-        jobstore.mark_unpublished(conn, [o.id for o in outgoing if o.id not in sent])
+        jobstore.mark_unpublished(conn, [m.id for m in outgoing if m.id not in sent])
     return sent
 
 
