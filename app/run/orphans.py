@@ -25,6 +25,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
@@ -87,6 +88,14 @@ def judge(held: Iterable[broker_held.Held], dead_tokens: Collection[str],
     return verdict
 
 
+def _is_job_id(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:  # not a job's message: a client's own task id
+        return False
+    return True
+
+
 def _not_due(job: jobstore.OrphanJob) -> bool:
     return job.pending and job.published_at is not None and not job.waiting
 
@@ -113,7 +122,7 @@ class Checked:
 def check(queues: Collection[str]) -> Checked:
     """One check of ``queues``: send again what a dead process held or nobody has."""
     queues = sorted(queues)
-    held = [h for h in broker_held.held_messages() if h.queue in queues]
+    held = [h for h in broker_held.held_messages() if h.queue in queues and _is_job_id(h.job_id)]
     with db.engine().connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         seen = jobstore.look_orphans(
             conn, tokens=sorted({h.holder for h in held if h.holder}),

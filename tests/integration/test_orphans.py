@@ -128,3 +128,15 @@ def test_an_old_message_still_waiting_in_its_queue_is_not_sent_twice(tenant):
 
     assert orphans.check(["realtime"]).nowhere == 0
     assert queued_job_ids("realtime") == [job_id]
+
+
+def test_a_message_whose_task_id_is_no_job_id_is_passed_over(tenant, take):
+    # A Celery client's own task (its id is not a UUID) held by a dead process: the check
+    # neither fails on it nor touches it, and still finds the job beside it.
+    celery_app.send_task("system.exec.echo", kwargs={}, task_id="not-a-job", queue="realtime")
+    other = take("realtime", dead_token())
+    job_id = submit_echo(tenant)
+    take("realtime", dead_token())
+
+    assert orphans.check(["realtime"]).dead_held == 1
+    assert queued_job_ids("realtime") == [job_id] and unacked(other)
