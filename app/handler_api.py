@@ -46,8 +46,8 @@ class Operations(Protocol):
     def ensure_tenant(self, name: str) -> str:
         """The id of the academy named ``name``, created when there is none."""
 
-    def submit_many(self, session: Session, tenant_id: str,
-                    requests: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
+    def submit_for_tenant(self, session: Session, tenant_id: str,
+                          requests: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
         """Ask for ``(intent_key, intent_params)`` jobs of a tenant in ``session``; published
         once it commits. Bad input raises IntentRefused (its failed rows are in the session)."""
 

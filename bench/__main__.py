@@ -7,6 +7,7 @@ import sys
 
 BENCHMARKS = {
     "drain": "bench.drain",
+    "academies": "bench.academies",
     "publish": "bench.publish",
     "latency": "bench.latency",
     "coldstart": "bench.coldstart",

@@ -114,18 +114,18 @@ def _bulk_children() -> int:
     return BULK_CHILDREN
 
 
-def start_workers(bulk_processes: int | None) -> list:
+def start_workers(bulk_processes: int | None, extra_env: dict[str, str] | None = None) -> list:
     from app.broker.celery_app import celery_app
     from app.ops.workers import WORKERS, worker_args
 
-    procs = [celery_beat()]
+    procs = [celery_beat(extra_env)]
     for name in WORKERS:
         args = worker_args(name)
         i = args.index("-n")  # celery_worker names the node itself
         args = args[:i] + args[i + 2:]
         if name == "bulk" and bulk_processes is not None:
             args[args.index("-c") + 1] = str(bulk_processes)
-        procs.append(celery_worker("app", name, *args))
+        procs.append(celery_worker("app", name, *args, extra_env=extra_env))
     deadline = time.monotonic() + 90
     for proc in procs[1:]:
         while not celery_app.control.ping(destination=[proc.name], timeout=0.5):

@@ -54,11 +54,17 @@ def make_tenant(name: str = "벤치마크 학원") -> str:
                             {"n": name}).scalar_one()
 
 
-def reset_jobs() -> None:
+def reset_jobs(keep_finished: bool = False) -> None:
+    """No jobs, no messages. ``keep_finished``: delete only unfinished jobs (a table filled
+    with history, e.g. by ``bench scale``'s fill, keeps it)."""
     from app.store import db
 
     with db.engine().begin() as conn:
-        conn.execute(text("TRUNCATE job_events, job_executions"))
+        if keep_finished:
+            conn.execute(text("DELETE FROM job_executions "
+                              "WHERE status NOT IN ('completed', 'failed', 'cancelled')"))
+        else:
+            conn.execute(text("TRUNCATE job_events, job_executions"))
     redis_client().delete(*(env.KEY_PREFIX + k for k in
                             ("celery", "dispatch", "realtime", "bulk", "maintenance", "bare", "stock",
                              "unacked", "unacked_index")))
@@ -98,10 +104,23 @@ def celery_worker(app: str, name: str, *args: str, extra_env: dict[str, str] | N
                                 *quiet_args, "-l", "WARNING", *args], extra_env)
 
 
-def celery_beat(extra_env: dict[str, str] | None = None) -> Proc:
-    return start_process("beat", [sys.executable, "-m", "celery", "-A", "app", "beat", "-l",
-                                  "WARNING", "--schedule", str(env.HOME / "beat-schedule"),
-                                  "--pidfile="], extra_env)
+def celery_beat(extra_env: dict[str, str] | None = None, *, wait: bool = False) -> Proc:
+    """``celery -A app beat``, as ``jobq run`` starts it beside its workers (it sweeps, and
+    may lead the feeding). ``wait``: return once it has opened its schedule (app loaded,
+    scheduler up), so that its start-up stays out of a drain's clock and CPU window."""
+    schedule = env.HOME / f"beat-schedule-{uuid.uuid4().hex[:6]}"
+    proc = start_process("beat", [sys.executable, "-m", "celery", "-A", "app", "beat", "-l",
+                                  "WARNING", "--schedule", str(schedule), "--pidfile="],
+                         extra_env)
+    deadline = time.monotonic() + 60
+    while wait and not any(env.HOME.glob(schedule.name + "*")):
+        if proc.popen.poll() is not None:
+            raise SystemExit(f"beat exited ({proc.popen.returncode}); see {proc.log}")
+        if time.monotonic() > deadline:
+            print(f"beat opened no schedule in 60 s; going on (see {proc.log})", flush=True)
+            break
+        time.sleep(0.05)
+    return proc
 
 
 def stop_all(procs: Sequence[Proc]) -> None:
@@ -129,8 +148,11 @@ def machine() -> dict[str, Any]:
 
 
 def write_result(name: str, data: dict[str, Any]) -> Path:
+    """bench/results/NAME.json, or NAME-LABEL.json with ``BENCH_LABEL`` set (``before``,
+    ``after``: both sides of a change kept beside each other)."""
     env.RESULTS.mkdir(parents=True, exist_ok=True)
-    path = env.RESULTS / f"{name}.json"
+    label = os.environ.get("BENCH_LABEL")
+    path = env.RESULTS / f"{name}{'-' + label if label else ''}.json"
     path.write_text(json.dumps({"machine": machine(), **data}, indent=2, ensure_ascii=False,
                                default=str))
     return path
@@ -141,3 +163,14 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
     for row in rows:
         table.add_row(*(f"{v:,.2f}" if isinstance(v, float) else str(v) for v in row))
     console.print(table)
+
+
+def targets(rows: Sequence[tuple[str, float | None, str]]) -> list[dict[str, Any]]:
+    """Print issue 24's figures a run measured, ``(figure, value, target)`` each, and return
+    them for the result file (``python -m bench report`` gathers them from every file)."""
+    out = [{"figure": f, "value": None if v is None or v != v else round(v, 3), "target": t}
+           for f, v, t in rows]
+    print_table("Issue 24 figures", ["figure", "measured", "target"],
+                [(r["figure"], "-" if r["value"] is None else r["value"], r["target"])
+                 for r in out])
+    return out

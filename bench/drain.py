@@ -2,7 +2,7 @@
 last one completed, and machine CPU per job split by process (worker, PostgreSQL, Redis; see
 bench/cpu.py), for each entry path per worker set-up.
 
-    python -m bench drain [--jobs 20000] [--setups plain,jobq-run]
+    python -m bench drain [--jobs 3000] [--rounds 3] [--setups plain,jobq-run]
                           [--paths stock,bare,submit,dispatch,sql]
 
 Paths: ``stock`` is Celery as people run it (bench/stock.py: ``celery -A bench.stock worker
@@ -10,7 +10,8 @@ Paths: ``stock`` is Celery as people run it (bench/stock.py: ``celery -A bench.s
 set-up's group, so each ratio compares runs minutes apart. ``bare`` is jobq's own Celery
 settings (prefetch 1, late ack, events) with a no-op task, on the set-up's worker arguments.
 ``submit``, ``dispatch`` (``dispatch_intent``) and ``sql`` (a plain INSERT, swept by beat) are
-jobq's entry paths. Every run reports jobs/s, × stock (same set-up group) and × bare (same
+jobq's entry paths; on every set-up they run with beat beside the workers, as ``jobq run``
+runs them (beat is started first and waited for, so its start-up is outside the drain). Every run reports jobs/s, × stock (same set-up group) and × bare (same
 set-up), and CPU ms per job with its ratio to bare's on the same set-up.
 
 Set-ups: ``plain`` is ``celery -A app worker`` with no pool or queue flags (prefork, -c =
@@ -37,6 +38,8 @@ import resource
 import statistics
 import time
 import uuid
+from collections.abc import Sequence
+from typing import Any
 
 from bench import env  # first: sets up the environment
 from bench.common import (
@@ -47,6 +50,7 @@ from bench.common import (
     print_table,
     reset_jobs,
     stop_all,
+    targets,
     write_result,
 )
 from bench.cpu import GROUPS, CpuSampler, per_job, postmaster_pid, redis_pid
@@ -72,8 +76,11 @@ ALL_QUEUES = ("celery", "dispatch", "realtime", "bulk", "maintenance")
 ECHO = "system.exec.echo"
 
 
-def enqueue(path: str, n: int, tenant: str) -> float:
-    """Put ``n`` jobs in front of the (not yet running) workers; returns seconds it took."""
+def enqueue(path: str, n: int, tenant: str | Sequence[str]) -> float:
+    """Put ``n`` jobs in front of the (not yet running) workers, over ``tenant`` (one, or
+    several in turn); returns seconds it took."""
+    tenants = [tenant] if isinstance(tenant, str) else list(tenant)
+    tenant = tenants[0]
     started = time.perf_counter()
     if path == "stock":
         from bench.stock import noop
@@ -95,7 +102,7 @@ def enqueue(path: str, n: int, tenant: str) -> float:
 
         for start in range(0, n, 1000):
             with db.session() as session:
-                submit_many(session, [Request(tenant, ECHO, {"i": i})
+                submit_many(session, [Request(tenants[i % len(tenants)], ECHO, {"i": i})
                                       for i in range(start, min(n, start + 1000))])
                 session.commit()
     elif path == "dispatch":
@@ -105,8 +112,8 @@ def enqueue(path: str, n: int, tenant: str) -> float:
         with celery_app.producer_or_acquire() as producer:
             for i in range(n):
                 dispatch_intent.apply_async(
-                    kwargs={"tenant_id": tenant, "intent_key": ECHO, "intent_params": {"i": i}},
-                    producer=producer)
+                    kwargs={"tenant_id": tenants[i % len(tenants)], "intent_key": ECHO,
+                            "intent_params": {"i": i}}, producer=producer)
     elif path == "sql":
         from sqlalchemy import text
 
@@ -115,15 +122,26 @@ def enqueue(path: str, n: int, tenant: str) -> float:
         with db.engine().begin() as conn:
             conn.execute(text(
                 "INSERT INTO job_executions (tenant_id, intent_key, intent_params) "
-                "SELECT CAST(:t AS uuid), :k, jsonb_build_object('i', i) "
-                "FROM generate_series(1, :n) i"), {"t": tenant, "k": ECHO, "n": n})
+                "SELECT (CAST(:t AS uuid[]))[1 + i % :m], :k, jsonb_build_object('i', i) "
+                "FROM generate_series(1, :n) i"),
+                {"t": tenants, "m": len(tenants), "k": ECHO, "n": n})
     else:
         raise SystemExit(f"unknown path {path!r}")
     return time.perf_counter() - started
 
 
-def finished_span(n: int, timeout: float) -> tuple[int, float, float]:
-    """Wait until ``n`` jobs are completed; ``(done, first start, last completion)``."""
+def db_clock() -> Any:
+    from sqlalchemy import text
+
+    from app.store import db
+
+    with db.engine().connect() as conn:
+        return conn.execute(text("SELECT clock_timestamp()")).scalar_one()
+
+
+def finished_span(n: int, timeout: float, since: Any) -> tuple[int, float, float]:
+    """Wait until ``n`` jobs created at or after ``since`` (the database's clock) are
+    completed; ``(done, first start, last completion)``."""
     from sqlalchemy import text
 
     from app.store import db
@@ -134,7 +152,8 @@ def finished_span(n: int, timeout: float) -> tuple[int, float, float]:
             done, first, last = conn.execute(text(
                 "SELECT count(*) FILTER (WHERE status = 'completed'), "
                 "extract(epoch FROM min(coalesce(executed_at, created_at))), "
-                "extract(epoch FROM max(completed_at)) FROM job_executions")).one()
+                "extract(epoch FROM max(completed_at)) FROM job_executions "
+                "WHERE created_at >= :since"), {"since": since}).one()
         if done >= n or time.monotonic() > deadline:
             return done, float(first or 0), float(last or 0)
         time.sleep(0.2)
@@ -209,7 +228,7 @@ def start_idle(procs: list, app_name: str, name: str, args: list[str]) -> None:
             raise SystemExit(f"worker {proc.name} did not start; see {proc.log}")
 
 
-def enqueue_measured(path: str, n: int, tenant: str, postmaster: int | None,
+def enqueue_measured(path: str, n: int, tenant: str | Sequence[str], postmaster: int | None,
                      redis_server: int | None) -> tuple[float, dict[str, float]]:
     """:func:`enqueue`, and the CPU it cost: the calling process (this one), PostgreSQL, Redis."""
     sampler = CpuSampler([], postmaster=postmaster, redis=redis_server, database=env.DB_NAME)
@@ -228,9 +247,13 @@ def enqueue_measured(path: str, n: int, tenant: str, postmaster: int | None,
     return seconds, cpu
 
 
-def run_one(path: str, setup: str, n: int, tenant: str, timeout: float) -> dict:
-    reset_jobs()
+def run_one(path: str, setup: str, n: int, tenant: str | Sequence[str], timeout: float,
+            keep_finished: bool = False) -> dict:
+    """One drain of ``n`` jobs over ``tenant`` (one, or several in turn). ``keep_finished``:
+    the table's finished jobs stay (a filled table, see bench/academies.py)."""
+    reset_jobs(keep_finished)
     postmaster, redis_server = _servers()
+    since = db_clock()
     enqueue_s, enqueue_cpu = enqueue_measured(path, n, tenant, postmaster, redis_server)
     queues = [BROKER_PATHS[path]] if path in BROKER_PATHS else list(ALL_QUEUES)
     procs = []
@@ -239,11 +262,11 @@ def run_one(path: str, setup: str, n: int, tenant: str, timeout: float) -> dict:
     sampler.start()
     try:
         plan = workers(setup, path)
+        if path not in BROKER_PATHS:  # jobq's paths: beat beside the workers, as jobq run has
+            procs.append(celery_beat(wait=True))
         for app_name, name, args, _ in plan:
             if idle(app_name, args):
                 start_idle(procs, app_name, f"{setup}-{name}", args)
-        if path == "sql":
-            procs.append(celery_beat())
         for app_name, name, args, quiet in plan:
             if not idle(app_name, args):
                 procs.append(celery_worker(app_name, f"{setup}-{name}", *args, quiet=quiet))
@@ -251,7 +274,7 @@ def run_one(path: str, setup: str, n: int, tenant: str, timeout: float) -> dict:
         if path in BROKER_PATHS:
             t0, t_end = wait_broker_drained(path, initial, timeout)
         else:
-            done, t0, t_end = finished_span(n, timeout)
+            done, t0, t_end = finished_span(n, timeout, since)
             if done < n:
                 raise SystemExit(f"{path}/{setup}: only {done} of {n} completed in {timeout}s")
     finally:
@@ -261,6 +284,7 @@ def run_one(path: str, setup: str, n: int, tenant: str, timeout: float) -> dict:
     cpu = sampler.between(t0, t_end)
     return {"path": path, "setup": setup, "workers": [" ".join(["-A", a, *w]) for a, _, w, _ in
                                                       workers(setup, path)],
+            "beat": path not in BROKER_PATHS,
             "jobs": n, "seconds": round(seconds, 3), "jobs_per_s": round(n / seconds, 1),
             "enqueue_s": round(enqueue_s, 2), "cpu_s": cpu, "cpu_ms_per_job": per_job(cpu, n),
             # Asking for the jobs (the caller's process, PostgreSQL, Redis; "worker" is the
@@ -307,15 +331,37 @@ def medians(rounds: list[list[dict]]) -> list[dict]:
     return out
 
 
+def issue24(runs: list[dict]) -> list[tuple[str, float | None, str]]:
+    """Issue 24's drain figures from the medians (each ratio a median of per-round ratios)."""
+    by = {(r["setup"], r["path"]): r for r in runs}
+
+    def get(setup: str, path: str, key: str) -> float | None:
+        return by.get((setup, path), {}).get(key)
+
+    return [
+        ("submit drain, plain worker / stock", get("plain", "submit", "ratio_vs_stock"), "≥ 1.0×"),
+        ("submit drain, jobq run's workers / stock", get(JOBQ_RUN, "submit", "ratio_vs_stock"),
+         "≥ 1.5×"),
+        ("audited jobs/s, submit, jobq run's workers", get(JOBQ_RUN, "submit", "jobs_per_s"),
+         "stretch 2,000/s"),
+        ("dispatch_intent drain, plain worker / stock", get("plain", "dispatch",
+                                                            "ratio_vs_stock"), "≥ 0.8×"),
+        ("CPU per audited job (ask + drain) / bare, submit, jobq run",
+         get(JOBQ_RUN, "submit", "end_to_end_cpu_ratio_vs_bare_same_setup"), "≤ 1.3×"),
+        ("CPU per audited job (ask + drain) / bare, submit, plain worker",
+         get("plain", "submit", "end_to_end_cpu_ratio_vs_bare_same_setup"), "≤ 1.3×"),
+    ]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench drain", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--jobs", type=int, default=3_000)
     parser.add_argument("--setups", default=f"plain,{JOBQ_RUN}",
                         help=f"of {', '.join([*SETUPS, JOBQ_RUN])}")
     parser.add_argument("--paths", default="stock,bare,submit,dispatch,sql")
     parser.add_argument("--timeout", type=float, default=600)
-    parser.add_argument("--rounds", type=int, default=1,
+    parser.add_argument("--rounds", type=int, default=3,
                         help="run everything this many times; print and keep the medians")
     args = parser.parse_args(argv)
     tenant = make_tenant()
@@ -345,6 +391,7 @@ def main(argv: list[str] | None = None) -> None:
                   r.get("end_to_end_cpu_ratio_vs_bare_same_setup", "-")) for r in runs])
     path = write_result("drain", {"jobs": args.jobs, "stock_worker": STOCK_WORKER,
                                   "rounds": args.rounds, "runs": runs,
+                                  "targets": targets(issue24(runs)),
                                   "each_round": rounds if args.rounds > 1 else None})
     print(f"written {path}")
 

@@ -3,6 +3,10 @@ entry path, on the worker set-up ``jobq run`` uses, with beat running; the time 
 to ``processing`` and to ``completed``, p50 and p99.
 
     python -m bench latency [--rate 20] [--seconds 30] [--paths submit,dispatch_intent,sql,stock]
+                            [--rounds 1]
+
+Issue 24's figure (``submit`` → completed, p50 and p99, × stock's, medians of 3 rounds):
+``python -m bench latency --paths submit,stock --rounds 3``.
 
 ``stock`` is stock Celery as people run it (bench/stock.py, ``celery -A bench.stock worker -c
 <cores> -E``, alone on the machine after jobq's workers stopped): ``apply_async`` of a no-op at
@@ -24,10 +28,12 @@ from bench.common import (
     celery_beat,
     celery_worker,
     make_tenant,
+    median,
     percentile,
     print_table,
     reset_jobs,
     stop_all,
+    targets,
     write_result,
 )
 
@@ -148,40 +154,72 @@ def measure_stock(rate: float, seconds: float) -> dict:
             "done_p99_ms": round(percentile(to_done, 99), 1)}
 
 
-def main(argv: list[str] | None = None) -> None:
+def one_round(paths: list[str], tenant: str, rate: float, seconds: float) -> list[dict]:
+    """Each jobq path on ``jobq run``'s workers and beat, then stock alone; with × stock."""
     from app.ops.workers import WORKERS, worker_args
 
-    parser = argparse.ArgumentParser(prog="python -m bench latency", description=__doc__)
-    parser.add_argument("--rate", type=float, default=20)
-    parser.add_argument("--seconds", type=float, default=30)
-    parser.add_argument("--paths", default="submit,dispatch_intent,sql,stock")
-    args = parser.parse_args(argv)
-    tenant = make_tenant()
-    procs = [celery_beat()]
+    procs = [celery_beat(wait=True)]
     for name in WORKERS:
         # celery_worker names the node itself; drop the set-up's -n.
         args_ = worker_args(name)
         i = args_.index("-n")
         procs.append(celery_worker("app", name, *args_[:i], *args_[i + 2:]))
-    time.sleep(6)  # workers up and idle
+    from app.broker.celery_app import celery_app
+
+    deadline = time.monotonic() + 90
+    for proc in procs[1:]:  # every worker answers (a loaded machine starts them slowly) ...
+        while not celery_app.control.ping(destination=[proc.name], timeout=0.5):
+            if proc.popen.poll() is not None or time.monotonic() > deadline:
+                stop_all(procs)
+                raise SystemExit(f"worker {proc.name} did not start; see {proc.log}")
+    time.sleep(2)  # ... and is idle
     results = []
-    paths = args.paths.split(",")
     try:
         for path in paths:
             if path != "stock":
-                results.append(measure(path, tenant, args.rate, args.seconds))
+                results.append(measure(path, tenant, rate, seconds))
                 report(results[-1])
     finally:
         stop_all(procs)
     if "stock" in paths:  # alone, after jobq's workers and beat stopped
-        results.append(measure_stock(args.rate, args.seconds))
+        results.append(measure_stock(rate, seconds))
         report(results[-1])
+        stock = results[-1]
+        for r in results:
+            for key in ("done_p50_ms", "done_p99_ms"):
+                r[f"{key}_vs_stock"] = round(r[key] / stock[key], 3) if stock[key] else None
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench latency", description=__doc__)
+    parser.add_argument("--rate", type=float, default=20)
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--paths", default="submit,dispatch_intent,sql,stock")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run everything this many times; print and keep the medians")
+    args = parser.parse_args(argv)
+    tenant = make_tenant()
+    paths = args.paths.split(",")
+    rounds = [one_round(paths, tenant, args.rate, args.seconds) for _ in range(args.rounds)]
+    results = []
+    for first in rounds[0]:  # per path, the median of each figure (ratios: of each round's)
+        same = [r for runs in rounds for r in runs if r["path"] == first["path"]]
+        results.append({k: (median([r[k] for r in same if r.get(k) is not None])
+                            if isinstance(v, float) else v) for k, v in first.items()})
     print_table(f"Latency at {args.rate:g} jobs/s for {args.seconds:g} s (ms from the call; "
-                "stock: celery -A bench.stock worker -c cores -E, alone)",
-                ["path", "→ processing p50", "p99", "→ completed p50", "p99"],
+                "stock: celery -A bench.stock worker -c cores -E, alone; median of "
+                f"{args.rounds} round(s))",
+                ["path", "→ processing p50", "p99", "→ completed p50", "p99",
+                 "completed p50 × stock", "p99 × stock"],
                 [(r["path"], r["start_p50_ms"], r["start_p99_ms"], r["done_p50_ms"],
-                  r["done_p99_ms"]) for r in results])
-    print(f"written {write_result('latency', {'rate': args.rate, 'seconds': args.seconds, 'runs': results})}")
+                  r["done_p99_ms"], r.get("done_p50_ms_vs_stock", "-"),
+                  r.get("done_p99_ms_vs_stock", "-")) for r in results])
+    by = {r["path"]: r for r in results}
+    found = targets([(f"submit → completed at {args.rate:g} jobs/s, {q} × stock's",
+                      by.get("submit", {}).get(f"done_{q}_ms_vs_stock"), "≤ 1.5×")
+                     for q in ("p50", "p99")])
+    print(f"written {write_result('latency', {'rate': args.rate, 'seconds': args.seconds, 'rounds': args.rounds, 'runs': results, 'targets': found, 'each_round': rounds if args.rounds > 1 else None})}")
 
 
 if __name__ == "__main__":

@@ -42,6 +42,25 @@ def markdown() -> str:
     out = ["# Benchmark results", "",
            "Written by `python -m bench report` from the JSON files beside it; each section names "
            "the command that produced it. Ratios compare runs made in one invocation.", ""]
+    found = [(path.stem, t) for path in sorted(RESULTS.glob("*.json"))
+             for t in json.loads(path.read_text()).get("targets") or []]
+    if found:
+        out += ["## Issue 24 figures", "", "Each result file's figures for issue 24's targets "
+                "(docs/benchmarks.md gives the command of each); a file named `-before` / "
+                "`-after` is that side of the redesign.", "",
+                _table(["file", "figure", "measured", "target"],
+                       [[name, t["figure"], "-" if t["value"] is None else t["value"],
+                         t["target"]] for name, t in found]), ""]
+    for name in sorted(p.stem for p in RESULTS.glob("academies*.json")):
+        ac = _load(name)
+        table = f"{ac['rows']:,} finished jobs in the table" if ac["rows"] else "an empty table"
+        out += [f"## Many academies: {table}", "", f"`python -m bench academies` — "
+                f"{ac['jobs']:,} `{ac['path']}` jobs drained on the `{ac['setup']}` set-up (with "
+                f"beat), all in one academy and spread over {ac['academies']:,}; medians of "
+                f"{ac['rounds']} round(s), the ratio taken within each. " + _when(ac), "",
+                _table(["academies", "jobs/s", "× one academy"],
+                       [[1, ac["one_jobs_per_s"], 1.0],
+                        [ac["academies"], ac["many_jobs_per_s"], ac["ratio"]]]), ""]
     if drain := _load("drain"):
         stock_worker = drain.get("stock_worker", "celery -A bench.stock worker -c 2 -E")
         out += ["## Drain throughput", "", f"`python -m bench drain` — {drain['jobs']:,} jobs of "
@@ -105,14 +124,18 @@ def markdown() -> str:
                 f"jobs/s for {lat['seconds']:g} s on the `jobq run` worker set-up (`stock`, if listed: "
                 "`celery -A bench.stock worker -c <cores> -E` alone, times from its task "
                 "events). " + _when(lat), "",
-                _table(["path", "→ processing p50 ms", "p99 ms", "→ completed p50 ms", "p99 ms"],
+                _table(["path", "→ processing p50 ms", "p99 ms", "→ completed p50 ms", "p99 ms",
+                        "p50 × stock", "p99 × stock"],
                        [[r["path"], r["start_p50_ms"], r["start_p99_ms"], r["done_p50_ms"],
-                         r["done_p99_ms"]] for r in lat["runs"]]), ""]
+                         r["done_p99_ms"], r.get("done_p50_ms_vs_stock", "-"),
+                         r.get("done_p99_ms_vs_stock", "-")] for r in lat["runs"]]), ""]
     if cold := _load("coldstart"):
         out += ["## Cold start", "", "`python -m bench coldstart` — worker spawn to the first job "
                 "completed, and the worker's RSS (parent and pool child) after it. " + _when(cold), "",
                 _table(["case", "first job (s)", "RSS (MiB)"],
                        [[c["case"], c["first_job_s"], c["rss_mib"]] for c in cold["cases"]]), ""]
+        if "ratio_vs_bare" in cold:
+            out += [f"Real manifest over bare Celery: ×{cold['ratio_vs_bare']}.", ""]
         if "start_ratio_big_vs_small" in cold:
             out += [f"Largest vs smallest lazy manifest: start ×{cold['start_ratio_big_vs_small']}, "
                     f"RSS ×{cold['rss_ratio_big_vs_small']} (target: within ×1.10).", ""]

@@ -3,13 +3,19 @@ strikes every 30 s, on a PostgreSQL and a Redis of its own, with the worker set-
 app/ops/workers.py plus beat; then the table is audited and worker memory judged.
 
     python -m bench soak [--jobs 50000] [--fault-every 30] [--faults child,worker,redis,postgres]
-                         [--max-backlog 1000] [--drain-timeout 900]
+                         [--max-backlog 1000] [--drain-timeout 900] [--around 30]
 
 Faults rotate: a realtime pool child killed (SIGKILL) mid-job; a whole worker (main process and
 pool) killed and started again; Redis restarted with its data lost; PostgreSQL crashed (an
 immediate stop) and started again. Production timings throughout (30 s leases, republish after
 60 s), so recovery figures are what an installation would see. The shared PostgreSQL and Redis
 are never touched. Writes bench/results/soak.json.
+
+Per fault it prints the recovery (until every job the fault caught finished) and the jobs sent
+by the caller and finished by the workers in the ``--around`` seconds before the fault and in
+as many seconds after it ended (issue 24: after a worker's SIGKILL, never below half the rate
+before; ``python -m bench soak --jobs 20000 --faults worker`` kills the realtime and bulk
+workers in turn). A window cut short by the end of sending is marked.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ from rich.table import Table
 from sqlalchemy import Engine, text
 
 # Nothing of jobq is imported before the private services' URLs are in the environment.
-from app.ops.embedded import PrivateServices
+from tests.services import PrivateServices
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -404,7 +410,16 @@ _JOBS = text(
 )
 
 
-def audit(engine: Engine, jobs: dict[str, Sent], faults: list[Fault]) -> dict[str, Any]:
+def around(times: list[float], at: float, ended: float, span: float) -> tuple[int, int]:
+    """How many of ``times`` fall in the ``span`` seconds before a fault began (``at``) and in
+    the ``span`` seconds after it ended (``ended``); the fault itself is in neither."""
+    before = sum(1 for t in times if at - span <= t < at)
+    after = sum(1 for t in times if ended <= t < ended + span)
+    return before, after
+
+
+def audit(engine: Engine, jobs: dict[str, Sent], faults: list[Fault], span: float = 30.0,
+          sending_ended: float = float("inf")) -> dict[str, Any]:
     with engine.connect() as conn:
         rows = {r[0]: r for r in conn.execute(_JOBS)}
     statuses: Counter[str] = Counter()
@@ -439,6 +454,8 @@ def audit(engine: Engine, jobs: dict[str, Sent], faults: list[Fault]) -> dict[st
     unknown = len(rows) - len(set(rows) & set(jobs))
     duplicated, stuck = set(duplicated_jobs), set(stuck_jobs)
 
+    sent_at = [s.at for s in jobs.values()]
+    finished_at = [float(r[3]) for r in rows.values() if r[3]]
     windows = []
     for i, fault in enumerate(faults):
         until = faults[i + 1].at if i + 1 < len(faults) else float("inf")
@@ -459,6 +476,13 @@ def audit(engine: Engine, jobs: dict[str, Sent], faults: list[Fault]) -> dict[st
             "resumed_s": round(min(after) - fault.ended, 1) if after else None,
             "recovered_s": (round(max(0.0, max(finished) - fault.ended), 1)
                             if all_done and finished else None),
+            **dict(zip(("sent_before", "sent_after"),
+                       around(sent_at, fault.at, fault.ended, span), strict=True)),
+            **dict(zip(("finished_before", "finished_after"),
+                       around(finished_at, fault.at, fault.ended, span), strict=True)),
+            # The window after reaches past the end of sending / of the last completion.
+            "sent_after_cut": fault.ended + span > sending_ended,
+            "finished_after_cut": fault.ended + span > max(finished_at, default=0.0),
         })
     return {
         "statuses": dict(statuses),
@@ -498,6 +522,26 @@ def by_fault_kind(windows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def issue24(windows: list[dict[str, Any]], span: float) -> list[dict[str, Any]]:
+    """Issue 24's figures for the worker kills: recovery, and the rate after against before."""
+    kills = [w for w in windows if w["fault"] == "worker"]
+    recovered = [w["recovered_s"] for w in kills if w["recovered_s"] is not None]
+    def lowest(what: str) -> float | None:
+        ratios = [w[f"{what}_after"] / w[f"{what}_before"] for w in kills
+                  if w.get(f"{what}_before") and not w.get(f"{what}_after_cut")]
+        return round(min(ratios), 3) if ratios else None
+
+    rows = [("worker SIGKILL: recovery, median s", statistics.median(recovered)
+             if recovered else None, "≤ 10 s"),
+            ("worker SIGKILL: recovery, worst s", max(recovered) if recovered else None, "≤ 10 s"),
+            (f"worker SIGKILL: jobs finished {span:g} s after / before, lowest", lowest("finished"),
+             "≥ 0.5×"),
+            (f"worker SIGKILL: jobs sent {span:g} s after / before, lowest", lowest("sent"),
+             "≥ 0.5×")]
+    return [{"figure": f, "value": None if v is None else round(v, 3), "target": t}
+            for f, v, t in rows] if kills else []
+
+
 # --- the run --------------------------------------------------------------------------------------
 
 
@@ -512,6 +556,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=50, help="jobs per caller transaction")
     parser.add_argument("--drain-timeout", type=float, default=900.0)
     parser.add_argument("--result", default="soak", help="bench/results/<name>.json")
+    parser.add_argument("--around", type=float, default=30.0,
+                        help="seconds before and after each fault whose jobs are counted")
     args = parser.parse_args(argv)
     faults_cycle = [f for f in args.faults.split(",") if f]
     for f in faults_cycle:
@@ -582,7 +628,8 @@ def main(argv: list[str] | None = None) -> None:
         sampler.stopping.set()
         sampler.join(10)
 
-        found = audit(engine, submitter.jobs, faults)
+        found = audit(engine, submitter.jobs, faults, args.around,
+                      submitter.finished_at or float("inf"))
         with engine.connect() as conn:
             first, last = conn.execute(text(
                 "SELECT extract(epoch FROM min(executed_at)), extract(epoch FROM max(completed_at)) "
@@ -593,6 +640,7 @@ def main(argv: list[str] | None = None) -> None:
                         "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
             "settings": {"jobs": args.jobs, "fault_every_s": args.fault_every,
                          "faults": faults_cycle, "max_backlog": args.max_backlog,
+                         "around_s": args.around,
                          "batch": args.batch,
                          "mix": {k: {"share": v.share, "intent": v.intent, "params": v.params,
                                      "expected": v.expected} for k, v in MIX.items()},
@@ -607,6 +655,7 @@ def main(argv: list[str] | None = None) -> None:
             "caller_batches_retried": submitter.retried_batches,
             **found,
             "faults_by_kind": by_fault_kind(found["faults"]),
+            "targets": issue24(found["faults"], args.around),
             "memory": judge_memory(sampler.samples),
             "memory_samples": sampler.samples,
             "worker_starts": dict(procs.starts),
@@ -655,6 +704,28 @@ def show(r: dict[str, Any]) -> None:
                       str(f["caught"]), str(f["resumed_s_median"]),
                       f"{f['recovered_s_median']} / {f['recovered_s_max']}")
     console.print(table)
+    span = r["settings"].get("around_s", 30)
+    per = Table("n", "fault", "at s", "recovered s", f"sent {span:g} s before", "after",
+                f"finished {span:g} s before", "after",
+                title=f"Each fault: jobs in the {span:g} s before it and the {span:g} s after it "
+                      "(*: that window reaches past the end of sending / of the last completion)")
+
+    def count(w: dict[str, Any], key: str, cut: str) -> str:
+        return f"{w[key]:,}" + ("*" if w.get(cut) else "") if key in w else "-"
+
+    for w in r["faults"]:
+        per.add_row(str(w["n"]), w["detail"] if w["fault"] == "worker" else w["fault"],
+                    f"{w['at_s']:.0f}", str(w["recovered_s"]), count(w, "sent_before", ""),
+                    count(w, "sent_after", "sent_after_cut"),
+                    count(w, "finished_before", ""),
+                    count(w, "finished_after", "finished_after_cut"))
+    console.print(per)
+    if r.get("targets"):
+        found = Table("figure", "measured", "target", title="Issue 24 figures")
+        for row in r["targets"]:
+            found.add_row(row["figure"], "-" if row["value"] is None else str(row["value"]),
+                          row["target"])
+        console.print(found)
     memory = Table("process", "total early→late MB", "growth %", "flat", "main early→late MB",
                    "largest pool process per fifth (MB)",
                    title="Resident memory (main + pool) after warm-up")

@@ -102,7 +102,7 @@ def _dispatch_samples(ops: Operations, tenant_id: str) -> None:
                        session, tenant_id)
                    if key in queues]
         try:
-            ids = ops.submit_many(session, tenant_id, samples)
+            ids = ops.submit_for_tenant(session, tenant_id, samples)
         except IntentRefused as exc:
             session.commit()  # keep the refusal's audit row
             console.print(f"[red]error:[/] a sample was refused: {exc}")

@@ -230,7 +230,9 @@ def _ensure_role(conn, role: str, password: str | None) -> None:
             DO $$
             BEGIN
                 ALTER ROLE {ident}{secret};
-            EXCEPTION WHEN insufficient_privilege THEN
+            EXCEPTION WHEN internal_error THEN
+                NULL;  -- another database's migration is setting it at this very moment
+            WHEN insufficient_privilege THEN
                 RAISE NOTICE 'could not set the password of %: %', {_quoted(conn, role, 'literal')}, SQLERRM;
             END
             $$""")
@@ -238,11 +240,21 @@ def _ensure_role(conn, role: str, password: str | None) -> None:
     if problems:
         raise RuntimeError(f"role {role} cannot run handlers: it {'; it '.join(problems)}. "
                            "Handlers need a role that row-level security binds")
+    # Roles belong to the whole cluster: migrations of two databases at once (test runs, several
+    # deployments on one server) would both alter it ("tuple concurrently updated"); the first
+    # one's setting is the same, so the second leaves it.
     op.execute(f"""
         DO $$
         BEGIN
-            ALTER ROLE {ident} SET track_activities = off;
-        EXCEPTION WHEN insufficient_privilege THEN
+            IF NOT EXISTS (SELECT 1 FROM pg_db_role_setting s
+                            WHERE s.setrole = {_quoted(conn, role, 'literal')}::regrole
+                              AND s.setdatabase = 0
+                              AND 'track_activities=off' = ANY (s.setconfig)) THEN
+                ALTER ROLE {ident} SET track_activities = off;
+            END IF;
+        EXCEPTION WHEN internal_error THEN
+            NULL;  -- altered by another database's migration at this very moment
+        WHEN insufficient_privilege THEN
             RAISE NOTICE 'only a superuser can keep the statements of % private: ALTER ROLE % SET track_activities = off',
                 {_quoted(conn, role, 'literal')}, {_quoted(conn, role, 'literal')};
         END

@@ -32,7 +32,8 @@ from app.core.cron import (
 from app.core.errors import IntentRefused, TenantRefused
 from app.core.manifest import Schedule
 from app.core.registry import manifest
-from app.core.validation import Request
+from app.core.validation import Request, unknown_intent
+from app.handoff import forget_after_commit
 from app.intake.submit import submit_many
 from app.store import db, tenants
 from app.store import schedules as store
@@ -47,9 +48,7 @@ def intent_problem(intent_key: str, intent_params: Any) -> str | None:
     """Why jobs of ``intent_key`` with these parameters would be refused, or None."""
     intent = manifest.get(intent_key)
     if intent is None:
-        hint = manifest.suggest(intent_key)
-        return (f"unknown intent key {intent_key!r}: no handler in the manifest"
-                + (f" (did you mean {', '.join(map(repr, hint))}?)" if hint else ""))
+        return unknown_intent(intent_key, manifest)
     if not isinstance(intent_params, Mapping):
         return f"intent_params must be a JSON object, not {type(intent_params).__name__}"
     from pydantic import ValidationError
@@ -149,7 +148,7 @@ def _fire_one(schedule_id: str, now: dt.datetime | None) -> SlotOutcome | None:
             except IntentRefused as exc:
                 refusal = str(exc)
                 # Messages queued by an earlier batch belong to rows the savepoint took back.
-                session.info.pop("jobq_outgoing", None)
+                forget_after_commit(session)
         store.finish_slot(session, claimed, jobs=len(made),
                           status="refused" if refusal else "fired", error=refusal)
         session.commit()  # the jobs' messages go out once this commits

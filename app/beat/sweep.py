@@ -14,10 +14,12 @@ from collections import defaultdict
 
 from app.broker import client as broker_client
 from app.broker.celery_app import celery_app
-from app.broker.publish import Outgoing, publish
+from app.broker.publish import Outgoing
 from app.core.registry import manifest
 from app.core.settings import settings
-from app.store import db, jobstore, tenants
+from app.core.validation import unknown_intent
+from app.handoff import hand_off
+from app.store import db, jobstore
 
 log = logging.getLogger("jobq.maintenance")
 
@@ -91,7 +93,6 @@ def sweep_once(*, batch: int | None = None, republish_after: float | None = None
         due = jobstore.lock_due(conn, batch=batch, republish_after=republish_after,
                              broker_since=broker_epoch(conn))
         outgoing: list[Outgoing] = []
-        names = tenants.academy_names(job.tenant_id for job in due if job.republish)
         for job in due:
             if job.tenant_status != "active":  # deleted (a suspended tenant's are held)
                 jobstore.refuse_pending(conn, job.id,
@@ -101,12 +102,7 @@ def sweep_once(*, batch: int | None = None, republish_after: float | None = None
                 continue
             intent = manifest.get(job.intent_key)
             if intent is None:
-                hint = manifest.suggest(job.intent_key)
-                jobstore.refuse_pending(
-                    conn, job.id,
-                    f"unknown intent key {job.intent_key!r}"
-                    + (f" (did you mean {', '.join(map(repr, hint))}?)" if hint else ""),
-                )
+                jobstore.refuse_pending(conn, job.id, unknown_intent(job.intent_key, manifest))
                 log.error("job refused: unknown intent key %r", job.intent_key,
                           extra={"job_id": job.id, "tenant_id": job.tenant_id})
                 continue
@@ -122,17 +118,15 @@ def sweep_once(*, batch: int | None = None, republish_after: float | None = None
                 if sizes[queue]:
                     continue
             outgoing.append(Outgoing(job.id, job.tenant_id, job.intent_key, queue,
-                                     job.intent_params, intent.secret_params,
-                                     academy=names.get(job.tenant_id)))
+                                     job.intent_params, intent.secret_params))
         for queue, ids in routes.items():
             jobstore.route(conn, ids, queue)
-        sent = set(publish(outgoing))
         by_queue: dict[str, list[str]] = defaultdict(list)
-        for job in outgoing:
-            if job.id in sent:
-                by_queue[job.queue].append(job.id)
-        for queue, ids in by_queue.items():
+        for out in outgoing:
+            by_queue[out.queue].append(out.id)
+        for queue, ids in by_queue.items():  # stamped first, as on every path (app.handoff)
             jobstore.mark_published(conn, ids, queue=queue)
+        sent = hand_off(outgoing, conn=conn)
         woken = jobstore.flag_due(conn)
     routed = sum(len(ids) for ids in routes.values())
     if sent:

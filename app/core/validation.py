@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 from pydantic import ValidationError
 
 from app.core.errors import IntentRefused
-from app.core.manifest import Intent
+from app.core.manifest import Intent, Manifest
 from app.core.redaction import is_secret_field
 from app.core.settings import settings
 
@@ -28,7 +28,6 @@ from app.core.settings import settings
 #: dispatch finds the row it already wrote instead of writing a second one.
 DISPATCH_NAMESPACE = uuid.UUID("6f1c8d8e-2f7a-4a57-9a43-1d4a8f0f5c11")
 MAX_RETRIES_LIMIT = 25
-SOURCES = ("dispatch", "submit", "direct", "schedule", "fanout", "retry", "cli")
 
 
 def job_id_for(dispatch_task_id: str) -> str:
@@ -76,6 +75,16 @@ def short(value: Any, limit: int = 60) -> str:
     """``repr(value)``, cut short: control characters and lone surrogates come out escaped."""
     text_ = repr(value) if not isinstance(value, str) else repr(value[: limit + 1])
     return text_ if len(text_) <= limit else text_[: limit - 3] + "..."
+
+
+def unknown_intent(key: Any, known: Manifest) -> str:
+    """Why ``key`` names no intent of ``known``, with the keys it comes close to: the one
+    wording of every refusal of an unknown key (a request, a row written by plain SQL, a
+    schedule)."""
+    limit = settings.max_key_length
+    hint = known.suggest(key) if isinstance(key, str) and len(key) <= limit else []
+    return (f"unknown intent key {short(key, limit)}"
+            + (f" (did you mean {', '.join(map(repr, hint))}?)" if hint else ""))
 
 
 def printable(value: str, limit: int | None = None) -> str:

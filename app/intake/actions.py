@@ -21,7 +21,7 @@ from app.broker.publish import Outgoing
 from app.core.errors import ParamsNotKept
 from app.core.registry import manifest
 from app.core.settings import settings
-from app.intake.submit import publish_or_release
+from app.handoff import hand_off
 from app.store import db, jobstore, reads
 
 log = logging.getLogger("jobq.dispatch")
@@ -163,7 +163,7 @@ def approve(job_id: str, *, by: str, note: str | None = None,
     if approved is not None and approved.publish:
         intent = manifest.get(approved.intent_key)
         if intent is not None:  # else the sweep refuses it, with the reason, in the table
-            publish_or_release([Outgoing(
+            hand_off([Outgoing(
                 approved.id, approved.tenant_id, approved.intent_key,
                 approved.queue or intent.queue, approved.intent_params, intent.secret_params,
                 countdown=approved.countdown or None)])

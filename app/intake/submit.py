@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from app.broker.publish import Outgoing, publish
+from app import handoff
+from app.broker.publish import Outgoing
 from app.core.errors import IdempotencyConflict, IntentRefused, TenantRefused
 from app.core.registry import manifest
 from app.core.settings import settings
@@ -36,6 +37,7 @@ from app.core.validation import (
     request_fingerprint,
     short,
     storable,
+    unknown_intent,
 )
 from app.store import db, jobstore, tenants
 
@@ -55,7 +57,7 @@ def _prepare(
     parent_id = as_uuid(req.parent_id, "parent_id") if req.parent_id is not None else None
     key = req.intent_key
     intent = manifest.get(key) if isinstance(key, str) else None
-    base = {
+    base: dict[str, Any] = {
         "id": job_id,
         "tenant_id": tenant_id,
         "source": source,
@@ -68,12 +70,7 @@ def _prepare(
         if not isinstance(key, str) or not key:
             raise Refusal(f"intent_key must be a non-empty string, not {short(key)}", "intent_key")
         if intent is None:
-            hint = manifest.suggest(key) if len(key) <= settings.max_key_length else []
-            raise Refusal(
-                f"unknown intent key {short(key, settings.max_key_length)}"
-                + (f" (did you mean {', '.join(map(repr, hint))}?)" if hint else ""),
-                "intent_key",
-            )
+            raise Refusal(unknown_intent(key, manifest), "intent_key")
         params = check_params(intent, req.intent_params)
         run_at = parse_run_at(req.run_at)
         max_retries = check_max_retries(req.max_retries, intent)
@@ -151,7 +148,7 @@ def submit_many(session: Session, requests: Iterable[Request], *, source: str = 
     ids, outgoing, refusal = write_requests(session, requests, source=source)
     if refusal is not None:
         raise refusal
-    _publish_after_commit(session, outgoing)
+    handoff.after_commit(session, outgoing)
     return ids
 
 
@@ -160,6 +157,19 @@ def write_requests(conn: Session | Connection, requests: Iterable[Request], *, s
     """Validate and insert; ``(ids, messages to publish once committed, first refusal)``."""
     ids, outgoing, refusal, _written = _write(conn, requests, source=source)
     return ids, outgoing, refusal
+
+
+def record_direct_call(tenant_id: Any, intent_key: str, intent_params: Any, *,
+                       job_id: str) -> None:
+    """Write the row of a handler task called directly, not through the engine, so it is
+    audited all the same; committed at once and never published (the caller is its run). A
+    refusal keeps its failed row and is raised."""
+    request = Request(tenant_id, intent_key, intent_params, job_id=job_id)
+    with db.session() as session:
+        _ids, _this_run, refusal = write_requests(session, [request], source="direct")
+        session.commit()
+    if refusal is not None:
+        raise refusal
 
 
 @dataclass(frozen=True)
@@ -177,7 +187,7 @@ def submit_one(session: Session, request: Request, *, source: str) -> Submitted:
     ids, outgoing, refusal, written = _write(session, [request], source=source)
     if refusal is not None:
         raise refusal
-    _publish_after_commit(session, outgoing)
+    handoff.after_commit(session, outgoing)
     return Submitted(ids[0], written.get(ids[0]))
 
 
@@ -207,6 +217,7 @@ def _write(conn: Session | Connection, requests: Iterable[Request], *, source: s
                     str(refusal), field=refusal.field, job_id=job.id)
             elif publish_now:  # else the fairness feeder publishes it in its turn
                 intent = manifest.get(job.intent_key)
+                assert intent is not None  # an unknown key was refused by _prepare
                 outgoing.append(Outgoing(job.id, job.tenant_id, job.intent_key, intent.queue,
                                          job.intent_params, intent.secret_params,
                                          countdown=_countdown(job.run_at, now)))
@@ -239,6 +250,7 @@ def _same_request(job: jobstore.NewJob, existing: jobstore.Existing) -> bool:
 def _conflict(job: jobstore.NewJob, existing: jobstore.Existing) -> IdempotencyConflict:
     log.info("idempotency key reused for a different request (job %s)", existing.id,
              extra={"tenant_id": job.tenant_id, "intent_key": job.intent_key})
+    assert job.idempotency_key is not None  # the existing job was found by it
     return IdempotencyConflict.of(job.idempotency_key, existing.id)
 
 
@@ -255,42 +267,3 @@ def _raise_for_tenant(conn: Session | Connection, tenant_id: str) -> None:
         raise TenantRefused(f"unknown tenant {tenant_id}", field="tenant_id")
     if status != "active":
         raise TenantRefused(f"tenant {tenant_id} is {status}; its jobs are refused", field="tenant_id")
-
-
-# --- publishing after commit -------------------------------------------------------------------
-
-_PENDING = "jobq_outgoing"
-
-
-def _publish_after_commit(session: Session, jobs: list[Outgoing]) -> None:
-    if jobs:
-        session.info.setdefault(_PENDING, []).extend(jobs)
-
-
-@event.listens_for(Session, "after_commit")
-def _after_commit(session: Session) -> None:
-    jobs = session.info.pop(_PENDING, None)
-    if jobs:
-        publish_or_release(jobs)
-
-
-@event.listens_for(Session, "after_rollback")
-def _after_rollback(session: Session) -> None:
-    session.info.pop(_PENDING, None)
-
-
-
-def publish_or_release(jobs: Sequence[Outgoing]) -> list[str]:
-    """Publish jobs whose rows claim a hand-off already; un-stamp those that did not go."""
-    names = tenants.academy_names(j.tenant_id for j in jobs if j.academy is None)
-    jobs = [replace(j, academy=names.get(j.tenant_id)) if j.academy is None else j for j in jobs]
-    sent = publish(jobs)
-    taken = set(sent)
-    missed = [j.id for j in jobs if j.id not in taken]
-    if missed:
-        try:
-            with db.engine().begin() as conn:
-                jobstore.mark_unpublished(conn, missed)
-        except Exception as exc:  # then the sweep's republish_after catches them
-            log.warning("could not clear published_at of %d job(s): %s", len(missed), exc)
-    return sent

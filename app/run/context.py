@@ -56,8 +56,6 @@ class JobContext:
     #: A section a cancel must not cut in two (app.run.stopping): the engine's own writes.
     _shielded: Callable[[], AbstractContextManager[None]] = field(
         default=contextlib.nullcontext, repr=False)
-    #: ``submit_many(session, requests, source=...)``: how child jobs are asked for.
-    _submit_many: Callable[..., list[str]] | None = field(default=None, repr=False)
 
     @classmethod
     def for_run(cls, **fields: Any) -> JobContext:
@@ -120,20 +118,20 @@ class JobContext:
                max_retries: int | None = None, job_id: str | None = None) -> str:
         """Ask for a child job of this tenant, in this run's transaction: it exists (and is
         published) only if this run completes. Its ``parent_id`` is this job. Returns its id."""
-        return self.submit_many([{
+        return self.submit_children([{
             "intent_key": intent_key, "intent_params": intent_params,
             "idempotency_key": idempotency_key, "run_at": run_at, "max_retries": max_retries,
             "job_id": job_id}])[0]
 
-    def submit_many(self, requests: list[dict[str, Any]], *, source: str = "fanout") -> list[str]:
+    def submit_children(self, requests: list[dict[str, Any]], *,
+                        source: str = "fanout") -> list[str]:
         """:meth:`submit` for many children in one statement; each request is a dict of
         ``intent_key``, ``intent_params`` and optionally ``idempotency_key``, ``run_at``,
         ``max_retries``, ``job_id``. Bad input raises IntentRefused, naming it."""
         from app.core.validation import Request
+        from app.intake.submit import submit_many  # not at import: it loads the Celery app
 
-        if self._submit_many is None:
-            raise RuntimeError("this context cannot submit jobs")
-        return self._submit_many(self.session, [
+        return submit_many(self.session, [
             Request(self.tenant_id, r["intent_key"], r.get("intent_params"),
                     r.get("idempotency_key"), r.get("run_at"), r.get("max_retries"),
                     r.get("job_id"), parent_id=self.job_id)

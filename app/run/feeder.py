@@ -29,12 +29,17 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass, field
+from typing import Any
 
-from app.broker.publish import Outgoing, publish
+from sqlalchemy import Connection
+
+from app.broker.publish import Outgoing
 from app.core.registry import manifest
 from app.core.settings import settings
+from app.core.validation import unknown_intent
+from app.handoff import hand_off
 from app.run import orphans
-from app.store import db, jobstore, tenants
+from app.store import db, jobstore
 
 log = logging.getLogger("jobq.feeder")
 
@@ -131,33 +136,35 @@ def feed_once(queue: str, window: Window) -> FeedResult:
 
 def send_picked(queue: str, picked: list[jobstore.Picked], *,
                 front: bool = False) -> tuple[int, int]:
-    """Publish jobs picked (and stamped) for ``queue``, ``front`` to the front of it; un-stamp
-    what the broker did not take (the feeder or the sweep sends it again) and refuse a job of an
-    intent this process does not know. Returns how many went and how many the broker refused."""
+    """Hand off jobs picked (and stamped) for ``queue``, ``front`` to the front of it (what the
+    broker does not take goes back to the fair queue), and refuse a job of an intent this
+    process does not know. Returns how many went and how many the broker refused."""
     outgoing: list[Outgoing] = []
     unknown: list[jobstore.Picked] = []
-    names = tenants.academy_names(job.tenant_id for job in picked)
     for job in picked:
         intent = manifest.get(job.intent_key)
         if intent is None:
             unknown.append(job)
             continue
         outgoing.append(Outgoing(job.id, job.tenant_id, job.intent_key, queue,
-                                 job.intent_params, intent.secret_params,
-                                 academy=names.get(job.tenant_id), front=front))
-    sent = set(publish(outgoing))
-    missed = [o.id for o in outgoing if o.id not in sent]
-    if missed or unknown:
+                                 job.intent_params, intent.secret_params, front=front))
+    sent = hand_off(outgoing)  # what the broker did not take goes back to the fair queue
+    missed = len(outgoing) - len(sent)
+    if unknown:
         with db.engine().begin() as conn:
-            jobstore.mark_unpublished(conn, missed)  # the trigger flags them again
             for job in unknown:
-                hint = manifest.suggest(job.intent_key)
-                jobstore.refuse_pending(
-                    conn, job.id, f"unknown intent key {job.intent_key!r}"
-                    + (f" (did you mean {', '.join(map(repr, hint))}?)" if hint else ""))
+                jobstore.refuse_pending(conn, job.id, unknown_intent(job.intent_key, manifest))
                 log.error("job refused: unknown intent key %r", job.intent_key,
                           extra={"job_id": job.id, "tenant_id": job.tenant_id})
-    return len(sent), len(missed)
+    return len(sent), missed
+
+
+def hand_on(queue: str, tenant_id: str) -> int:
+    """A run of a capped ``tenant_id`` on ``queue`` ended: its next jobs, when its turn has come,
+    go to the front of the queue (``jobstore.hand_on``); how many went."""
+    with db.status_conn() as conn:
+        picked = jobstore.hand_on(conn, queue, tenant_id)
+    return send_picked(queue, picked, front=True)[0] if picked else 0
 
 
 class Feeder(threading.Thread):
@@ -167,8 +174,9 @@ class Feeder(threading.Thread):
         super().__init__(name="jobq-feeder", daemon=True)
         self.queues = sorted(set(queues))
         self._halt = threading.Event()
-        self._conn = None
-        self._holder = None
+        #: The listening connection (psycopg2's, for LISTEN and select()), and what holds it.
+        self._conn: Any = None
+        self._holder: Connection | None = None
         self.led: set[str] = set()
         high = settings.fair_window
         low = min(settings.fair_window_min, high)
@@ -180,18 +188,18 @@ class Feeder(threading.Thread):
             self.join(timeout)
 
     # -- the listening connection (holds the leader locks) --------------------------------------
-    def _connect(self):
+    def _connect(self) -> Any:
         # A connection of its own, with the liveness connections' keepalives: it holds the
         # leader locks while it lives, and a host cut off from the network lets them go within
         # seconds (app.store.db.LIVENESS_KEEPALIVES) so another worker's feeder takes over.
         self._holder = db.liveness_connection()
-        raw = self._holder.connection.dbapi_connection
+        raw: Any = self._holder.connection.dbapi_connection
         with raw.cursor() as cur:
             cur.execute("LISTEN jobq_feed")
         return raw
 
-    def _lead(self) -> None:
-        with self._conn.cursor() as cur:
+    def _lead(self, conn: Any) -> None:
+        with conn.cursor() as cur:
             for queue in self.queues:
                 if queue in self.led:
                     continue
@@ -200,18 +208,19 @@ class Feeder(threading.Thread):
                     self.led.add(queue)
                     log.info("feeding queue %s", queue)
 
-    def _wait(self, timeout: float) -> None:
+    def _wait(self, conn: Any, timeout: float) -> None:
         if timeout <= 0:
             return
-        ready, _, _ = select.select([self._conn], [], [], timeout)
+        ready, _, _ = select.select([conn], [], [], timeout)
         if ready:
-            self._conn.poll()
-            self._conn.notifies.clear()
+            conn.poll()
+            conn.notifies.clear()
 
     def _close(self) -> None:
-        if self._conn is not None:
+        if self._holder is not None:
             with contextlib.suppress(Exception):
                 self._holder.close()  # frees the leader locks
+        if self._conn is not None or self._holder is not None:
             self._conn = self._holder = None
             self.led.clear()
 
@@ -222,8 +231,9 @@ class Feeder(threading.Thread):
                 if self._conn is None:
                     self._conn = self._connect()
                     next_lead = 0.0
+                conn = self._conn
                 if time.monotonic() >= next_lead and len(self.led) < len(self.queues):
-                    self._lead()
+                    self._lead(conn)
                     next_lead = time.monotonic() + LEAD_RETRY
                 wait = IDLE_POLL
                 for queue in sorted(self.led):
@@ -233,7 +243,7 @@ class Feeder(threading.Thread):
                 orphans.tick(self.led)  # what a dead worker held, sent again within seconds
                 if len(self.led) < len(self.queues):
                     wait = min(wait, LEAD_RETRY)
-                self._wait(wait)
+                self._wait(conn, wait)
             except Exception as exc:
                 if self._halt.is_set():
                     break

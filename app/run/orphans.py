@@ -31,11 +31,12 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 from app.broker import held as broker_held
-from app.broker.publish import Outgoing, publish
+from app.broker.publish import Outgoing
 from app.core.registry import manifest
 from app.core.settings import settings
+from app.handoff import hand_off
 from app.run import liveness
-from app.store import db, jobstore, tenants
+from app.store import db, jobstore
 
 log = logging.getLogger("jobq.orphans")
 
@@ -149,30 +150,24 @@ def check(queues: Collection[str]) -> Checked:
 
 
 def _send_again(jobs: list[jobstore.OrphanJob], *, forget: list[str]) -> set[str]:
-    """Lock the jobs still waiting as they were seen, drop the dead holders' entries, publish
-    them to the front of their queues (they have had their turn), stamp what went."""
+    """Lock the jobs still waiting as they were seen, drop the dead holders' entries, stamp and
+    hand them off to the front of their queues (they have had their turn)."""
     with db.engine().begin() as conn:
         orphans = jobstore.lock_orphans(conn, jobs)
         broker_held.forget(forget)
-        names = tenants.academy_names(o.tenant_id for o in orphans)
         outgoing = []
         for o in orphans:
             intent = manifest.get(o.intent_key)
             if intent is None:  # the sweep refuses it, in its words
                 continue
             outgoing.append(Outgoing(o.id, o.tenant_id, o.intent_key, o.queue, o.intent_params,
-                                     intent.secret_params, academy=names.get(o.tenant_id),
-                                     front=True))
-        sent = set(publish(outgoing))
+                                     intent.secret_params, front=True))
         by_queue: dict[str, list[str]] = defaultdict(list)
         for message in outgoing:
-            if message.id in sent:
-                by_queue[message.queue].append(message.id)
-        for queue, ids in by_queue.items():
+            by_queue[message.queue].append(message.id)
+        for queue, ids in by_queue.items():  # stamped first, as on every path (app.handoff)
             jobstore.mark_published(conn, ids, queue=queue)
-        # What the broker refused waits in the table again: the feeder sends it in its turn.
-        jobstore.mark_unpublished(conn, [m.id for m in outgoing if m.id not in sent])
-    return sent
+        return set(hand_off(outgoing, conn=conn))
 
 
 _next_check = 0.0

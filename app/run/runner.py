@@ -16,14 +16,12 @@ import logging
 import time
 import traceback as tb
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from celery.exceptions import Retry, SoftTimeLimitExceeded
 from pydantic import ValidationError
-from sqlalchemy.exc import DBAPIError, OperationalError
 
-from app.broker.publish import Outgoing, publish
+from app.broker.publish import Outgoing
 from app.core import retry
 from app.core.errors import JobqError, PermanentError
 from app.core.manifest import ManifestError
@@ -31,10 +29,12 @@ from app.core.redaction import redact, redact_params
 from app.core.results import bounded_result, describe, progress_summary
 from app.core.settings import settings
 from app.core.validation import invalid_params
+from app.handoff import hand_off
+from app.intake.submit import record_direct_call
 from app.run import completions, feeder, lease, timelimit
 from app.run.context import JobContext, RunAborted
 from app.run.stopping import RunStopped, Stoppable
-from app.store import db, jobstore, tenants
+from app.store import db, jobstore
 
 log = logging.getLogger("jobq.jobs")
 
@@ -43,12 +43,6 @@ HARD_LIMIT_GRACE = 30
 #: How long a finished run keeps trying to record its outcome while the database is away.
 OUTCOME_WRITE_PATIENCE = 30.0
 MAX_TRACEBACK = 20_000
-
-
-def _is_db_outage(exc: BaseException) -> bool:
-    return isinstance(exc, OperationalError) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated
-    )
 
 
 def _is_uuid(value: Any) -> bool:
@@ -72,14 +66,9 @@ class JobFailed(JobqError):
 class Run:
     """One delivery of one job's message."""
 
-    def __init__(self, task: Any, *, record_direct_call: Callable[[Run, str | None, Any], None],
-                 submit_many: Callable[..., list[str]]):
+    def __init__(self, task: Any):
         #: The Celery task that got the message (``request``, ``intent``, ``retry``, events).
         self.task = task
-        #: Writes the row of a task called directly, not through the engine (app.tasks.intents).
-        self.record_direct_call = record_direct_call
-        #: How the handler's child jobs are asked for (ctx.submit), in its own session.
-        self.submit_many = submit_many
         self.intent = task.intent
         self.job_id: str = task.request.id
         self.worker: str = task.request.hostname or lease.HOST
@@ -126,27 +115,33 @@ class Run:
                                      wedged=settings.visibility_timeout)
         if state is None:
             if from_engine:
-                return self._drop("no row: the job was deleted", logging.WARNING)
-            self.record_direct_call(self, tenant_id, intent_params)
+                self._drop("no row: the job was deleted", logging.WARNING)
+                return None
+            record_direct_call(tenant_id, self.intent.key, intent_params, job_id=self.job_id)
             return self._take()
         if state.status == "processing":
-            if state.lease_expired or lease.owner_is_dead(state.lease_owner):
+            # A processing row names its owner; "" (none) would match no row to release.
+            owner = state.lease_owner or ""
+            if state.lease_expired or lease.owner_is_dead(owner):
                 with db.status_conn() as conn:
                     released = jobstore.release_owned(
-                        conn, self.job_id, owner=state.lease_owner,
+                        conn, self.job_id, owner=owner,
                         default_max_retries=settings.default_max_retries)
                 if released is not None:
-                    log.warning("job lost by %s, attempt %d (%s)", state.lease_owner,
+                    log.warning("job lost by %s, attempt %d (%s)", owner,
                                 released.attempt, released.status,
                                 extra={"job_id": self.job_id, "intent_key": self.intent.key})
                     if released.status == "pending":
                         return self._take()
-                return self._drop(f"the job was lost by {state.lease_owner} and is "
-                                  f"{released.status if released else 'taken over'}")
-            return self._drop(f"the job is running elsewhere ({state.lease_owner})")
-        if state.status == "pending" and state.not_due:
-            return self._drop("the job is not due yet (the sweep sends it when it is)")
-        return self._drop(f"the job is already {state.status}")
+                self._drop(f"the job was lost by {state.lease_owner} and is "
+                           f"{released.status if released else 'taken over'}")
+            else:
+                self._drop(f"the job is running elsewhere ({state.lease_owner})")
+        elif state.status == "pending" and state.not_due:
+            self._drop("the job is not due yet (the sweep sends it when it is)")
+        else:
+            self._drop(f"the job is already {state.status}")
+        return None
 
     def _take(self) -> jobstore.Claimed | None:
         """The claim, or None (held or failed on the way when the tenant is not active)."""
@@ -180,7 +175,7 @@ class Run:
         try:
             self.claimed = self._claim_or_explain(tenant_id, intent_params, from_engine)
         except Exception as exc:
-            if _is_db_outage(exc):
+            if db.is_outage(exc):
                 delay = min(30.0, 2.0 ** min(self.task.request.retries, 4))
                 log.warning("database unavailable to claim job %s; message retried in %.0fs: %s",
                             self.job_id, delay, describe(exc))
@@ -205,10 +200,7 @@ class Run:
         c = self.claimed
         assert c is not None
         try:
-            with db.status_conn() as conn:
-                picked = jobstore.hand_on(conn, self.intent.queue, c.tenant_id)
-            if picked:
-                feeder.send_picked(self.intent.queue, picked, front=True)
+            feeder.hand_on(self.intent.queue, c.tenant_id)
         except Exception as exc:  # the feeder hands it out as usual
             log.warning("could not hand the academy's next job on: %s", describe(exc),
                         extra=self._extra())
@@ -229,7 +221,7 @@ class Run:
             resume_from=c.checkpoint, _progress=self._progress,
             _checkpoint=lambda state: self._checkpoint(ctx.session, state),
             _min_interval=1.0 / settings.progress_writes_per_second,
-            _shielded=stop.shielded, _submit_many=self.submit_many,
+            _shielded=stop.shielded,
         )
         try:
             params = self._params(c)
@@ -352,7 +344,7 @@ class Run:
         error = describe(exc)
         if isinstance(exc, SoftTimeLimitExceeded):
             error = f"time limit of {self.intent.effective_time_limit}s exceeded"
-        trace = redact("".join(tb.format_exception(exc)))[-MAX_TRACEBACK:]
+        trace = (redact("".join(tb.format_exception(exc))) or "")[-MAX_TRACEBACK:]
         decision = retry.decide(exc, attempt=c.attempt, max_retries=c.max_retries,
                                 policy=self.intent.retry)
         if isinstance(exc, SoftTimeLimitExceeded) or not isinstance(exc, Exception):
@@ -372,14 +364,10 @@ class Run:
         if decision.retry:
             log.warning("job retry %d/%d in %.1fs: %s", c.attempt, c.max_retries,
                         decision.delay, error, extra=self._extra())
-            if decision.via_countdown:
-                sent = publish([Outgoing(
-                    c.id, c.tenant_id, c.intent_key, self.intent.queue, c.intent_params,
-                    self.intent.secret_params, countdown=decision.delay,
-                    academy=tenants.academy_names([c.tenant_id]).get(c.tenant_id))])
-                if not sent:
-                    with db.status_conn() as conn:
-                        jobstore.mark_unpublished(conn, [c.id])
+            if decision.via_countdown:  # retry_later stamped it published
+                hand_off([Outgoing(c.id, c.tenant_id, c.intent_key, self.intent.queue,
+                                   c.intent_params, self.intent.secret_params,
+                                   countdown=decision.delay)])
             return decision
         log.error("job failed (%s): %s", decision.reason, error, extra=self._extra())
         return error
@@ -397,7 +385,7 @@ class Run:
                 with db.status_conn() as conn:
                     return write(conn)
             except Exception as exc:
-                if not _is_db_outage(exc) or time.monotonic() > deadline:
+                if not db.is_outage(exc) or time.monotonic() > deadline:
                     log.error("could not record the outcome of job %s: %s", self.job_id,
                               describe(exc), extra=self._extra())
                     return False

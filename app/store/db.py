@@ -110,6 +110,14 @@ def status_conn() -> Connection:
     return status_engine().connect()
 
 
+def is_outage(error: BaseException) -> bool:
+    """Whether ``error`` says the database is away (down, restarting, the connection cut), not
+    that a statement was wrong: what callers ride out or retry later."""
+    return isinstance(error, exc.OperationalError) or (
+        isinstance(error, exc.DBAPIError) and error.connection_invalidated
+    )
+
+
 #: Server-side keepalives of a liveness connection (idle, interval, count): a host that vanished
 #: without closing its connections (power, network) frees its liveness lock after about
 #: idle + interval * count seconds; a process that dies on a live host frees it at once.

@@ -7,7 +7,6 @@ import logging
 from typing import Any
 
 from celery.worker.control import control_command
-from sqlalchemy.exc import DBAPIError, OperationalError
 
 from app.broker.celery_app import celery_app
 from app.broker.messages import CheckedTask
@@ -15,17 +14,12 @@ from app.core.errors import IntentRefused, TenantRefused
 from app.core.redaction import redacted_call
 from app.core.registry import manifest
 from app.core.validation import DISPATCH_ARGUMENTS, dispatch_request, job_id_for, short
+from app.handoff import hand_off
 from app.intake.actions import cancel
-from app.intake.submit import publish_or_release, write_requests
+from app.intake.submit import write_requests
 from app.store import db
 
 log = logging.getLogger("jobq.dispatch")
-
-
-def _is_db_outage(exc: BaseException) -> bool:
-    return isinstance(exc, OperationalError) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated
-    )
 
 
 class DispatchTask(CheckedTask):
@@ -70,7 +64,7 @@ def dispatch_intent(self, *args: Any, **kwargs: Any) -> str:
     except IntentRefused:
         raise
     except Exception as exc:
-        if _is_db_outage(exc):
+        if db.is_outage(exc):
             delay = min(60.0, 1.0 * 2 ** min(self.request.retries, 6))
             log.warning("database unavailable for dispatch of %s; retrying in %.0fs: %s",
                         short(request.intent_key), delay, exc)
@@ -78,7 +72,7 @@ def dispatch_intent(self, *args: Any, **kwargs: Any) -> str:
         raise
     if refusal is not None:
         raise refusal
-    publish_or_release(outgoing)
+    hand_off(outgoing)
     return ids[0]
 
 

@@ -14,9 +14,7 @@ from app.core.errors import IntentRefused
 from app.core.manifest import Intent, Manifest
 from app.core.redaction import redacted_call
 from app.core.registry import manifest
-from app.intake.submit import submit, submit_many
 from app.run.runner import HARD_LIMIT_GRACE, JobFailed, Run
-from app.store import db
 
 
 class IntentTask(CheckedTask):
@@ -76,22 +74,8 @@ def register_intents(celery_app, manifest: Manifest) -> None:
 def _intent_body(self, tenant_id=None, intent_params=None, job_id=None):
     """Every intent task's body. ``job_id`` is set on messages the engine sent for a row;
     without it, the task was called directly and the row is written here."""
-    run = Run(self, record_direct_call=_record_direct_call, submit_many=submit_many)
-    return run.execute(tenant_id=tenant_id, intent_params=intent_params,
-                       from_engine=job_id is not None)
-
-
-def _record_direct_call(run: Run, tenant_id: str | None, intent_params: Any) -> None:
-    """A handler task called directly, not through the dispatcher: audit it all the same."""
-    with db.session() as session:
-        try:
-            submit(session, tenant_id=tenant_id, intent_key=run.intent.key,
-                   intent_params=intent_params, job_id=run.job_id, source="direct")
-        except IntentRefused:
-            session.commit()
-            raise
-        session.info.pop("jobq_outgoing", None)  # we are running it: no message needed
-        session.commit()
+    return Run(self).execute(tenant_id=tenant_id, intent_params=intent_params,
+                             from_engine=job_id is not None)
 
 
 register_intents(celery_app, manifest)

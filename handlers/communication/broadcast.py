@@ -139,7 +139,7 @@ def _fan_out(ctx: JobContext, params: BroadcastParams) -> Broadcast:
     ctx.session.add(row)
     ctx.session.flush()
     # The idempotency key makes a chunk job once per chunk, however often this runs.
-    job_ids = ctx.submit_many([
+    job_ids = ctx.submit_children([
         {"intent_key": CHUNK_INTENT, "intent_params": {"broadcast_id": str(row.id), "chunk_no": n},
          "idempotency_key": f"broadcast:{row.id}:{n}"}
         for n in range(len(chunks))

@@ -32,7 +32,6 @@ import pytest
 import redis
 from sqlalchemy import Engine, text
 
-from app.ops.embedded import PrivateServices
 from app.store import db
 from tests.fixtures import (
     ROOT,
@@ -43,6 +42,7 @@ from tests.fixtures import (
     wait_for,
 )
 from tests.intents import EFFECTS_DDL
+from tests.services import PrivateServices
 
 pytestmark = [
     pytest.mark.slow,

@@ -18,12 +18,12 @@ import pytest
 import redis
 from sqlalchemy import text
 
-from app.ops.embedded import PrivateServices
 from app.store import db
 from tests.acceptance.test_faults import FaultSystem, audit, mixed_jobs
 from tests.fixtures import ROOT, wait_for
 from tests.intents import EFFECTS_DDL
 from tests.sentinel import PASSWORD, SentinelSet
+from tests.services import PrivateServices
 
 pytestmark = [
     pytest.mark.slow,

@@ -21,6 +21,7 @@ from app.core.validation import (
     job_id_for,
     parse_run_at,
     request_fingerprint,
+    unknown_intent,
     validate_params,
 )
 
@@ -142,3 +143,12 @@ def test_a_requests_fingerprint_is_its_intent_parameters_and_time_whatever_their
     }
     assert one not in others and len(others) == 6
     assert len(one) == 64 and int(one, 16) >= 0
+
+
+def test_an_unknown_intent_is_named_with_the_keys_it_comes_close_to():
+    assert unknown_intent("system.exec.ecco", manifest).startswith(
+        "unknown intent key 'system.exec.ecco' (did you mean 'system.exec.echo', ")
+    assert unknown_intent("nothing.like.it", manifest) == "unknown intent key 'nothing.like.it'"
+    long = "system.exec.echo" + "o" * 300  # too long to compare with every key: no hint
+    assert unknown_intent(long, manifest) == f"unknown intent key {repr(long)[:197]}..."
+    assert unknown_intent(None, manifest) == "unknown intent key None"

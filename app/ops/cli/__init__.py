@@ -2,19 +2,33 @@
 
 Exit codes scripts can trust: 0 success; 1 a failure the command reports (an unknown job, a
 job that failed, a broken manifest, an unreachable database); 2 bad arguments (printed as one
-line), a refused dispatch included. Each command group lives in its own module here.
+line), a refused dispatch included. Each command group lives in its own module here, what
+they share in :mod:`app.ops.cli.common`; this module only assembles them and runs the result.
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
-from pathlib import Path
-from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.text import Text
+
+from app.ops.cli import (
+    api,
+    approvals,
+    cancel,
+    dispatch,
+    flower,
+    intents,
+    jobs,
+    keys,
+    migrate,
+    retry,
+    run,
+    schedules,
+    stats,
+    tenants,
+)
+from app.ops.cli.common import business_commands, console, say_error
 
 app = typer.Typer(
     name="jobq",
@@ -23,76 +37,24 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err = Console(stderr=True)
-
-
-def say_error(message: str) -> None:
-    """``error: message`` on stderr, one line; the message is never read as markup."""
-    err.print(Text.assemble(("error: ", "bold red"), " ".join(message.split())), soft_wrap=True)
-
-
-def fail(message: str, code: int = 1) -> typer.Exit:
-    say_error(message)
-    return typer.Exit(code)
-
-
-def _configured_operations():
-    """The operations of a business command run on its own (not under ``jobq run``)."""
-    from app.core.settings import command_path, settings
-    from app.ops.cli.run import RunSetup, jobq_command
-
-    return RunSetup(settings.require_database_url(), settings.broker_url, settings.home,
-                    jobq=jobq_command(Path.cwd(), command_path()))
-
-
-def business_commands() -> list[Any]:
-    """The modules the manifest module names in ``COMMANDS`` (the demo, for one)."""
-    from app.core.settings import settings
-
-    module = importlib.import_module(settings.manifest.partition(":")[0])
-    return [importlib.import_module(name) for name in getattr(module, "COMMANDS", ())]
 
 
 def _register_commands() -> None:
     # Each command group lives in its own module under app/ops/cli/. A module either adds its
     # commands itself (``register(app)``) or is one Typer group (``app``) named after it; the
     # business adds its own (the manifest module's COMMANDS).
-    from app.ops.cli import (
-        api,
-        approvals,
-        dispatch,
-        flower,
-        intents,
-        jobs,
-        keys,
-        retry,
-        run,
-        schedules,
-        stats,
-        tenants,
-    )
-
-    for module in (run, dispatch, jobs, retry, approvals, stats, flower, api):
+    for module in (run, dispatch, jobs, retry, cancel, approvals, stats, flower, api):
         module.register(app)
     app.add_typer(intents.app, name="intents")
     app.add_typer(keys.app, name="keys")
     app.add_typer(tenants.app, name="tenants")
     app.add_typer(schedules.app, name="schedules")
     for module in business_commands():
-        module.register(app, _configured_operations)
+        module.register(app, run.standalone_setup)
+    migrate.register(app)
 
 
 _register_commands()
-
-
-@app.command()
-def migrate(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
-    """Bring the database schema up to date."""
-    from app.store import db
-
-    db.migrate(revision=revision)
-    console.print(f"database at {revision}")
 
 
 def _click_exceptions():

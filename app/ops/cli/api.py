@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from app.ops.cli import fail
+from app.ops.cli.common import fail
 
 
 def register(app: typer.Typer) -> None:
@@ -42,4 +42,5 @@ def api(
                 workers=workers or settings.api_workers, access_log=access_log,
                 log_config=None, proxy_headers=False, server_header=False,
                 # Open event streams would otherwise hold a stop for their whole lifetime.
-                timeout_graceful_shutdown=settings.api_shutdown_seconds)
+                # Annotated int, but uvicorn only hands it to asyncio.wait_for: a float is fine.
+                timeout_graceful_shutdown=settings.api_shutdown_seconds)  # type: ignore[arg-type]

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from app.ops.cli import console, fail
 from app.ops.cli.args import actor
+from app.ops.cli.common import console, fail
 from app.ops.cli.lookup import find_job
 from app.store import db
 

@@ -12,8 +12,8 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from app.ops.cli import err, fail
 from app.ops.cli.args import actor, parse_params, parse_run_at
+from app.ops.cli.common import err, fail
 
 
 def register(app: typer.Typer) -> None:

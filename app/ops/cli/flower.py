@@ -23,7 +23,7 @@ from typing import Annotated
 import typer
 
 from app.core.settings import SettingsError
-from app.ops.cli import console
+from app.ops.cli.common import console
 
 #: The task list's columns: ``result`` carries a running job's progress ("40% (2/5)").
 TASK_COLUMNS = "name,uuid,state,result,received,started,runtime,worker"

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.text import Text
 
-from app.ops.cli import console, err
+from app.ops.cli.common import console, err
 
 app = typer.Typer(help="The intent manifest: keys, queues, parameters; `check` imports them all.",
                   no_args_is_help=False)

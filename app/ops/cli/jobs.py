@@ -10,38 +10,16 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from app.ops.cli import console, err, show
-from app.ops.cli.args import bad, parse_since
-from app.ops.cli.lookup import find_job, find_tenant
+from app.ops.cli import show
+from app.ops.cli.common import IntentOption, SinceOption, StatusOption, TenantOption, console, err
+from app.ops.cli.lookup import find_job, job_filter
+from app.ops.cli.retry import retry_hint
 from app.store import db, reads
-from app.store.models import JOB_STATUSES
 
 
 def register(app: typer.Typer) -> None:
     app.command("jobs")(jobs_list)
     app.command("job")(job_show)
-
-
-def job_filter(tenant: str | None, status: list[str] | None, intent: str | None,
-               since: str | None, conn) -> reads.JobFilter:
-    """The filter the shared options describe; bad values exit 2."""
-    for value in status or []:
-        if value not in JOB_STATUSES:
-            raise bad(f"{value!r} is not one of {', '.join(JOB_STATUSES)}", "--status")
-    since_seconds, since_at = parse_since(since)
-    tenant_id = find_tenant(conn, tenant)["id"] if tenant else None
-    return reads.JobFilter(tenant_id=tenant_id, statuses=status or None, intent=intent,
-                             since_seconds=since_seconds, since_at=since_at)
-
-
-TenantOption = Annotated[str | None, typer.Option(
-    "--tenant", "-t", help="Only this tenant (its id or exact name).")]
-StatusOption = Annotated[list[str] | None, typer.Option(
-    "--status", "-s", help=f"Only jobs in this state ({', '.join(JOB_STATUSES)}); repeatable.")]
-IntentOption = Annotated[str | None, typer.Option(
-    "--intent", "-i", help="Only this intent key, or a family pattern such as 'billing.*'.")]
-SinceOption = Annotated[str | None, typer.Option(
-    "--since", help="Only jobs created within this window (30m, 1h, 7d) or since a time.")]
 
 
 def jobs_list(
@@ -189,8 +167,6 @@ def job_show(
     elif any(e.get("traceback") for e in events):
         err.print(Text("tracebacks: add --traceback", style="dim"))
     if job["status"] in ("failed", "cancelled"):
-        from app.ops.cli.retry import retry_hint
-
         err.print(Text(retry_hint(job), style="dim"), soft_wrap=True)
 
 

@@ -8,8 +8,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from app.ops.cli import console, err, fail, show
+from app.ops.cli import show
 from app.ops.cli.args import actor, bad
+from app.ops.cli.common import console, err, fail
 from app.ops.cli.lookup import find_tenant
 from app.store import apikeys, db
 

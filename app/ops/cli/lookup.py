@@ -1,4 +1,5 @@
-"""Finding what a command names: a job by its id (or a prefix of it), a tenant by id or name.
+"""Finding what a command names: a job by its id (or a prefix of it), a tenant by id or name,
+the jobs the shared filter options choose.
 
 An unknown job is the command's failure (exit 1); a tenant given as an option that does not
 exist is a bad argument (exit 2), one named as a command's own argument its failure (exit 1);
@@ -13,9 +14,10 @@ from typing import Any
 
 import typer
 
-from app.ops.cli import fail
-from app.ops.cli.args import bad, id_range, is_uuid
+from app.ops.cli.args import bad, id_range, is_uuid, parse_since
+from app.ops.cli.common import fail
 from app.store import reads, tenants
+from app.store.models import JOB_STATUSES
 
 
 def find_job(conn, ref: str) -> dict[str, Any]:
@@ -27,6 +29,18 @@ def find_job(conn, ref: str) -> dict[str, Any]:
     if len(found) > 1:
         raise fail(f"job id prefix {ref} names more than one job: give more of it")
     return found[0]
+
+
+def job_filter(tenant: str | None, status: list[str] | None, intent: str | None,
+               since: str | None, conn) -> reads.JobFilter:
+    """The filter the shared options (:mod:`app.ops.cli.common`) describe; bad values exit 2."""
+    for value in status or []:
+        if value not in JOB_STATUSES:
+            raise bad(f"{value!r} is not one of {', '.join(JOB_STATUSES)}", "--status")
+    since_seconds, since_at = parse_since(since)
+    tenant_id = find_tenant(conn, tenant)["id"] if tenant else None
+    return reads.JobFilter(tenant_id=tenant_id, statuses=status or None, intent=intent,
+                             since_seconds=since_seconds, since_at=since_at)
 
 
 def find_tenant(conn, ref: str, param: str | None = "--tenant") -> dict[str, Any]:

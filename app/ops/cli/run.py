@@ -25,7 +25,7 @@ import typer
 from rich.text import Text
 from sqlalchemy.orm import Session
 
-from app.ops.cli import console, err, fail, say_error
+from app.ops.cli.common import console, err, fail, say_error
 
 if TYPE_CHECKING:  # honcho loads only when jobq run does
     from app.ops.supervisor import Supervisor
@@ -83,13 +83,22 @@ class RunSetup:
             found = tenants.find_tenants_by_name(conn, name)
             return found[0]["id"] if found else tenants.create_tenant(conn, name)
 
-    def submit_many(self, session: Session, tenant_id: str,
-                    requests: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
+    def submit_for_tenant(self, session: Session, tenant_id: str,
+                          requests: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
         from app.core.validation import Request
         from app.intake.submit import submit_many
 
         return submit_many(session, [Request(tenant_id, key, params) for key, params in requests],
                            source="cli")
+
+
+def standalone_setup() -> RunSetup:
+    """What a business command run on its own (not under ``jobq run``) gets: the configured
+    services."""
+    from app.core.settings import command_path, settings
+
+    return RunSetup(settings.require_database_url(), settings.broker_url, settings.home,
+                    jobq=jobq_command(Path.cwd(), command_path()))
 
 
 def sibling_command(name: str) -> str:
@@ -172,8 +181,11 @@ def run(
         embedded.write_urls()
         urls["DATABASE_URL"] = urls["DATABASE_URL"] or embedded.database_url
         urls["CELERY_BROKER_URL"] = urls["CELERY_BROKER_URL"] or embedded.broker_url
+    # Each URL is set by now: configured, or the embedded service's.
+    services = {name: url for name, url in urls.items() if url is not None}
     # Log lines reach the log files as they happen (PYTHONUNBUFFERED).
-    env = child_environment({**urls, "JOBQ_HOME": str(settings.home), "PYTHONUNBUFFERED": "1"})
+    env = child_environment({**services, "JOBQ_HOME": str(settings.home),
+                             "PYTHONUNBUFFERED": "1"})
     # From here on this process works on the same services as its children (the readiness
     # pings, the demo's data): nothing has read the broker's settings yet.
     reload(env)
@@ -298,7 +310,8 @@ def _summary_when_up(manager: Supervisor, stop: threading.Event, started: float,
 def _run_hooks(setup: RunSetup) -> list[str]:
     """Call the ``on_run`` start-up step of the schedules and of each business command; the
     lines they return go into the summary."""
-    from app.ops.cli import business_commands, schedules
+    from app.ops.cli import schedules
+    from app.ops.cli.common import business_commands
 
     noted: list[str] = []
     for name, hook in [("schedules", schedules.on_run),

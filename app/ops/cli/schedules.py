@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from app.ops.cli import console, err, fail
+from app.ops.cli.common import console, err, fail
 
 app = typer.Typer(help="Periodic intents (cron schedules), fired by beat.", no_args_is_help=True)
 

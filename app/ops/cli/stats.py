@@ -12,8 +12,9 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from app.ops.cli import console, show
-from app.ops.cli.jobs import IntentOption, TenantOption, job_filter
+from app.ops.cli import show
+from app.ops.cli.common import IntentOption, TenantOption, console
+from app.ops.cli.lookup import job_filter
 from app.store import db, reads
 
 #: How many intents the "slowest" list names.

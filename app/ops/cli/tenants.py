@@ -11,10 +11,11 @@ import sys
 from typing import Annotated
 
 import typer
+from rich.console import JustifyMethod
 from rich.table import Table
 from rich.text import Text
 
-from app.ops.cli import console, fail
+from app.ops.cli.common import console, fail
 
 app = typer.Typer(help="Tenants (academies): list, create, suspend, resume, delete.",
                   no_args_is_help=False)
@@ -51,11 +52,12 @@ def tenants_list(
         return
     whole = wide or not console.is_terminal or console.width >= WIDE_ENOUGH
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for name, justify in (("id", "left"), ("name", "left"), ("status", "left"),
-                          (f"created ({show.zone_name()})", "left"), ("jobs 24h", "right"),
-                          ("failed 24h", "right"), ("backlog", "right"), ("running", "right"),
-                          ("oldest wait", "right"), ("weight", "right"),
-                          ("cap (per queue)", "right")):
+    columns: list[tuple[str, JustifyMethod]] = [
+        ("id", "left"), ("name", "left"), ("status", "left"),
+        (f"created ({show.zone_name()})", "left"), ("jobs 24h", "right"),
+        ("failed 24h", "right"), ("backlog", "right"), ("running", "right"),
+        ("oldest wait", "right"), ("weight", "right"), ("cap (per queue)", "right")]
+    for name, justify in columns:
         table.add_column(name, justify=justify, no_wrap=name != "name")
     for r in rows:
         table.add_row(*_row(r, whole))
