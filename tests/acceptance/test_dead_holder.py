@@ -93,7 +93,7 @@ def test_jobs_a_killed_prefork_worker_had_reserved_start_within_seconds_without_
     # window of at least 12 lets it fill them.
     holding = {**NO_SWEEP, "JOBQ_PREFETCH_MULTIPLIER": "4", "JOBQ_FAIR_WINDOW_MIN": "12"}
     doomed = start_worker_process("-P", "prefork", "-c", "2", queues="realtime", env=holding)
-    start_worker_process("-P", "solo", queues="realtime,maintenance",
+    start_worker_process("-P", "solo", queues="maintenance,realtime",
                          env={**NO_SWEEP, "JOBQ_FAIR_WINDOW_MIN": "12"})
     start_beat_process(env=NO_SWEEP)  # lost-run recovery, for the runs the worker had going
     ids = submit_sleeps(tenant, 60, 0.2)
@@ -118,7 +118,7 @@ def test_a_solo_feeder_killed_between_stamping_and_sending_stalls_nothing(
     # jobs published and sending them: rows handed off that no broker has, which the window
     # counts as in flight (more than its floor of two here: the queue fed nothing more).
     doomed = start_worker_process("-P", "solo", queues="realtime", env=NO_SWEEP)
-    start_worker_process("-P", "solo", queues="realtime,maintenance", env=NO_SWEEP)
+    start_worker_process("-P", "solo", queues="maintenance,realtime", env=NO_SWEEP)
     start_beat_process(env=NO_SWEEP)
     ids = submit_sleeps(tenant, 60, 0.1)
     wait_for(lambda: first_starts(set(ids)), timeout=20, message="the backlog to start")
