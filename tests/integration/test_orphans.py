@@ -34,7 +34,7 @@ def take() -> Iterator:
     """Take the next message of a queue as a worker would (kombu's QoS records it unacked,
     and jobq's patch its holder), as the process named ``holder``; the connection then goes
     without giving it back, as a killed worker's does."""
-    connections = []
+    connections, tags = [], []
 
     def take(queue: str, holder: str) -> str:
         conn = celery_app.connection_for_read()
@@ -47,11 +47,13 @@ def take() -> Iterator:
         finally:
             broker_held.holder = ""
         assert message is not None, f"no message in {queue}"
+        tags.append(message.delivery_tag)
         return message.delivery_tag
 
     yield take
     for conn in connections:
         conn.release()
+    broker_held.forget(tags)  # nothing held by nobody is left for the tests after these
 
 
 def unacked(tag: str) -> bool:
