@@ -13,11 +13,17 @@ import logging
 from celery import Celery
 from celery.signals import beat_init, setup_logging, worker_init
 
-from app.broker.kombu_patch import front_of_queue, survive_redis_restarts, version_problem
+from app.broker.kombu_patch import (
+    front_of_queue,
+    record_holders,
+    survive_redis_restarts,
+    version_problem,
+)
 from app.core.logs import configure_logging
 
 survive_redis_restarts()
 front_of_queue()
+record_holders()
 
 # Every task's messages are checked before Celery reads them (see app.broker.messages).
 celery_app = Celery("jobq", task_cls="app.broker.messages:CheckedTask", include=["app.tasks"])

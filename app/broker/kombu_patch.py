@@ -1,4 +1,5 @@
-"""A worker outlives a Redis restart; and a message can go to the front of its queue.
+"""A worker outlives a Redis restart; a message can go to the front of its queue; and the
+broker knows which process holds each message it handed out.
 
 When Redis goes away while a worker holds unacknowledged messages (always, with late acks),
 Celery 5.7 tears the broken connection down and reconnects; but the old channel is still used
@@ -12,6 +13,10 @@ Here such a channel raises a connection error instead, which Celery already hand
 logged as lost (the message stays in Redis's unacked set, or went with a Redis that lost its
 data) and the worker carries on. Nothing is lost: the table is the truth, and the sweep and
 lost-run recovery send those jobs again; a run that did finish is not run twice.
+
+Kombu records a delivered message in ``unacked`` but not who took it; here the same transaction
+records the holder too (app/broker/held.py), and every path that removes the message from
+``unacked`` (an ack, a reject, a restore) removes that record with it.
 """
 
 from __future__ import annotations
@@ -19,12 +24,16 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from contextvars import ContextVar
+from time import time
 from typing import Any
 
 import kombu
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
 from kombu.utils.json import dumps
 from redis.exceptions import ConnectionError as RedisConnectionError
+
+from app.broker import held
 
 #: The kombu releases this patch was written and tested for (major, minor); pyproject.toml pins
 #: the same range. Another release may have fixed the bug, or moved what the patch wraps.
@@ -32,6 +41,7 @@ WRITTEN_FOR = (5, 7)
 
 _connparams = kombu_redis.Channel._connparams
 _put = kombu_redis.Channel._put
+_remove_from_indices = kombu_redis.QoS._remove_from_indices
 #: Set while messages are published to the front of their queue (:func:`to_the_front`).
 _FRONT: ContextVar[bool] = ContextVar("jobq_front_of_queue", default=False)
 
@@ -96,3 +106,26 @@ def _put_maybe_to_the_front(self: Any, queue: str, message: Any, **kwargs: Any) 
 def front_of_queue() -> None:
     """Install :func:`to_the_front`'s publishing (idempotent)."""
     kombu_redis.Channel._put = _put_maybe_to_the_front  # type: ignore[method-assign]
+
+
+def _append_with_its_holder(self: Any, message: Any, delivery_tag: str) -> None:
+    # kombu 5.7's QoS.append, with the holder recorded in the same transaction.
+    delivery = message.delivery_info
+    exchange, routing_key = delivery["exchange"], delivery["routing_key"]
+    job_id = (message.headers or {}).get("id") or ""
+    with self.pipe_or_acquire() as pipe:
+        pipe.zadd(self.unacked_index_key, {delivery_tag: time()}) \
+            .hset(self.unacked_key, delivery_tag, dumps([message._raw, exchange, routing_key])) \
+            .hset(held.HELD, delivery_tag, held.entry(held.holder, routing_key, job_id)) \
+            .execute()
+        virtual.QoS.append(self, message, delivery_tag)
+
+
+def _remove_with_its_holder(self: Any, delivery_tag: str, pipe: Any = None) -> Any:
+    return _remove_from_indices(self, delivery_tag, pipe).hdel(held.HELD, delivery_tag)
+
+
+def record_holders() -> None:
+    """Record who holds each delivered message (idempotent)."""
+    kombu_redis.QoS.append = _append_with_its_holder  # type: ignore[method-assign]
+    kombu_redis.QoS._remove_from_indices = _remove_with_its_holder  # type: ignore[method-assign]

@@ -148,6 +148,8 @@ class Settings(DeclaredSettings):
                                    doc="the least (enough to keep a queue's processes fed)")
     fair_feeder: bool = setting("JOBQ_FAIR_FEEDER", True,
                                 doc="beat (or, without beat, a worker) runs the feeder")
+    orphan_after: float = setting("JOBQ_ORPHAN_AFTER", 2.0, minimum=0.5,
+                                  doc="a handed-off message seen nowhere this long is sent again")
 
     # Dispatch and the audit mirror.
     dispatch_pump: bool = setting("JOBQ_DISPATCH_PUMP", True,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from app.core.settings import settings
 
-REALTIME_QUEUES = "celery,dispatch,realtime,maintenance"
+REALTIME_QUEUES = "celery,dispatch,maintenance,realtime"
 BULK_QUEUES = "bulk"
 BULK_CHILDREN = 2
 

@@ -43,6 +43,7 @@ from app.core.registry import manifest
 from app.core.settings import settings
 from app.core.validation import unknown_intent
 from app.handoff import hand_off
+from app.run import orphans
 from app.store import db, jobstore
 
 log = logging.getLogger("jobq.feeder")
@@ -297,6 +298,7 @@ class Feeder(threading.Thread):
                     result = feed_once(queue, self.windows[queue])
                     if result.backlog:
                         wait = min(wait, result.wait)
+                orphans.tick(self.led)  # what a dead worker held, sent again within seconds
                 if self._checks_leads():
                     wait = min(wait, max(0.0, next_lead - time.monotonic()))
                 self._wait(conn, wait)

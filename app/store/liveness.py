@@ -50,6 +50,11 @@ def owner_alive(column: str) -> str:
     return f"coalesce(hashtext({OWNER_TOKEN.format(column=column)})::oid IN ({LIVE_KEYS}), false)"
 
 
+def token_alive(expression: str) -> str:
+    """SQL: whether the process whose token is ``expression`` holds its liveness lock."""
+    return f"coalesce(hashtext({expression})::oid IN ({LIVE_KEYS}), false)"
+
+
 def has_token(column: str) -> str:
     """SQL: whether the lease owner ``column`` carries a process token."""
     return f"{OWNER_TOKEN.format(column=column)} IS NOT NULL"

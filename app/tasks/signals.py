@@ -22,7 +22,7 @@ from celery.signals import (
 )
 
 from app.core.manifest import QUEUES
-from app.run import completions, feeder
+from app.run import completions, feeder, orphans
 from app.store import db
 from app.tasks.running_events import RunningEventSender
 
@@ -57,6 +57,13 @@ def _start_feeder(sender=None, **_: object) -> None:
     # The fairness feeder of the job queues this worker consumes (one worker leads each).
     queues = [q.name for q in sender.app.amqp.queues.consume_from.values()]
     feeder.start(queues, owner=sender.controller if hasattr(sender, "controller") else sender)
+
+
+@worker_ready.connect
+def _name_the_holder(**_: object) -> None:
+    # The messages this process takes name it as their holder, so that when it dies another
+    # process's check sends them again at once (app.run.orphans).
+    orphans.hold_as_this_process()
 
 
 #: On a solo worker: (its process, the thread that runs jobs and its event loop, the sender).

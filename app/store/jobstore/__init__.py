@@ -11,6 +11,7 @@ connection or session and own the transaction; all times come from the database'
 - ``running``: leases kept fresh, progress, checkpoints, runs that no longer own their job
 - ``finishing``: completed, retried later, failed for good, or stopped after a cancel
 - ``lost``: runs whose owner died or stopped renewing its lease, released
+- ``orphans``: handed to the broker, but held by a dead process or never sent: to send again
 - ``sweep``: due jobs that no broker holds, idle tenants ready again, jobs refused
 - ``operator_actions``: cancel, requeue (a retry), a deleted tenant's pending jobs refused
 - ``retention``: finished jobs past their age, deleted
@@ -96,6 +97,15 @@ from app.store.jobstore.operator_actions import (
     refuse_tenant_pending,
     requeue,
 )
+from app.store.jobstore.orphans import (
+    LOCK_ORPHANS,
+    LOOK_ORPHANS,
+    Orphan,
+    OrphanJob,
+    OrphansSeen,
+    lock_orphans,
+    look_orphans,
+)
 from app.store.jobstore.retention import (
     DELETE_EXPIRED,
     delete_expired,
@@ -137,7 +147,9 @@ __all__ = [
     "INSERT_JOBS",
     "INSPECT",
     "LOCK_DUE",
+    "LOCK_ORPHANS",
     "LOOK",
+    "LOOK_ORPHANS",
     "LOST_ERROR",
     "LOST_RUNS",
     "MARK_PUBLISHED",
@@ -165,6 +177,9 @@ __all__ = [
     "Inspected",
     "Look",
     "NewJob",
+    "Orphan",
+    "OrphanJob",
+    "OrphansSeen",
     "Outcome",
     "Picked",
     "Released",
@@ -183,7 +198,9 @@ __all__ = [
     "insert_jobs",
     "inspect",
     "lock_due",
+    "lock_orphans",
     "look",
+    "look_orphans",
     "lost_runs",
     "mark_published",
     "mark_unpublished",

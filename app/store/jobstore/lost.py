@@ -1,5 +1,7 @@
 """Lost runs: a run whose owner is gone (its process died, or stopped renewing its lease) goes
-back to pending while it has retries left, else fails; either way with a ``lost`` event."""
+back to pending while it has retries left, else fails; either way with a ``lost`` event. A job
+that goes back keeps its place (its ``run_at``): it had its turn, and the feeder hands it out
+first of its academy's jobs, not behind the backlog that arrived while it ran."""
 
 from __future__ import annotations
 
@@ -46,7 +48,6 @@ _RELEASE_LOST = """
                error_message = :error || ' (' || coalesce(lost.worker, 'unknown worker') || ', '
                                || coalesce(lost.lease_owner, '?') || ')',
                completed_at = CASE WHEN lost.retries < lost.max_retries THEN NULL ELSE now() END,
-               run_at = CASE WHEN lost.retries < lost.max_retries THEN now() ELSE j.run_at END,
                published_at = NULL, lease_owner = NULL, lease_expires_at = NULL,
                updated_at = now()
           FROM lost
