@@ -28,9 +28,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from app.broker import client as broker_client
 from app.broker.celery_app import celery_app
 from app.broker.kombu_patch import to_the_front
 from app.core.redaction import redact_params
+from app.core.settings import settings
 
 log = logging.getLogger("jobq.publish")
 
@@ -155,6 +157,15 @@ def _push(channel: Any, jobs: Sequence[Outgoing]) -> None:
             else:
                 pipe.lpush(key, message)
         pipe.execute()
+
+
+def waiting(queue: str) -> int | None:
+    """How many messages ``queue``'s list in the broker holds (not yet taken by any worker);
+    None when the broker cannot say now."""
+    try:
+        return int(broker_client.client().llen(settings.redis_key_prefix + queue))
+    except Exception:  # the broker away: the caller counts from the table
+        return None
 
 
 def _batch(producer, n: int):

@@ -147,7 +147,7 @@ class Settings(DeclaredSettings):
     fair_window_min: int = setting("JOBQ_FAIR_WINDOW_MIN", 2, minimum=1,
                                    doc="the least (enough to keep a queue's processes fed)")
     fair_feeder: bool = setting("JOBQ_FAIR_FEEDER", True,
-                                doc="workers run the feeder (one leads per queue)")
+                                doc="beat (or, without beat, a worker) runs the feeder")
     orphan_after: float = setting("JOBQ_ORPHAN_AFTER", 2.0, minimum=0.5,
                                   doc="a handed-off message seen nowhere this long is sent again")
 

@@ -8,10 +8,14 @@ goes next, and a tenant that becomes ready starts at the queue's clock, so a ten
 waits for the window, never behind another's backlog (``jobq_feed``, migration 0005). Capped
 tenants are skipped while at their cap; nobody else waits for them.
 
-Every worker process runs a feeder thread; one per queue leads (a PostgreSQL session advisory
-lock, freed when its process dies, so another worker takes over within a second). It sleeps on
-``LISTEN jobq_feed`` (the insert trigger notifies when a queue gets a waiting tenant) and, while
-a queue has a backlog, looks at the window every few milliseconds.
+Beat's process feeds every queue, out of the way of the workers' consumers: its feeder holds
+:data:`BEAT_FEEDS` (shared) for as long as it lives. Every worker process runs a feeder too,
+standing by: it leads a queue only while no beat feeds, and lets go within :data:`LEAD_RETRY`
+of a beat starting; when the last beat dies its locks are free and a worker's feeder leads
+within about a second. Whoever feeds, one feeder leads per queue: a PostgreSQL session advisory
+lock (:func:`lock_key`), freed when its process dies, so two beats never feed a queue both.
+A feeder sleeps on ``LISTEN jobq_feed`` (the insert trigger notifies when a queue gets a waiting
+tenant) and, while a queue has a backlog, looks at the window every few milliseconds.
 
 The window adapts to the rate jobs leave it: about :data:`WINDOW_SECONDS` of work, at least
 ``settings.fair_window_min`` (enough to keep every worker process fed) and at most
@@ -24,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import select
 import threading
 import time
@@ -33,7 +38,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from app.broker.publish import Outgoing
+from app.broker.publish import Outgoing, waiting
 from app.core.registry import manifest
 from app.core.settings import settings
 from app.core.validation import unknown_intent
@@ -52,15 +57,35 @@ WINDOW_SECONDS = 0.25
 MIN_POLL = 0.005
 BUSY_POLL = 0.05
 IDLE_POLL = 1.0
-#: Leadership of queues not led yet is tried again this often (seconds).
+#: A worker's feeder looks this often (seconds) whether a beat feeds: it lets its queues go
+#: when one does, and tries for the queues nobody leads when none does.
 LEAD_RETRY = 1.0
+#: A beat's feeder tries for the queues it does not lead this often (seconds): the gap between
+#: a worker letting a queue go and the beat taking it.
+BEAT_LEAD_RETRY = 0.25
 #: Weight of a new rate sample (per look).
 RATE_SMOOTHING = 0.2
 
 
+def _key(name: str) -> int:
+    return (0x6A6F6271 << 32 | zlib.crc32(name.encode())) - (1 << 63)
+
+
 def lock_key(queue: str) -> int:
     """The advisory lock a queue's leading feeder holds (a signed 64-bit key)."""
-    return (0x6A6F6271 << 32 | zlib.crc32(f"jobq-feed:{queue}".encode())) - (1 << 63)
+    return _key(f"jobq-feed:{queue}")
+
+
+#: Every beat's feeder holds this advisory lock, shared, while it lives: workers' feeders lead
+#: nothing while anyone holds it.
+BEAT_FEEDS = _key("jobq-feed-beat")
+#: Whether a beat feeds: the exclusive lock cannot be had (taken and let go again at once).
+BEAT_FEEDS_NOW = ("SELECT CASE WHEN pg_try_advisory_lock(%(key)s) "
+                  "THEN NOT pg_advisory_unlock(%(key)s) ELSE true END")
+#: Of the queues given with their keys, those whose lock this session takes now.
+TAKE_QUEUES = ("SELECT queue FROM unnest(%(queues)s::text[], %(keys)s::bigint[]) AS q(queue, key)"
+               " WHERE pg_try_advisory_lock(key)")
+LET_GO = "SELECT pg_advisory_unlock(key) FROM unnest(%(keys)s::bigint[]) AS q(key)"
 
 
 @dataclass
@@ -118,9 +143,12 @@ class FeedResult:
 def feed_once(queue: str, window: Window) -> FeedResult:
     """One look at ``queue``: fill its window with the next jobs, fairly; then size the window
     for the next look by the rate jobs left it. One autocommit round trip to the database (and
-    one more when the window's size moved far enough to be written for callers' fast path)."""
+    one more when the window's size moved far enough to be written for callers' fast path),
+    one to the broker: the window counts what its list holds, so jobs a feeder stamped and
+    died before sending (the sweep's, or a check's, to send again) never hold it full."""
+    broker = waiting(queue)
     with db.engine().connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        seen = jobstore.look(conn, queue, window.size)
+        seen = jobstore.look(conn, queue, window.size, broker)
         picked = seen.picked
         # Someone waited as the look began: look again soon (once too often, at worst).
         backlog = seen.waiting
@@ -168,11 +196,16 @@ def hand_on(queue: str, tenant_id: str) -> int:
 
 
 class Feeder(threading.Thread):
-    """Feeds the queues a worker consumes, leading those no other feeder leads."""
+    """Feeds ``queues``, leading those no other feeder leads: in beat's process (``beat``), every
+    job queue; in a worker's, the queues it consumes, while no beat feeds."""
 
-    def __init__(self, queues: list[str]) -> None:
-        super().__init__(name="jobq-feeder", daemon=True)
+    def __init__(self, queues: list[str], *, beat: bool = False) -> None:
+        super().__init__(name="jobq-beat-feeder" if beat else "jobq-feeder", daemon=True)
         self.queues = sorted(set(queues))
+        self.beat = beat
+        #: A beat's feeder: whether it holds BEAT_FEEDS (it leads no queue before).
+        self.beat_holds = False
+        self.lead_retry = BEAT_LEAD_RETRY if beat else LEAD_RETRY
         self._halt = threading.Event()
         #: The listening connection (psycopg2's, for LISTEN and select()), and what holds it.
         self._conn: Any = None
@@ -195,18 +228,42 @@ class Feeder(threading.Thread):
         self._holder = db.liveness_connection()
         raw: Any = self._holder.connection.dbapi_connection
         with raw.cursor() as cur:
+            # Who leads a queue, in pg_stat_activity beside pg_locks: the role and the process.
+            cur.execute("SET application_name = %s",
+                        (f"jobq-feeder:{'beat' if self.beat else 'worker'}:{os.getpid()}",))
             cur.execute("LISTEN jobq_feed")
         return raw
 
+    def _checks_leads(self) -> bool:
+        # A worker's feeder looks for a feeding beat even while it leads every queue.
+        return not self.beat or len(self.led) < len(self.queues)
+
     def _lead(self, conn: Any) -> None:
+        """Take the queues nobody leads, as far as this feeder may lead: a beat's once it holds
+        BEAT_FEEDS; a worker's while no beat feeds (and it lets go of those it leads when one
+        does)."""
         with conn.cursor() as cur:
-            for queue in self.queues:
-                if queue in self.led:
-                    continue
-                cur.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(queue),))
+            if self.beat and not self.beat_holds:
+                cur.execute("SELECT pg_try_advisory_lock_shared(%s)", (BEAT_FEEDS,))
+                self.beat_holds = bool(cur.fetchone()[0])
+                if not self.beat_holds:  # a worker's look held it this instant: next time
+                    return
+            if not self.beat:
+                cur.execute(BEAT_FEEDS_NOW, {"key": BEAT_FEEDS})
                 if cur.fetchone()[0]:
-                    self.led.add(queue)
-                    log.info("feeding queue %s", queue)
+                    if self.led:
+                        cur.execute(LET_GO, {"keys": [lock_key(q) for q in sorted(self.led)]})
+                        log.info("a beat feeds; this worker stops feeding queue(s) %s",
+                                 ", ".join(sorted(self.led)))
+                        self.led.clear()
+                    return
+            free = [q for q in self.queues if q not in self.led]
+            if not free:
+                return
+            cur.execute(TAKE_QUEUES, {"queues": free, "keys": [lock_key(q) for q in free]})
+            for (queue,) in cur.fetchall():
+                self.led.add(queue)
+                log.info("feeding queue %s%s", queue, " (beat)" if self.beat else "")
 
     def _wait(self, conn: Any, timeout: float) -> None:
         if timeout <= 0:
@@ -223,6 +280,7 @@ class Feeder(threading.Thread):
         if self._conn is not None or self._holder is not None:
             self._conn = self._holder = None
             self.led.clear()
+            self.beat_holds = False
 
     def run(self) -> None:
         next_lead = 0.0
@@ -232,17 +290,17 @@ class Feeder(threading.Thread):
                     self._conn = self._connect()
                     next_lead = 0.0
                 conn = self._conn
-                if time.monotonic() >= next_lead and len(self.led) < len(self.queues):
+                if time.monotonic() >= next_lead and self._checks_leads():
                     self._lead(conn)
-                    next_lead = time.monotonic() + LEAD_RETRY
+                    next_lead = time.monotonic() + self.lead_retry
                 wait = IDLE_POLL
                 for queue in sorted(self.led):
                     result = feed_once(queue, self.windows[queue])
                     if result.backlog:
                         wait = min(wait, result.wait)
                 orphans.tick(self.led)  # what a dead worker held, sent again within seconds
-                if len(self.led) < len(self.queues):
-                    wait = min(wait, LEAD_RETRY)
+                if self._checks_leads():
+                    wait = min(wait, max(0.0, next_lead - time.monotonic()))
                 self._wait(conn, wait)
             except Exception as exc:
                 if self._halt.is_set():
@@ -256,13 +314,14 @@ class Feeder(threading.Thread):
 _feeders: dict[int, Feeder] = {}
 
 
-def start(queues: list[str], owner: object = None) -> Feeder | None:
-    """Start a feeder for ``queues`` (the job queues a worker consumes) on behalf of
-    ``owner`` (the worker); :func:`stop` with the same owner ends it."""
+def start(queues: list[str], owner: object = None, *, beat: bool = False) -> Feeder | None:
+    """Start a feeder for ``queues`` (the job queues a worker consumes; every job queue for
+    ``beat``) on behalf of ``owner`` (the worker, the beat); :func:`stop` with the same owner
+    ends it."""
     queues = [q for q in queues if q != "celery"]
     if not queues or not settings.fair_feeder:
         return None
-    feeder = Feeder(queues)
+    feeder = Feeder(queues, beat=beat)
     _feeders[id(owner)] = feeder
     feeder.start()
     return feeder

@@ -1,6 +1,6 @@
 """A worker process's hooks: a prefork child's own database connections, the garbage failed
 runs leave, a solo worker's task events while a job runs, and the completions still gathering
-when a process stops."""
+when a process stops; and beat's: its process feeds the job queues."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import time
 from celery import states
 from celery.concurrency.solo import TaskPool as SoloPool
 from celery.signals import (
+    beat_init,
     task_postrun,
     task_prerun,
     worker_process_init,
@@ -20,6 +21,7 @@ from celery.signals import (
     worker_shutdown,
 )
 
+from app.core.manifest import QUEUES
 from app.run import completions, feeder, orphans
 from app.store import db
 from app.tasks.running_events import RunningEventSender
@@ -106,3 +108,10 @@ def _stop_feeder(sender=None, **_: object) -> None:
 def _flush_completions(**_: object) -> None:
     # Completions still gathering are written before the process goes.
     completions.writer.flush()
+
+
+@beat_init.connect
+def _start_beat_feeder(sender=None, **_: object) -> None:
+    # Beat's process feeds every job queue, outside the workers' consuming processes; their
+    # feeders stand by and lead only while no beat feeds (app.run.feeder).
+    feeder.start(list(QUEUES), owner=sender, beat=True)

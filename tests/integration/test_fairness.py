@@ -287,3 +287,32 @@ def test_retries_waiting_out_a_broker_countdown_do_not_fill_the_window():
     assert len(seen.picked) == 4  # a full window of the waiting jobs, beside the four retries
     assert sql("SELECT count(*) FROM job_executions WHERE queue = :q AND published_at IS NULL",
                q=QUEUE)[0][0] == 6
+
+
+def test_jobs_stamped_but_never_sent_do_not_hold_the_window_full():
+    """A feeder killed between its pick and its send leaves jobs stamped published that no
+    broker list holds: the window counts what the queue's list holds (app.run.feeder asks the
+    broker), so the next look still hands out a full window; counted from the table alone,
+    they held it full until a sweep."""
+    from app.broker import client as broker_client
+    from app.broker.publish import waiting
+
+    tenant = make_tenant()
+    _waiting(tenant, 14)
+    sql("UPDATE job_executions SET published_at = now() WHERE id IN (SELECT id FROM "
+        "job_executions WHERE queue = :q LIMIT 4)", q=QUEUE)  # stamped; the feeder died
+    listed = settings.redis_key_prefix + QUEUE
+    redis = broker_client.client()
+    redis.delete(listed)
+    try:
+        assert waiting(QUEUE) == 0
+        with db.engine().begin() as conn:
+            assert jobstore.look(conn, QUEUE, 4).picked == []  # the table's count: held full
+        with db.engine().begin() as conn:
+            assert len(jobstore.look(conn, QUEUE, 4, waiting(QUEUE)).picked) == 4
+        redis.lpush(listed, "a", "b", "c")  # three of those four sent, waiting for a worker
+        assert waiting(QUEUE) == 3
+        with db.engine().begin() as conn:
+            assert len(jobstore.look(conn, QUEUE, 4, waiting(QUEUE)).picked) == 1
+    finally:
+        redis.delete(listed)

@@ -19,10 +19,14 @@ from app.store.jobstore.binds import IDS
 #: queue: the soak's throughput fell to a few jobs a second), then up to ``:size`` minus that many of the next jobs
 #: in fair order, stamped published (``jobq_feed``), and whether anyone waited (as the look
 #: began). Always one row for the counts; the picked jobs, if any, ride on it and after it.
+#: ``:broker``, when known, is what the queue's list in the broker holds: no more is counted
+#: (a job stamped by a feeder that died before sending it, or one a worker holds, does not
+#: keep the window full).
 LOOK = text(
     """
     WITH held AS MATERIALIZED (
-        SELECT count(*)::int AS n FROM job_executions
+        SELECT least(count(*)::int, coalesce(CAST(:broker AS int), count(*)::int)) AS n
+          FROM job_executions
          WHERE queue = :queue AND status = 'pending' AND published_at IS NOT NULL
            AND (run_at IS NULL OR run_at <= now())
     ), picked AS MATERIALIZED (
@@ -59,10 +63,10 @@ class Look:
     picked: list[Picked]
 
 
-def look(conn, queue: str, size: int) -> Look:
-    """One look at ``queue`` for a window of ``size`` (see :data:`LOOK`); commit, then publish
-    what it picked."""
-    rows = conn.execute(LOOK, {"queue": queue, "size": size}).all()
+def look(conn, queue: str, size: int, broker: int | None = None) -> Look:
+    """One look at ``queue`` for a window of ``size``, ``broker`` jobs in its list in the broker
+    when known (see :data:`LOOK`); commit, then publish what it picked."""
+    rows = conn.execute(LOOK, {"queue": queue, "size": size, "broker": broker}).all()
     return Look(rows[0][0], rows[0][1], [Picked(*r[2:]) for r in rows if r[2] is not None])
 
 
