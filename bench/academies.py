@@ -22,7 +22,6 @@ are those academies. 10 M rows take about half an hour and 11 GB to write: keep 
 from __future__ import annotations
 
 import argparse
-import atexit
 import time
 
 from bench import env  # first: sets up the environment
@@ -63,8 +62,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="keep the database afterwards (for BENCH_REUSE_DB); drop it yourself")
     args = parser.parse_args(argv)
     if args.keep:
-        atexit.unregister(env.cleanup)
-        print(f"keeping database {env.DB_NAME} (redis prefix {env.KEY_PREFIX})", flush=True)
+        env.keep()
     tenants = prepare(args.rows, args.academies)
     keep = bool(args.rows)
     rounds = []

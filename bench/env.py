@@ -50,6 +50,13 @@ os.environ.update({
 os.environ.pop("CELERY_RESULT_BACKEND", None)
 
 
+def keep() -> None:
+    """Keep this benchmark's database and Redis keys after it ends (``--keep``: to EXPLAIN on
+    it, or to reuse it with BENCH_REUSE_DB); drop them yourself."""
+    atexit.unregister(cleanup)
+    print(f"keeping database {DB_NAME} (redis prefix {KEY_PREFIX})", flush=True)
+
+
 def cleanup() -> None:
     with contextlib.suppress(Exception):
         from app.store import db

@@ -499,10 +499,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="keep the database afterwards (to EXPLAIN on it); drop it yourself")
     args = parser.parse_args(argv)
     if args.keep:
-        import atexit
-
-        atexit.unregister(env.cleanup)
-        print(f"keeping database {env.DB_NAME} (redis prefix {env.KEY_PREFIX})", flush=True)
+        env.keep()
     sizes = [int(s) for s in args.sizes.split(",")]
     if sizes != sorted(sizes):
         raise SystemExit("--sizes must grow")
