@@ -36,6 +36,7 @@ _JOB_FILTERS = """
    AND (CAST(:since_seconds AS float8) IS NULL
         OR j.created_at >= now() - make_interval(secs => CAST(:since_seconds AS float8)))
    AND (CAST(:since_at AS timestamptz) IS NULL OR j.created_at >= CAST(:since_at AS timestamptz))
+   AND (CAST(:queue AS text) IS NULL OR j.queue = CAST(:queue AS text))
 """
 
 
@@ -50,6 +51,7 @@ class JobFilter:
     #: A window reaching back from the database's now, or an absolute start.
     since_seconds: float | None = None
     since_at: dt.datetime | None = None
+    queue: str | None = None
 
     def params(self) -> dict[str, Any]:
         intent, intent_like = self.intent, None
@@ -63,6 +65,7 @@ class JobFilter:
             "intent_like": intent_like,
             "since_seconds": self.since_seconds,
             "since_at": self.since_at,
+            "queue": self.queue,
         }
 
 
@@ -101,6 +104,19 @@ FIND_JOBS_BY_ID_RANGE = text(
      WHERE j.id BETWEEN CAST(:lo AS uuid) AND CAST(:hi AS uuid)
      ORDER BY j.id
      LIMIT 2
+    """
+)
+
+#: The jobs an idempotency key names (one per tenant), on the key's unique index when a
+#: tenant is given.
+FIND_JOBS_BY_IDEMPOTENCY_KEY = text(
+    f"""
+    SELECT {_JOB_COLUMNS}
+      FROM job_executions j LEFT JOIN tenants t ON t.id = j.tenant_id
+     WHERE j.idempotency_key = :key
+       AND (CAST(:tenant_id AS uuid) IS NULL OR j.tenant_id = CAST(:tenant_id AS uuid))
+     ORDER BY j.created_at DESC, j.id DESC
+     LIMIT :limit
     """
 )
 
@@ -224,6 +240,13 @@ def find_jobs_by_prefix(conn, lo: str, hi: str) -> list[dict[str, Any]]:
     return [dict(r) for r in conn.execute(FIND_JOBS_BY_ID_RANGE, {"lo": lo, "hi": hi}).mappings()]
 
 
+def find_jobs_by_idempotency_key(conn, key: str, *, tenant_id: str | None,
+                                 limit: int) -> list[dict[str, Any]]:
+    rows = conn.execute(FIND_JOBS_BY_IDEMPOTENCY_KEY,
+                        {"key": key, "tenant_id": tenant_id, "limit": limit})
+    return [dict(r) for r in rows.mappings()]
+
+
 def job_events(conn, job_id: str, *, after: int = 0) -> list[dict[str, Any]]:
     rows = conn.execute(JOB_EVENTS, {"job_id": job_id, "after": after})
     return [dict(r) for r in rows.mappings()]
@@ -255,6 +278,22 @@ CHILDREN = text(
     """
 )
 
+#: A page of a job's children (a broadcast's), oldest first, and their counts by status.
+CHILDREN_PAGE = text(
+    """
+    SELECT id::text AS id, intent_key, status, progress, error_message, created_at
+      FROM job_executions WHERE parent_id = CAST(:parent AS uuid)
+     ORDER BY created_at, id
+     LIMIT :limit
+    """
+)
+CHILDREN_BY_STATUS = text(
+    """
+    SELECT status, count(*) AS n FROM job_executions WHERE parent_id = CAST(:parent AS uuid)
+     GROUP BY status ORDER BY status
+    """
+)
+
 #: One job's status.
 JOB_STATUS = text("SELECT status FROM job_executions WHERE id = CAST(:id AS uuid)")
 
@@ -265,3 +304,12 @@ def children(conn, parent_id: str) -> list[dict[str, Any]]:
 
 def job_status(conn, job_id: str) -> str | None:
     return conn.execute(JOB_STATUS, {"id": job_id}).scalar()
+
+
+def children_page(conn, parent_id: str, *, limit: int) -> tuple[list[dict[str, Any]],
+                                                              dict[str, int]]:
+    """The first ``limit`` children of a job, and how many it has in each status."""
+    rows = [dict(r) for r in conn.execute(CHILDREN_PAGE, {"parent": parent_id,
+                                                          "limit": limit}).mappings()]
+    counts = {r.status: r.n for r in conn.execute(CHILDREN_BY_STATUS, {"parent": parent_id})}
+    return rows, counts
