@@ -53,6 +53,7 @@ LIST_TENANTS = text(
     SELECT t.id::text AS id, t.name, t.status, t.created_at,
            day.total AS jobs_24h, day.failed AS failed_24h,
            t.weight, t.max_running, now_.backlog, now_.running, now_.oldest_wait_s,
+           t.keep_completed_days, t.keep_failed_days, t.keep_cancelled_days,
            coalesce((SELECT jsonb_object_agg(l.queue, l.max_running)
                        FROM tenant_queue_limits l WHERE l.tenant_id = t.id), '{}'::jsonb)
                AS queue_caps
@@ -302,62 +303,49 @@ def queue_limits(conn, tenant_id: str) -> dict[str, int]:
     return {r[0]: r[1] for r in conn.execute(QUEUE_LIMITS, {"id": tenant_id})}
 
 
-# --- outside channels: an academy's own limits ----------------------------------------------------
+# --- retention: days an academy keeps its finished jobs per end state ---------------------------
 
-#: Set a tenant's limits on a channel (NULL arguments keep what is there; ``:clear_rate`` /
-#: ``:clear_daily`` remove one), recorded with who changed it; the limits before, as JSON.
-SET_CHANNEL_LIMITS = text(
+#: Change a tenant's days kept per end state (NULL arguments keep what is there, 0 returns a
+#: state to the default), recording the change with who made it; the rules before and after.
+SET_RETENTION = text(
     """
     WITH before AS (
-        SELECT rate, daily, over_daily FROM tenant_channel_limits
-         WHERE tenant_id = CAST(:id AS uuid) AND channel = :channel
-    ), next AS (
-        SELECT CASE WHEN :clear_rate THEN NULL
-                    ELSE coalesce(CAST(:rate AS float8), (SELECT rate FROM before)) END AS rate,
-               CASE WHEN :clear_daily THEN NULL
-                    ELSE coalesce(CAST(:daily AS int), (SELECT daily FROM before)) END AS daily,
-               coalesce(CAST(:over_daily AS text), (SELECT over_daily FROM before), 'wait')
-                   AS over_daily
-    ), upserted AS (
-        INSERT INTO tenant_channel_limits (tenant_id, channel, rate, daily, over_daily)
-        SELECT CAST(:id AS uuid), :channel, rate, daily, over_daily FROM next
-        ON CONFLICT (tenant_id, channel) DO UPDATE
-           SET rate = excluded.rate, daily = excluded.daily, over_daily = excluded.over_daily
-        RETURNING rate, daily, over_daily
+        SELECT id, keep_completed_days, keep_failed_days, keep_cancelled_days
+          FROM tenants WHERE id = CAST(:id AS uuid) FOR UPDATE
+    ), changed AS (
+        UPDATE tenants t
+           SET keep_completed_days = CASE CAST(:completed AS int) WHEN 0 THEN NULL
+                   ELSE coalesce(CAST(:completed AS int), t.keep_completed_days) END,
+               keep_failed_days = CASE CAST(:failed AS int) WHEN 0 THEN NULL
+                   ELSE coalesce(CAST(:failed AS int), t.keep_failed_days) END,
+               keep_cancelled_days = CASE CAST(:cancelled AS int) WHEN 0 THEN NULL
+                   ELSE coalesce(CAST(:cancelled AS int), t.keep_cancelled_days) END
+          FROM before WHERE t.id = before.id
+        RETURNING t.id, t.keep_completed_days, t.keep_failed_days, t.keep_cancelled_days,
+                  jsonb_build_object('completed', before.keep_completed_days,
+                                     'failed', before.keep_failed_days,
+                                     'cancelled', before.keep_cancelled_days) AS was
     ), event AS (
         INSERT INTO tenant_events (tenant_id, kind, was, by, detail)
-        SELECT CAST(:id AS uuid), 'limits',
-               :channel || ' rate ' || coalesce((SELECT rate::text FROM before), 'unlimited')
-               || ', daily ' || coalesce((SELECT daily::text FROM before), 'unlimited'), :by,
-               jsonb_build_object('channel', :channel, 'rate', u.rate, 'daily', u.daily,
-                                  'over_daily', u.over_daily,
-                                  'was', (SELECT to_jsonb(b) FROM before b))
-          FROM upserted u
-         WHERE (u.rate, u.daily, u.over_daily) IS DISTINCT FROM
-               (SELECT (b.rate, b.daily, b.over_daily) FROM before b)
+        SELECT id, 'retention', 'kept days ' || was::text, :by,
+               jsonb_build_object('completed', keep_completed_days, 'failed', keep_failed_days,
+                                  'cancelled', keep_cancelled_days, 'was', was)
+          FROM changed
+         WHERE jsonb_build_object('completed', keep_completed_days, 'failed', keep_failed_days,
+                                  'cancelled', keep_cancelled_days) IS DISTINCT FROM was
     )
-    SELECT rate, daily, over_daily FROM upserted
+    SELECT keep_completed_days, keep_failed_days, keep_cancelled_days FROM changed
     """
 )
 
-#: A tenant's limits on each channel.
-CHANNEL_LIMITS = text(
-    "SELECT channel, rate, daily, over_daily FROM tenant_channel_limits "
-    "WHERE tenant_id = CAST(:id AS uuid) ORDER BY channel"
-)
 
-
-def set_channel_limits(conn, tenant_id: str, channel: str, *, by: str, rate: float | None,
-                       daily: int | None, over_daily: str | None, clear_rate: bool = False,
-                       clear_daily: bool = False) -> dict[str, Any]:
-    """The tenant's limits on ``channel`` after the change."""
-    row = conn.execute(SET_CHANNEL_LIMITS, {
-        "id": tenant_id, "channel": channel, "rate": rate, "daily": daily,
-        "over_daily": over_daily, "clear_rate": clear_rate, "clear_daily": clear_daily,
-        "by": by}).mappings().one()
-    return dict(row)
-
-
-def channel_limits(conn, tenant_id: str) -> dict[str, dict[str, Any]]:
-    return {r["channel"]: {"rate": r["rate"], "daily": r["daily"], "over_daily": r["over_daily"]}
-            for r in conn.execute(CHANNEL_LIMITS, {"id": tenant_id}).mappings()}
+def set_retention(conn, tenant_id: str, *, by: str, completed: int | None = None,
+                  failed: int | None = None, cancelled: int | None = None
+                  ) -> dict[str, int | None] | None:
+    """The tenant's own days per end state after the change (None: the default), or None when
+    there is no such tenant."""
+    row = conn.execute(SET_RETENTION, {"id": tenant_id, "completed": completed, "failed": failed,
+                                       "cancelled": cancelled, "by": by}).first()
+    if row is None:
+        return None
+    return {"completed": row[0], "failed": row[1], "cancelled": row[2]}

@@ -14,7 +14,7 @@ import pytest
 from app.core.errors import PermanentError, WaitingError
 from app.intake.actions import set_channel_limits, set_tenant_limits
 from app.run import quota
-from app.store import db, tenants
+from app.store import channels, db, tenants
 from tests.fixtures import make_tenant
 
 
@@ -77,7 +77,7 @@ def test_a_capped_academy_keeps_its_cap_and_its_unused_share_goes_to_the_others(
     assert limits["rate"] == 10
     name = channel()
     with db.engine().begin() as conn:  # the same limits on this test's own channel
-        tenants.set_channel_limits(conn, capped, name, by="test", rate=10, daily=None,
+        channels.set_channel_limits(conn, capped, name, by="test", rate=10, daily=None,
                                    over_daily=None)
     grants = run_senders(name, [a, b, capped], 4.5, 50)
 
@@ -102,7 +102,7 @@ def test_a_used_up_daily_quota_waits_with_the_reason_or_fails_by_the_academys_se
     tenant = make_tenant()
     name = channel()
     with db.engine().begin() as conn:
-        tenants.set_channel_limits(conn, tenant, name, by="test", rate=None, daily=7,
+        channels.set_channel_limits(conn, tenant, name, by="test", rate=None, daily=7,
                                    over_daily=None)
     with quota.Channel(name, tenant, 100) as ch:
         assert ch.take(5).count == 5
@@ -113,7 +113,7 @@ def test_a_used_up_daily_quota_waits_with_the_reason_or_fails_by_the_academys_se
         in str(waiting.value)
     assert 0 < waiting.value.retry_after <= 86_401
     with db.engine().begin() as conn:
-        tenants.set_channel_limits(conn, tenant, name, by="test", rate=None, daily=None,
+        channels.set_channel_limits(conn, tenant, name, by="test", rate=None, daily=None,
                                    over_daily="fail")
     time.sleep(quota.LIMITS_TTL)
     with quota.Channel(name, tenant, 100) as ch, pytest.raises(PermanentError) as failed:
@@ -135,7 +135,7 @@ def test_channel_limits_are_checked_and_audited():
     assert after == {"rate": None, "daily": 5000, "over_daily": "wait"}
     with db.engine().connect() as conn:
         events = tenants.tenant_events(conn, tenant)
-        assert tenants.channel_limits(conn, tenant) == {"kakao": after}
+        assert channels.channel_limits(conn, tenant) == {"kakao": after}
     assert [(e["kind"], e["by"], e["detail"]["rate"]) for e in events] == [
         ("limits", "cli:ops", 10), ("limits", "cli:ops", None)]
     assert events[1]["was"] == "kakao rate 10, daily 5000"

@@ -36,7 +36,7 @@ class TenantQueueLimit(Base):
 
 
 class TenantChannelLimit(Base):
-    """An academy's own limits on an outside channel (0012): messages per second and per day,
+    """An academy's own limits on an outside channel (0013): messages per second and per day,
     and whether what would go over the day's quota waits for the next day or fails."""
 
     __tablename__ = "tenant_channel_limits"

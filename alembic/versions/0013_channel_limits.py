@@ -4,8 +4,8 @@ what would go over the day's quota (``wait`` until the next day, or ``fail`` wit
 The provider's rate and the weighted shares live in Redis (app/run/quota.py); these are the
 academy's plan, read by the senders at most a second late.
 
-Revision ID: 0012_channel_limits
-Revises: 0011_hand_on
+Revision ID: 0013_channel_limits
+Revises: 0012_retention
 Create Date: 2026-12-07 03:10:00
 """
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0012_channel_limits"
-down_revision = "0011_hand_on"
+revision = "0013_channel_limits"
+down_revision = "0012_retention"
 branch_labels = None
 depends_on = None
 
