@@ -152,6 +152,53 @@ def set_tenant_limits(tenant_id: str, *, weight: float | None = None,
     return TenantLimits(tenant_id, row[2], row[3], per_queue)
 
 
+#: The longest rule an academy may set: a century is "keep".
+MAX_KEEP_DAYS = 36_500
+
+
+@dataclass(frozen=True)
+class TenantRetention:
+    """Days a tenant's finished jobs are kept per end state after a change."""
+
+    tenant_id: str
+    #: Its own rules (None: the default for that state).
+    own: dict[str, int | None]
+    #: What applies: its own rule, else the deployment's default.
+    kept: dict[str, int]
+
+
+def set_tenant_retention(tenant_id: str, *, completed: int | None = None,
+                         failed: int | None = None, cancelled: int | None = None,
+                         by: str = "api") -> TenantRetention:
+    """Change how many days a tenant's finished jobs are kept in each end state, live (the next
+    retention run applies it), recorded in ``tenant_events`` with ``by``.
+
+    None leaves a state's rule as it is; 0 returns it to the default (``JOBQ_RETENTION_DAYS``
+    for completed and cancelled jobs, ``JOBQ_RETENTION_FAILED_DAYS`` for failed ones). Raises
+    ValueError naming a bad value, LookupError for an unknown tenant.
+    """
+    from app.store import tenants
+
+    tenant_id = str(uuid.UUID(str(tenant_id)))
+    asked = {"completed": completed, "failed": failed, "cancelled": cancelled}
+    for state, days in asked.items():
+        if days is not None and (isinstance(days, bool) or not isinstance(days, int)
+                                 or not 0 <= days <= MAX_KEEP_DAYS):
+            raise ValueError(f"days to keep {state} jobs must be a whole number from 1 to "
+                             f"{MAX_KEEP_DAYS} (0: the default), not {days!r}")
+    if all(days is None for days in asked.values()):
+        raise ValueError("nothing to change: give days for completed, failed or cancelled jobs")
+    with db.engine().begin() as conn:
+        own = tenants.set_retention(conn, tenant_id, by=by, **asked)
+    if own is None:
+        raise LookupError(f"no tenant {tenant_id}")
+    defaults = jobstore.default_retention_days()
+    kept = {state: own[state] or defaults[state] for state in own}
+    log.info("tenant retention: %s (own rules %s, by %s)", kept, own, by,
+             extra={"tenant_id": tenant_id})
+    return TenantRetention(tenant_id, own, kept)
+
+
 def approve(job_id: str, *, by: str, note: str | None = None,
             tenant_id: str | None = None) -> jobstore.Approved | None:
     """Approve a job awaiting approval: it becomes pending and runs (published at once when it

@@ -56,7 +56,8 @@ def tenants_list(
         ("id", "left"), ("name", "left"), ("status", "left"),
         (f"created ({show.zone_name()})", "left"), ("jobs 24h", "right"),
         ("failed 24h", "right"), ("backlog", "right"), ("running", "right"),
-        ("oldest wait", "right"), ("weight", "right"), ("cap (per queue)", "right")]
+        ("oldest wait", "right"), ("weight", "right"), ("cap (per queue)", "right"),
+        ("kept days", "right")]
     for name, justify in columns:
         table.add_column(name, justify=justify, no_wrap=name != "name")
     for r in rows:
@@ -82,7 +83,14 @@ def _row(r: dict, whole: bool) -> list:
             show.local_time(r["created_at"], short=True), str(r["jobs_24h"]),
             f"[red]{r['failed_24h']}[/]" if r["failed_24h"] else "0",
             str(r["backlog"]), str(r["running"]),
-            _age(r["oldest_wait_s"]), f"{r['weight']:g}", cap]
+            _age(r["oldest_wait_s"]), f"{r['weight']:g}", cap, kept_text(r)]
+
+
+def kept_text(r: dict) -> str:
+    """``failed 730``: the days its own retention rules keep (- : the defaults)."""
+    own = [f"{state} {r[f'keep_{state}_days']}" for state in ("completed", "failed", "cancelled")
+           if r.get(f"keep_{state}_days")]
+    return ", ".join(own) or "-"
 
 
 def _age(seconds: float | None) -> str:
@@ -105,20 +113,36 @@ def tenants_set(
     ] = None,
     queue: Annotated[str | None, typer.Option(
         "--queue", "-q", help="Cap this queue only (with --max-running).")] = None,
+    keep_completed: Annotated[int | None, typer.Option(
+        "--keep-completed", metavar="DAYS",
+        help="Keep its completed jobs this many days (0: the default).")] = None,
+    keep_failed: Annotated[int | None, typer.Option(
+        "--keep-failed", metavar="DAYS",
+        help="Keep its failed jobs this many days (0: the default).")] = None,
+    keep_cancelled: Annotated[int | None, typer.Option(
+        "--keep-cancelled", metavar="DAYS",
+        help="Keep its cancelled jobs this many days (0: the default).")] = None,
 ) -> None:
-    """Change a tenant's fair-scheduling limits, live: its weight (share of a busy queue) and
-    its cap on jobs running at once, across queues or on one. Recorded with who changed it."""
+    """Change a tenant's settings, live: its weight (share of a busy queue), its cap on jobs
+    running at once (across queues or on one), and how many days its finished jobs are kept in
+    each end state. Recorded with who changed it."""
     from app.intake.actions import set_tenant_limits
     from app.ops.cli.args import actor, bad
     from app.ops.cli.lookup import find_tenant
     from app.store import db
 
+    keep = {"completed": keep_completed, "failed": keep_failed, "cancelled": keep_cancelled}
     if queue is not None and max_running is None:
         raise bad("--queue caps one queue: give --max-running with it", "--queue")
-    if weight is None and max_running is None:
-        raise bad("nothing to change: give --weight and/or --max-running", "--weight")
+    if weight is None and max_running is None and all(v is None for v in keep.values()):
+        raise bad("nothing to change: give --weight, --max-running or --keep-completed/"
+                  "--keep-failed/--keep-cancelled", "--weight")
     with db.engine().connect() as conn:
         found = find_tenant(conn, tenant, None)
+    if any(v is not None for v in keep.values()):
+        _set_retention(found, keep, actor())
+        if weight is None and max_running is None:
+            return
     try:
         limits = set_tenant_limits(found["id"], weight=weight, max_running=max_running,
                                    queue=queue, by=actor())
@@ -130,6 +154,20 @@ def tenants_set(
     console.print(
         f"tenant {found['name']} ({found['id']}): weight {limits.weight:g}, max running "
         f"{limits.max_running or 'unlimited'}" + (f"; per queue: {per_queue}" if per_queue else ""))
+
+
+def _set_retention(found: dict, keep: dict[str, int | None], by: str) -> None:
+    from app.intake.actions import set_tenant_retention
+    from app.ops.cli.args import bad
+
+    try:
+        rules = set_tenant_retention(found["id"], by=by, **keep)
+    except ValueError as exc:
+        state = next((s for s in keep if s in str(exc)), "completed")
+        raise bad(str(exc), f"--keep-{state}") from None
+    kept = ", ".join(f"{state} {days} days" + ("" if rules.own[state] else " (default)")
+                     for state, days in rules.kept.items())
+    console.print(f"tenant {found['name']} ({found['id']}) keeps its finished jobs: {kept}")
 
 
 @app.command("create")
