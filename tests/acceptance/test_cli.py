@@ -617,6 +617,34 @@ def test_tenants_set_changes_weight_and_caps_and_the_list_shows_them_with_the_ba
     assert all(e[1].startswith("cli:") for e in events)
 
 
+def test_tenants_set_channel_caps_an_academys_sending_live_and_audited():
+    name = f"소망 영어학원 {uuid.uuid4().hex[:4]}"
+    tenant_id = jobq("tenants", "create", name).stdout.strip()
+
+    changed = jobq("tenants", "set", name, "--channel", "kakao", "--rate", "10", "--daily", "5000")
+    assert changed.returncode == 0, changed.stderr
+    assert (f"tenant {name} ({tenant_id}) on kakao: rate 10/s, daily 5000, over the daily "
+            "quota: wait") in " ".join(changed.stdout.split())
+    failing = jobq("tenants", "set", tenant_id, "--channel", "kakao", "--over-daily", "fail")
+    assert "rate 10/s, daily 5000, over the daily quota: fail" in " ".join(failing.stdout.split())
+    for args, says, option in (
+            (["--rate", "5"], "cap one channel: give --channel", "--channel"),
+            (["--channel", "kakao", "--rate", "-2"], "rate must be messages per second",
+             "--rate"),
+            (["--channel", "kakao", "--over-daily", "drop"], "over_daily must be wait or fail",
+             "--over-daily"),
+            (["--channel", "kakao", "--rate", "5", "--weight", "2"], "set on their own",
+             "--channel")):
+        refused = jobq("tenants", "set", tenant_id, *args)
+        assert refused.returncode == 2, (args, refused.stdout)
+        assert says in one_error_line(refused) and option in refused.stderr
+    events = sql("SELECT detail, by FROM tenant_events WHERE tenant_id = CAST(:t AS uuid) "
+                 "AND kind = 'limits' ORDER BY at, id", t=tenant_id)
+    assert [(e[0]["channel"], e[0]["rate"], e[0]["daily"], e[0]["over_daily"]) for e in events] \
+        == [("kakao", 10, 5000, "wait"), ("kakao", 10, 5000, "fail")]
+    assert all(e[1].startswith("cli:") for e in events)
+
+
 def test_tenants_set_keeps_an_academy_s_finished_jobs_longer_recorded_and_listed():
     name = f"청구 분쟁 학원 {uuid.uuid4().hex[:4]}"
     tenant_id = jobq("tenants", "create", name).stdout.strip()
