@@ -28,6 +28,16 @@ def is_json(content_type: str | None) -> bool:
         subtype == "json" or subtype.endswith("+json"))
 
 
+#: Where HTML forms post (the web console's pages), the one place a body may be a form.
+FORM_PATHS = ("/ui/",)
+
+
+def is_form(content_type: str | None) -> bool:
+    """``application/x-www-form-urlencoded``, as an HTML form posts."""
+    return content_type is not None and content_type.split(";")[0].strip().lower() == \
+        "application/x-www-form-urlencoded"
+
+
 class RequestBodies:
     """Refuses a body over ``max_bytes`` (413) or one not declared JSON (415) with the API's
     error shape; the application never sees such a request. Turned off (a huge ``max_bytes``),
@@ -59,7 +69,9 @@ class RequestBodies:
             if length > self.max_bytes:
                 await problem(413, self.too_large(), headers=_CLOSE)(scope, receive, send)
                 return
-        if (chunked or length > 0) and not is_json(headers.get("content-type")):
+        content_type = headers.get("content-type")
+        if (chunked or length > 0) and not is_json(content_type) and not (
+                scope["path"].startswith(FORM_PATHS) and is_form(content_type)):
             given = headers.get("content-type")
             await problem(415, "Content-Type must be application/json"
                                + (f" (this request's is {given[:100]!r})" if given else

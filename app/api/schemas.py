@@ -94,8 +94,18 @@ class JobEvent(BaseModel):
     detail: Any = None
 
 
+class WaitReason(BaseModel):
+    code: str = Field(description="awaiting_approval, academy_suspended, run_at_future, "
+                                  "handed_to_worker, academy_at_cap, behind_in_fair_order, "
+                                  "no_worker, unrouted or next")
+    text: str
+
+
 class JobWithHistory(Job):
     events: list[JobEvent]
+    waiting: list[WaitReason] = Field(
+        default=[], description="Why a pending or unapproved job has not started (empty for "
+                                "others)")
 
 
 class JobPage(BaseModel):

@@ -8,21 +8,20 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import PlainTextResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from app.api import errors, events, schemas
+from app.api import errors, events, jobactions, schemas
 from app.api.auth import TENANT_HEADER, Caller, Denied, authenticate
 from app.api.errors import problem
+from app.api.jobactions import load_job
 from app.api.ratelimit import over_limit, retry_after_header
-from app.core.errors import IdempotencyConflict, IntentRefused, ParamsNotKept, TenantRefused
+from app.core.errors import IdempotencyConflict, IntentRefused, TenantRefused
 from app.core.registry import manifest
 from app.core.validation import Request as JobAsked
-from app.intake import actions
 from app.intake.submit import submit_one
 from app.store import db, reads
 from app.store.models import JOB_STATUSES
@@ -75,27 +74,6 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": schemas.Problem, "description": "No such job of this tenant"}}
 _CONFLICT: dict[int | str, dict[str, Any]] = {
     409: {"model": schemas.Problem, "description": "The job's state does not allow it"}}
-
-
-def _job_id(value: str) -> str:
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        raise Denied(404, f"no job {value[:64]!r}") from None
-
-
-def load_job(tenant_id: str, job_id: str, *, history: bool = False) -> dict[str, Any]:
-    """The tenant's job (404 when it has none of that id: another tenant's is not seen)."""
-    job_id = _job_id(job_id)
-    with db.tenant_begin(tenant_id) as conn:
-        found = reads.find_jobs_by_prefix(conn, job_id, job_id)
-        if not found:
-            raise Denied(404, f"no job {job_id}")
-        out = schemas.job_out(found[0])
-        if history:
-            secret = schemas.secret_fields(out["intent_key"])
-            out["events"] = [schemas.event_out(e, secret) for e in reads.job_events(conn, job_id)]
-    return out
 
 
 v1 = APIRouter(prefix="/v1", responses=_ERRORS)
@@ -199,13 +177,8 @@ def cancel_job(job_id: str, who: Writer, body: schemas.CancelRequest | None = No
     """Cancel a pending, running or unapproved job (a running one is stopped within about a
     second)."""
     tenant = who.for_tenant()
-    job = load_job(tenant, job_id)
-    reason = (body.reason if body else None) or f"cancelled by {who.name}"
-    was = actions.cancel(job["id"], reason=reason, by=who.name, tenant_id=tenant)
-    if was is None:
-        raise Denied(409, f"job {job['id']} is {job['status']}: only pending, processing or "
-                          "awaiting_approval jobs can be cancelled")
-    return load_job(tenant, job["id"])
+    jobactions.cancel(tenant, job_id, by=who.name, reason=body.reason if body else None)
+    return load_job(tenant, job_id)
 
 
 @v1.post("/jobs/{job_id}/retry", response_model=schemas.Job,
@@ -215,29 +188,9 @@ def cancel_job(job_id: str, who: Writer, body: schemas.CancelRequest | None = No
 def retry_job(job_id: str, who: Writer, body: schemas.RetryRequest | None = None) -> Any:
     """Run a failed or cancelled job again (optionally on corrected parameters; a job refused
     with parameters that were not kept needs them)."""
-    from app.core.validation import validate_params
-
     tenant = who.for_tenant()
-    job = load_job(tenant, job_id)
-    params = body.intent_params if body else None
-    if params is not None:
-        intent = manifest.get(job["intent_key"])
-        if intent is None:
-            raise Denied(409, f"job {job['id']}'s intent is not in this manifest")
-        try:
-            params = validate_params(intent, params)
-        except IntentRefused as refused:
-            return problem(422, str(refused), field=refused.field)
-    try:
-        done = actions.requeue([{"id": job["id"]}], by=who.name, params=params,
-                               tenant_id=tenant)
-    except ParamsNotKept as refused:
-        return problem(422, f"{actions.params_not_kept(job)}: send them with the retry, "
-                            '{"intent_params": {...}}', field=refused.field)
-    if not done:
-        raise Denied(409, f"job {job['id']} is {job['status']}: only failed or cancelled jobs "
-                          "of an active tenant can be retried")
-    return load_job(tenant, job["id"])
+    jobactions.retry(tenant, job_id, by=who.name, params=body.intent_params if body else None)
+    return load_job(tenant, job_id)
 
 
 @v1.post("/jobs/{job_id}/approve", response_model=schemas.Job,
@@ -245,11 +198,8 @@ def retry_job(job_id: str, who: Writer, body: schemas.RetryRequest | None = None
 def approve_job(job_id: str, who: Approver, body: schemas.ApproveRequest | None = None) -> Any:
     """Approve a job awaiting approval: it becomes pending and runs."""
     tenant = who.for_tenant()
-    job = load_job(tenant, job_id)
-    if actions.approve(job["id"], by=who.name, note=body.note if body else None,
-                       tenant_id=tenant) is None:
-        raise Denied(409, f"job {job['id']} is {job['status']}, not awaiting_approval")
-    return load_job(tenant, job["id"])
+    jobactions.approve(tenant, job_id, by=who.name, note=body.note if body else None)
+    return load_job(tenant, job_id)
 
 
 @v1.post("/jobs/{job_id}/reject", response_model=schemas.Job,
@@ -257,11 +207,8 @@ def approve_job(job_id: str, who: Approver, body: schemas.ApproveRequest | None 
 def reject_job(job_id: str, who: Approver, body: schemas.RejectRequest | None = None) -> Any:
     """Reject a job awaiting approval: it is cancelled and never runs."""
     tenant = who.for_tenant()
-    job = load_job(tenant, job_id)
-    reason = (body.reason if body else None) or f"rejected by {who.name}"
-    if not actions.reject(job["id"], by=who.name, reason=reason, tenant_id=tenant):
-        raise Denied(409, f"job {job['id']} is {job['status']}, not awaiting_approval")
-    return load_job(tenant, job["id"])
+    jobactions.reject(tenant, job_id, by=who.name, reason=body.reason if body else None)
+    return load_job(tenant, job_id)
 
 
 @v1.get("/jobs/{job_id}/events", responses={
@@ -311,7 +258,7 @@ def health() -> dict[str, str]:
 
 
 def create_app() -> FastAPI:
-    from app.api import docs
+    from app.api import console, docs
     from app.api.auth import check_settings
     from app.api.bodies import RequestBodies
     from app.api.metrics import metrics_response
@@ -334,8 +281,12 @@ def create_app() -> FastAPI:
     errors.install(api)
     docs.install(api)
 
+    console.install(api)
+
     @api.exception_handler(Denied)
-    def _denied(_request: Request, exc: Denied) -> JSONResponse:
+    def _denied(request: Request, exc: Denied) -> Response:
+        if request.url.path.startswith("/ui"):
+            return console.denied_page(exc)
         headers = exc.headers
         if exc.status == 401:
             headers = {"WWW-Authenticate": "Bearer", **(headers or {})}
@@ -353,6 +304,6 @@ def create_app() -> FastAPI:
 
     @api.get("/", include_in_schema=False)
     def root() -> PlainTextResponse:
-        return PlainTextResponse("jobq API: /docs, /openapi.json, /v1/...\n")
+        return PlainTextResponse("jobq API: /docs, /openapi.json, /v1/..., the console at /ui\n")
 
     return api

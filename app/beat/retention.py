@@ -1,14 +1,20 @@
-"""Retention: finished jobs and their events are deleted once they are old enough.
+"""Retention: finished jobs and their events are deleted once their academy's rule allows.
 
-Completed and cancelled jobs go after ``JOBQ_RETENTION_DAYS`` (default 90), failed ones after
-``JOBQ_RETENTION_FAILED_DAYS`` (kept longer, for audits of what went wrong), in batches of
-``JOBQ_RETENTION_BATCH``, each in its own short transaction. Schedule runs age out alike.
+Each end state has a rule: completed and cancelled jobs are kept ``JOBQ_RETENTION_DAYS``
+(default 90), failed ones ``JOBQ_RETENTION_FAILED_DAYS`` (default 365, for audits of what went
+wrong), and an academy may keep any state longer or shorter (``jobq tenants set --keep-failed``,
+:func:`app.intake.actions.set_tenant_retention`). Each (academy, state) with something past its
+rule is walked from its oldest row in keyset batches (``JOBQ_RETENTION_BATCH`` rows a statement,
+shared by up to :data:`PAIRS_PER_STATEMENT` pairs), each in its own short transaction: a batch
+reads what it deletes (and the few parents a young child holds), never what the rules keep nor
+what an earlier batch went past. Schedule runs age out alike.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass
 
 from app.core.settings import settings
@@ -20,9 +26,10 @@ log = logging.getLogger("jobq.retention")
 #: never holds a maintenance worker process (which the sweep needs every second) for long.
 TIME_BUDGET_SECONDS = 20.0
 
-#: Completed and cancelled jobs age by ``days``; failed ones by ``failed_days``.
-_KEPT_SHORTER = ("completed", "cancelled")
-_KEPT_LONGER = ("failed",)
+
+#: (academy, end state) pairs one statement deletes from: small academies share a statement
+#: instead of costing one each; each takes an equal share of the batch.
+PAIRS_PER_STATEMENT = 64
 
 
 @dataclass(frozen=True)
@@ -36,28 +43,35 @@ class RetentionReport:
 def delete_expired(*, days: int | None = None, failed_days: int | None = None,
                    batch: int | None = None,
                    budget: float = TIME_BUDGET_SECONDS) -> RetentionReport:
-    """Delete what is past its retention age, batch by batch, within ``budget`` seconds."""
-    days = days or settings.retention_days
-    failed_days = failed_days or settings.retention_failed_days
+    """Delete what is past its rule, batch by batch, within ``budget`` seconds. ``days`` and
+    ``failed_days`` replace the defaults (not an academy's own rules) for this run."""
+    defaults = jobstore.default_retention_days(days=days, failed_days=failed_days)
     batch = batch or settings.retention_batch
     deadline = time.monotonic() + budget
     deleted = 0
-    for statuses, older_than in ((_KEPT_SHORTER, days), (_KEPT_LONGER, failed_days)):
-        while True:
-            with db.engine().begin() as conn:
-                n = jobstore.delete_expired(conn, statuses=statuses, older_than_days=older_than,
-                                         days=days, failed_days=failed_days, batch=batch)
-            deleted += n
-            if n < batch:
-                break
-            if time.monotonic() > deadline:
-                log.info("retention deleted %d job(s); more are due, the next run goes on",
-                         deleted)
-                return RetentionReport(deleted, 0, done=False)
+    with db.engine().begin() as conn:
+        waiting = deque(jobstore.expired_pairs(conn, defaults))
+    while waiting:
+        pairs = [waiting.popleft() for _ in range(min(PAIRS_PER_STATEMENT, len(waiting)))]
+        per_pair = max(1, -(-batch // len(pairs)))
+        with db.engine().begin() as conn:
+            done = jobstore.delete_expired(conn, pairs, defaults=defaults, per_pair=per_pair)
+        for pair in pairs:
+            got = done.get((pair.tenant_id, pair.status))
+            if got is None:
+                continue
+            deleted += got.deleted
+            if got.read >= per_pair:  # more of it may be past its rule: on from its cursor
+                pair.after = got.cursor
+                waiting.append(pair)
+        if waiting and time.monotonic() > deadline:
+            log.info("retention deleted %d job(s); more are due, the next run goes on",
+                     deleted)
+            return RetentionReport(deleted, 0, done=False)
     runs = 0
     while time.monotonic() <= deadline:
         with db.engine().begin() as conn:
-            n = schedules.delete_old_runs(conn, days=days, batch=batch)
+            n = schedules.delete_old_runs(conn, days=defaults["completed"], batch=batch)
         runs += n
         if n < batch:
             break

@@ -239,6 +239,9 @@ class Settings(DeclaredSettings):
                                           doc="open event streams per tenant (0: no cap)")
     api_stream_max_seconds: float = setting("JOBQ_API_STREAM_MAX_SECONDS", 1800.0, minimum=1.0,
                                             doc="a stream then ends: reconnect, Last-Event-ID")
+    console_session_seconds: float = setting(
+        "JOBQ_CONSOLE_SESSION_SECONDS", 8 * 3600.0, minimum=60.0,
+        doc="a web console session (/ui) ends this long after its login (or its token's expiry)")
     api_shutdown_seconds: float = setting("JOBQ_API_SHUTDOWN_SECONDS", 5.0, minimum=0.0,
                                           doc="a stopping API waits this for open requests")
     jwt_secret: str | None = setting("JOBQ_JWT_SECRET", secret=True, doc="HS256 token secret")

@@ -10,6 +10,7 @@ through that tenant's row-level security only, and another tenant's job is simpl
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from collections.abc import Iterable
@@ -150,6 +151,94 @@ def set_tenant_limits(tenant_id: str, *, weight: float | None = None,
     log.info("tenant limits: weight %s, max running %s, per queue %s (by %s)", row[2], row[3],
              per_queue, by, extra={"tenant_id": tenant_id})
     return TenantLimits(tenant_id, row[2], row[3], per_queue)
+
+
+#: What a channel may be called (``kakao``, ``sms``, ``email``, a provider's own account name).
+CHANNEL_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+def set_channel_limits(tenant_id: str, channel: str, *, rate: float | None = None,
+                       daily: int | None = None, over_daily: str | None = None,
+                       by: str = "api") -> dict[str, Any]:
+    """Change a tenant's own limits on an outside channel, live (senders read them within a
+    second), recorded in ``tenant_events`` with ``by``: ``rate`` messages per second at most
+    (its weighted share of the channel may be less), ``daily`` messages per day (Korean day);
+    0 removes a limit, None leaves it. ``over_daily``: what would go over the day's quota
+    ``wait`` s for the next day (the default) or ``fail`` s with the reason. Returns the limits
+    after the change. Raises ValueError naming a bad value, LookupError for an unknown tenant.
+    """
+    import math
+
+    from app.store import channels, tenants
+
+    tenant_id = str(uuid.UUID(str(tenant_id)))
+    if not isinstance(channel, str) or not CHANNEL_NAME.match(channel):
+        raise ValueError(f"channel must be a lowercase name such as kakao or sms, not {channel!r}")
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float)
+                             or not math.isfinite(rate) or rate < 0):
+        raise ValueError(f"rate must be messages per second, 0 for no cap, not {rate!r}")
+    if daily is not None and (isinstance(daily, bool) or not isinstance(daily, int) or daily < 0):
+        raise ValueError(f"daily must be a whole number of messages, 0 for no cap, not {daily!r}")
+    if over_daily is not None and over_daily not in ("wait", "fail"):
+        raise ValueError(f"over_daily must be wait or fail, not {over_daily!r}")
+    if rate is None and daily is None and over_daily is None:
+        raise ValueError("nothing to change: give rate, daily and/or over_daily")
+    with db.engine().begin() as conn:
+        if tenants.status_of(conn, tenant_id) is None:
+            raise LookupError(f"no tenant {tenant_id}")
+        limits = channels.set_channel_limits(
+            conn, tenant_id, channel, by=by, rate=rate or None, daily=daily or None,
+            over_daily=over_daily, clear_rate=rate == 0, clear_daily=daily == 0)
+    log.info("channel limits on %s: %s (by %s)", channel, limits, by,
+             extra={"tenant_id": tenant_id})
+    return limits
+
+
+#: The longest rule an academy may set: a century is "keep".
+MAX_KEEP_DAYS = 36_500
+
+
+@dataclass(frozen=True)
+class TenantRetention:
+    """Days a tenant's finished jobs are kept per end state after a change."""
+
+    tenant_id: str
+    #: Its own rules (None: the default for that state).
+    own: dict[str, int | None]
+    #: What applies: its own rule, else the deployment's default.
+    kept: dict[str, int]
+
+
+def set_tenant_retention(tenant_id: str, *, completed: int | None = None,
+                         failed: int | None = None, cancelled: int | None = None,
+                         by: str = "api") -> TenantRetention:
+    """Change how many days a tenant's finished jobs are kept in each end state, live (the next
+    retention run applies it), recorded in ``tenant_events`` with ``by``.
+
+    None leaves a state's rule as it is; 0 returns it to the default (``JOBQ_RETENTION_DAYS``
+    for completed and cancelled jobs, ``JOBQ_RETENTION_FAILED_DAYS`` for failed ones). Raises
+    ValueError naming a bad value, LookupError for an unknown tenant.
+    """
+    from app.store import tenants
+
+    tenant_id = str(uuid.UUID(str(tenant_id)))
+    asked = {"completed": completed, "failed": failed, "cancelled": cancelled}
+    for state, days in asked.items():
+        if days is not None and (isinstance(days, bool) or not isinstance(days, int)
+                                 or not 0 <= days <= MAX_KEEP_DAYS):
+            raise ValueError(f"days to keep {state} jobs must be a whole number from 1 to "
+                             f"{MAX_KEEP_DAYS} (0: the default), not {days!r}")
+    if all(days is None for days in asked.values()):
+        raise ValueError("nothing to change: give days for completed, failed or cancelled jobs")
+    with db.engine().begin() as conn:
+        own = tenants.set_retention(conn, tenant_id, by=by, **asked)
+    if own is None:
+        raise LookupError(f"no tenant {tenant_id}")
+    defaults = jobstore.default_retention_days()
+    kept = {state: own[state] or defaults[state] for state in own}
+    log.info("tenant retention: %s (own rules %s, by %s)", kept, own, by,
+             extra={"tenant_id": tenant_id})
+    return TenantRetention(tenant_id, own, kept)
 
 
 def approve(job_id: str, *, by: str, note: str | None = None,

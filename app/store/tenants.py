@@ -53,6 +53,7 @@ LIST_TENANTS = text(
     SELECT t.id::text AS id, t.name, t.status, t.created_at,
            day.total AS jobs_24h, day.failed AS failed_24h,
            t.weight, t.max_running, now_.backlog, now_.running, now_.oldest_wait_s,
+           t.keep_completed_days, t.keep_failed_days, t.keep_cancelled_days,
            coalesce((SELECT jsonb_object_agg(l.queue, l.max_running)
                        FROM tenant_queue_limits l WHERE l.tenant_id = t.id), '{}'::jsonb)
                AS queue_caps
@@ -300,3 +301,51 @@ def set_queue_limit(conn, tenant_id: str, queue: str, max_running: int | None, *
 
 def queue_limits(conn, tenant_id: str) -> dict[str, int]:
     return {r[0]: r[1] for r in conn.execute(QUEUE_LIMITS, {"id": tenant_id})}
+
+
+# --- retention: days an academy keeps its finished jobs per end state ---------------------------
+
+#: Change a tenant's days kept per end state (NULL arguments keep what is there, 0 returns a
+#: state to the default), recording the change with who made it; the rules before and after.
+SET_RETENTION = text(
+    """
+    WITH before AS (
+        SELECT id, keep_completed_days, keep_failed_days, keep_cancelled_days
+          FROM tenants WHERE id = CAST(:id AS uuid) FOR UPDATE
+    ), changed AS (
+        UPDATE tenants t
+           SET keep_completed_days = CASE CAST(:completed AS int) WHEN 0 THEN NULL
+                   ELSE coalesce(CAST(:completed AS int), t.keep_completed_days) END,
+               keep_failed_days = CASE CAST(:failed AS int) WHEN 0 THEN NULL
+                   ELSE coalesce(CAST(:failed AS int), t.keep_failed_days) END,
+               keep_cancelled_days = CASE CAST(:cancelled AS int) WHEN 0 THEN NULL
+                   ELSE coalesce(CAST(:cancelled AS int), t.keep_cancelled_days) END
+          FROM before WHERE t.id = before.id
+        RETURNING t.id, t.keep_completed_days, t.keep_failed_days, t.keep_cancelled_days,
+                  jsonb_build_object('completed', before.keep_completed_days,
+                                     'failed', before.keep_failed_days,
+                                     'cancelled', before.keep_cancelled_days) AS was
+    ), event AS (
+        INSERT INTO tenant_events (tenant_id, kind, was, by, detail)
+        SELECT id, 'retention', 'kept days ' || was::text, :by,
+               jsonb_build_object('completed', keep_completed_days, 'failed', keep_failed_days,
+                                  'cancelled', keep_cancelled_days, 'was', was)
+          FROM changed
+         WHERE jsonb_build_object('completed', keep_completed_days, 'failed', keep_failed_days,
+                                  'cancelled', keep_cancelled_days) IS DISTINCT FROM was
+    )
+    SELECT keep_completed_days, keep_failed_days, keep_cancelled_days FROM changed
+    """
+)
+
+
+def set_retention(conn, tenant_id: str, *, by: str, completed: int | None = None,
+                  failed: int | None = None, cancelled: int | None = None
+                  ) -> dict[str, int | None] | None:
+    """The tenant's own days per end state after the change (None: the default), or None when
+    there is no such tenant."""
+    row = conn.execute(SET_RETENTION, {"id": tenant_id, "completed": completed, "failed": failed,
+                                       "cancelled": cancelled, "by": by}).first()
+    if row is None:
+        return None
+    return {"completed": row[0], "failed": row[1], "cancelled": row[2]}

@@ -140,12 +140,16 @@ def job_show(
     With --watch, follow it with a live progress bar until it ends; the exit code is then 0 when
     it completed and 1 when it failed or was cancelled.
     """
+    from app.intake.waiting import why_waiting
+
     with db.engine().connect() as conn:
         job = find_job(conn, job_id)
         events = reads.job_events(conn, job["id"])
+    waiting = why_waiting(job["id"]) if job["status"] in ("pending", "awaiting_approval") else []
     if as_json:
         console.print_json(data={"job": show.job_for_json(job),
-                                 "events": [_event_for_json(e) for e in events]})
+                                 "events": [_event_for_json(e) for e in events],
+                                 "waiting": [r.as_dict() for r in waiting]})
         return
     if watch:
         from app.ops.cli.watch import outcome_line
@@ -156,6 +160,8 @@ def job_show(
         console.print(outcome_line(row, console.width))
         raise typer.Exit(0 if row["status"] == "completed" else 1)
     console.print(_details(job))
+    for reason in waiting:
+        console.print(Text(f"waiting: {reason.text}", style="yellow"), soft_wrap=True)
     console.print()
     console.print(_timeline(events, job["intent_key"]))
     if traceback:

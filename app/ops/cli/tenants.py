@@ -56,7 +56,8 @@ def tenants_list(
         ("id", "left"), ("name", "left"), ("status", "left"),
         (f"created ({show.zone_name()})", "left"), ("jobs 24h", "right"),
         ("failed 24h", "right"), ("backlog", "right"), ("running", "right"),
-        ("oldest wait", "right"), ("weight", "right"), ("cap (per queue)", "right")]
+        ("oldest wait", "right"), ("weight", "right"), ("cap (per queue)", "right"),
+        ("kept days", "right")]
     for name, justify in columns:
         table.add_column(name, justify=justify, no_wrap=name != "name")
     for r in rows:
@@ -82,7 +83,14 @@ def _row(r: dict, whole: bool) -> list:
             show.local_time(r["created_at"], short=True), str(r["jobs_24h"]),
             f"[red]{r['failed_24h']}[/]" if r["failed_24h"] else "0",
             str(r["backlog"]), str(r["running"]),
-            _age(r["oldest_wait_s"]), f"{r['weight']:g}", cap]
+            _age(r["oldest_wait_s"]), f"{r['weight']:g}", cap, kept_text(r)]
+
+
+def kept_text(r: dict) -> str:
+    """``failed 730``: the days its own retention rules keep (- : the defaults)."""
+    own = [f"{state} {r[f'keep_{state}_days']}" for state in ("completed", "failed", "cancelled")
+           if r.get(f"keep_{state}_days")]
+    return ", ".join(own) or "-"
 
 
 def _age(seconds: float | None) -> str:
@@ -105,20 +113,58 @@ def tenants_set(
     ] = None,
     queue: Annotated[str | None, typer.Option(
         "--queue", "-q", help="Cap this queue only (with --max-running).")] = None,
+    channel: Annotated[str | None, typer.Option(
+        "--channel", help="An outside channel (kakao, sms, email): its own caps follow.")
+    ] = None,
+    rate: Annotated[float | None, typer.Option(
+        "--rate", help="With --channel: at most this many messages a second (0: no cap).")
+    ] = None,
+    daily: Annotated[int | None, typer.Option(
+        "--daily", help="With --channel: at most this many messages a day, KST (0: no cap).")
+    ] = None,
+    over_daily: Annotated[str | None, typer.Option(
+        "--over-daily", help="With --channel: what would go over the day's quota waits for "
+        "the next day (wait, the default) or fails (fail).")] = None,
+    keep_completed: Annotated[int | None, typer.Option(
+        "--keep-completed", metavar="DAYS",
+        help="Keep its completed jobs this many days (0: the default).")] = None,
+    keep_failed: Annotated[int | None, typer.Option(
+        "--keep-failed", metavar="DAYS",
+        help="Keep its failed jobs this many days (0: the default).")] = None,
+    keep_cancelled: Annotated[int | None, typer.Option(
+        "--keep-cancelled", metavar="DAYS",
+        help="Keep its cancelled jobs this many days (0: the default).")] = None,
 ) -> None:
-    """Change a tenant's fair-scheduling limits, live: its weight (share of a busy queue) and
-    its cap on jobs running at once, across queues or on one. Recorded with who changed it."""
+    """Change a tenant's settings, live: its weight (share of a busy queue and of
+    every channel's send rate), its cap on jobs running at once (across queues or on one), how
+    many days its finished jobs are kept in each end state, and with --channel its own caps on
+    that outside channel. Recorded with who changed it."""
     from app.intake.actions import set_tenant_limits
     from app.ops.cli.args import actor, bad
     from app.ops.cli.lookup import find_tenant
     from app.store import db
 
+    keep = {"completed": keep_completed, "failed": keep_failed, "cancelled": keep_cancelled}
+    if channel is not None or rate is not None or daily is not None or over_daily is not None:
+        if weight is not None or max_running is not None or queue is not None \
+                or any(v is not None for v in keep.values()):
+            raise bad("--channel limits are set on their own: give the tenant's other "
+                      "settings in another call", "--channel")
+        with db.engine().connect() as conn:
+            found = find_tenant(conn, tenant, None)
+        _set_channel(found, channel, rate, daily, over_daily)
+        return
     if queue is not None and max_running is None:
         raise bad("--queue caps one queue: give --max-running with it", "--queue")
-    if weight is None and max_running is None:
-        raise bad("nothing to change: give --weight and/or --max-running", "--weight")
+    if weight is None and max_running is None and all(v is None for v in keep.values()):
+        raise bad("nothing to change: give --weight, --max-running or --keep-completed/"
+                  "--keep-failed/--keep-cancelled", "--weight")
     with db.engine().connect() as conn:
         found = find_tenant(conn, tenant, None)
+    if any(v is not None for v in keep.values()):
+        _set_retention(found, keep, actor())
+        if weight is None and max_running is None:
+            return
     try:
         limits = set_tenant_limits(found["id"], weight=weight, max_running=max_running,
                                    queue=queue, by=actor())
@@ -130,6 +176,40 @@ def tenants_set(
     console.print(
         f"tenant {found['name']} ({found['id']}): weight {limits.weight:g}, max running "
         f"{limits.max_running or 'unlimited'}" + (f"; per queue: {per_queue}" if per_queue else ""))
+
+
+def _set_channel(found: dict, channel: str | None, rate: float | None, daily: int | None,
+                 over_daily: str | None) -> None:
+    from app.intake.actions import set_channel_limits
+    from app.ops.cli.args import actor, bad
+
+    if channel is None:
+        raise bad("--rate, --daily and --over-daily cap one channel: give --channel", "--channel")
+    try:
+        limits = set_channel_limits(found["id"], channel, rate=rate, daily=daily,
+                                    over_daily=over_daily, by=actor())
+    except ValueError as exc:
+        option = next((o for o in ("rate", "daily", "over_daily", "channel")
+                       if str(exc).startswith(o)), "channel")
+        raise bad(str(exc), "--" + option.replace("_", "-")) from None
+    console.print(
+        f"tenant {found['name']} ({found['id']}) on {channel}: rate "
+        f"{'unlimited' if limits['rate'] is None else format(limits['rate'], 'g') + '/s'}, "
+        f"daily {limits['daily'] or 'unlimited'}, over the daily quota: {limits['over_daily']}")
+
+
+def _set_retention(found: dict, keep: dict[str, int | None], by: str) -> None:
+    from app.intake.actions import set_tenant_retention
+    from app.ops.cli.args import bad
+
+    try:
+        rules = set_tenant_retention(found["id"], by=by, **keep)
+    except ValueError as exc:
+        state = next((s for s in keep if s in str(exc)), "completed")
+        raise bad(str(exc), f"--keep-{state}") from None
+    kept = ", ".join(f"{state} {days} days" + ("" if rules.own[state] else " (default)")
+                     for state, days in rules.kept.items())
+    console.print(f"tenant {found['name']} ({found['id']}) keeps its finished jobs: {kept}")
 
 
 @app.command("create")

@@ -65,6 +65,15 @@ class JobExecution(Base):
             "completed_at",
             postgresql_where=text("status IN ('completed', 'failed', 'cancelled')"),
         ),
+        # Retention: an academy's finished jobs of one end state, oldest first (0012).
+        Index(
+            "ix_job_executions_expiry",
+            "tenant_id",
+            "status",
+            "completed_at",
+            "id",
+            postgresql_where=text("status IN ('completed', 'failed', 'cancelled')"),
+        ),
         # A key names one request of a tenant, whatever its intent (0009).
         Index(
             "uq_job_executions_tenant_idempotency",

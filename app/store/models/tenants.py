@@ -35,6 +35,9 @@ class Tenant(Base):
         CheckConstraint("status IN ('active', 'suspended', 'deleted')", name="status"),
         CheckConstraint("weight > 0", name="weight"),
         CheckConstraint("max_running > 0", name="max_running"),
+        CheckConstraint("keep_completed_days > 0", name="keep_completed_days"),
+        CheckConstraint("keep_failed_days > 0", name="keep_failed_days"),
+        CheckConstraint("keep_cancelled_days > 0", name="keep_cancelled_days"),
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()
@@ -47,6 +50,11 @@ class Tenant(Base):
     weight: Mapped[float] = mapped_column(Float, nullable=False, server_default=text("1"))
     #: Jobs running or handed to a worker at once, across queues; None is no cap.
     max_running: Mapped[int | None] = mapped_column(Integer)
+    #: Days its finished jobs are kept in each end state (alembic 0012); None is the
+    #: deployment's default (``JOBQ_RETENTION_DAYS``, ``JOBQ_RETENTION_FAILED_DAYS``).
+    keep_completed_days: Mapped[int | None] = mapped_column(Integer)
+    keep_failed_days: Mapped[int | None] = mapped_column(Integer)
+    keep_cancelled_days: Mapped[int | None] = mapped_column(Integer)
 
 
 class TenantEvent(Base):

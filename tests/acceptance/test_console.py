@@ -1,0 +1,206 @@
+"""The web console (/ui) over real HTTP on a real ``jobq api``, an in-thread worker running the
+jobs: who sees what (an operator every academy, an academy's key its own only, another's job
+404), the actions through the API's own code, refused cross-site posts and ended sessions, and
+why a waiting job waits, as the console, the API and `jobq job` say it."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+
+import httpx
+import pytest
+
+from tests.api import ApiProcess, make_key
+from tests.commands import jobq
+from tests.console import ConsoleSession, job_ids, submit, waiting_codes
+from tests.fixtures import event_kinds, job_row, make_tenant, sql, wait_for_status
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+
+@pytest.fixture(scope="module")
+def api(start_api) -> ApiProcess:
+    return start_api({"JOBQ_API_RATE_LIMIT": "0"})
+
+
+@pytest.fixture(scope="module")
+def academies() -> dict[str, str]:
+    tag = uuid.uuid4().hex[:6]
+    return {name: make_tenant(f"{name} {tag}") for name in ("해오름 학원", "바다 학원")}
+
+
+@pytest.fixture(scope="module")
+def keys(academies) -> dict[str, str]:
+    return {name: make_key(tenant) for name, tenant in academies.items()}
+
+
+@pytest.fixture(scope="module")
+def operator(api) -> ConsoleSession:
+    return ConsoleSession(api, make_key(None, scopes=("jobs:read", "jobs:write",
+                                                      "jobs:approve")))
+
+
+def names(academies: dict[str, str]) -> tuple[str, str]:
+    first, second = sorted(academies)
+    return first, second
+
+
+def test_an_operator_filters_by_academy_and_opens_a_timeline(api, academies, keys, operator):
+    first, second = names(academies)
+    mine = submit(api, keys[first], {"intent_key": "system.exec.echo",
+                                     "intent_params": {"word": "안녕"}}).json()["id"]
+    theirs = submit(api, keys[second], {"intent_key": "system.exec.echo",
+                                        "intent_params": {}}).json()["id"]
+    wait_for_status(mine, "completed")
+    academy_name = sql("SELECT name FROM tenants WHERE id = :id", id=academies[first])[0][0]
+    listed = job_ids(operator.page("/ui/jobs", academy=academy_name))
+    assert mine in listed and theirs not in listed
+    everything = job_ids(operator.page("/ui/jobs"))
+    assert everything.index(theirs) < everything.index(mine)  # newest first
+    shown = operator.page(f"/ui/jobs/{mine}")
+    assert "Timeline" in shown and "안녕" in shown
+    for kind in ("created", "started", "completed"):
+        assert f'<span class="ev">{kind}</span>' in shown
+    by_key = job_ids(operator.page("/ui/jobs", q=mine[:8]))
+    assert by_key == [mine]
+
+
+def test_a_refused_job_is_retried_on_corrected_parameters_and_shows_before_and_after(
+        api, academies, keys, operator):
+    first, _ = names(academies)
+    refused = submit(api, keys[first], {"intent_key": "system.exec.sleep",
+                                        "intent_params": {"seconds": -5}})
+    assert refused.status_code == 422
+    job_id = refused.json()["job_id"]
+    answer = operator.post(f"/ui/jobs/{job_id}/retry",
+                           {"corrected": "1", "params": json.dumps({"seconds": 0})})
+    assert answer.status_code == 303, answer.text[:2000]
+    assert wait_for_status(job_id, "completed")["intent_params"] == {"seconds": 0}
+    shown = operator.page(f"/ui/jobs/{job_id}")
+    assert "Corrected parameters" in shown
+    assert re.search(r'<tr class="changed"><th>seconds</th><td>-5</td><td>0(\.0)?</td></tr>',
+                     shown)
+    requeued = [e for e in sql("SELECT detail FROM job_events WHERE job_id = :id AND "
+                               "kind = 'requeued'", id=job_id)]
+    assert requeued[0][0]["by"].startswith("api:key-")
+
+
+def test_bad_corrected_parameters_are_refused_naming_the_field(api, academies, keys, operator):
+    first, _ = names(academies)
+    job_id = submit(api, keys[first], {"intent_key": "system.exec.sleep",
+                                       "intent_params": {"seconds": "x"}}).json()["job_id"]
+    answer = operator.post(f"/ui/jobs/{job_id}/retry",
+                           {"corrected": "1", "params": '{"seconds": 99999}'})
+    assert answer.status_code == 422
+    assert "seconds" in answer.text and job_row(job_id)["status"] == "failed"
+
+
+def test_approve_reject_and_cancel_go_through_the_same_code_as_the_api(
+        api, academies, keys, operator):
+    first, _ = names(academies)
+    asked = [submit(api, keys[first], {"intent_key": "system.exec.echo", "intent_params": {},
+                                       "requires_approval": True}).json()["id"]
+             for _ in range(3)]
+    approvals = operator.page("/ui/approvals")
+    assert all(job_id in approvals for job_id in asked)
+    assert operator.post(f"/ui/jobs/{asked[0]}/approve", {"note": "확인했습니다"},
+                         page="/ui/approvals").status_code == 303
+    wait_for_status(asked[0], "completed")
+    assert operator.post(f"/ui/jobs/{asked[1]}/reject", {"note": "중복"}).status_code == 303
+    assert operator.post(f"/ui/jobs/{asked[2]}/cancel", {"reason": "not needed"}
+                         ).status_code == 303
+    assert job_row(asked[1])["status"] == "cancelled"
+    assert job_row(asked[2])["status"] == "cancelled"
+    approved = sql("SELECT detail FROM job_events WHERE job_id = :id AND kind = 'approved'",
+                   id=asked[0])[0][0]
+    assert approved["note"] == "확인했습니다" and approved["by"].startswith("api:")
+    shown = operator.page(f"/ui/jobs/{asked[0]}")
+    assert "확인했습니다" in shown
+    again = operator.post(f"/ui/jobs/{asked[0]}/approve", {"note": ""})
+    assert again.status_code == 409 and "not awaiting_approval" in again.text
+
+
+def test_an_academy_sees_only_its_own_jobs_and_another_academys_job_is_not_found(
+        api, academies, keys):
+    first, second = names(academies)
+    theirs = submit(api, keys[second], {"intent_key": "system.exec.echo",
+                                        "intent_params": {}}).json()["id"]
+    mine = submit(api, keys[first], {"intent_key": "system.exec.echo",
+                                     "intent_params": {}}).json()["id"]
+    academy = ConsoleSession(api, keys[first])
+    listed = job_ids(academy.page("/ui/jobs"))
+    assert mine in listed and theirs not in listed
+    other_name = sql("SELECT name FROM tenants WHERE id = :id", id=academies[second])[0][0]
+    assert theirs not in job_ids(academy.page("/ui/jobs", academy=other_name))
+    assert theirs not in job_ids(academy.page("/ui/jobs", q=theirs))
+    assert academy.get(f"/ui/jobs/{theirs}").status_code == 404
+    refused = academy.http.post(f"/ui/jobs/{theirs}/cancel",
+                                data={"csrf": academy.token("/ui/jobs")},
+                                headers={"Origin": api.url})
+    assert refused.status_code == 404 and job_row(theirs)["status"] != "cancelled"
+    assert "academy" not in academy.page("/ui/jobs").split("<thead>")[1].split("</thead>")[0]
+
+
+def test_cross_site_posts_forged_cookies_and_revoked_keys_are_refused(api, academies, keys):
+    first, _ = names(academies)
+    key_name = f"console-{uuid.uuid4().hex[:6]}"
+    key = make_key(academies[first], name=key_name)
+    session = ConsoleSession(api, key)
+    job_id = submit(api, keys[first], {"intent_key": "system.exec.echo", "intent_params": {},
+                                       "requires_approval": True}).json()["id"]
+    token = session.token(f"/ui/jobs/{job_id}")
+    path = f"/ui/jobs/{job_id}/cancel"
+    elsewhere = session.http.post(path, data={"csrf": token},
+                                  headers={"Origin": "https://evil.example"})
+    assert elsewhere.status_code == 403 and "cross-site" in elsewhere.text
+    no_origin = session.http.post(path, data={"csrf": token})
+    assert no_origin.status_code == 403
+    wrong_token = session.http.post(path, data={"csrf": "x" + token},
+                                    headers={"Origin": api.url})
+    assert wrong_token.status_code == 403
+    assert job_row(job_id)["status"] == "awaiting_approval"
+    cookie = session.http.cookies["jobq_console"]
+    body, _, signature = cookie.rpartition(".")
+    with httpx.Client(base_url=api.url, cookies={"jobq_console": f"{body[:-2]}AA.{signature}"},
+                      timeout=20) as stranger:
+        forged = stranger.get("/ui/jobs", follow_redirects=False)
+    assert forged.status_code == 303 and forged.headers["location"].startswith("/ui/login")
+    assert jobq("keys", "revoke", key_name, "--tenant", academies[first]).returncode == 0
+    ended = session.get("/ui/jobs")
+    assert ended.status_code == 303 and ended.headers["location"].startswith("/ui/login")
+    bad = session.http.post("/ui/login", data={"credential": "jq_nope"},
+                            headers={"Origin": api.url})
+    assert bad.status_code == 401 and "unknown or revoked API key" in bad.text
+
+
+def test_a_waiting_job_says_why_in_the_console_the_api_and_the_cli(api, academies, keys,
+                                                                     operator):
+    first, _ = names(academies)
+    later = submit(api, keys[first], {"intent_key": "system.exec.echo", "intent_params": {},
+                                      "run_at": "2099-01-01T09:00:00+09:00"}).json()["id"]
+    assert "run_at_future" in waiting_codes(operator.page(f"/ui/jobs/{later}"))
+    with api.client(keys[first]) as client:
+        waiting = client.get(f"/v1/jobs/{later}").json()["waiting"]
+    assert [w["code"] for w in waiting][:1] == ["run_at_future"]
+    assert "2099-01-01" in waiting[0]["text"]
+    shown = jobq("job", later)
+    assert "waiting: it is due at 2099-01-01" in " ".join(shown.stdout.split())
+    asked = submit(api, keys[first], {"intent_key": "system.exec.echo", "intent_params": {},
+                                      "requires_approval": True}).json()["id"]
+    assert waiting_codes(operator.page(f"/ui/jobs/{asked}")) == ["awaiting_approval"]
+    done = submit(api, keys[first], {"intent_key": "system.exec.echo",
+                                     "intent_params": {}}).json()["id"]
+    wait_for_status(done, "completed")
+    assert event_kinds(done) and waiting_codes(operator.page(f"/ui/jobs/{done}")) == []
+
+
+def test_a_suspended_academys_job_says_it_is_held(api, operator):
+    held_academy = make_tenant()
+    key = make_key(held_academy)
+    job_id = submit(api, key, {"intent_key": "system.exec.echo", "intent_params": {},
+                               "run_at": "2099-01-01T09:00:00+09:00"}).json()["id"]
+    sql("UPDATE tenants SET status = 'suspended' WHERE id = :id", id=held_academy)
+    codes = waiting_codes(operator.page(f"/ui/jobs/{job_id}"))
+    assert codes[:2] == ["academy_suspended", "run_at_future"]
