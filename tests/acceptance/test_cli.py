@@ -508,12 +508,13 @@ def test_stats_shows_the_wait_before_start_of_the_academies_that_waited_longest(
     data = json.loads(jobq("stats", "--since", "1h", "--json").stdout)
     first = data["tenants"][0]
     assert first["tenant_id"] == tenant and first["total"] == 2
-    assert first["wait_p50"] == pytest.approx(500, abs=1)
-    assert first["wait_p95"] == pytest.approx(590, abs=1)
+    # Percentiles come from log-bucket histograms: within 4.4% of the exact 500 s and 590 s.
+    assert first["wait_p50"] == pytest.approx(500, rel=0.045)
+    assert first["wait_p95"] == pytest.approx(590, rel=0.045)
     table = jobq("stats", "--since", "1h").stdout
     assert "wait before start by tenant (longest p95 first)" in table
     line = next(row for row in table.splitlines() if f"({tenant[:8]})" in row)
-    assert line.split()[-6:] == ["2", "0", "8m", "20s", "9m", "50s"], line
+    assert line.split()[-6:] == ["2", "0", "8m", "30s", "10m", "08s"], line
 
 
 def test_stats_wait_starts_when_the_job_became_runnable_not_when_it_was_first_asked_for(
