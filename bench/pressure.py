@@ -97,10 +97,15 @@ class Pressure:
         self.stop_event = threading.Event()
         self.threads: list[threading.Thread] = []
         self.notes: dict[str, Any] = {}
+        #: When the pressure was lifted: the end of the phase, or for a restart, when the
+        #: server accepted connections again (time to recover counts from there).
+        self.released_at: float | None = None
 
-    def _loop(self, every: float, fn: Callable[[], None]) -> None:
+    def _loop(self, every: float, fn: Callable[[], None], first: float | None = None) -> None:
         def run() -> None:
-            while not self.stop_event.wait(every):
+            delay = every if first is None else first
+            while not self.stop_event.wait(delay):
+                delay = every
                 try:
                     fn()
                 except Exception as exc:
@@ -154,7 +159,7 @@ class Pressure:
             time.sleep(min(5.0, self.args.pressure_seconds / 2))
             self.cluster.start()
             self.notes["down_s"] = round(time.monotonic() - t0, 2)
-            self.notes["accepting_at"] = time.time()
+            self.released_at = time.time()  # accepting connections again
         elif self.kind == "worker_kill":
             self.notes["killed"] = 0
 
@@ -165,9 +170,11 @@ class Pressure:
                 proc.popen.wait(10)
                 self.workers.procs[i] = self.workers.start(self.workers.names[i])
                 self.notes["killed"] += 1
-            self._loop(self.args.kill_every, kill)
+            self._loop(self.args.kill_every, kill, first=1.0)
 
     def end(self) -> None:
+        if self.released_at is None:
+            self.released_at = time.time()
         self.stop_event.set()
         for t in self.threads:
             t.join(10)
@@ -243,7 +250,7 @@ def run_scenario(kind: str, args, url: str, cluster: Cluster, workers: Workers,
     load.stop_event.set()
     load.join(10)
     drained = drain(url, load.accepted, args.drain_timeout)
-    return summarize(kind, url, phases, dead, pressure.notes, load, drained)
+    return summarize(kind, url, phases, dead, pressure, load, drained)
 
 
 def drain(url: str, accepted: int, timeout: float) -> bool:
@@ -265,7 +272,7 @@ def drain(url: str, accepted: int, timeout: float) -> bool:
     return False
 
 
-def summarize(kind, url, phases, dead, notes, load, drained) -> dict[str, Any]:
+def summarize(kind, url, phases, dead, pressure, load, drained) -> dict[str, Any]:
     from bench.common import percentile
 
     conn = connect(url)
@@ -277,7 +284,7 @@ def summarize(kind, url, phases, dead, notes, load, drained) -> dict[str, Any]:
                 "GROUP BY job_id, attempt HAVING count(*) > 1) d")
     twice = cur.fetchone()[0]
     conn.close()
-    out: dict[str, Any] = {"scenario": kind, "phases": {}, "notes": notes,
+    out: dict[str, Any] = {"scenario": kind, "phases": {}, "notes": pressure.notes,
                            "accepted": load.accepted, "refused": load.refused,
                            "lost": sum(1 for j in jobs if j[3] != "completed"),
                            "ran_twice": twice, "drained": drained}
@@ -292,8 +299,9 @@ def summarize(kind, url, phases, dead, notes, load, drained) -> dict[str, Any]:
     clean = out["phases"]["clean"]["per_s"]
     for p in out["phases"].values():
         p["x_clean"] = round(p["per_s"] / clean, 2) if clean else None
-    # Recovered: the first second after the pressure from which 3 s complete >= 90% of clean.
-    t_end = phases["pressure"][1]
+    # Recovered: the first second after the pressure was lifted from which 3 s complete at
+    # least 90% of what the clean phase did in 3 s.
+    t_end = pressure.released_at or phases["pressure"][1]
     ends = sorted(float(j[2]) for j in jobs if j[2] is not None and float(j[2]) >= t_end)
     out["recover_s"] = None
     for s in range(int(phases["recovery"][1] - t_end)):
@@ -344,7 +352,12 @@ def main(argv: list[str] | None = None) -> None:
     workers = Workers()
     results = []
     try:
-        time.sleep(3)  # workers up and idle
+        warm = Load(env.DATABASE_URL, args.rate, tenants, queue)  # first runs of each process
+        warm.start()
+        time.sleep(5)
+        warm.stop_event.set()
+        warm.join(10)
+        drain(env.DATABASE_URL, warm.accepted, args.drain_timeout)
         for kind in kinds:
             print(f"{kind}: {args.phase_seconds:g} s clean, {args.pressure_seconds:g} s "
                   f"pressure, {args.phase_seconds:g} s recovery at {args.rate:g} jobs/s",
