@@ -234,19 +234,9 @@ def reads_bench(reps: int, size: int, tenant_ids: list[str]) -> dict[str, list[f
             lambda: reads.list_jobs(conn, reads.JobFilter(tenant_id=next(tit)), limit=21,
                                     offset=0), reps)
         day = reads.JobFilter(since_seconds=86400.0)
-        by_intent, by_tenant = [], []
 
-        def stats():
-            t0 = time.perf_counter()
-            reads.stats_by_intent(conn, day)
-            t1 = time.perf_counter()
-            reads.stats_by_tenant(conn, day, limit=TENANTS_SHOWN)
-            by_intent.append((t1 - t0) * 1000)
-            by_tenant.append((time.perf_counter() - t1) * 1000)
-
-        out["stats_24h_ms"] = timed(stats, max(3, reps // 2))
-        out["stats_24h_by_intent_ms"] = by_intent
-        out["stats_24h_by_tenant_ms"] = by_tenant
+        out["stats_24h_ms"] = timed(
+            lambda: reads.window_stats(conn, day, tenants=TENANTS_SHOWN), max(3, reps // 2))
         conn.rollback()
     return out
 

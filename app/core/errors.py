@@ -21,6 +21,15 @@ class TransientError(JobqError):
         self.retry_after = retry_after
 
 
+class WaitingError(TransientError):
+    """The work waits for something outside the job (an academy's daily quota on a channel,
+    a broadcast's chunks) and runs again after ``retry_after`` seconds. A wait is not a
+    failure: it does not use up a retry, and its reason is in the job's history once."""
+
+    def __init__(self, message: str, *, retry_after: float):
+        super().__init__(message, retry_after=retry_after)
+
+
 class PermanentError(JobqError):
     """The work cannot succeed as asked; the job fails at once, without retries."""
 

@@ -16,8 +16,13 @@ MAX_ERROR = 2_000
 
 
 def describe(exc: BaseException) -> str:
-    """``Type: message``, secrets removed, bounded."""
-    text_ = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    """``Type: message``, secrets removed, bounded; a wait is its reason alone."""
+    from app.core.errors import WaitingError
+
+    if isinstance(exc, WaitingError) and str(exc):
+        text_ = str(exc)
+    else:
+        text_ = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     text_ = redact(text_) or ""
     return text_ if len(text_) <= MAX_ERROR else text_[: MAX_ERROR - 1] + "…"
 

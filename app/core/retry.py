@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from app.core.errors import PermanentError, TransientError
+from app.core.errors import PermanentError, TransientError, WaitingError
 from app.core.manifest import RetryPolicy
 from app.core.settings import settings
 
@@ -24,6 +24,8 @@ class RetryDecision:
     retry: bool
     delay: float = 0.0
     reason: str = ""
+    #: A wait (:class:`WaitingError`): the job runs again without a retry spent.
+    waiting: bool = False
 
     @property
     def via_countdown(self) -> bool:
@@ -79,6 +81,9 @@ def backoff(policy: RetryPolicy, attempt: int, rng: random.Random | None = None)
 
 def decide(exc: BaseException, *, attempt: int, max_retries: int, policy: RetryPolicy) -> RetryDecision:
     """What to do after attempt ``attempt`` (1-based) raised ``exc``."""
+    if isinstance(exc, WaitingError):
+        return RetryDecision(True, delay=max(0.0, float(exc.retry_after or 0.0)),
+                             reason="waiting", waiting=True)
     if not is_transient(exc):
         return RetryDecision(False, reason="permanent error")
     if attempt > max_retries:

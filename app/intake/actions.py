@@ -10,6 +10,7 @@ through that tenant's row-level security only, and another tenant's job is simpl
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from collections.abc import Iterable
@@ -150,6 +151,47 @@ def set_tenant_limits(tenant_id: str, *, weight: float | None = None,
     log.info("tenant limits: weight %s, max running %s, per queue %s (by %s)", row[2], row[3],
              per_queue, by, extra={"tenant_id": tenant_id})
     return TenantLimits(tenant_id, row[2], row[3], per_queue)
+
+
+#: What a channel may be called (``kakao``, ``sms``, ``email``, a provider's own account name).
+CHANNEL_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+def set_channel_limits(tenant_id: str, channel: str, *, rate: float | None = None,
+                       daily: int | None = None, over_daily: str | None = None,
+                       by: str = "api") -> dict[str, Any]:
+    """Change a tenant's own limits on an outside channel, live (senders read them within a
+    second), recorded in ``tenant_events`` with ``by``: ``rate`` messages per second at most
+    (its weighted share of the channel may be less), ``daily`` messages per day (Korean day);
+    0 removes a limit, None leaves it. ``over_daily``: what would go over the day's quota
+    ``wait`` s for the next day (the default) or ``fail`` s with the reason. Returns the limits
+    after the change. Raises ValueError naming a bad value, LookupError for an unknown tenant.
+    """
+    import math
+
+    from app.store import channels, tenants
+
+    tenant_id = str(uuid.UUID(str(tenant_id)))
+    if not isinstance(channel, str) or not CHANNEL_NAME.match(channel):
+        raise ValueError(f"channel must be a lowercase name such as kakao or sms, not {channel!r}")
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float)
+                             or not math.isfinite(rate) or rate < 0):
+        raise ValueError(f"rate must be messages per second, 0 for no cap, not {rate!r}")
+    if daily is not None and (isinstance(daily, bool) or not isinstance(daily, int) or daily < 0):
+        raise ValueError(f"daily must be a whole number of messages, 0 for no cap, not {daily!r}")
+    if over_daily is not None and over_daily not in ("wait", "fail"):
+        raise ValueError(f"over_daily must be wait or fail, not {over_daily!r}")
+    if rate is None and daily is None and over_daily is None:
+        raise ValueError("nothing to change: give rate, daily and/or over_daily")
+    with db.engine().begin() as conn:
+        if tenants.status_of(conn, tenant_id) is None:
+            raise LookupError(f"no tenant {tenant_id}")
+        limits = channels.set_channel_limits(
+            conn, tenant_id, channel, by=by, rate=rate or None, daily=daily or None,
+            over_daily=over_daily, clear_rate=rate == 0, clear_daily=daily == 0)
+    log.info("channel limits on %s: %s (by %s)", channel, limits, by,
+             extra={"tenant_id": tenant_id})
+    return limits
 
 
 #: The longest rule an academy may set: a century is "keep".

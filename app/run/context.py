@@ -16,13 +16,16 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from app.core.errors import JobqError
 from app.store import db
+
+if TYPE_CHECKING:
+    from app.run.quota import Channel
 
 
 class RunAborted(JobqError):
@@ -56,6 +59,8 @@ class JobContext:
     #: A section a cancel must not cut in two (app.run.stopping): the engine's own writes.
     _shielded: Callable[[], AbstractContextManager[None]] = field(
         default=contextlib.nullcontext, repr=False)
+    #: Writes a wait for a shared channel in the job's history.
+    _note_wait: Callable[[dict[str, Any]], None] | None = field(default=None, repr=False)
 
     @classmethod
     def for_run(cls, **fields: Any) -> JobContext:
@@ -156,6 +161,15 @@ class JobContext:
         from app.run import throttle
 
         return throttle.acquire(name, count, rate=rate)
+
+    def channel(self, name: str, *, rate: float) -> Channel:
+        """This academy's sending on the outside channel ``name`` (a sender account taking
+        ``rate`` messages/s across every worker): its weighted share of the rate and its own
+        caps (``jobq tenants set T --channel NAME``). ``with ctx.channel(...) as ch:`` then
+        ``ch.take(n)`` waits until up to ``n`` may go out; the wait lands in the job's history."""
+        from app.run.quota import Channel
+
+        return Channel(name, self.tenant_id, rate, note=self._note_wait)
 
     @contextlib.contextmanager
     def journal(self) -> Iterator[Connection]:

@@ -14,8 +14,10 @@ standing by: it leads a queue only while no beat feeds, and lets go within :data
 of a beat starting; when the last beat dies its locks are free and a worker's feeder leads
 within about a second. Whoever feeds, one feeder leads per queue: a PostgreSQL session advisory
 lock (:func:`lock_key`), freed when its process dies, so two beats never feed a queue both.
-A feeder sleeps on ``LISTEN jobq_feed`` (the insert trigger notifies when a queue gets a waiting
-tenant) and, while a queue has a backlog, looks at the window every few milliseconds.
+A feeder sleeps on ``LISTEN jobq_feed`` (the insert trigger and the sweep notify, naming the
+queue, when it gets a waiting tenant). It looks at a queue with a backlog every few milliseconds,
+at one with nothing waiting only when named or every :data:`IDLE_POLL`: one busy queue's looks do
+not drag the idle ones along (each look is a round trip and a ``jobq_feed`` call).
 
 The window adapts to the rate jobs leave it: about :data:`WINDOW_SECONDS` of work, at least
 ``settings.fair_window_min`` (enough to keep every worker process fed) and at most
@@ -127,7 +129,10 @@ class Window:
     def next_look(self) -> float:
         """Seconds until a queue with a backlog needs looking at again."""
         if self.rate <= 0:
-            return MIN_POLL
+            # No rate yet: look again soon while jobs go out (the window may need to grow);
+            # while nothing leaves (no worker takes the queue, or its tenants are at their
+            # caps) as often as a busy queue, not 200 times a second.
+            return MIN_POLL if self.pushed else BUSY_POLL
         return min(BUSY_POLL, max(MIN_POLL, self.size / 4 / self.rate))
 
 
@@ -211,6 +216,8 @@ class Feeder(threading.Thread):
         self._conn: Any = None
         self._holder: Connection | None = None
         self.led: set[str] = set()
+        #: When each queue needs its next look (monotonic); a queue not in it, at once.
+        self.due: dict[str, float] = {}
         high = settings.fair_window
         low = min(settings.fair_window_min, high)
         self.windows = {q: Window(low, low, high) for q in self.queues}
@@ -263,15 +270,19 @@ class Feeder(threading.Thread):
             cur.execute(TAKE_QUEUES, {"queues": free, "keys": [lock_key(q) for q in free]})
             for (queue,) in cur.fetchall():
                 self.led.add(queue)
+                self.due.pop(queue, None)
                 log.info("feeding queue %s%s", queue, " (beat)" if self.beat else "")
 
     def _wait(self, conn: Any, timeout: float) -> None:
-        if timeout <= 0:
-            return
-        ready, _, _ = select.select([conn], [], [], timeout)
-        if ready:
-            conn.poll()
-            conn.notifies.clear()
+        """Sleep until ``timeout`` or a NOTIFY; the queues named by notifications are due now."""
+        if timeout > 0:
+            ready, _, _ = select.select([conn], [], [], timeout)
+            if not ready:
+                return
+        conn.poll()
+        for note in conn.notifies:
+            self.due[note.payload] = 0.0
+        conn.notifies.clear()
 
     def _close(self) -> None:
         if self._holder is not None:
@@ -281,6 +292,16 @@ class Feeder(threading.Thread):
             self._conn = self._holder = None
             self.led.clear()
             self.beat_holds = False
+
+    def _feed_due(self) -> None:
+        """Look at the queues whose look is due: one with a backlog as its window empties, one
+        with nothing waiting only when the insert trigger or the sweep names it (a NOTIFY) or
+        every IDLE_POLL; a busy queue's looks do not drag the idle ones along."""
+        for queue in sorted(self.led):
+            if time.monotonic() < self.due.get(queue, 0.0):
+                continue
+            result = feed_once(queue, self.windows[queue])
+            self.due[queue] = time.monotonic() + (result.wait if result.backlog else IDLE_POLL)
 
     def run(self) -> None:
         next_lead = 0.0
@@ -293,15 +314,13 @@ class Feeder(threading.Thread):
                 if time.monotonic() >= next_lead and self._checks_leads():
                     self._lead(conn)
                     next_lead = time.monotonic() + self.lead_retry
-                wait = IDLE_POLL
-                for queue in sorted(self.led):
-                    result = feed_once(queue, self.windows[queue])
-                    if result.backlog:
-                        wait = min(wait, result.wait)
+                self._feed_due()
                 orphans.tick(self.led)  # what a dead worker held, sent again within seconds
+                now = time.monotonic()
+                wait = min([IDLE_POLL] + [self.due.get(q, 0.0) - now for q in self.led])
                 if self._checks_leads():
-                    wait = min(wait, max(0.0, next_lead - time.monotonic()))
-                self._wait(conn, wait)
+                    wait = min(wait, next_lead - now)
+                self._wait(conn, max(0.0, wait))
             except Exception as exc:
                 if self._halt.is_set():
                     break

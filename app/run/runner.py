@@ -31,7 +31,7 @@ from app.core.settings import settings
 from app.core.validation import invalid_params
 from app.handoff import hand_off
 from app.intake.submit import record_direct_call
-from app.run import completions, feeder, lease, timelimit
+from app.run import completions, feeder, lease, quota, timelimit
 from app.run.context import JobContext, RunAborted
 from app.run.stopping import RunStopped, Stoppable
 from app.store import db, jobstore
@@ -222,6 +222,7 @@ class Run:
             _checkpoint=lambda state: self._checkpoint(ctx.session, state),
             _min_interval=1.0 / settings.progress_writes_per_second,
             _shielded=stop.shielded,
+            _note_wait=lambda detail: quota.note_wait(c.id, c.attempt, self.worker, detail),
         )
         try:
             params = self._params(c)
@@ -355,15 +356,16 @@ class Run:
                 return jobstore.retry_later(
                     conn, c.id, owner=self.owner, worker=self.worker, attempt=c.attempt,
                     error=error, traceback=trace, delay=decision.delay,
-                    via_countdown=decision.via_countdown)
+                    via_countdown=decision.via_countdown, waiting=decision.waiting)
             return jobstore.fail(conn, c.id, owner=self.owner, worker=self.worker,
                               attempt=c.attempt, error=error, traceback=trace)
 
         if not self._write_outcome(write):
             return None
         if decision.retry:
-            log.warning("job retry %d/%d in %.1fs: %s", c.attempt, c.max_retries,
-                        decision.delay, error, extra=self._extra())
+            what = "waits" if decision.waiting else f"retry {c.attempt}/{c.max_retries}"
+            log.log(logging.INFO if decision.waiting else logging.WARNING, "job %s in %.1fs: %s",
+                    what, decision.delay, error, extra=self._extra())
             if decision.via_countdown:  # retry_later stamped it published
                 hand_off([Outgoing(c.id, c.tenant_id, c.intent_key, self.intent.queue,
                                    c.intent_params, self.intent.secret_params,

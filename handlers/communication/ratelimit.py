@@ -1,13 +1,16 @@
-"""Each channel's send rate, and sending a job's messages at it. The rate is shared by every
-worker process through the engine's throttle (``ctx.throttle``): an outside message service
-(a KakaoTalk or SMS gateway, an SMTP relay) takes so many messages a second per sender account,
-whichever of our processes sends them. Turned off (``JOBQ_SEND_RATES=kakao=0,...``), a broadcast
-sends as fast as the workers go; the gateway then answers 429 and the chunks retry with backoff.
+"""Each channel's send rate, and sending a job's messages at it. An outside message service (a
+KakaoTalk or SMS gateway, an SMTP relay) takes so many messages a second per sender account,
+whichever of our processes sends them: the engine's channel quota (``ctx.channel``, app/run/
+quota.py) divides that rate among the academies sending at the moment by their weight, holds
+each academy's own caps on top (``jobq tenants set T --channel kakao --rate 10 --daily 5000``)
+and never grants more than the rate in any second. Turned off (``JOBQ_SEND_RATES=kakao=0,...``),
+a broadcast sends as fast as the workers go; the gateway then answers 429 and the chunks retry.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -46,14 +49,18 @@ def bucket_for(channel: str, transport: str) -> Bucket:
 
 
 def acquire(ctx: JobContext, bucket: Bucket, count: int) -> float:
-    """Block until ``count`` messages may go out on ``bucket``; the seconds waited."""
+    """Block until ``count`` messages may go out on ``bucket``, not sharing it by academy (the
+    plain token bucket); the seconds waited."""
     return ctx.throttle(f"send-rate:{bucket.name}", count, rate=bucket.rate)
 
 
 # --- sending at the rate ----------------------------------------------------------------------
 
-#: Messages per call of the sending helper when the bucket sets no smaller portion.
+#: Messages per call of the sending helper on a channel without a rate.
 UNLIMITED_SLICE = 1000
+#: A grant asked for is at most this many seconds of the channel's rate, so the academies
+#: sending at once take turns within each second.
+STEP_SECONDS = 0.2
 
 _SENT_ALREADY = text(
     """
@@ -67,11 +74,12 @@ _SENT_ALREADY = text(
 def send_at_rate(ctx: JobContext, outgoing: Sequence[Outgoing], *,
                  on_progress: Callable[[int, int], None] | None = None,
                  fail_if_nothing_delivered: bool = False) -> SendSummary:
-    """:func:`~handlers.notify.sending.send_for_job`, paced by each channel's bucket.
+    """:func:`~handlers.notify.sending.send_for_job`, paced by each channel's quota.
 
-    Messages the job already sent are counted and skipped before any token is taken, so a
-    resumed run does not wait for messages it will not send. ``on_progress(done, total)`` is
-    called after each slice; the sending helper's own progress reports are silenced (a slice's
+    Messages the job already sent are counted and skipped before any quota is taken, so a
+    resumed run does not wait for messages it will not send. A grant is for the current second:
+    what is not handed over in time goes back for the next one. ``on_progress(done, total)`` is
+    called after each grant; the sending helper's own progress reports are silenced (a grant's
     numbers would overwrite the caller's).
     """
     summary = SendSummary()
@@ -90,19 +98,24 @@ def send_at_rate(ctx: JobContext, outgoing: Sequence[Outgoing], *,
     quiet = dataclasses.replace(ctx, _progress=None)
     total, done = len(outgoing), summary.already_sent
     for bucket, messages in by_bucket.items():
-        step = bucket.portion or UNLIMITED_SLICE
-        for start in range(0, len(messages), step):
-            part = messages[start:start + step]
-            acquire(ctx, bucket, len(part))
-            got = send_for_job(quiet, part, transports=transports,
-                               fail_if_nothing_delivered=False)
-            summary.sent += got.sent
-            summary.already_sent += got.already_sent
-            summary.failed += got.failed
-            summary.errors.extend(got.errors[:5])
-            done += len(part)
-            if on_progress is not None:
-                on_progress(done, total)
+        step = max(1, math.ceil(bucket.rate * STEP_SECONDS)) if bucket.rate > 0 \
+            else UNLIMITED_SLICE
+        with ctx.channel(bucket.name, rate=bucket.rate) as channel:
+            while messages:
+                grant = channel.take(min(step, len(messages)), backlog=len(messages))
+                part, messages = messages[:grant.count], messages[grant.count:]
+                got = send_for_job(quiet, part, transports=transports,
+                                   fail_if_nothing_delivered=False, send_by=grant.send_by)
+                if got.unsent:
+                    late = set(got.unsent)
+                    messages = [o for o in part if (o.recipient, o.channel) in late] + messages
+                summary.sent += got.sent
+                summary.already_sent += got.already_sent
+                summary.failed += got.failed
+                summary.errors.extend(got.errors[:5])
+                done += len(part) - len(got.unsent)
+                if on_progress is not None:
+                    on_progress(done, total)
     if fail_if_nothing_delivered and summary.failed and not (summary.sent or summary.already_sent):
         raise PermanentError(summary.errors[0])
     return summary

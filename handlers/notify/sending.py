@@ -12,6 +12,7 @@ drop that duplicate.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +48,8 @@ class SendSummary:
     already_sent: int = 0
     failed: int = 0
     errors: list[str] = field(default_factory=list)
+    #: (recipient, channel) of messages left pending because their ``send_by`` had passed.
+    unsent: list[tuple[str, str]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"sent": self.sent, "already_sent": self.already_sent,
@@ -115,13 +118,16 @@ _FAILED = text(
 
 def send_for_job(ctx: JobContext, outgoing: Sequence[Outgoing], *,
                  transports: Transports | None = None,
-                 fail_if_nothing_delivered: bool = True) -> SendSummary:
+                 fail_if_nothing_delivered: bool = True,
+                 send_by: float | None = None) -> SendSummary:
     """Send ``outgoing`` for ``ctx``'s job, skipping what an earlier run already sent.
 
     A transient failure stops the run (the retry continues where it stopped); a permanent one
     marks that message ``failed`` and goes on. When nothing was delivered and something failed
     permanently, raises :class:`PermanentError` with the first reason, so a single notice to a
-    bad number fails its job with the gateway's words.
+    bad number fails its job with the gateway's words. Messages still to go when
+    ``time.monotonic()`` reaches ``send_by`` (the end of a channel grant) stay pending and are
+    listed in the summary's ``unsent``, for the caller's next grant.
     """
     summary = SendSummary()
     if not outgoing:
@@ -145,6 +151,9 @@ def send_for_job(ctx: JobContext, outgoing: Sequence[Outgoing], *,
         else:
             todo.append(row)
     total = len(todo)
+    if send_by is not None and time.monotonic() >= send_by:
+        summary.unsent.extend((r.recipient, r.channel) for r in todo)
+        return summary
     recorded = [r.id for r in todo if r.transport == "record"]
     if recorded:
         with ctx.journal() as conn:
@@ -154,6 +163,9 @@ def send_for_job(ctx: JobContext, outgoing: Sequence[Outgoing], *,
     try:
         for done, row in enumerate((r for r in todo if r.transport != "record"),
                                    len(recorded) + 1):
+            if send_by is not None and time.monotonic() >= send_by:
+                summary.unsent.append((row.recipient, row.channel))
+                continue
             _send_one(ctx, transports, row, summary)
             ctx.progress(done, total, "sending")
     finally:

@@ -508,12 +508,13 @@ def test_stats_shows_the_wait_before_start_of_the_academies_that_waited_longest(
     data = json.loads(jobq("stats", "--since", "1h", "--json").stdout)
     first = data["tenants"][0]
     assert first["tenant_id"] == tenant and first["total"] == 2
-    assert first["wait_p50"] == pytest.approx(500, abs=1)
-    assert first["wait_p95"] == pytest.approx(590, abs=1)
+    # Percentiles come from log-bucket histograms: within 4.4% of the exact 500 s and 590 s.
+    assert first["wait_p50"] == pytest.approx(500, rel=0.045)
+    assert first["wait_p95"] == pytest.approx(590, rel=0.045)
     table = jobq("stats", "--since", "1h").stdout
     assert "wait before start by tenant (longest p95 first)" in table
     line = next(row for row in table.splitlines() if f"({tenant[:8]})" in row)
-    assert line.split()[-6:] == ["2", "0", "8m", "20s", "9m", "50s"], line
+    assert line.split()[-6:] == ["2", "0", "8m", "30s", "10m", "08s"], line
 
 
 def test_stats_wait_starts_when_the_job_became_runnable_not_when_it_was_first_asked_for(
@@ -614,6 +615,34 @@ def test_tenants_set_changes_weight_and_caps_and_the_list_shows_them_with_the_ba
                  "AND kind = 'limits' ORDER BY at, id", t=tenant_id)
     assert [e[0] for e in events] == ["weight 1, max running unlimited",
                                       "max running on bulk unlimited"]
+    assert all(e[1].startswith("cli:") for e in events)
+
+
+def test_tenants_set_channel_caps_an_academys_sending_live_and_audited():
+    name = f"소망 영어학원 {uuid.uuid4().hex[:4]}"
+    tenant_id = jobq("tenants", "create", name).stdout.strip()
+
+    changed = jobq("tenants", "set", name, "--channel", "kakao", "--rate", "10", "--daily", "5000")
+    assert changed.returncode == 0, changed.stderr
+    assert (f"tenant {name} ({tenant_id}) on kakao: rate 10/s, daily 5000, over the daily "
+            "quota: wait") in " ".join(changed.stdout.split())
+    failing = jobq("tenants", "set", tenant_id, "--channel", "kakao", "--over-daily", "fail")
+    assert "rate 10/s, daily 5000, over the daily quota: fail" in " ".join(failing.stdout.split())
+    for args, says, option in (
+            (["--rate", "5"], "cap one channel: give --channel", "--channel"),
+            (["--channel", "kakao", "--rate", "-2"], "rate must be messages per second",
+             "--rate"),
+            (["--channel", "kakao", "--over-daily", "drop"], "over_daily must be wait or fail",
+             "--over-daily"),
+            (["--channel", "kakao", "--rate", "5", "--weight", "2"], "set on their own",
+             "--channel")):
+        refused = jobq("tenants", "set", tenant_id, *args)
+        assert refused.returncode == 2, (args, refused.stdout)
+        assert says in one_error_line(refused) and option in refused.stderr
+    events = sql("SELECT detail, by FROM tenant_events WHERE tenant_id = CAST(:t AS uuid) "
+                 "AND kind = 'limits' ORDER BY at, id", t=tenant_id)
+    assert [(e[0]["channel"], e[0]["rate"], e[0]["daily"], e[0]["over_daily"]) for e in events] \
+        == [("kakao", 10, 5000, "wait"), ("kakao", 10, 5000, "fail")]
     assert all(e[1].startswith("cli:") for e in events)
 
 

@@ -37,7 +37,9 @@ def test_a_busy_queue_is_looked_at_when_a_quarter_of_its_window_has_left():
     assert abs(window.next_look() - 64 / 4 / 400) < 1e-9  # 40 ms
     assert Window(64, 2, 64, rate=50.0).next_look() == BUSY_POLL  # never later than this
     assert Window(2, 2, 64, rate=10_000.0).next_look() == MIN_POLL  # never sooner
-    assert Window(2, 2, 64).next_look() == MIN_POLL  # no rate yet: look soon, it may grow
+    assert Window(2, 2, 64, pushed=2).next_look() == MIN_POLL  # no rate yet: soon, it may grow
+    # Nothing went out and nothing left (no worker takes the queue): no faster than a busy one.
+    assert Window(2, 2, 64).next_look() == BUSY_POLL
 
 
 def test_the_size_is_written_first_then_only_when_it_moved_by_a_quarter():

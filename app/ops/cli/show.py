@@ -33,6 +33,8 @@ EVENT_STYLES = {
     "failed": "bold red",
     "refused": "bold red",
     "held": "yellow",
+    "waiting": "yellow",
+    "throttled": "yellow",
     "lost": "red",
     "cancelled": "magenta",
     "stopped": "magenta",
@@ -241,10 +243,16 @@ def event_detail(event: dict[str, Any], intent_key: str | None = None) -> Text:
         out.append(f" (job {detail.get('reason', 'cancelled')}), its work rolled back")
     elif kind == "refused" and detail.get("by"):
         out.append(f"by {detail['by']}: ")
+    elif kind == "throttled":  # a wait for a shared outside channel's rate
+        reasons = ", ".join(f"{k} {duration(v)}" for k, v in (detail.get("by_reason") or {}).items())
+        out.append(f"waited {duration(detail.get('waited_s') or 0)} for {detail.get('channel')} "
+                   f"({detail.get('rate', 0):g}/s, this academy's share "
+                   f"{detail.get('share', 0):g}/s of {detail.get('academies_sending', 1)} "
+                   f"sending; {reasons})", style="yellow")
     if event.get("error"):
         if kind == "cancelled":
             out.append(f": {shown_str(event['error'])}")
-        elif kind == "held":  # not an error: the job waits for its tenant to be resumed
+        elif kind in ("held", "waiting"):  # not an error: the job waits for something
             out.append(shown_str(event["error"]), style="yellow")
         else:
             out.append(shown_str(event["error"]), style="red")

@@ -113,6 +113,18 @@ def tenants_set(
     ] = None,
     queue: Annotated[str | None, typer.Option(
         "--queue", "-q", help="Cap this queue only (with --max-running).")] = None,
+    channel: Annotated[str | None, typer.Option(
+        "--channel", help="An outside channel (kakao, sms, email): its own caps follow.")
+    ] = None,
+    rate: Annotated[float | None, typer.Option(
+        "--rate", help="With --channel: at most this many messages a second (0: no cap).")
+    ] = None,
+    daily: Annotated[int | None, typer.Option(
+        "--daily", help="With --channel: at most this many messages a day, KST (0: no cap).")
+    ] = None,
+    over_daily: Annotated[str | None, typer.Option(
+        "--over-daily", help="With --channel: what would go over the day's quota waits for "
+        "the next day (wait, the default) or fails (fail).")] = None,
     keep_completed: Annotated[int | None, typer.Option(
         "--keep-completed", metavar="DAYS",
         help="Keep its completed jobs this many days (0: the default).")] = None,
@@ -123,15 +135,25 @@ def tenants_set(
         "--keep-cancelled", metavar="DAYS",
         help="Keep its cancelled jobs this many days (0: the default).")] = None,
 ) -> None:
-    """Change a tenant's settings, live: its weight (share of a busy queue), its cap on jobs
-    running at once (across queues or on one), and how many days its finished jobs are kept in
-    each end state. Recorded with who changed it."""
+    """Change a tenant's settings, live: its weight (share of a busy queue and of
+    every channel's send rate), its cap on jobs running at once (across queues or on one), how
+    many days its finished jobs are kept in each end state, and with --channel its own caps on
+    that outside channel. Recorded with who changed it."""
     from app.intake.actions import set_tenant_limits
     from app.ops.cli.args import actor, bad
     from app.ops.cli.lookup import find_tenant
     from app.store import db
 
     keep = {"completed": keep_completed, "failed": keep_failed, "cancelled": keep_cancelled}
+    if channel is not None or rate is not None or daily is not None or over_daily is not None:
+        if weight is not None or max_running is not None or queue is not None \
+                or any(v is not None for v in keep.values()):
+            raise bad("--channel limits are set on their own: give the tenant's other "
+                      "settings in another call", "--channel")
+        with db.engine().connect() as conn:
+            found = find_tenant(conn, tenant, None)
+        _set_channel(found, channel, rate, daily, over_daily)
+        return
     if queue is not None and max_running is None:
         raise bad("--queue caps one queue: give --max-running with it", "--queue")
     if weight is None and max_running is None and all(v is None for v in keep.values()):
@@ -154,6 +176,26 @@ def tenants_set(
     console.print(
         f"tenant {found['name']} ({found['id']}): weight {limits.weight:g}, max running "
         f"{limits.max_running or 'unlimited'}" + (f"; per queue: {per_queue}" if per_queue else ""))
+
+
+def _set_channel(found: dict, channel: str | None, rate: float | None, daily: int | None,
+                 over_daily: str | None) -> None:
+    from app.intake.actions import set_channel_limits
+    from app.ops.cli.args import actor, bad
+
+    if channel is None:
+        raise bad("--rate, --daily and --over-daily cap one channel: give --channel", "--channel")
+    try:
+        limits = set_channel_limits(found["id"], channel, rate=rate, daily=daily,
+                                    over_daily=over_daily, by=actor())
+    except ValueError as exc:
+        option = next((o for o in ("rate", "daily", "over_daily", "channel")
+                       if str(exc).startswith(o)), "channel")
+        raise bad(str(exc), "--" + option.replace("_", "-")) from None
+    console.print(
+        f"tenant {found['name']} ({found['id']}) on {channel}: rate "
+        f"{'unlimited' if limits['rate'] is None else format(limits['rate'], 'g') + '/s'}, "
+        f"daily {limits['daily'] or 'unlimited'}, over the daily quota: {limits['over_daily']}")
 
 
 def _set_retention(found: dict, keep: dict[str, int | None], by: str) -> None:

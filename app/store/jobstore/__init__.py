@@ -73,6 +73,7 @@ from app.store.jobstore.finishing import (
     RECORD_STOPPED,
     RETRY_LATER,
     STOPPED_AFTER_CANCEL,
+    WAIT_LATER,
     Outcome,
     Stopped,
     complete,
@@ -80,6 +81,7 @@ from app.store.jobstore.finishing import (
     record_stopped,
     retry_later,
     stopped_after_cancel,
+    wait_later,
 )
 from app.store.jobstore.lost import (
     LOST_ERROR,
@@ -119,10 +121,12 @@ from app.store.jobstore.retention import (
 )
 from app.store.jobstore.running import (
     LOST_RUNS,
+    RECORD_WAIT,
     RENEW_LEASES,
     SAVE_CHECKPOINT,
     SET_PROGRESS,
     lost_runs,
+    record_wait,
     renew_leases,
     save_checkpoint,
     set_progress,
@@ -164,6 +168,7 @@ __all__ = [
     "MARK_UNPUBLISHED",
     "PUBLISHED_PENDING",
     "RECORD_STOPPED",
+    "RECORD_WAIT",
     "REFUSE_PENDING",
     "REFUSE_TENANT_PENDING",
     "REJECT",
@@ -180,6 +185,7 @@ __all__ = [
     "SET_PROGRESS",
     "SET_WINDOW",
     "STOPPED_AFTER_CANCEL",
+    "WAIT_LATER",
     "Approved",
     "Claimed",
     "Due",
@@ -220,6 +226,7 @@ __all__ = [
     "mark_unpublished",
     "new_id",
     "record_stopped",
+    "record_wait",
     "refuse_pending",
     "refuse_tenant_pending",
     "reject",
@@ -234,4 +241,5 @@ __all__ = [
     "set_window",
     "stopped_after_cancel",
     "tenant_refusal",
+    "wait_later",
 ]

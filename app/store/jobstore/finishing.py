@@ -93,11 +93,53 @@ RETRY_LATER = text(
 
 
 def retry_later(conn, job_id: str, *, owner: str, worker: str, attempt: int, error: str,
-                traceback: str | None, delay: float, via_countdown: bool) -> bool:
+                traceback: str | None, delay: float, via_countdown: bool,
+                waiting: bool = False) -> bool:
+    """Pending again at ``now() + delay``: a retry spent, or with ``waiting`` a wait (none)."""
+    if waiting:
+        return wait_later(conn, job_id, owner=owner, worker=worker, attempt=attempt,
+                          error=error, delay=delay, via_countdown=via_countdown)
     row = conn.execute(
         RETRY_LATER,
         {"id": job_id, "owner": owner, "worker": worker, "attempt": attempt, "error": error,
          "traceback": traceback, "delay": delay, "via_countdown": via_countdown},
+    ).first()
+    return bool(row and row[0])
+
+
+#: A run waits for something outside the job (app.core.errors.WaitingError) and runs again at
+#: ``run_at``: pending again without a retry spent. The reason is in the history once per
+#: attempt and reason (a broadcast's parent looking at its chunks every second writes one).
+WAIT_LATER = text(
+    """
+    WITH again AS (
+        UPDATE job_executions
+           SET status = 'pending', error_message = :error,
+               run_at = now() + make_interval(secs => :delay),
+               published_at = CASE WHEN :via_countdown THEN now() END,
+               lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+         WHERE id = CAST(:id AS uuid) AND status = 'processing' AND lease_owner = :owner
+        RETURNING id, run_at
+    ), event AS (
+        INSERT INTO job_events (job_id, attempt, kind, worker, error, detail)
+        SELECT id, :attempt, 'waiting', :worker, :error,
+               jsonb_build_object('delay_seconds', CAST(:delay AS float8), 'run_at', run_at)
+          FROM again
+         WHERE NOT EXISTS (SELECT 1 FROM job_events e
+                            WHERE e.job_id = again.id AND e.attempt = :attempt
+                              AND e.kind = 'waiting' AND e.error = :error)
+    )
+    SELECT count(*) FROM again
+    """
+)
+
+
+def wait_later(conn, job_id: str, *, owner: str, worker: str, attempt: int, error: str,
+               delay: float, via_countdown: bool) -> bool:
+    row = conn.execute(
+        WAIT_LATER,
+        {"id": job_id, "owner": owner, "worker": worker, "attempt": attempt, "error": error,
+         "delay": delay, "via_countdown": via_countdown},
     ).first()
     return bool(row and row[0])
 

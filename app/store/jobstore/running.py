@@ -60,6 +60,22 @@ def set_progress(conn, job_id: str, progress: dict[str, Any]) -> None:
     conn.execute(SET_PROGRESS, {"id": job_id, "progress": progress})
 
 
+#: A run's wait for a shared outside resource (a channel's send rate): one ``throttled`` event
+#: with how long it waited and why (the provider's rate, the academy's share or its own cap).
+RECORD_WAIT = text(
+    """
+    INSERT INTO job_events (job_id, attempt, kind, worker, detail)
+    SELECT id, :attempt, 'throttled', :worker, :detail FROM job_executions
+     WHERE id = CAST(:id AS uuid) AND status = 'processing'
+    """
+).bindparams(bindparam("detail", type_=JSON))
+
+
+def record_wait(conn, job_id: str, *, attempt: int, worker: str, detail: dict[str, Any]) -> None:
+    conn.execute(RECORD_WAIT, {"id": job_id, "attempt": attempt, "worker": worker,
+                               "detail": detail})
+
+
 #: Save a resumable handler's state, only while this process still owns the run.
 SAVE_CHECKPOINT = text(
     """

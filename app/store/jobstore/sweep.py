@@ -16,7 +16,13 @@ from app.store.jobstore.binds import IDS
 #: without a queue (plain SQL: the sweep routes them to their intent's queue, where the
 #: feeder takes them in their turn), rows published into a Redis that has since lost its data
 #: (``:broker_since``, see app.beat.sweep.broker_epoch) or so long ago without starting that
-#: the message must be lost, and pending rows of a deleted tenant (refused). With their
+#: the message must be lost, and pending rows of a deleted tenant (refused: those waiting in a
+#: queue are read per (queue, tenant) of the fair queue on ix_job_executions_ready, exactly
+#: its leading columns; its unrouted rows and lost messages are the first two parts' finds,
+#: and a worker that gets one of its messages refuses it at the claim). On the tenant's own
+#: index it read the tenant's whole history, and the planner (which cannot see that few of it
+#: are pending) ANDed it with the whole backlog's ix_job_executions_due: the backlog read
+#: once per deleted tenant, every second. With their
 #: tenant's status; a suspended tenant's jobs are held (left as they are until it is resumed).
 #: Each part is read on its own small index: the backlog the feeder owns is never scanned.
 #: (Published rows in order of ``published_at``, on ix_job_executions_published: without the
@@ -42,8 +48,10 @@ LOCK_DUE = text(
               ORDER BY published_at LIMIT :batch)
             UNION ALL
             (SELECT d.id FROM tenants dt
+               JOIN fair_queue f ON f.tenant_id = dt.id
                CROSS JOIN LATERAL (SELECT id FROM job_executions
-                                    WHERE tenant_id = dt.id AND status = 'pending'
+                                    WHERE queue = f.queue AND tenant_id = f.tenant_id
+                                      AND status = 'pending' AND published_at IS NULL
                                     LIMIT :batch) d
               WHERE dt.status = 'deleted' LIMIT :batch))
     SELECT j.id::text, j.tenant_id::text, j.intent_key, j.intent_params, j.queue,

@@ -8,7 +8,7 @@ works; everything the engine adds stands beside them.
 - ``base``: constraint naming, the declarative ``Base``, UUID primary keys
 - ``tenants``: ``tenants`` and ``tenant_events``
 - ``jobs``: ``job_executions`` and ``job_events``
-- ``fairness``: ``tenant_queue_limits``, ``fair_queue``, ``fair_clock``
+- ``fairness``: ``tenant_queue_limits``, ``tenant_channel_limits``, ``fair_queue``, ``fair_clock``
 - ``schedules``: ``job_schedules`` and ``job_schedule_runs``
 - ``access``: ``jobq_bindings``, ``api_keys``, ``jobq_api_secret``
 
@@ -20,7 +20,12 @@ from __future__ import annotations
 
 from app.store.models.access import ApiKey, JobqApiSecret, JobqBinding
 from app.store.models.base import NAMING, Base, uuid_pk
-from app.store.models.fairness import FairClock, FairQueue, TenantQueueLimit
+from app.store.models.fairness import (
+    FairClock,
+    FairQueue,
+    TenantChannelLimit,
+    TenantQueueLimit,
+)
 from app.store.models.jobs import FINISHED_STATUSES, JOB_STATUSES, JobEvent, JobExecution
 from app.store.models.schedules import JobSchedule, JobScheduleRun
 from app.store.models.tenants import TENANT_STATUSES, Tenant, TenantEvent
@@ -41,6 +46,7 @@ __all__ = [
     "JobqApiSecret",
     "JobqBinding",
     "Tenant",
+    "TenantChannelLimit",
     "TenantEvent",
     "TenantQueueLimit",
     "uuid_pk",

@@ -35,6 +35,23 @@ class TenantQueueLimit(Base):
     max_running: Mapped[int] = mapped_column(Integer, nullable=False)
 
 
+class TenantChannelLimit(Base):
+    """An academy's own limits on an outside channel (0013): messages per second and per day,
+    and whether what would go over the day's quota waits for the next day or fails."""
+
+    __tablename__ = "tenant_channel_limits"
+    __table_args__ = (CheckConstraint("rate > 0", name="rate"),
+                      CheckConstraint("daily > 0", name="daily"),
+                      CheckConstraint("over_daily IN ('wait', 'fail')", name="over_daily"))
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    channel: Mapped[str] = mapped_column(Text, primary_key=True)
+    rate: Mapped[float | None] = mapped_column(Float)
+    daily: Mapped[int | None] = mapped_column(Integer)
+    over_daily: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("'wait'"))
+
+
 class FairQueue(Base):
     """One (queue, tenant) that has had work: its virtual time and whether jobs may wait."""
 
