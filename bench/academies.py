@@ -26,7 +26,7 @@ import time
 
 from bench import env  # first: sets up the environment
 from bench.common import median, print_table, targets, write_result
-from bench.drain import run_one
+from bench.drain import run_one, writes_line
 
 
 def prepare(rows: int, academies: int) -> list[str]:
@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> None:
             runs[case] = run_one(args.path, args.setup, args.jobs, who, args.timeout,
                                  keep_finished=keep)
             print(f"[{i + 1}] {case:>4}: {runs[case]['jobs_per_s']:,.0f} jobs/s "
-                  f"({runs[case]['seconds']:.1f} s)", flush=True)
+                  f"({runs[case]['seconds']:.1f} s); rows written per job: "
+                  f"{writes_line(runs[case]['written_per_job'])}", flush=True)
         rounds.append({"one": runs["one"]["jobs_per_s"], "many": runs["many"]["jobs_per_s"],
                        "ratio": round(runs["many"]["jobs_per_s"] / runs["one"]["jobs_per_s"], 3),
                        "runs": runs})

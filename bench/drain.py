@@ -247,6 +247,57 @@ def enqueue_measured(path: str, n: int, tenant: str | Sequence[str], postmaster:
     return seconds, cpu
 
 
+#: The tables whose rows a job's trip writes (bench figures "rows written per job").
+WRITTEN_TABLES = ("job_executions", "job_events", "fair_queue", "fair_clock")
+
+
+def table_writes() -> dict[str, dict[str, int]]:
+    """Rows inserted, updated (and of those, HOT) and deleted so far in the hot tables, and the
+    database's commits: counted by PostgreSQL whatever else the machine does, so a run's work
+    per job compares across runs and machines where its seconds do not. Read after every
+    process that wrote has ended (a backend reports its counts as its transactions end, at the
+    latest as it exits)."""
+    from sqlalchemy import text
+
+    from app.store import db
+
+    with db.engine().connect() as conn:
+        conn.execute(text("SELECT pg_stat_clear_snapshot()"))
+        rows = conn.execute(text(
+            "SELECT relname, n_tup_ins, n_tup_upd, n_tup_hot_upd, n_tup_del "
+            "FROM pg_stat_user_tables WHERE relname = ANY(:t)"),
+            {"t": list(WRITTEN_TABLES)}).all()
+        commits = conn.execute(text("SELECT xact_commit FROM pg_stat_database "
+                                    "WHERE datname = current_database()")).scalar_one()
+    found = {r[0]: {"inserted": r[1], "updated": r[2], "hot": r[3], "deleted": r[4]}
+             for r in rows}
+    found["database"] = {"commits": commits}
+    return found
+
+
+def writes_line(written: dict[str, dict[str, float]]) -> str:
+    """``written_per_job`` in a line: rows inserted/updated (HOT of those) per table, commits."""
+    parts = []
+    for table, w in written.items():
+        if table == "database":
+            continue
+        done = [f"{w['inserted']:g} ins"] if w["inserted"] else []
+        if w["updated"]:
+            done.append(f"{w['updated']:g} upd ({w['hot']:g} HOT)")
+        if done:
+            parts.append(f"{table} {', '.join(done)}")
+    return "; ".join(parts) + f"; {written['database']['commits']:g} commits"
+
+
+def writes_per_job(before: dict, after: dict, n: int) -> dict[str, dict[str, float]]:
+    """What a job's whole trip wrote (asked for, fed, run, recorded), per job: rows per table
+    and kind, and commits (the bench's own read-only polling commits too: about one per 50 ms
+    of the run)."""
+    return {table: {kind: round((after[table][kind] - before[table].get(kind, 0)) / n, 2)
+                    for kind in after[table]}
+            for table in after if table in before}
+
+
 def run_one(path: str, setup: str, n: int, tenant: str | Sequence[str], timeout: float,
             keep_finished: bool = False) -> dict:
     """One drain of ``n`` jobs over ``tenant`` (one, or several in turn). ``keep_finished``:
@@ -254,6 +305,7 @@ def run_one(path: str, setup: str, n: int, tenant: str | Sequence[str], timeout:
     reset_jobs(keep_finished)
     postmaster, redis_server = _servers()
     since = db_clock()
+    written_before = table_writes()
     enqueue_s, enqueue_cpu = enqueue_measured(path, n, tenant, postmaster, redis_server)
     queues = [BROKER_PATHS[path]] if path in BROKER_PATHS else list(ALL_QUEUES)
     procs = []
@@ -282,6 +334,8 @@ def run_one(path: str, setup: str, n: int, tenant: str | Sequence[str], timeout:
         stop_all(procs)
     seconds = t_end - t0
     cpu = sampler.between(t0, t_end)
+    time.sleep(1.5)  # backends report their counts as they exit or after a second idle
+    written = writes_per_job(written_before, table_writes(), n)
     return {"path": path, "setup": setup, "workers": [" ".join(["-A", a, *w]) for a, _, w, _ in
                                                       workers(setup, path)],
             "beat": path not in BROKER_PATHS,
@@ -290,7 +344,8 @@ def run_one(path: str, setup: str, n: int, tenant: str | Sequence[str], timeout:
             # Asking for the jobs (the caller's process, PostgreSQL, Redis; "worker" is the
             # caller here), and asking + draining: what a job costs the machine end to end.
             "enqueue_cpu_ms_per_job": (eq := per_job(enqueue_cpu, n)),
-            "end_to_end_cpu_ms_per_job": round(eq["total"] + per_job(cpu, n)["total"], 3)}
+            "end_to_end_cpu_ms_per_job": round(eq["total"] + per_job(cpu, n)["total"], 3),
+            "written_per_job": written}
 
 
 def add_ratios(runs: list[dict]) -> None:
@@ -375,6 +430,9 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"[{i + 1}] {setup:>10} {path:>8}: {r['jobs_per_s']:>8,.0f} jobs/s "
                       f"({r['seconds']:.1f}s), CPU ms/job "
                       + " ".join(f"{g} {ms[g]:.2f}" for g in (*GROUPS, "total")), flush=True)
+                if path not in BROKER_PATHS:
+                    print(f"    rows written per job: {writes_line(r['written_per_job'])}",
+                          flush=True)
                 runs.append(r)
         add_ratios(runs)
         rounds.append(runs)
