@@ -246,6 +246,13 @@ def scenario_b(args) -> dict:
            "channel": args.b_channel, "small_dispatched_after_s": args.small_after,
            "small_done_s": round(small_s, 2), "big_messages": sent,
            "big_messages_per_s": round(sent / span, 1) if span else None}
+    if provider is None:  # the record channel: its rows' sent_at seconds stand for arrivals
+        per_second = [n for (n,) in sql(
+            "SELECT count(*) FROM notifications WHERE tenant_id IN (CAST(:b AS uuid), "
+            "CAST(:s AS uuid)) AND status = 'sent' GROUP BY date_trunc('second', sent_at)",
+            b=big, s=small)]
+        row.update({"record_seconds_over_rate": sum(1 for n in per_second if n > args.rate),
+                    "record_busiest_second": max(per_second, default=0)})
     if provider is not None:
         seen, small_seen = provider.figures(), provider.figures("작은 학원")
         row.update({
