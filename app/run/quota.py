@@ -117,6 +117,7 @@ while true do
 end
 redis.call('DEL', KEYS[6])
 for _, t in ipairs(names) do redis.call('HSET', KEYS[6], t, tostring(share[t] or 0)) end
+redis.call('HSET', KEYS[6], '_rate', tostring(rate))
 redis.call('EXPIRE', KEYS[6], 60)
 local function per_second(r) return math.floor(r * (sec + 1)) - math.floor(r * sec) end
 local mine = share[tenant] or 0
@@ -188,7 +189,7 @@ class Grant:
     day: int = 0
 
 
-def _keys(channel: str) -> list[str]:
+def keys_of(channel: str) -> list[str]:
     base = f"quota:{channel}"
     return [broker_client.key(f"{base}:{part}")
             for part in ("second", "senders", "params", "daily", "history", "shares")]
@@ -200,7 +201,7 @@ def ask(channel: str, tenant_id: str, wanted: int, *, rate: float, limits: Limit
     began = time.monotonic()
     try:
         got = broker_client.client().eval(
-            _GRANT, 6, *_keys(channel), repr(float(rate)), tenant_id, repr(limits.weight),
+            _GRANT, 6, *keys_of(channel), repr(float(rate)), tenant_id, repr(limits.weight),
             repr(float(limits.rate or 0)), int(limits.daily or 0), int(wanted), sender,
             int(backlog), repr(ADMIT_UNTIL), repr(SEND_UNTIL), repr(OPEN_AT),
             repr(ACTIVE_SECONDS), DAY_OFFSET)
@@ -227,7 +228,7 @@ def give_back(channel: str, tenant_id: str, grant: Grant, count: int) -> None:
     (nor for the second, if it is still on)."""
     if count <= 0:
         return
-    keys = _keys(channel)
+    keys = keys_of(channel)
     with contextlib.suppress(redis.RedisError):
         broker_client.client().eval(_GIVE_BACK, 2, keys[0], keys[3], tenant_id, int(count),
                                     grant.second, grant.day)
@@ -237,13 +238,13 @@ def done(channel: str, sender: str) -> None:
     """This sender has nothing more to send on ``channel``: its academy stops counting as
     sending as soon as none of its senders does (its share goes to the others at once)."""
     with contextlib.suppress(redis.RedisError):  # else it ages out after ACTIVE_SECONDS
-        broker_client.client().hdel(_keys(channel)[1], sender)
+        broker_client.client().hdel(keys_of(channel)[1], sender)
 
 
 def sending_academies(channel: str) -> set[str]:
     """The academies with a sender on ``channel`` now (asked within :data:`ACTIVE_SECONDS`)."""
     try:
-        entries = broker_client.client().hgetall(_keys(channel)[1])
+        entries = broker_client.client().hgetall(keys_of(channel)[1])
     except redis.RedisError:
         return set()
     now = time.time()

@@ -6,6 +6,10 @@ the reason, and each chunk's wait for the channel in its job's history."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections import Counter
 
 import pytest
@@ -151,6 +155,19 @@ def test_a_used_up_daily_quota_makes_the_rest_wait_with_the_reason(kakao):
     retries = sql("SELECT retry_count FROM job_executions WHERE tenant_id = :t "
                   "AND error_message LIKE 'daily quota%'", t=tenant)
     assert {r[0] for r in retries} == {0}  # a wait, not a failure
+
+    # `jobq stats` shows the channel's use, the academy's share and what waits for it.
+    shown = subprocess.run([sys.executable, "-m", "app.ops.cli", "stats", "--json"],
+                           capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    [kakao_use] = [c for c in json.loads(shown.stdout)["channels"] if c["channel"] == "kakao"]
+    assert kakao_use["rate"] == RATE and kakao_use["busiest_second"] <= RATE
+    [mine] = [a for a in kakao_use["academies"] if a["tenant_id"] == tenant]
+    assert (mine["sent_today"], mine["daily_quota"]) == (5, 5)
+    assert mine["jobs_waiting_for_daily_quota"] >= 1
+    text_ = subprocess.run([sys.executable, "-m", "app.ops.cli", "stats"], capture_output=True,
+                           text=True, timeout=60, env={**os.environ, "COLUMNS": "200"}).stdout
+    assert f"kakao: {RATE}/s, used" in text_ and "5/5" in text_, text_
 
 
 def test_over_a_daily_quota_fails_with_the_reason_when_the_academy_says_so(kakao):
