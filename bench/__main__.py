@@ -20,6 +20,7 @@ BENCHMARKS = {
     "streams": "bench.streams",
     "scale": "bench.scale",
     "report": "bench.report",
+    "pressure": "bench.pressure",
 }
 
 

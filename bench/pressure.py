@@ -1,0 +1,382 @@
+"""PostgreSQL under pressure: jobq on a cluster of the benchmark's own (bench/pgcluster.py:
+initdb into a temporary directory, autovacuum on, durable commits, its own port), a steady
+offered load of echo jobs (plain-SQL inserts into their queue, as the original system writes
+them), and for each scenario three phases: clean, pressure, recovery. Per phase: throughput
+(jobs completed a second, and × the clean phase), pickup latency p50/p99 (insert to start, the
+database's clock), dead tuples of the hot tables at its end; per scenario: seconds from the end
+of the pressure until the completion rate is back to 90% of clean, jobs lost (accepted, never
+completed once the load stopped and the backlog drained) and run twice.
+
+Scenarios (the public postgresql-job-queue-benchmarking harness's):
+
+- ``idle_tx``: a session idle in a transaction that holds an XID (the xmin horizon);
+- ``rr_readers``: 4 REPEATABLE READ sessions scanning the queue's tables, snapshots held;
+- ``terminate``: ``pg_terminate_backend`` of one of jobq's connections, 2 a second;
+- ``idle_conns``: 300 idle connections taken from the server (``--max-connections`` leaves
+  jobq the rest);
+- ``restart``: PostgreSQL stopped (fast) and started again;
+- ``worker_kill``: a worker's process group SIGKILLed every 20 s and started again at once.
+
+    python -m bench pressure [--scenarios idle_tx,terminate] [--phase-seconds 60]
+                             [--pressure-seconds 600] [--rate 50] [--autovacuum off]
+    python -m bench pressure --phase-seconds 20            # every scenario in about 20 min
+
+Results: bench/results/pressure.json. Procrastinate beside it is not wired in yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import os
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bench.pgcluster import Cluster
+
+ECHO = "system.exec.echo"
+SCENARIOS = ("idle_tx", "rr_readers", "terminate", "idle_conns", "restart", "worker_kill")
+#: The tables every job writes, whose dead tuples a held horizon lets pile up.
+HOT_TABLES = ("job_executions", "job_events", "fair_queue", "fair_clock")
+#: Connections of the bench itself: never terminated, not counted as jobq's.
+OWN = "pressure-bench"
+TENANTS = 20
+
+
+def connect(url: str, *, autocommit: bool = True):
+    import psycopg2
+
+    conn = psycopg2.connect(url, application_name=OWN, connect_timeout=3)
+    conn.autocommit = autocommit
+    return conn
+
+
+class Load(threading.Thread):
+    """Inserts echo jobs at ``rate`` a second over the tenants, reconnecting when it must; counts
+    what it could not insert (offered while the server refused)."""
+
+    def __init__(self, url: str, rate: float, tenants: list[str], queue: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.rate, self.tenants, self.queue = url, rate, tenants, queue
+        self.stop_event = threading.Event()
+        self.accepted = self.refused = 0
+
+    def run(self) -> None:
+        conn, i, start = None, 0, time.monotonic()
+        while not self.stop_event.is_set():
+            target = start + i / self.rate
+            if (wait := target - time.monotonic()) > 0:
+                time.sleep(wait)
+            i += 1
+            try:
+                if conn is None:
+                    conn = connect(self.url)
+                conn.cursor().execute(
+                    "INSERT INTO job_executions (tenant_id, intent_key, intent_params, queue) "
+                    "VALUES (%s, %s, '{}', %s)", (self.tenants[i % len(self.tenants)], ECHO,
+                                                  self.queue))
+                self.accepted += 1
+            except Exception:
+                self.refused += 1
+                conn = None
+        if conn is not None:
+            conn.close()
+
+
+class Pressure:
+    """One scenario's pressure: :meth:`begin` and :meth:`end` around the pressure phase."""
+
+    def __init__(self, kind: str, url: str, cluster: Cluster, workers: Any, args) -> None:
+        self.kind, self.url, self.cluster, self.workers, self.args = kind, url, cluster, \
+            workers, args
+        self.conns: list[Any] = []
+        self.stop_event = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self.notes: dict[str, Any] = {}
+        #: When the pressure was lifted: the end of the phase, or for a restart, when the
+        #: server accepted connections again (time to recover counts from there).
+        self.released_at: float | None = None
+
+    def _loop(self, every: float, fn: Callable[[], None], first: float | None = None) -> None:
+        def run() -> None:
+            delay = every if first is None else first
+            while not self.stop_event.wait(delay):
+                delay = every
+                try:
+                    fn()
+                except Exception as exc:
+                    self.notes["errors"] = self.notes.get("errors", 0) + 1
+                    self.notes["last_error"] = str(exc).splitlines()[0][:200]
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        self.threads.append(t)
+
+    def begin(self) -> None:
+        if self.kind == "idle_tx":
+            conn = connect(self.url, autocommit=False)
+            conn.cursor().execute("SELECT txid_current()")
+            self.conns.append(conn)
+        elif self.kind == "rr_readers":
+            for _ in range(4):
+                conn = connect(self.url, autocommit=False)
+                conn.set_session(isolation_level="REPEATABLE READ")
+                self.conns.append(conn)
+
+                def scan(conn=conn) -> None:
+                    cur = conn.cursor()
+                    for table in ("job_executions", "job_events", "fair_queue"):
+                        cur.execute(f"SELECT count(*) FROM {table}")
+                self._loop(0.2, scan)
+        elif self.kind == "terminate":
+            killer = connect(self.url)
+            self.conns.append(killer)
+            self.notes["terminated"] = 0
+
+            def terminate() -> None:
+                cur = killer.cursor()
+                cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                            "AND backend_type = 'client backend' AND application_name <> %s "
+                            "ORDER BY random() LIMIT 1", (OWN,))
+                self.notes["terminated"] += cur.rowcount
+            self._loop(0.5, terminate)
+        elif self.kind == "idle_conns":
+            taken = 0
+            for _ in range(self.args.idle_connections):
+                try:
+                    self.conns.append(connect(self.url))
+                    taken += 1
+                except Exception:
+                    break
+            self.notes["taken"] = taken
+        elif self.kind == "restart":
+            t0 = time.monotonic()
+            self.cluster.stop("fast")
+            time.sleep(min(5.0, self.args.pressure_seconds / 2))
+            self.cluster.start()
+            self.notes["down_s"] = round(time.monotonic() - t0, 2)
+            self.released_at = time.time()  # accepting connections again
+        elif self.kind == "worker_kill":
+            self.notes["killed"] = 0
+
+            def kill() -> None:
+                i = random.randrange(len(self.workers.procs))
+                proc = self.workers.procs[i]
+                os.killpg(proc.popen.pid, signal.SIGKILL)
+                proc.popen.wait(10)
+                self.workers.procs[i] = self.workers.start(self.workers.names[i])
+                self.notes["killed"] += 1
+            self._loop(self.args.kill_every, kill, first=1.0)
+
+    def end(self) -> None:
+        if self.released_at is None:
+            self.released_at = time.time()
+        self.stop_event.set()
+        for t in self.threads:
+            t.join(10)
+        for conn in self.conns:
+            try:
+                conn.rollback()
+                conn.close()
+            except Exception:
+                pass
+        self.conns.clear()
+
+
+class Workers:
+    """``jobq run``'s worker set-up and beat, with a way to start one again."""
+
+    def __init__(self) -> None:
+        from app.ops.workers import WORKERS
+        from bench.common import celery_beat
+
+        self.beat = celery_beat(wait=True)
+        self.names = list(WORKERS)
+        self.procs = [self.start(name) for name in self.names]
+
+    def start(self, name: str):
+        from app.ops.workers import worker_args
+        from bench.common import celery_worker
+
+        args = worker_args(name)
+        i = args.index("-n")
+        return celery_worker("app", name, *args[:i], *args[i + 2:])
+
+    def stop(self) -> None:
+        from bench.common import stop_all
+
+        stop_all([*self.procs, self.beat])
+
+
+def dead_tuples(url: str) -> dict[str, int] | None:
+    try:
+        conn = connect(url)
+        cur = conn.cursor()
+        cur.execute("SELECT relname, n_dead_tup FROM pg_stat_user_tables "
+                    "WHERE relname = ANY(%s)", (list(HOT_TABLES),))
+        out = dict(cur.fetchall())
+        conn.close()
+        return out
+    except Exception:
+        return None
+
+
+def run_scenario(kind: str, args, url: str, cluster: Cluster, workers: Workers,
+                 tenants: list[str], queue: str) -> dict[str, Any]:
+    from bench.common import reset_jobs
+
+    reset_jobs()
+    load = Load(url, args.rate, tenants, queue)
+    load.start()
+    pressure = Pressure(kind, url, cluster, workers, args)
+    phases: dict[str, tuple[float, float]] = {}
+    dead: dict[str, Any] = {}
+    for phase, seconds in (("clean", args.phase_seconds), ("pressure", args.pressure_seconds),
+                           ("recovery", args.phase_seconds)):
+        t0 = time.time()
+        if phase == "pressure":
+            pressure.begin()
+        time.sleep(max(0.0, t0 + seconds - time.time()))
+        if phase == "pressure":
+            pressure.end()
+        phases[phase] = (t0, time.time())
+        dead[phase] = dead_tuples(url)
+        print(f"  {kind}: {phase} done ({load.accepted} accepted, {load.refused} refused)",
+              flush=True)
+    load.stop_event.set()
+    load.join(10)
+    drained = drain(url, load.accepted, args.drain_timeout)
+    return summarize(kind, url, phases, dead, pressure, load, drained)
+
+
+def drain(url: str, accepted: int, timeout: float) -> bool:
+    """Wait until every accepted job has finished (or ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            conn = connect(url)
+            cur = conn.cursor()
+            cur.execute("SELECT count(*) FROM job_executions WHERE status IN "
+                        "('completed', 'failed', 'cancelled')")
+            done = cur.fetchone()[0]
+            conn.close()
+            if done >= accepted:
+                return True
+        except Exception:
+            pass
+        time.sleep(1)
+    return False
+
+
+def summarize(kind, url, phases, dead, pressure, load, drained) -> dict[str, Any]:
+    from bench.common import percentile
+
+    conn = connect(url)
+    cur = conn.cursor()
+    cur.execute("SELECT extract(epoch FROM created_at), extract(epoch FROM executed_at), "
+                "extract(epoch FROM completed_at), status FROM job_executions")
+    jobs = cur.fetchall()
+    cur.execute("SELECT count(*) FROM (SELECT job_id FROM job_events WHERE kind = 'started' "
+                "GROUP BY job_id, attempt HAVING count(*) > 1) d")
+    twice = cur.fetchone()[0]
+    conn.close()
+    out: dict[str, Any] = {"scenario": kind, "phases": {}, "notes": pressure.notes,
+                           "accepted": load.accepted, "refused": load.refused,
+                           "lost": sum(1 for j in jobs if j[3] != "completed"),
+                           "ran_twice": twice, "drained": drained}
+    for phase, (t0, t1) in phases.items():
+        done = sum(1 for j in jobs if j[2] is not None and t0 <= float(j[2]) < t1)
+        waits = [(float(j[1]) - float(j[0])) * 1000 for j in jobs
+                 if j[1] is not None and t0 <= float(j[0]) < t1]
+        out["phases"][phase] = {
+            "seconds": round(t1 - t0, 1), "per_s": round(done / (t1 - t0), 1),
+            "pickup_p50_ms": round(percentile(waits, 50), 1),
+            "pickup_p99_ms": round(percentile(waits, 99), 1), "dead_tuples": dead[phase]}
+    clean = out["phases"]["clean"]["per_s"]
+    for p in out["phases"].values():
+        p["x_clean"] = round(p["per_s"] / clean, 2) if clean else None
+    # Recovered: the first second after the pressure was lifted from which 3 s complete at
+    # least 90% of what the clean phase did in 3 s.
+    t_end = pressure.released_at or phases["pressure"][1]
+    ends = sorted(float(j[2]) for j in jobs if j[2] is not None and float(j[2]) >= t_end)
+    out["recover_s"] = None
+    for s in range(int(phases["recovery"][1] - t_end)):
+        window = sum(1 for c in ends if t_end + s <= c < t_end + s + 3)
+        if clean and window >= 0.9 * clean * 3:
+            out["recover_s"] = s
+            break
+    return out
+
+
+def echo_queue() -> str:
+    from app.core.registry import manifest
+
+    intent = manifest.get(ECHO)
+    assert intent is not None, f"{ECHO} is not in the manifest"
+    return intent.queue
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench pressure", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--phase-seconds", type=float, default=60,
+                        help="length of the clean and the recovery phase")
+    parser.add_argument("--pressure-seconds", type=float, default=None,
+                        help="length of the pressure phase (default: --phase-seconds)")
+    parser.add_argument("--rate", type=float, default=50, help="jobs offered a second")
+    parser.add_argument("--autovacuum", choices=("on", "off"), default="on")
+    parser.add_argument("--max-connections", type=int, default=340)
+    parser.add_argument("--idle-connections", type=int, default=300)
+    parser.add_argument("--kill-every", type=float, default=20.0)
+    parser.add_argument("--drain-timeout", type=float, default=120.0)
+    args = parser.parse_args(argv)
+    args.pressure_seconds = args.pressure_seconds or args.phase_seconds
+    kinds = [k for k in args.scenarios.split(",") if k]
+    unknown = [k for k in kinds if k not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenario(s) {', '.join(unknown)}: one of {', '.join(SCENARIOS)}")
+    cluster = Cluster(autovacuum=args.autovacuum == "on", max_connections=args.max_connections)
+    atexit.register(cluster.destroy)  # after the bench database is dropped (atexit is LIFO)
+    cluster.start()
+    os.environ["BENCH_DATABASE_URL"] = cluster.url
+    from bench import env  # the bench database in the cluster, migrated
+    from bench.common import make_tenant, print_table, write_result
+
+    queue = echo_queue()
+    tenants = [make_tenant(f"압박 학원 {i}") for i in range(TENANTS)]
+    workers = Workers()
+    results = []
+    try:
+        warm = Load(env.DATABASE_URL, args.rate, tenants, queue)  # first runs of each process
+        warm.start()
+        time.sleep(5)
+        warm.stop_event.set()
+        warm.join(10)
+        drain(env.DATABASE_URL, warm.accepted, args.drain_timeout)
+        for kind in kinds:
+            print(f"{kind}: {args.phase_seconds:g} s clean, {args.pressure_seconds:g} s "
+                  f"pressure, {args.phase_seconds:g} s recovery at {args.rate:g} jobs/s",
+                  flush=True)
+            results.append(run_scenario(kind, args, env.DATABASE_URL, cluster, workers,
+                                        tenants, queue))
+    finally:
+        workers.stop()
+    rows = []
+    for r in results:
+        for phase, p in r["phases"].items():
+            d = p["dead_tuples"] or {}
+            rows.append((r["scenario"], phase, p["per_s"], p["x_clean"], p["pickup_p50_ms"],
+                         p["pickup_p99_ms"], d.get("job_executions", "-"),
+                         d.get("job_events", "-"),
+                         r["recover_s"] if phase == "recovery" else "",
+                         f"{r['lost']} / {r['ran_twice']}" if phase == "recovery" else ""))
+    print_table(f"jobq under pressure ({args.rate:g} jobs/s offered, autovacuum "
+                f"{args.autovacuum}, load {os.getloadavg()[0]:.1f})",
+                ["scenario", "phase", "done/s", "× clean", "pickup p50 ms", "p99 ms",
+                 "dead job_executions", "dead job_events", "recover s", "lost / twice"], rows)
+    print(f"written {write_result('pressure', {'args': vars(args), 'cluster': cluster.settings, 'results': results})}")
