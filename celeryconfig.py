@@ -83,6 +83,8 @@ worker_send_task_events = True
 task_send_sent_event = False
 task_track_started = False  # the table records the start; no result-backend write per run
 worker_hijack_root_logger = False
+# Task events go out in batches, every 50 ms at most, not one publish per job (app.broker.consumer).
+worker_consumer = "app.broker.consumer:Consumer"
 
 # --- queues: every worker serves all of them unless -Q narrows it ----------------------------
 # ``celery`` is Celery's default queue: a vanilla client that knows only the broker URL sends

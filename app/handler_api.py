@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from app.core.csv_export import safe_cell, safe_text_sql, safe_writer
 from app.core.declared import setting
-from app.core.errors import IntentRefused, PermanentError, TransientError
+from app.core.errors import IntentRefused, PermanentError, TransientError, WaitingError
 from app.core.manifest import Intent, IntentParams, NoParams, RetryPolicy, Schedule
 from app.core.settings import DeclaredSettings, LazySettings, Settings, SettingsError, settings
 from app.run.context import JobContext, RunAborted
@@ -70,6 +70,7 @@ __all__ = [
     "SettingsError",
     "Tenant",
     "TransientError",
+    "WaitingError",
     "safe_cell",
     "safe_text_sql",
     "safe_writer",

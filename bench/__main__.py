@@ -21,6 +21,7 @@ BENCHMARKS = {
     "scale": "bench.scale",
     "report": "bench.report",
     "pressure": "bench.pressure",
+    "console": "bench.console",
 }
 
 

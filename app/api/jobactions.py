@@ -51,7 +51,7 @@ def load_job(tenant_id: str | None, value: str, *, history: bool = False) -> dic
             out["events"] = [schemas.event_out(e, secret)
                              for e in reads.job_events(conn, found_id)]
     if history:
-        out["waiting"] = [r.as_dict() for r in why_waiting(found_id)] \
+        out["waiting"] = [r.as_dict() for r in why_waiting(found_id, wait=False)] \
             if out["status"] in ("pending", "awaiting_approval") else []
     return out
 

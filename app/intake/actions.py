@@ -241,6 +241,27 @@ def set_tenant_retention(tenant_id: str, *, completed: int | None = None,
     return TenantRetention(tenant_id, own, kept)
 
 
+def set_tenant_status(tenant_id: str, status: str, *, by: str) -> tuple[str | None, int]:
+    """Suspend (``suspended``) or resume (``active``) a tenant, recorded in ``tenant_events``
+    with ``by``; ``(the status it had, its pending jobs)``, the status None for no such tenant.
+    A suspended tenant's pending jobs are held; resumed, they wait in the fair queue again at
+    once. A deleted tenant stays deleted."""
+    from app.store import tenants
+
+    if status not in ("active", "suspended"):
+        raise ValueError(f"status must be active or suspended, not {status!r}")
+    tenant_id = str(uuid.UUID(str(tenant_id)))
+    with db.engine().begin() as conn:
+        was = tenants.set_tenant_status(conn, tenant_id, status, by=by)
+        pending = tenants.pending_jobs(conn, tenant_id) if was is not None else 0
+    if status == "active" and was not in (None, "active", "deleted"):
+        with db.engine().begin() as conn:
+            jobstore.flag_due(conn)
+    if was is not None and was != status:
+        log.info("tenant %s by %s (was %s)", status, by, was, extra={"tenant_id": tenant_id})
+    return was, pending
+
+
 def approve(job_id: str, *, by: str, note: str | None = None,
             tenant_id: str | None = None) -> jobstore.Approved | None:
     """Approve a job awaiting approval: it becomes pending and runs (published at once when it

@@ -39,24 +39,46 @@ class Reason:
 
 _served: tuple[float, frozenset[str] | None] = (0.0, None)
 _served_lock = threading.Lock()
+_asking = threading.Lock()
 
 
-def served_queues() -> frozenset[str] | None:
-    """The queues some live worker consumes (None: the broker did not answer), remembered for
-    SERVED_TTL_SECONDS."""
+def _ask_workers() -> frozenset[str] | None:
     global _served
+    found = None
+    with contextlib.suppress(Exception):
+        from app.broker.celery_app import celery_app
+
+        replies = celery_app.control.inspect(timeout=INSPECT_TIMEOUT).active_queues() or {}
+        found = frozenset(q["name"] for queues in replies.values() for q in queues or ())
+    with _served_lock:
+        _served = (time.monotonic(), found)
+    return found
+
+
+def _ask_in_background() -> None:
+    if _asking.acquire(blocking=False):
+        def ask() -> None:
+            try:
+                _ask_workers()
+            finally:
+                _asking.release()
+
+        threading.Thread(target=ask, name="jobq-served-queues", daemon=True).start()
+
+
+def served_queues(*, wait: bool = True) -> frozenset[str] | None:
+    """The queues some live worker consumes (None: not known, the broker did not answer),
+    remembered for SERVED_TTL_SECONDS. ``wait=False`` (a server's page) never waits for the
+    workers: it answers what it knew and asks again in the background."""
     with _served_lock:
         at, found = _served
-        if at and time.monotonic() - at < SERVED_TTL_SECONDS:
-            return found
-        found = None
-        with contextlib.suppress(Exception):
-            from app.broker.celery_app import celery_app
-
-            replies = celery_app.control.inspect(timeout=INSPECT_TIMEOUT).active_queues() or {}
-            found = frozenset(q["name"] for queues in replies.values() for q in queues or ())
-        _served = (time.monotonic(), found)
+    age = time.monotonic() - at if at else None
+    if age is not None and age < SERVED_TTL_SECONDS:
         return found
+    if wait:
+        return _ask_workers()
+    _ask_in_background()
+    return found if age is not None and age < 3 * SERVED_TTL_SECONDS else None
 
 
 def _count(n: int) -> str:
@@ -137,12 +159,13 @@ def explain(facts: dict[str, Any], served: frozenset[str] | None) -> list[Reason
     return out
 
 
-def why_waiting(job_id: str) -> list[Reason]:
+def why_waiting(job_id: str, *, wait: bool = True) -> list[Reason]:
     """Why ``job_id`` waits, read now. Call it only for a job the caller may see: it reads on
-    the engine's own connection (the counts span academies, as aggregates)."""
+    the engine's own connection (the counts span academies, as aggregates). ``wait=False``
+    never waits for the workers to say which queues they consume (:func:`served_queues`)."""
     with db.engine().connect() as conn:
         facts = wait_facts(conn, job_id)
     if facts is None or facts["status"] not in WAITING_STATUSES:
         return []
     needs_workers = facts["status"] == "pending" and facts.get("queue") is not None
-    return explain(facts, served_queues() if needs_workers else None)
+    return explain(facts, served_queues(wait=wait) if needs_workers else None)

@@ -171,6 +171,18 @@ class JobContext:
 
         return Channel(name, self.tenant_id, rate, note=self._note_wait)
 
+    def others_waiting(self, channel: str | None = None) -> bool:
+        """Whether another academy's job waits for a worker on this job's queue (with
+        ``channel``: one not already sending on it): a long run that can stop and go on later
+        (a broadcast chunk) then lets its worker go."""
+        from app.run.quota import sending_academies
+        from app.store import channels
+
+        sending = sorted(sending_academies(channel)) if channel else []
+        with db.engine().connect() as conn:
+            return channels.others_waiting(conn, self._binding[0] if self._binding
+                                           else self.job_id, sending)
+
     @contextlib.contextmanager
     def journal(self) -> Iterator[Connection]:
         """A transaction of its own, bound to the tenant and committed on leaving the block.

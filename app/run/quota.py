@@ -30,11 +30,11 @@ from app.core.errors import PermanentError, TransientError, WaitingError
 from app.store import db
 
 #: Grants are made until this fraction of a second; later askers wait for the next one.
-ADMIT_UNTIL = 0.85
+ADMIT_UNTIL = 0.75
 #: A granted message not handed to the provider by this fraction of its second goes back.
-SEND_UNTIL = 0.93
+SEND_UNTIL = 0.8
 #: From this fraction of a second on, capacity the academies left unused is open to anyone.
-OPEN_AT = 0.5
+OPEN_AT = 0.6
 #: A sender that has not asked for this long no longer counts as sending (it died, or ended).
 ACTIVE_SECONDS = 1.5
 #: Days (for daily quotas) are Korean days: the academies' own midnight.
@@ -46,7 +46,8 @@ LIMITS_TTL = 1.0
 # counts' base key, 5 the last minute's seconds, 6 the shares last computed.
 # ARGV: 1 rate, 2 tenant, 3 weight, 4 cap/s (0 none), 5 daily (0 none), 6 wanted, 7 sender,
 # 8 its backlog, 9 ADMIT_UNTIL, 10 SEND_UNTIL, 11 OPEN_AT, 12 ACTIVE_SECONDS, 13 DAY_OFFSET.
-# Returns {granted, wait s, send-by s, reason, share, academies sending, used today}.
+# Returns {granted, wait s, send-by s, reason, share, academies sending, used today, the
+# second, the day}.
 _GRANT = """
 local rate, tenant, weight = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local cap, daily, wanted = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -116,6 +117,7 @@ while true do
 end
 redis.call('DEL', KEYS[6])
 for _, t in ipairs(names) do redis.call('HSET', KEYS[6], t, tostring(share[t] or 0)) end
+redis.call('HSET', KEYS[6], '_rate', tostring(rate))
 redis.call('EXPIRE', KEYS[6], 60)
 local function per_second(r) return math.floor(r * (sec + 1)) - math.floor(r * sec) end
 local mine = share[tenant] or 0
@@ -124,7 +126,7 @@ local dkey = KEYS[4] .. ':' .. day
 local used_d = tonumber(redis.call('HGET', dkey, tenant) or '0')
 local function reply(g, wait, reason)
   return {g, tostring(wait), tostring(send_until - frac), reason, tostring(mine), #names,
-          used_d}
+          used_d, sec, day}
 end
 if wanted <= 0 then return reply(0, 0, '') end
 if daily > 0 and used_d >= daily then
@@ -182,9 +184,12 @@ class Grant:
     share: float
     sending: int
     used_today: int
+    #: The clock second and the (Korean) day the grant counts in.
+    second: int = 0
+    day: int = 0
 
 
-def _keys(channel: str) -> list[str]:
+def keys_of(channel: str) -> list[str]:
     base = f"quota:{channel}"
     return [broker_client.key(f"{base}:{part}")
             for part in ("second", "senders", "params", "daily", "history", "shares")]
@@ -196,22 +201,59 @@ def ask(channel: str, tenant_id: str, wanted: int, *, rate: float, limits: Limit
     began = time.monotonic()
     try:
         got = broker_client.client().eval(
-            _GRANT, 6, *_keys(channel), repr(float(rate)), tenant_id, repr(limits.weight),
+            _GRANT, 6, *keys_of(channel), repr(float(rate)), tenant_id, repr(limits.weight),
             repr(float(limits.rate or 0)), int(limits.daily or 0), int(wanted), sender,
             int(backlog), repr(ADMIT_UNTIL), repr(SEND_UNTIL), repr(OPEN_AT),
             repr(ACTIVE_SECONDS), DAY_OFFSET)
     except redis.RedisError as exc:
         raise TransientError(f"send quota of {channel!r} unavailable: {exc}") from exc
-    granted, wait, send_by, reason, share, sending, used = got
+    granted, wait, send_by, reason, share, sending, used, second, day = got
     return Grant(int(granted), float(wait), began + float(send_by), _text(reason),
-                 float(share), int(sending), int(used))
+                 float(share), int(sending), int(used), int(second), int(day))
+
+
+# KEYS: 1 the second's counts, 2 the daily counts' base key. ARGV: tenant, count, second, day.
+_GIVE_BACK = """
+if tonumber(redis.call('HGET', KEYS[1], 'at') or '-1') == tonumber(ARGV[3]) then
+  redis.call('HINCRBY', KEYS[1], 'total', -tonumber(ARGV[2]))
+  redis.call('HINCRBY', KEYS[1], 't:' .. ARGV[1], -tonumber(ARGV[2]))
+end
+redis.call('HINCRBY', KEYS[2] .. ':' .. ARGV[4], ARGV[1], -tonumber(ARGV[2]))
+return 1
+"""
+
+
+def give_back(channel: str, tenant_id: str, grant: Grant, count: int) -> None:
+    """Messages of ``grant`` that did not go out: they no longer count for the academy's day
+    (nor for the second, if it is still on)."""
+    if count <= 0:
+        return
+    keys = keys_of(channel)
+    with contextlib.suppress(redis.RedisError):
+        broker_client.client().eval(_GIVE_BACK, 2, keys[0], keys[3], tenant_id, int(count),
+                                    grant.second, grant.day)
 
 
 def done(channel: str, sender: str) -> None:
     """This sender has nothing more to send on ``channel``: its academy stops counting as
     sending as soon as none of its senders does (its share goes to the others at once)."""
     with contextlib.suppress(redis.RedisError):  # else it ages out after ACTIVE_SECONDS
-        broker_client.client().hdel(_keys(channel)[1], sender)
+        broker_client.client().hdel(keys_of(channel)[1], sender)
+
+
+def sending_academies(channel: str) -> set[str]:
+    """The academies with a sender on ``channel`` now (asked within :data:`ACTIVE_SECONDS`)."""
+    try:
+        entries = broker_client.client().hgetall(keys_of(channel)[1])
+    except redis.RedisError:
+        return set()
+    now = time.time()
+    found = set()
+    for raw in entries.values():
+        tenant, _backlog, last = _text(raw).split(" ")
+        if float(last) >= now - ACTIVE_SECONDS:
+            found.add(tenant)
+    return found
 
 
 def take(channel: str, tenant_id: str, wanted: int, *, rate: float, sender: str,
@@ -279,6 +321,12 @@ class Channel:
                      backlog=max(wanted, backlog or 0), waited=self.waited)
         self.granted += grant.count
         return grant
+
+    def give_back(self, grant: Grant, count: int) -> None:
+        """``count`` messages of ``grant`` did not go out in time: they do not count."""
+        if self.rate > 0:
+            give_back(self.name, self.tenant_id, grant, count)
+            self.granted -= count
 
     def share(self) -> float:
         """The academy's share of the rate (messages/s) if it sent now; 0: no limit."""

@@ -65,3 +65,22 @@ def set_channel_limits(conn, tenant_id: str, channel: str, *, by: str, rate: flo
 def channel_limits(conn, tenant_id: str) -> dict[str, dict[str, Any]]:
     return {r["channel"]: {"rate": r["rate"], "daily": r["daily"], "over_daily": r["over_daily"]}
             for r in conn.execute(CHANNEL_LIMITS, {"id": tenant_id}).mappings()}
+
+
+#: Whether another academy (not one of ``:sending``) has a job waiting for a worker on this
+#: job's queue (due, or handed to the broker and not started): a long sender then lets the
+#: worker go at its turn's end. Academies already sending get their share of the channel anyway.
+OTHERS_WAITING = text(
+    """
+    SELECT EXISTS (
+        SELECT 1 FROM job_executions j, job_executions me
+         WHERE me.id = CAST(:job AS uuid) AND j.queue = me.queue AND j.status = 'pending'
+           AND j.tenant_id <> me.tenant_id AND NOT (j.tenant_id::text = ANY(:sending))
+           AND (j.published_at IS NOT NULL OR coalesce(j.run_at, j.created_at) <= now()))
+    """
+)
+
+
+def others_waiting(conn, job_id: str, sending: list[str]) -> bool:
+    """Another academy than these (sending already) waits for a worker on the job's queue."""
+    return bool(conn.execute(OTHERS_WAITING, {"job": job_id, "sending": sending}).scalar())

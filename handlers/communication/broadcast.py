@@ -13,10 +13,10 @@ from typing import Any
 from sqlalchemy import and_, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 
-from app.handler_api import JobContext, PermanentError
+from app.handler_api import JobContext, PermanentError, WaitingError
 from handlers import periods
 from handlers.communication.params import BroadcastChunkParams, BroadcastParams
-from handlers.communication.ratelimit import send_at_rate
+from handlers.communication.ratelimit import chunk_size_for, send_at_rate
 from handlers.models import (
     AcademyClass,
     Broadcast,
@@ -31,8 +31,17 @@ from handlers.notify.sending import Outgoing
 from handlers.notify.templates import render
 
 CHUNK_INTENT = "communication.exec.broadcast_chunk"
-#: How often the parent looks at the chunks other workers hold.
-POLL_SECONDS = 0.5
+#: How long the parent waits between looks at the chunks other workers hold (no worker held).
+LOOK_AGAIN_SECONDS = 1.0
+#: The parent's wait, in its history once per attempt.
+WAITING = "waits for its chunks to be sent"
+#: A chunk is about this many seconds of the academy's share of the channel, so no chunk holds
+#: a worker long and a new academy's first chunk finds one free within about that time.
+CHUNK_SECONDS = 1.0
+#: A chunk run that used its turn, in its history once per attempt.
+IN_TURNS = "sends its chunk in turns with the other academies' jobs"
+#: The smallest chunk (a chunk job costs a claim and a completion).
+MIN_CHUNK = 10
 
 _PROGRESS = text(
     """
@@ -46,13 +55,14 @@ _PROGRESS = text(
 def broadcast(ctx: JobContext, params: BroadcastParams) -> dict[str, Any]:
     """Send the message to every guardian in scope, once, through parallel chunk jobs.
 
-    The parent fixes the recipients (a snapshot of guardian ids cut into chunks) and commits
-    the ``broadcasts`` row, a ``broadcast_chunks`` row per chunk and a chunk job per chunk
-    together (a checkpoint) before any chunk runs. Then it sends unclaimed chunks itself,
-    newest first, while chunk jobs take theirs on other bulk workers, and waits for the chunks
-    others hold, writing progress on its own row (``jobq job <parent>`` shows the percentage).
-    A chunk is sent by whichever run holds its row lock, so none waits for a worker that is
-    not coming: with one bulk process the parent sends them all.
+    The parent fixes the recipients (a snapshot of guardian ids cut into chunks about a second
+    of the academy's share of the channel long) and commits the ``broadcasts`` row, a
+    ``broadcast_chunks`` row per chunk and a chunk job per chunk together (a checkpoint) before
+    any chunk runs. Each run of the parent then sends at most one unclaimed chunk itself
+    (a one-chunk broadcast goes out in its first run), writes the progress on its own row
+    (``jobq job <parent>`` shows the percentage) and, while chunks are still to go, waits
+    without holding a worker: it looks again a moment later, as a new run. A chunk is sent by
+    whichever run holds its row lock, so none waits for a worker that is not coming.
 
     Every message is written under the parent's job id, whichever run sends it, so the
     notifications' unique (job, recipient, channel) holds across chunk jobs, takeovers and
@@ -60,24 +70,26 @@ def broadcast(ctx: JobContext, params: BroadcastParams) -> dict[str, Any]:
     """
     found = ctx.session.scalar(select(Broadcast).where(
         Broadcast.tenant_id == uuid.UUID(ctx.tenant_id), Broadcast.job_id == uuid.UUID(ctx.job_id)))
-    resumed = found is not None
+    state = ctx.resume_from if isinstance(ctx.resume_from, dict) else {}
+    waited = found is not None and state.get("waiting") is True
+    resumed = bool(state.get("resumed")) if waited else found is not None
     row = found or _fan_out(ctx, params)
-    by_parent = 0
-    while True:
-        chunk = _claim(ctx, row.id)
-        if chunk is not None:
-            _send_chunk(ctx, row, chunk, on_progress=lambda done, total: _report(ctx, row))
-            by_parent += 1
-            ctx.checkpoint({"broadcast_id": str(row.id)})  # the chunk's lock goes with it
-            continue
-        pending = ctx.session.scalar(select(func.count()).select_from(BroadcastChunk).where(
-            BroadcastChunk.broadcast_id == row.id, BroadcastChunk.status == "pending"))
-        _report(ctx, row)
-        if not pending:
-            break
-        # Held by chunk jobs on other workers; one that dies lets go of its lock, and the
-        # next look takes its chunk over.
-        time.sleep(POLL_SECONDS)
+    by_parent = int(state.get("by_parent", 0)) if waited else 0
+    chunk = _claim(ctx, row.id)
+    if chunk is not None:
+        by_parent += 1
+        _send_chunk(ctx, row, chunk, on_progress=lambda done, total: _report(ctx, row),
+                    state={"broadcast_id": str(row.id), "waiting": True,
+                           "by_parent": by_parent, "resumed": resumed})
+    pending = ctx.session.scalar(select(func.count()).select_from(BroadcastChunk).where(
+        BroadcastChunk.broadcast_id == row.id, BroadcastChunk.status == "pending"))
+    _report(ctx, row)
+    if pending:
+        # Held by chunk jobs on other workers (one that dies lets go of its lock, and a next
+        # look takes its chunk over), or waiting their turn: look again without a worker held.
+        ctx.checkpoint({"broadcast_id": str(row.id), "waiting": True, "by_parent": by_parent,
+                        "resumed": resumed})
+        raise WaitingError(WAITING, retry_after=LOOK_AGAIN_SECONDS)
     totals = ctx.session.execute(
         select(func.coalesce(func.sum(BroadcastChunk.sent), 0),
                func.coalesce(func.sum(BroadcastChunk.already_sent), 0),
@@ -87,6 +99,7 @@ def broadcast(ctx: JobContext, params: BroadcastParams) -> dict[str, Any]:
         row.status = "sent"
         row.finished_at = periods.now()
     _report(ctx, row, force=True)
+    ctx.checkpoint({"broadcast_id": str(row.id)})
     return {"broadcast_id": str(row.id), "recipients": row.recipients_total,
             "chunks": row.chunks_total, "chunks_sent_by_parent": by_parent,
             "sent": int(totals[0]), "already_sent": int(totals[1]), "failed": int(totals[2]),
@@ -114,7 +127,8 @@ def broadcast_chunk(ctx: JobContext, params: BroadcastChunkParams) -> dict[str, 
         return {"broadcast_id": str(row.id), "chunk_no": params.chunk_no, "sent": 0,
                 "taken_by": "done" if state == "done" else "another run"}
     summary = _send_chunk(ctx, row, chunk,
-                          on_progress=lambda done, total: ctx.progress(done, total, "sending"))
+                          on_progress=lambda done, total: ctx.progress(done, total, "sending"),
+                          state={"broadcast_id": str(row.id), "chunk_no": params.chunk_no})
     return {"broadcast_id": str(row.id), "chunk_no": params.chunk_no, **summary}
 
 
@@ -130,8 +144,8 @@ def _fan_out(ctx: JobContext, params: BroadcastParams) -> Broadcast:
         if klass is None:
             raise PermanentError(f"no class {params.class_id} in this academy")
     guardian_ids = _recipients(ctx, params.class_id)
-    chunks = [guardian_ids[i:i + params.chunk_size]
-              for i in range(0, len(guardian_ids), params.chunk_size)]
+    size = chunk_size_for(ctx, params.chunk_size, seconds=CHUNK_SECONDS, least=MIN_CHUNK)
+    chunks = [guardian_ids[i:i + size] for i in range(0, len(guardian_ids), size)]
     row = Broadcast(tenant_id=tenant, job_id=uuid.UUID(ctx.job_id), class_id=params.class_id,
                     title=params.title, body=params.message, recipients_total=len(guardian_ids),
                     chunks_total=len(chunks), status="sending" if chunks else "sent",
@@ -190,7 +204,9 @@ def _claim(ctx: JobContext, broadcast_id: uuid.UUID,
 
 
 def _send_chunk(ctx: JobContext, row: Broadcast, chunk: BroadcastChunk,
-                on_progress: Callable[[int, int], None]) -> dict[str, Any]:
+                on_progress: Callable[[int, int], None], state: dict[str, Any]) -> dict[str, Any]:
+    """Send the chunk for at most :data:`CHUNK_SECONDS`; ``state`` is the run's checkpoint
+    when its turn is over first (the rest goes out in its next run)."""
     tenant = uuid.UUID(ctx.tenant_id)
     guardians = ctx.session.scalars(select(Guardian).where(
         Guardian.tenant_id == tenant, Guardian.id.in_(chunk.guardian_ids))).all()
@@ -203,14 +219,24 @@ def _send_chunk(ctx: JobContext, row: Broadcast, chunk: BroadcastChunk,
                                  rendered=rendered, guardian_id=str(g.id),
                                  broadcast_id=str(row.id)))
     as_parent = dataclasses.replace(ctx, job_id=str(row.job_id))
-    summary = send_at_rate(as_parent, outgoing, on_progress=on_progress)
+    summary = send_at_rate(as_parent, outgoing, on_progress=on_progress,
+                           until=time.monotonic() + CHUNK_SECONDS,
+                           turn_over=lambda channel: ctx.others_waiting(channel))
+    before = chunk.sent or 0
+    chunk.sent = before + summary.sent
+    if summary.left:
+        # Its turn is over: the rest goes out in a next run, after the jobs that waited
+        # meanwhile (another academy's broadcast), so no chunk holds a worker for long.
+        ctx.checkpoint(state)
+        raise WaitingError(IN_TURNS, retry_after=0.0)
     chunk.status = "done"
     chunk.sent_by_job_id = uuid.UUID(ctx.job_id)
-    chunk.sent, chunk.already_sent, chunk.failed = (summary.sent, summary.already_sent,
-                                                    summary.failed)
+    chunk.already_sent = max(0, summary.already_sent - before)
+    chunk.failed = summary.failed
     chunk.finished_at = periods.now()
     # Guardians removed since the fan-out are not messaged; the count says so.
-    return {**summary.as_dict(), "guardians_gone": len(chunk.guardian_ids) - len(guardians)}
+    return {**summary.as_dict(), "sent": chunk.sent, "already_sent": chunk.already_sent,
+            "guardians_gone": len(chunk.guardian_ids) - len(guardians)}
 
 
 def _report(ctx: JobContext, row: Broadcast, *, force: bool = False) -> None:

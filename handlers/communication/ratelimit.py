@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -54,6 +55,22 @@ def acquire(ctx: JobContext, bucket: Bucket, count: int) -> float:
     return ctx.throttle(f"send-rate:{bucket.name}", count, rate=bucket.rate)
 
 
+def chunk_size_for(ctx: JobContext, largest: int, *, seconds: float, least: int) -> int:
+    """Messages a chunk of this academy should hold: ``seconds`` of its share of the slowest
+    channel it may send on now (its weight's part of the rate among the academies sending,
+    within its own cap), between ``least`` and ``largest``."""
+    transports = Transports(business)
+    buckets = {bucket_for(c, transports.route(c)) for c in ("kakao", "sms", "email")}
+    shares = []
+    for bucket in buckets:
+        if bucket.rate > 0:
+            with ctx.channel(bucket.name, rate=bucket.rate) as channel:
+                shares.append(channel.share())
+    if not shares:
+        return largest
+    return max(least, min(largest, math.ceil(min(shares) * seconds)))
+
+
 # --- sending at the rate ----------------------------------------------------------------------
 
 #: Messages per call of the sending helper on a channel without a rate.
@@ -73,14 +90,18 @@ _SENT_ALREADY = text(
 
 def send_at_rate(ctx: JobContext, outgoing: Sequence[Outgoing], *,
                  on_progress: Callable[[int, int], None] | None = None,
-                 fail_if_nothing_delivered: bool = False) -> SendSummary:
+                 fail_if_nothing_delivered: bool = False,
+                 until: float | None = None,
+                 turn_over: Callable[[str], bool] | None = None) -> SendSummary:
     """:func:`~handlers.notify.sending.send_for_job`, paced by each channel's quota.
 
     Messages the job already sent are counted and skipped before any quota is taken, so a
     resumed run does not wait for messages it will not send. A grant is for the current second:
     what is not handed over in time goes back for the next one. ``on_progress(done, total)`` is
     called after each grant; the sending helper's own progress reports are silenced (a grant's
-    numbers would overwrite the caller's).
+    numbers would overwrite the caller's). From ``until`` (``time.monotonic()``) on, no new
+    grant is asked for when ``turn_over(channel)`` says so (else the turn goes on as long again): the
+    messages still to go are counted in the summary's ``left``.
     """
     summary = SendSummary()
     if not outgoing:
@@ -97,16 +118,24 @@ def send_at_rate(ctx: JobContext, outgoing: Sequence[Outgoing], *,
             by_bucket.setdefault(bucket_for(o.channel, transports.route(o.channel)), []).append(o)
     quiet = dataclasses.replace(ctx, _progress=None)
     total, done = len(outgoing), summary.already_sent
+    turn = max(0.0, until - time.monotonic()) if until is not None else 0.0
     for bucket, messages in by_bucket.items():
         step = max(1, math.ceil(bucket.rate * STEP_SECONDS)) if bucket.rate > 0 \
             else UNLIMITED_SLICE
         with ctx.channel(bucket.name, rate=bucket.rate) as channel:
             while messages:
+                if until is not None and time.monotonic() >= until:
+                    if turn_over is None or turn_over(bucket.name):
+                        summary.left += len(messages)
+                        break
+                    until = time.monotonic() + turn
+
                 grant = channel.take(min(step, len(messages)), backlog=len(messages))
                 part, messages = messages[:grant.count], messages[grant.count:]
                 got = send_for_job(quiet, part, transports=transports,
                                    fail_if_nothing_delivered=False, send_by=grant.send_by)
                 if got.unsent:
+                    channel.give_back(grant, len(got.unsent))
                     late = set(got.unsent)
                     messages = [o for o in part if (o.recipient, o.channel) in late] + messages
                 summary.sent += got.sent

@@ -50,6 +50,8 @@ class SendSummary:
     errors: list[str] = field(default_factory=list)
     #: (recipient, channel) of messages left pending because their ``send_by`` had passed.
     unsent: list[tuple[str, str]] = field(default_factory=list)
+    #: Messages not tried at all: the caller's time was up (they go out in a next run).
+    left: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"sent": self.sent, "already_sent": self.already_sent,

@@ -204,3 +204,41 @@ def test_a_suspended_academys_job_says_it_is_held(api, operator):
     sql("UPDATE tenants SET status = 'suspended' WHERE id = :id", id=held_academy)
     codes = waiting_codes(operator.page(f"/ui/jobs/{job_id}"))
     assert codes[:2] == ["academy_suspended", "run_at_future"]
+
+
+def test_an_operator_suspends_resumes_and_limits_an_academy_audited_by_name(api, operator):
+    academy = make_tenant()
+    name = sql("SELECT name FROM tenants WHERE id = :id", id=academy)[0][0]
+    listed = operator.page("/ui/academies")
+    assert f'data-academy="{academy}"' in listed and name in listed
+    page = "/ui/academies"
+    assert operator.post(f"/ui/academies/{academy}/suspend", {}, page=page).status_code == 303
+    assert sql("SELECT status FROM tenants WHERE id = :id", id=academy)[0][0] == "suspended"
+    answer = operator.post(f"/ui/academies/{academy}/limits",
+                           {"weight": "2", "max_running": "3"}, page=page)
+    assert answer.status_code == 303
+    assert operator.post(f"/ui/academies/{academy}/resume", {}, page=page).status_code == 303
+    assert sql("SELECT status, weight, max_running FROM tenants WHERE id = :id",
+               id=academy)[0] == ("active", 2.0, 3)
+    audit = sql("SELECT kind, by FROM tenant_events WHERE tenant_id = :id ORDER BY at, id",
+                id=academy)
+    assert [k for k, _ in audit][:1] == ["suspended"] and "resumed" in [k for k, _ in audit]
+    assert all(by.startswith("api:key-") for _, by in audit)
+    bad = operator.post(f"/ui/academies/{academy}/limits", {"weight": "-1"}, page=page)
+    assert bad.status_code == 422 and "weight must be a number above 0" in bad.text
+
+
+def test_the_queues_page_shows_each_queue_and_the_share_of_each_ready_academy(
+        api, academies, keys, operator):
+    shown = operator.page("/ui/queues")
+    for queue in ("dispatch", "realtime", "bulk", "maintenance"):
+        assert f'data-queue="{queue}"' in shown
+    assert "academies with work ready" in shown
+
+
+def test_an_academys_session_does_not_see_academies_or_queues(api, academies, keys):
+    first, _ = names(academies)
+    academy = ConsoleSession(api, keys[first])
+    assert academy.get("/ui/academies").status_code == 403
+    assert academy.get("/ui/queues").status_code == 403
+    assert "/ui/academies" not in academy.page("/ui/jobs")

@@ -95,7 +95,7 @@ def live_part(viewer: Viewer, job_id: str) -> tuple[str, bool]:
         events = [schemas.event_out(ev, secret) for ev in reads.job_events(conn, job["id"])]
         children, counts = reads.children_page(conn, job["id"], limit=CHILDREN_SHOWN)
     shown = schemas.job_out(job)
-    waiting = why_waiting(job["id"]) if job["status"] in ("pending", "awaiting_approval") else []
+    waiting = why_waiting(job["id"], wait=False) if job["status"] in ("pending", "awaiting_approval") else []
     why = ""
     if waiting:
         items = "".join(f'<li data-code="{e(r.code)}">{e(r.text)}</li>' for r in waiting)

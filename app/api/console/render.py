@@ -15,6 +15,8 @@ from app.api.console.session import Viewer, csrf_token
 from app.core.settings import settings
 
 NAV = (("jobs", "/ui/jobs", "Jobs"), ("approvals", "/ui/approvals", "Approvals"))
+#: Pages only an operator's session sees: they span academies.
+OPERATOR_NAV = (("academies", "/ui/academies", "Academies"), ("queues", "/ui/queues", "Queues"))
 
 
 def e(value: Any) -> str:
@@ -74,7 +76,7 @@ def page(title: str, viewer: Viewer | None, body: str, *, active: str = "",
     nav = ""
     if viewer is not None:
         links = "".join(f'<a href="{href}"{" class=on" if key == active else ""}>{label}</a>'
-                        for key, href, label in NAV)
+                        for key, href, label in NAV + (OPERATOR_NAV if viewer.operator else ()))
         who = "operator: every academy" if viewer.operator else "one academy"
         nav = (f'<nav>{links}<span class="who">{e(viewer.name)} <small>({who})</small></span>'
                f'<form method="post" action="/ui/logout">{csrf_field(viewer)}'

@@ -19,8 +19,11 @@ from starlette.concurrency import run_in_threadpool
 from app.api import jobactions
 from app.api.auth import Denied
 from app.api.console import session
+from app.api.console.academies import academies_page
+from app.api.console.academies import act as academy_action
 from app.api.console.jobpage import job_page, live_part, restore_secrets
 from app.api.console.lists import JobsQuery, approvals_page, jobs_page
+from app.api.console.queues import queues_page
 from app.api.console.render import e, page
 from app.api.console.session import Viewer
 
@@ -146,6 +149,31 @@ def job(viewer: Seen, job_id: str, fragment: int = 0, done: str = "") -> HTMLRes
 @ui.get("/approvals")
 def approvals(viewer: Seen, done: str = "") -> HTMLResponse:
     return html(approvals_page(viewer, done=done))
+
+
+@ui.get("/academies")
+def academies(viewer: Seen, done: str = "") -> HTMLResponse:
+    return html(academies_page(viewer, done=done))
+
+
+@ui.post("/academies/{tenant_id}/{verb}")
+async def academy_act(request: Request, tenant_id: str, verb: str) -> Response:
+    viewer = await run_in_threadpool(current, request)
+    fields = await form(request)
+    session.check_form(request, viewer, fields.get("csrf"))
+    try:
+        said = await run_in_threadpool(academy_action, viewer, tenant_id, verb, fields)
+    except Denied as refused:
+        if refused.status in (403, 404):
+            raise
+        body = await run_in_threadpool(academies_page, viewer, error=str(refused))
+        return html(body, refused.status)
+    return RedirectResponse(f"/ui/academies?done={quote(said)}", status_code=303)
+
+
+@ui.get("/queues")
+def queues(viewer: Seen) -> HTMLResponse:
+    return html(queues_page(viewer))
 
 
 def _act(viewer: Viewer, job_id: str, verb: str, fields: dict[str, str]) -> str:

@@ -21,6 +21,7 @@ from app.ops.cli import (
     intents,
     jobs,
     keys,
+    live,
     migrate,
     retry,
     run,
@@ -43,7 +44,7 @@ def _register_commands() -> None:
     # Each command group lives in its own module under app/ops/cli/. A module either adds its
     # commands itself (``register(app)``) or is one Typer group (``app``) named after it; the
     # business adds its own (the manifest module's COMMANDS).
-    for module in (run, dispatch, jobs, retry, cancel, approvals, stats, flower, api):
+    for module in (run, dispatch, jobs, live, retry, cancel, approvals, stats, flower, api):
         module.register(app)
     app.add_typer(intents.app, name="intents")
     app.add_typer(keys.app, name="keys")

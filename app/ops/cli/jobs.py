@@ -44,7 +44,7 @@ def jobs_list(
     if not rows:
         err.print("no jobs match" + (f" on page {page}" if page > 1 else ""))
         return
-    console.print(_jobs_table(rows, console.width))
+    console.print(jobs_table(rows, console.width))
     first = (page - 1) * limit + 1
     footer = f"jobs {first}–{first + len(rows) - 1}, newest first"
     if more:
@@ -61,7 +61,7 @@ _NAME_MIN = {"intent": 20, "tenant": 8}
 _GAP = 2
 
 
-def _jobs_table(rows: list[dict], width: int) -> Table:
+def jobs_table(rows: list[dict], width: int) -> Table:
     """The page as a table that fits ``width``. Every column is as wide as its content; the
     note (progress or error) takes the room left, and is left out when no row has one. When
     it does not fit: the note shrinks to its least, then the least needed columns go, then the

@@ -51,6 +51,7 @@ def stats(
     slowest = sorted((r for r in per_intent if r["run_p95"] is not None),
                      key=lambda r: r["run_p95"], reverse=True)[:SLOWEST]
     caretaking = _caretaking_notes()
+    sending = _channels()
     if as_json:
         console.print_json(data={
             "since": since,
@@ -59,10 +60,12 @@ def stats(
             "slowest": [r["intent_key"] for r in slowest],
             "tenants": by_tenant,
             "caretaking": caretaking,
+            "channels": sending,
         })
         return
     if overall is None or not overall["total"]:
         console.print(f"no jobs in the last {since}" if since[:1].isdigit() else f"no jobs since {since}")
+        _print_channels(sending)
         _print_caretaking(caretaking)
         return
     console.print(_table(per_intent, overall, since, console.width))
@@ -90,7 +93,45 @@ def stats(
                           str(r["pending"]), show.duration(r["wait_p50"]),
                           show.duration(r["wait_p95"]))
         console.print(table)
+    _print_channels(sending)
     _print_caretaking(caretaking)
+
+
+def _channels() -> list[dict[str, Any]] | None:
+    from app.run.channel_use import all_channels
+
+    try:
+        return all_channels()
+    except Exception:
+        return None
+
+
+def _print_channels(channels: list[dict[str, Any]] | None) -> None:
+    """Each outside channel's use of its rate (the last 10 s), and each academy's share of it
+    with what waits for it."""
+    if not channels:
+        return
+    console.print()
+    console.print(Text("channels (shared send rates, the last 10 s)", style="bold"))
+    for c in channels:
+        used = c["used_of_rate"]
+        line = Text(f"  {c['channel']}: {c['rate']:g}/s, used {c['used_per_s']:g}/s")
+        line.append(f" ({_percent(used)})" if used is not None else "")
+        line.append(f", busiest second {c['busiest_second']}",
+                    style="red" if c["rate"] and c["busiest_second"] > c["rate"] else "")
+        console.print(line)
+        table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 1, 0, 4))
+        for name in ("academy", "weight", "share/s", "cap/s", "sent/s", "waiting",
+                     "daily used/quota", "jobs waiting for the day"):
+            table.add_column(name, justify="left" if name == "academy" else "right")
+        for a in c["academies"]:
+            quota = f"{a['sent_today']}/{a['daily_quota']}" if a["daily_quota"] else \
+                str(a["sent_today"])
+            table.add_row(Text(f"{a['name']} ({a['tenant_id'][:8]})"), f"{a['weight']:g}",
+                          f"{a['share_per_s']:g}", f"{a['rate_cap']:g}" if a["rate_cap"] else "-",
+                          f"{a['sent_per_s']:g}", str(a["messages_waiting"]), quota,
+                          str(a["jobs_waiting_for_daily_quota"]))
+        console.print(table)
 
 
 #: What each caretaking task's "acted" count means.

@@ -228,17 +228,15 @@ def tenants_create(
 
 
 def _set_status(ref: str, status: str) -> None:
+    from app.intake.actions import set_tenant_status
     from app.ops.cli.args import actor
     from app.ops.cli.lookup import find_tenant
-    from app.store import db, jobstore, tenants
+    from app.store import db
 
-    with db.engine().begin() as conn:
+    with db.engine().connect() as conn:
         tenant = find_tenant(conn, ref, None)
-        was = tenants.set_tenant_status(conn, tenant["id"], status, by=actor())
-        pending = tenants.pending_jobs(conn, tenant["id"])
-    if status == "active" and was != "active":
-        with db.engine().begin() as conn:
-            jobstore.flag_due(conn)  # its held jobs wait in the fair queue again at once
+    # Its held jobs wait in the fair queue again at once when it is resumed.
+    was, pending = set_tenant_status(tenant["id"], status, by=actor())
     name = f"{tenant['name']} ({tenant['id']})"
     if was == "deleted" and status != "deleted":
         raise fail(f"tenant {name} is deleted; a deleted tenant cannot be "
