@@ -5,8 +5,9 @@
      one every 0.3 s: the quiet academy's worst wait (from its ``dispatch_intent`` call to its
      job's start), on a plain
      ``celery -A app worker -c 2`` plus beat and on ``jobq run``'s workers;
-  b. a big broadcast on a 50 messages/s channel, then another academy's 20-guardian broadcast:
-     how long the small one takes, and the big one's rate;
+  b. a big broadcast on a 50 messages/s channel (KakaoTalk to a fake provider over a real
+     socket), then another academy's 20-guardian broadcast: how long the small one takes, the
+     big one's rate, and what the provider saw (seconds over its rate, 429s, rate used);
   c. weights 2:1 under saturation: the realised shares;
   d. 10,000 tenants with a backlog each plus one newcomer: the newcomer's wait; and the fair
      pick's cost per job at 10, 1,000 and 10,000 tenants waiting;
@@ -205,14 +206,20 @@ def burst_vs_quiet(args, setup: str, path: str) -> dict:
 # --- b ----------------------------------------------------------------------------------------
 
 def scenario_b(args) -> dict:
+    """A big broadcast, then another academy's 20-guardian one, on KakaoTalk through a fake
+    provider at ``--rate`` messages per clock second (bench/provider.py; ``--b-channel record``:
+    the record channel at that rate, as before issue 25)."""
     from bench.broadcast import seed, submit
+    from bench.provider import Provider
 
     reset_jobs()
     big, small = make_tenant("큰 학원"), make_tenant("작은 학원")
     seed(big, args.guardians)
     seed(small, 20)
+    provider = Provider(int(args.rate)) if args.b_channel == "provider" else None
     # The workers' channel rate (theirs only: this process's environment is left alone).
-    procs = jobq_run_workers({"JOBQ_SEND_RATES": f"record={args.rate:g}"})
+    procs = jobq_run_workers(provider.env() if provider else
+                             {"JOBQ_SEND_RATES": f"record={args.rate:g}"})
     try:
         time.sleep(2)
         message = {"title": "설 연휴 휴원 안내", "chunk_size": args.chunk_size,
@@ -229,14 +236,35 @@ def scenario_b(args) -> dict:
         wait_finished(chunks, args.timeout)
     finally:
         stop_all(procs)
+        if provider is not None:
+            provider.stop()
     [(sent, first, last)] = sql(
         "SELECT count(*), min(sent_at), max(sent_at) FROM notifications "
         "WHERE tenant_id = CAST(:t AS uuid) AND status = 'sent'", t=big)
     span = (last - first).total_seconds()
     row = {"guardians": args.guardians, "chunk_size": args.chunk_size, "rate": args.rate,
-           "small_dispatched_after_s": args.small_after,
+           "channel": args.b_channel, "small_dispatched_after_s": args.small_after,
            "small_done_s": round(small_s, 2), "big_messages": sent,
            "big_messages_per_s": round(sent / span, 1) if span else None}
+    if provider is None:  # the record channel: its rows' sent_at seconds stand for arrivals
+        per_second = [n for (n,) in sql(
+            "SELECT count(*) FROM notifications WHERE tenant_id IN (CAST(:b AS uuid), "
+            "CAST(:s AS uuid)) AND status = 'sent' GROUP BY date_trunc('second', sent_at)",
+            b=big, s=small)]
+        row.update({"record_seconds_over_rate": sum(1 for n in per_second if n > args.rate),
+                    "record_busiest_second": max(per_second, default=0)})
+    if provider is not None:
+        seen, small_seen = provider.figures(), provider.figures("작은 학원")
+        row.update({
+            "small_last_message_s": round(small_seen["last"] - t0, 2)
+            if small_seen["messages"] else None,
+            "provider_messages": seen["messages"], "provider_refused_429": seen["refused"],
+            "provider_seconds_over_rate": seen["seconds_over_rate"],
+            "provider_busiest_second": seen["busiest_second"],
+            "provider_rate_used": seen["rate_used"]})
+        print(f"b: the provider saw {seen['messages']} messages, {seen['refused']} answered 429, "
+              f"{seen['seconds_over_rate']} second(s) over {args.rate:g}/s (busiest "
+              f"{seen['busiest_second']}), {seen['rate_used']:.1%} of the rate used", flush=True)
     print(f"b: the 20-guardian broadcast took {small_s:.2f} s while the {args.guardians}-guardian "
           f"one ran at {row['big_messages_per_s']} messages/s", flush=True)
     return row
@@ -412,6 +440,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chunk-size", type=int, default=50)
     parser.add_argument("--rate", type=float, default=50, help="the channel's messages/s (b)")
     parser.add_argument("--small-after", type=float, default=5.0)
+    parser.add_argument("--b-channel", choices=("provider", "record"), default="provider",
+                        help="b: KakaoTalk to a fake provider, or the record channel")
     parser.add_argument("--shares-jobs", type=int, default=600)
     parser.add_argument("--tenants", type=int, default=10_000)
     parser.add_argument("--drain-jobs", type=int, default=5000)
@@ -438,6 +468,14 @@ def main(argv: list[str] | None = None) -> None:
             (f"quiet academy's worst wait behind a {args.burst:,}-request dispatch_intent "
              f"burst, {r['setup']}, s", r["quiet_wait_max_s"], "≤ 2 s (stretch 0.5 s)")
             for r in out["a"] if r["path"] == "dispatch"])
+    if isinstance(out.get("b"), dict) and "provider_refused_429" in out["b"]:
+        b = out["b"]
+        out["targets"] = [*out.get("targets", []), *targets([
+            (f"20-guardian broadcast's completion after dispatch, beside a {b['guardians']:,}-"
+             "guardian one, s", b["small_done_s"], "≤ 5 s"),
+            ("provider: seconds over its rate", b["provider_seconds_over_rate"], "0"),
+            ("provider: messages answered 429", b["provider_refused_429"], "0"),
+            ("provider: rate used while messages wait", b["provider_rate_used"], "≥ 95%")])]
     if "e" in out:
         by: dict[str, list[float]] = {}
         for r in out["e"]:

@@ -372,11 +372,11 @@ def main(argv: list[str] | None = None) -> None:
             d = p["dead_tuples"] or {}
             rows.append((r["scenario"], phase, p["per_s"], p["x_clean"], p["pickup_p50_ms"],
                          p["pickup_p99_ms"], d.get("job_executions", "-"),
-                         d.get("job_events", "-"),
+                         d.get("fair_queue", "-"),
                          r["recover_s"] if phase == "recovery" else "",
                          f"{r['lost']} / {r['ran_twice']}" if phase == "recovery" else ""))
     print_table(f"jobq under pressure ({args.rate:g} jobs/s offered, autovacuum "
                 f"{args.autovacuum}, load {os.getloadavg()[0]:.1f})",
                 ["scenario", "phase", "done/s", "× clean", "pickup p50 ms", "p99 ms",
-                 "dead job_executions", "dead job_events", "recover s", "lost / twice"], rows)
+                 "dead job_executions", "dead fair_queue", "recover s", "lost / twice"], rows)
     print(f"written {write_result('pressure', {'args': vars(args), 'cluster': cluster.settings, 'results': results})}")

@@ -19,6 +19,7 @@ SCOPES = {
     "jobs:write": "ask for jobs, cancel and retry them",
     "jobs:approve": "approve or reject jobs awaiting approval",
     "metrics:read": "read /metrics (operator keys)",
+    "tenants:write": "set an academy's channel limits (operator keys)",
 }
 #: What a tenant's credential may hold at most: a token's claimed scopes are cut to these, and
 #: a tenant's key is made with no other.
@@ -61,7 +62,8 @@ def create(*, tenant_id: str | None, name: str, scopes: list[str], by: str,
     beyond = sorted(set(scopes) - TENANT_SCOPES) if tenant_id is not None else []
     if beyond:
         raise KeyRefused(f"{', '.join(beyond)} is for operator keys only (--operator): "
-                         "/metrics spans every tenant")
+                         "/metrics spans every tenant, and an academy's limits are not its own "
+                         "to raise")
     if not name.strip():
         raise KeyRefused("a key needs a name (e.g. web)")
     secret = PREFIX + secrets.token_urlsafe(32)

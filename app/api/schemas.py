@@ -49,6 +49,26 @@ class RetryRequest(BaseModel):
         default=None, description="Run it on these corrected parameters (audited)")
 
 
+class ChannelLimits(BaseModel):
+    """An academy's own caps on an outside channel; a field left out keeps its value, 0 removes
+    a cap."""
+
+    model_config = ConfigDict(extra="forbid")
+    rate: float | None = Field(None, ge=0, description="messages per second at most (0: no cap)")
+    daily: int | None = Field(None, ge=0, description="messages per Korean day (0: no cap)")
+    over_daily: str | None = Field(None, pattern="^(wait|fail)$",
+                                   description="what would go over the day's quota: wait for "
+                                               "the next day, or fail with the reason")
+
+
+class ChannelLimitsOut(BaseModel):
+    tenant_id: str
+    channel: str
+    rate: float | None
+    daily: int | None
+    over_daily: str
+
+
 class ApproveRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     note: str | None = Field(default=None, max_length=500)

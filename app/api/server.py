@@ -252,6 +252,29 @@ def list_intents(who: Reader) -> Any:
             for i in sorted(manifest, key=lambda i: i.key)]
 
 
+@v1.put("/tenant/channels/{channel}", response_model=schemas.ChannelLimitsOut,
+        responses={**_BODY_ERRORS, **_NOT_FOUND})
+def set_channel_limits(channel: str, body: schemas.ChannelLimits,
+                       who: Annotated[Caller, Depends(scope("tenants:write"))]) -> Any:
+    """Set the tenant's own caps on an outside channel (``kakao``, ``sms``), live and audited:
+    messages per second and per day, and what would go over the day's quota. Operator keys
+    only (``X-Jobq-Tenant`` names the academy): an academy's plan is not its own to raise."""
+    from app.intake.actions import set_channel_limits as set_limits
+
+    if not who.operator or who.tenant_id is None:
+        raise Denied(403, "only an operator key changes an academy's channel limits")
+    try:
+        limits = set_limits(who.tenant_id, channel, rate=body.rate, daily=body.daily,
+                            over_daily=body.over_daily, by=who.name)
+    except ValueError as exc:
+        field = next((f for f in ("rate", "daily", "over_daily") if str(exc).startswith(f)),
+                     "channel")
+        raise Denied(422, str(exc), field=field) from None
+    except LookupError as exc:
+        raise Denied(404, str(exc)) from None
+    return {"tenant_id": who.tenant_id, "channel": channel, **limits}
+
+
 @v1.get("/health", include_in_schema=False)
 def health() -> dict[str, str]:
     return {"status": "ok"}

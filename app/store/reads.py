@@ -248,9 +248,7 @@ def window_stats(conn, where: JobFilter, *, tenants: int
             overall["run_max"] = max(overall["run_max"] or 0.0, row["run_max"])
         overall["_run"] = sketch.merge(overall["_run"], row["_run"])
         overall["_wait"] = sketch.merge(overall["_wait"], row["_wait"])
-    rows = [_finish(intents[k]) for k in sorted(intents)]
-    if intents:
-        rows.append(_finish(overall))
+    rows = [*(_finish(intents[k]) for k in sorted(intents)), _finish(overall)]
     waits = []
     for t in by_tenant.values():
         h = t.pop("_wait")

@@ -26,6 +26,32 @@ def api(start_api) -> ApiProcess:
     return start_api({"JOBQ_API_RATE_LIMIT": "0"})
 
 
+def test_an_operator_key_sets_an_academys_channel_limits_live_and_audited(api):
+    academy = make_tenant()
+    operator = api.client(make_key(None, scopes=("tenants:write",)), **{"X-Jobq-Tenant": academy})
+
+    changed = operator.put("/v1/tenant/channels/kakao", json={"rate": 10, "daily": 5000})
+    assert changed.status_code == 200, changed.text
+    assert changed.json() == {"tenant_id": academy, "channel": "kakao", "rate": 10.0,
+                              "daily": 5000, "over_daily": "wait"}
+    again = operator.put("/v1/tenant/channels/kakao", json={"over_daily": "fail", "rate": 0})
+    assert again.json()["rate"] is None and again.json()["over_daily"] == "fail"
+    bad = operator.put("/v1/tenant/channels/Kakao Talk", json={"rate": 5})
+    assert bad.status_code == 422 and bad.json()["field"] == "channel", bad.text
+    negative = operator.put("/v1/tenant/channels/kakao", json={"daily": -1})
+    assert negative.status_code == 422 and "daily" in negative.json()["field"], negative.text
+    # The academy's own key cannot raise its plan, nor be given the scope.
+    own = api.client(make_key(academy, scopes=("jobs:read", "jobs:write")))
+    assert own.put("/v1/tenant/channels/kakao", json={"rate": 50}).status_code == 403
+    with pytest.raises(KeyRefused, match="tenants:write is for operator keys only"):
+        make_key(academy, scopes=("jobs:read", "tenants:write"))
+    events = sql("SELECT detail, by FROM tenant_events WHERE tenant_id = CAST(:t AS uuid) "
+                 "AND kind = 'limits' ORDER BY at, id", t=academy)
+    assert [(e[0]["rate"], e[0]["daily"], e[0]["over_daily"]) for e in events] == [
+        (10, 5000, "wait"), (None, 5000, "fail")]
+    assert all(e[1].startswith("api:") for e in events)
+
+
 def test_metrics_are_for_operator_keys_only(api):
     mine, theirs = make_tenant(), make_tenant()
     made = api.client(make_key(theirs)).post(

@@ -54,3 +54,12 @@ def test_window_stats_count_exactly_and_read_run_times_within_the_sketch_error(t
     [mine] = tenants
     assert (mine["tenant_id"], mine["total"], mine["pending"]) == (tenant, 14, 2)
     assert mine["wait_p95"] == pytest.approx(60, rel=sketch.RELATIVE_ERROR)
+
+
+def test_an_empty_window_has_an_overall_row_of_zeros_and_no_tenants(tenant):
+    with db.engine().connect() as conn:
+        rows, tenants = reads.window_stats(conn, reads.JobFilter(tenant_id=tenant), tenants=10)
+    assert tenants == []
+    [overall] = rows
+    assert overall["intent_key"] is None and overall["total"] == 0
+    assert overall["run_p50"] is None and overall["wait_p95"] is None

@@ -41,7 +41,7 @@ def create(
                                       "(named in job histories as api:NAME).")] = "web",
     scopes: Annotated[str, typer.Option(
         "--scopes", "-s",
-        help="Comma-separated: jobs:read, jobs:write, jobs:approve, metrics:read (operator "
+        help="Comma-separated: jobs:read, jobs:write, jobs:approve; metrics:read, tenants:write (operator "
              "keys only).")
     ] = "jobs:read,jobs:write",
     operator: Annotated[bool, typer.Option(
