@@ -116,8 +116,8 @@ class JobEvent(BaseModel):
 
 class WaitReason(BaseModel):
     code: str = Field(description="awaiting_approval, academy_suspended, run_at_future, "
-                                  "handed_to_worker, academy_at_cap, behind_in_fair_order, "
-                                  "no_worker, unrouted or next")
+                                  "waiting_for, handed_to_worker, academy_at_cap, "
+                                  "behind_in_fair_order, no_worker, unrouted or next")
     text: str
 
 

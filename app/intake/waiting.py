@@ -122,7 +122,13 @@ def explain(facts: dict[str, Any], served: frozenset[str] | None) -> list[Reason
         out.append(Reason("unrouted", "it has no queue yet: beat's sweep routes rows written "
                                       "with plain SQL within about a second"))
         return out
-    if facts["due"] > now:
+    if facts["due"] > now and facts.get("last_event") == "waiting" and facts.get("error_message"):
+        # A wait the job itself asked for (an academy's daily quota on a channel): its reason.
+        out.append(Reason("waiting_for", f"it {facts['error_message']}" if
+                          facts["error_message"].startswith("waits") else
+                          f"{facts['error_message']}: it is due at {_at(facts['due'])}, in "
+                          f"{_in((facts['due'] - now).total_seconds())}"))
+    elif facts["due"] > now:
         retrying = " (a retry's backoff)" if facts.get("error_message") else ""
         out.append(Reason("run_at_future",
                           f"it is due at {_at(facts['due'])}{retrying}, in "

@@ -24,7 +24,9 @@ JOB_WAIT_FACTS = text(
            j.approval_expires_at, j.tenant_id::text AS tenant_id, now() AS db_now,
            t.name AS tenant_name, t.status AS tenant_status, t.weight,
            coalesce(l.max_running, t.max_running) AS cap, l.max_running IS NOT NULL AS per_queue,
-           fq.vtime, fq.ready, coalesce(fc.vclock, 0) AS vclock
+           fq.vtime, fq.ready, coalesce(fc.vclock, 0) AS vclock,
+           (SELECT e.kind FROM job_events e WHERE e.job_id = j.id
+             ORDER BY e.at DESC, e.id DESC LIMIT 1) AS last_event
       FROM job_executions j
       JOIN tenants t ON t.id = j.tenant_id
       LEFT JOIN tenant_queue_limits l ON l.tenant_id = j.tenant_id AND l.queue = j.queue

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 
 import httpx
 import pytest
 
-from tests.api import ApiProcess, make_key
+from tests.api import ApiProcess, hs256_token, make_key
 from tests.commands import jobq
 from tests.console import ConsoleSession, job_ids, submit, waiting_codes
 from tests.fixtures import event_kinds, job_row, make_tenant, sql, wait_for_status
@@ -242,3 +243,21 @@ def test_an_academys_session_does_not_see_academies_or_queues(api, academies, ke
     assert academy.get("/ui/academies").status_code == 403
     assert academy.get("/ui/queues").status_code == 403
     assert "/ui/academies" not in academy.page("/ui/jobs")
+
+
+def test_a_session_made_from_a_token_ends_when_the_token_expires(api, academies):
+    first, _ = names(academies)
+    token = hs256_token(academies[first], sub="teacher-7", expires_in=4)
+    session = ConsoleSession(api, token)
+    assert "jwt:teacher-7" in session.page("/ui/jobs")
+    time.sleep(5)
+    ended = session.get("/ui/jobs")
+    assert ended.status_code == 303 and ended.headers["location"].startswith("/ui/login")
+
+
+def test_a_login_posted_from_another_site_is_refused(api, keys):
+    first = sorted(keys)[0]
+    with httpx.Client(base_url=api.url, timeout=20) as stranger:
+        answer = stranger.post("/ui/login", data={"credential": keys[first]},
+                               headers={"Origin": "https://evil.example"})
+    assert answer.status_code == 403 and "jobq_console" not in answer.cookies

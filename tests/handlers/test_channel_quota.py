@@ -156,6 +156,16 @@ def test_a_used_up_daily_quota_makes_the_rest_wait_with_the_reason(kakao):
                   "AND error_message LIKE 'daily quota%'", t=tenant)
     assert {r[0] for r in retries} == {0}  # a wait, not a failure
 
+    # Why the job waits says so, wherever it is asked (jobq job, the console, the API).
+    from app.intake.waiting import why_waiting
+
+    [waiting_id] = sql("SELECT id::text FROM job_executions WHERE tenant_id = :t AND "
+                       "status = 'pending' AND error_message LIKE 'daily quota%' LIMIT 1",
+                       t=tenant)[0]
+    reasons = why_waiting(waiting_id)
+    assert reasons[0].code == "waiting_for" and reasons[0].text.startswith(
+        "daily quota of 5 kakao messages reached"), reasons
+
     # `jobq stats` shows the channel's use, the academy's share and what waits for it.
     shown = subprocess.run([sys.executable, "-m", "app.ops.cli", "stats", "--json"],
                            capture_output=True, text=True, timeout=60)

@@ -97,3 +97,47 @@ def test_a_deleted_academy_costs_the_sweep_a_probe_not_a_read_of_the_backlog():
     finally:
         for t in (busy, *gone):
             sql("DELETE FROM job_executions WHERE tenant_id = CAST(:t AS uuid)", t=t)
+
+
+#: Academies each with a few waiting jobs (the many-academies drain: 3,000 jobs, 1,000 academies).
+ACADEMIES = 300
+
+
+def test_waking_idle_academies_reads_what_came_due_not_the_backlog_of_every_academy():
+    # A backlog spread over many academies, their fair-queue rows marked idle (as the feeder
+    # leaves those it drained), and one job of one more academy that came due a moment ago.
+    from app.store.jobstore.sweep import FLAG_DUE, FLAG_NEWLY_DUE
+
+    many = [make_tenant() for _ in range(ACADEMIES)]
+    late = make_tenant()
+    sql("INSERT INTO job_executions (tenant_id, intent_key, intent_params, queue) "
+        "SELECT t, 'system.exec.echo', '{}', 'realtime' "
+        "FROM unnest(CAST(:ts AS uuid[])) t, generate_series(1, 3)", ts=many)
+    sql("INSERT INTO job_executions (tenant_id, intent_key, intent_params, queue, run_at) "
+        "VALUES (CAST(:t AS uuid), 'system.exec.echo', '{}', 'realtime', now())", t=late)
+    sql("UPDATE fair_queue SET ready = false WHERE tenant_id = ANY(CAST(:ts AS uuid[]))",
+        ts=[*many, late])
+    try:
+        with db.engine().begin() as conn:
+            reads = {}
+            for name, statement in (("newly", FLAG_NEWLY_DUE), ("all", FLAG_DUE)):
+                [[plan]] = conn.execute(text("EXPLAIN (ANALYZE, FORMAT JSON) " + str(statement)),
+                                        {"lookback": 120}).all()
+                plan = plan if isinstance(plan, list) else json.loads(plan)
+                reads[name] = _rows_read(plan[0]["Plan"])
+            conn.rollback()
+        # The look of every round: the one academy whose job came due (and whatever other
+        # tests left waiting for a time), not the 900 waiting jobs of 300 academies.
+        assert reads["newly"] < ACADEMIES, reads
+        # The whole look (once a minute, and when a tenant is resumed) still reads them.
+        assert reads["all"] > 3 * ACADEMIES, reads
+        with db.engine().begin() as conn:
+            from app.store import jobstore
+
+            assert jobstore.flag_due(conn, newly=120).get("realtime", 0) >= 1
+        assert sql("SELECT ready FROM fair_queue WHERE tenant_id = CAST(:t AS uuid)",
+                   t=late) == [(True,)]
+    finally:
+        sql("DELETE FROM job_executions WHERE tenant_id = ANY(CAST(:ts AS uuid[]))",
+            ts=[*many, late])
+        sql("DELETE FROM fair_queue WHERE tenant_id = ANY(CAST(:ts AS uuid[]))", ts=[*many, late])

@@ -49,6 +49,7 @@ def _details(job: dict[str, Any]) -> str:
         ("asked by", e(job.get("requested_by"))),
         ("created", when(job["created_at"])),
         ("due", when(job["run_at"])),
+        ("handed to broker", when(job["published_at"])),
         ("started", when(job["executed_at"])),
         ("finished", when(job["completed_at"])),
         ("took", duration(job["executed_at"], job["completed_at"])),

@@ -113,16 +113,14 @@ def route(conn, ids: Sequence[str], queue: str) -> None:
 
 #: (queue, tenant)s marked idle that have a due unpublished job again (a ``run_at`` or a
 #: retry's backoff came due, a tenant was resumed): ready once more, at the queue's clock.
-FLAG_DUE = text(
-    """
+#: ``newly``: all of them (:data:`FLAG_DUE`, read on the backlog's index: every due job of it),
+#: or those whose jobs came due in the last ``:lookback`` seconds (:data:`FLAG_NEWLY_DUE`, on
+#: ix_job_executions_run_at: only jobs that wait for a time, as few as came due).
+_FLAG = """
     WITH due AS (
         SELECT f.queue, f.tenant_id FROM fair_queue f
           JOIN tenants t ON t.id = f.tenant_id AND t.status = 'active'
-         WHERE NOT f.ready
-           AND EXISTS (SELECT 1 FROM job_executions j
-                        WHERE j.queue = f.queue AND j.tenant_id = f.tenant_id
-                          AND j.status = 'pending' AND j.published_at IS NULL
-                          AND coalesce(j.run_at, j.created_at) <= now())
+         WHERE NOT f.ready AND {which}
            FOR UPDATE OF f SKIP LOCKED
     ), flagged AS (
         UPDATE fair_queue f
@@ -133,13 +131,26 @@ FLAG_DUE = text(
         RETURNING f.queue
     )
     SELECT queue, count(*), pg_notify('jobq_feed', queue) FROM flagged GROUP BY queue
-    """
-)
+"""
+FLAG_DUE = text(_FLAG.format(which="""EXISTS (
+               SELECT 1 FROM job_executions j
+                WHERE j.queue = f.queue AND j.tenant_id = f.tenant_id
+                  AND j.status = 'pending' AND j.published_at IS NULL
+                  AND coalesce(j.run_at, j.created_at) <= now())"""))
+FLAG_NEWLY_DUE = text(_FLAG.format(which="""(f.queue, f.tenant_id) IN (
+               SELECT j.queue, j.tenant_id FROM job_executions j
+                WHERE j.status = 'pending' AND j.run_at IS NOT NULL
+                  AND j.published_at IS NULL
+                  AND j.run_at > now() - make_interval(secs => :lookback)
+                  AND j.run_at <= now())"""))
 
 
-def flag_due(conn) -> dict[str, int]:
-    """Queue -> how many of its idle tenants were ready again."""
-    return {r[0]: r[1] for r in conn.execute(FLAG_DUE)}
+def flag_due(conn, *, newly: float | None = None) -> dict[str, int]:
+    """Queue -> how many of its idle tenants were ready again; ``newly``: only those whose jobs
+    came due in the last ``newly`` seconds (what the sweep does on most rounds)."""
+    if newly is None:
+        return {r[0]: r[1] for r in conn.execute(FLAG_DUE)}
+    return {r[0]: r[1] for r in conn.execute(FLAG_NEWLY_DUE, {"lookback": newly})}
 
 
 #: A pending job the engine cannot run (its intent is unknown, its tenant deleted): failed with

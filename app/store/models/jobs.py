@@ -90,6 +90,13 @@ class JobExecution(Base):
             text("coalesce(run_at, created_at)"),
             postgresql_where=text("status = 'pending' AND published_at IS NULL"),
         ),
+        # The sweep: jobs waiting for a time (a run_at), to wake their tenant when it comes (0014).
+        Index(
+            "ix_job_executions_run_at",
+            "run_at",
+            postgresql_where=text(
+                "status = 'pending' AND run_at IS NOT NULL AND published_at IS NULL"),
+        ),
         # The window: jobs handed to the broker and not yet started.
         Index(
             "ix_job_executions_in_flight",
