@@ -246,6 +246,18 @@ def scenario_b(args) -> dict:
            "channel": args.b_channel, "small_dispatched_after_s": args.small_after,
            "small_done_s": round(small_s, 2), "big_messages": sent,
            "big_messages_per_s": round(sent / span, 1) if span else None}
+    # Where the small one's time went: its jobs' events and its messages, after the dispatch.
+    row["small_timeline"] = [
+        (kind, round(at - t0, 2)) for kind, at in sql(
+            "SELECT j.intent_key || ' ' || e.kind, extract(epoch FROM e.at)::float8 "
+            "FROM job_events e JOIN job_executions j ON j.id = e.job_id "
+            "WHERE j.tenant_id = CAST(:s AS uuid) UNION ALL "
+            "SELECT 'message sent', extract(epoch FROM max(sent_at))::float8 FROM notifications "
+            "WHERE tenant_id = CAST(:s AS uuid) UNION ALL "
+            "SELECT intent_key || ' published', extract(epoch FROM published_at)::float8 "
+            "FROM job_executions WHERE tenant_id = CAST(:s AS uuid) "
+            "AND published_at IS NOT NULL ORDER BY 2", s=small)]
+    print(f"b: the small one's timeline: {row['small_timeline']}", flush=True)
     if provider is None:  # the record channel: its rows' sent_at seconds stand for arrivals
         per_second = [n for (n,) in sql(
             "SELECT count(*) FROM notifications WHERE tenant_id IN (CAST(:b AS uuid), "

@@ -22,6 +22,9 @@ from app.store.waiting import COUNT_CAP, wait_facts
 SERVED_TTL_SECONDS = 10.0
 #: How long the workers are given to say which queues they consume.
 INSPECT_TIMEOUT = 0.5
+#: The most a caller that waits for the answer (`jobq job`) waits, the broker's connection
+#: included.
+WAIT_SECONDS = 1.5
 
 WAITING_STATUSES = ("pending", "awaiting_approval")
 
@@ -55,15 +58,20 @@ def _ask_workers() -> frozenset[str] | None:
     return found
 
 
-def _ask_in_background() -> None:
-    if _asking.acquire(blocking=False):
-        def ask() -> None:
-            try:
-                _ask_workers()
-            finally:
-                _asking.release()
+def _ask_in_background() -> threading.Thread | None:
+    """Ask the workers in a thread of its own (None: one is asking already)."""
+    if not _asking.acquire(blocking=False):
+        return None
 
-        threading.Thread(target=ask, name="jobq-served-queues", daemon=True).start()
+    def ask() -> None:
+        try:
+            _ask_workers()
+        finally:
+            _asking.release()
+
+    thread = threading.Thread(target=ask, name="jobq-served-queues", daemon=True)
+    thread.start()
+    return thread
 
 
 def served_queues(*, wait: bool = True) -> frozenset[str] | None:
@@ -75,9 +83,14 @@ def served_queues(*, wait: bool = True) -> frozenset[str] | None:
     age = time.monotonic() - at if at else None
     if age is not None and age < SERVED_TTL_SECONDS:
         return found
-    if wait:
-        return _ask_workers()
-    _ask_in_background()
+    asked = _ask_in_background()
+    if wait and asked is not None:
+        # A broker that does not answer (Redis down) would hold the caller for its connection
+        # retries: it gets "not known" after WAIT_SECONDS instead.
+        asked.join(WAIT_SECONDS)
+        with _served_lock:
+            at, found = _served
+        return found if at and time.monotonic() - at < SERVED_TTL_SECONDS else None
     return found if age is not None and age < 3 * SERVED_TTL_SECONDS else None
 
 

@@ -30,9 +30,9 @@ from app.core.errors import PermanentError, TransientError, WaitingError
 from app.store import db
 
 #: Grants are made until this fraction of a second; later askers wait for the next one.
-ADMIT_UNTIL = 0.75
+ADMIT_UNTIL = 0.7
 #: A granted message not handed to the provider by this fraction of its second goes back.
-SEND_UNTIL = 0.8
+SEND_UNTIL = 0.75
 #: From this fraction of a second on, capacity the academies left unused is open to anyone.
 OPEN_AT = 0.6
 #: A sender that has not asked for this long no longer counts as sending (it died, or ended).

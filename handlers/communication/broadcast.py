@@ -40,6 +40,9 @@ WAITING = "waits for its chunks to be sent"
 CHUNK_SECONDS = 1.0
 #: A chunk run that used its turn, in its history once per attempt.
 IN_TURNS = "sends its chunk in turns with the other academies' jobs"
+#: How long a chunk run sends before it lets its worker go to an academy not yet sending
+#: that waits on the queue (it goes on in a next run, in the queue's fair order).
+TURN_SECONDS = 0.4
 #: The smallest chunk (a chunk job costs a claim and a completion).
 MIN_CHUNK = 10
 
@@ -205,8 +208,9 @@ def _claim(ctx: JobContext, broadcast_id: uuid.UUID,
 
 def _send_chunk(ctx: JobContext, row: Broadcast, chunk: BroadcastChunk,
                 on_progress: Callable[[int, int], None], state: dict[str, Any]) -> dict[str, Any]:
-    """Send the chunk for at most :data:`CHUNK_SECONDS`; ``state`` is the run's checkpoint
-    when its turn is over first (the rest goes out in its next run)."""
+    """Send the chunk; when an academy not yet sending waits on the queue, for at most
+    :data:`TURN_SECONDS`, ``state`` then being the run's checkpoint (the rest goes out in its
+    next run)."""
     tenant = uuid.UUID(ctx.tenant_id)
     guardians = ctx.session.scalars(select(Guardian).where(
         Guardian.tenant_id == tenant, Guardian.id.in_(chunk.guardian_ids))).all()
@@ -220,12 +224,12 @@ def _send_chunk(ctx: JobContext, row: Broadcast, chunk: BroadcastChunk,
                                  broadcast_id=str(row.id)))
     as_parent = dataclasses.replace(ctx, job_id=str(row.job_id))
     summary = send_at_rate(as_parent, outgoing, on_progress=on_progress,
-                           until=time.monotonic() + CHUNK_SECONDS,
+                           until=time.monotonic() + TURN_SECONDS,
                            turn_over=lambda channel: ctx.others_waiting(channel))
     before = chunk.sent or 0
     chunk.sent = before + summary.sent
     if summary.left:
-        # Its turn is over: the rest goes out in a next run, after the jobs that waited
+        # Its turn is over: the rest goes out in a next run, behind the job that waited
         # meanwhile (another academy's broadcast), so no chunk holds a worker for long.
         ctx.checkpoint(state)
         raise WaitingError(IN_TURNS, retry_after=0.0)

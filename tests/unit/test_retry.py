@@ -67,3 +67,15 @@ def test_the_other_sides_retry_after_wins_when_it_asks_for_longer():
     short = decide(TransientError("x"), attempt=1, max_retries=3,
                    policy=RetryPolicy(base=1.0, jitter=False))
     assert short.via_countdown
+
+
+def test_a_wait_spends_no_retry_and_a_short_one_rides_a_countdown():
+    from app.core.errors import WaitingError
+
+    spent = decide(WaitingError("daily quota", retry_after=3600.0), attempt=9, max_retries=3,
+                   policy=RetryPolicy(base=1.0, jitter=False))
+    assert spent.retry and spent.waiting and spent.delay == 3600.0  # past max_retries: a wait
+    assert not spent.via_countdown
+    look = decide(WaitingError("chunks", retry_after=1.0), attempt=1, max_retries=0,
+                  policy=RetryPolicy())
+    assert look.retry and look.via_countdown and look.delay == 1.0
