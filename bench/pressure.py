@@ -4,8 +4,10 @@ offered load of echo jobs (plain-SQL inserts into their queue, as the original s
 them), and for each scenario three phases: clean, pressure, recovery. Per phase: throughput
 (jobs completed a second, and × the clean phase), pickup latency p50/p99 (insert to start, the
 database's clock), dead tuples of the hot tables at its end; per scenario: seconds from the end
-of the pressure until the completion rate is back to 90% of clean, jobs lost (accepted, never
-completed once the load stopped and the backlog drained) and run twice.
+of the pressure until the completion rate is back to 90% of clean, until new jobs start
+within twice the clean p99 again, and until ``job_executions``' dead tuples are back to the
+clean level (sampled every 2 s), jobs lost (accepted, never completed once the load stopped
+and the backlog drained) and run twice.
 
 Scenarios (the public postgresql-job-queue-benchmarking harness's):
 
@@ -29,187 +31,17 @@ from __future__ import annotations
 import argparse
 import atexit
 import os
-import random
-import signal
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from bench.pgcluster import Cluster
+from bench.pressure_parts import ECHO, Load, Pressure, Workers, connect
 
-ECHO = "system.exec.echo"
 SCENARIOS = ("idle_tx", "rr_readers", "terminate", "idle_conns", "restart", "worker_kill")
 #: The tables every job writes, whose dead tuples a held horizon lets pile up.
 HOT_TABLES = ("job_executions", "job_events", "fair_queue", "fair_clock")
-#: Connections of the bench itself: never terminated, not counted as jobq's.
-OWN = "pressure-bench"
 TENANTS = 20
-
-
-def connect(url: str, *, autocommit: bool = True):
-    import psycopg2
-
-    conn = psycopg2.connect(url, application_name=OWN, connect_timeout=3)
-    conn.autocommit = autocommit
-    return conn
-
-
-class Load(threading.Thread):
-    """Inserts echo jobs at ``rate`` a second over the tenants, reconnecting when it must; counts
-    what it could not insert (offered while the server refused)."""
-
-    def __init__(self, url: str, rate: float, tenants: list[str], queue: str) -> None:
-        super().__init__(daemon=True)
-        self.url, self.rate, self.tenants, self.queue = url, rate, tenants, queue
-        self.stop_event = threading.Event()
-        self.accepted = self.refused = 0
-
-    def run(self) -> None:
-        conn, i, start = None, 0, time.monotonic()
-        while not self.stop_event.is_set():
-            target = start + i / self.rate
-            if (wait := target - time.monotonic()) > 0:
-                time.sleep(wait)
-            i += 1
-            try:
-                if conn is None:
-                    conn = connect(self.url)
-                conn.cursor().execute(
-                    "INSERT INTO job_executions (tenant_id, intent_key, intent_params, queue) "
-                    "VALUES (%s, %s, '{}', %s)", (self.tenants[i % len(self.tenants)], ECHO,
-                                                  self.queue))
-                self.accepted += 1
-            except Exception:
-                self.refused += 1
-                conn = None
-        if conn is not None:
-            conn.close()
-
-
-class Pressure:
-    """One scenario's pressure: :meth:`begin` and :meth:`end` around the pressure phase."""
-
-    def __init__(self, kind: str, url: str, cluster: Cluster, workers: Any, args) -> None:
-        self.kind, self.url, self.cluster, self.workers, self.args = kind, url, cluster, \
-            workers, args
-        self.conns: list[Any] = []
-        self.stop_event = threading.Event()
-        self.threads: list[threading.Thread] = []
-        self.notes: dict[str, Any] = {}
-        #: When the pressure was lifted: the end of the phase, or for a restart, when the
-        #: server accepted connections again (time to recover counts from there).
-        self.released_at: float | None = None
-
-    def _loop(self, every: float, fn: Callable[[], None], first: float | None = None) -> None:
-        def run() -> None:
-            delay = every if first is None else first
-            while not self.stop_event.wait(delay):
-                delay = every
-                try:
-                    fn()
-                except Exception as exc:
-                    self.notes["errors"] = self.notes.get("errors", 0) + 1
-                    self.notes["last_error"] = str(exc).splitlines()[0][:200]
-        t = threading.Thread(target=run, daemon=True)
-        t.start()
-        self.threads.append(t)
-
-    def begin(self) -> None:
-        if self.kind == "idle_tx":
-            conn = connect(self.url, autocommit=False)
-            conn.cursor().execute("SELECT txid_current()")
-            self.conns.append(conn)
-        elif self.kind == "rr_readers":
-            for _ in range(4):
-                conn = connect(self.url, autocommit=False)
-                conn.set_session(isolation_level="REPEATABLE READ")
-                self.conns.append(conn)
-
-                def scan(conn=conn) -> None:
-                    cur = conn.cursor()
-                    for table in ("job_executions", "job_events", "fair_queue"):
-                        cur.execute(f"SELECT count(*) FROM {table}")
-                self._loop(0.2, scan)
-        elif self.kind == "terminate":
-            killer = connect(self.url)
-            self.conns.append(killer)
-            self.notes["terminated"] = 0
-
-            def terminate() -> None:
-                cur = killer.cursor()
-                cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                            "AND backend_type = 'client backend' AND application_name <> %s "
-                            "ORDER BY random() LIMIT 1", (OWN,))
-                self.notes["terminated"] += cur.rowcount
-            self._loop(0.5, terminate)
-        elif self.kind == "idle_conns":
-            taken = 0
-            for _ in range(self.args.idle_connections):
-                try:
-                    self.conns.append(connect(self.url))
-                    taken += 1
-                except Exception:
-                    break
-            self.notes["taken"] = taken
-        elif self.kind == "restart":
-            t0 = time.monotonic()
-            self.cluster.stop("fast")
-            time.sleep(min(5.0, self.args.pressure_seconds / 2))
-            self.cluster.start()
-            self.notes["down_s"] = round(time.monotonic() - t0, 2)
-            self.released_at = time.time()  # accepting connections again
-        elif self.kind == "worker_kill":
-            self.notes["killed"] = 0
-
-            def kill() -> None:
-                i = random.randrange(len(self.workers.procs))
-                proc = self.workers.procs[i]
-                os.killpg(proc.popen.pid, signal.SIGKILL)
-                proc.popen.wait(10)
-                self.workers.procs[i] = self.workers.start(self.workers.names[i])
-                self.notes["killed"] += 1
-            self._loop(self.args.kill_every, kill, first=1.0)
-
-    def end(self) -> None:
-        if self.released_at is None:
-            self.released_at = time.time()
-        self.stop_event.set()
-        for t in self.threads:
-            t.join(10)
-        for conn in self.conns:
-            try:
-                conn.rollback()
-                conn.close()
-            except Exception:
-                pass
-        self.conns.clear()
-
-
-class Workers:
-    """``jobq run``'s worker set-up and beat, with a way to start one again."""
-
-    def __init__(self) -> None:
-        from app.ops.workers import WORKERS
-        from bench.common import celery_beat
-
-        self.beat = celery_beat(wait=True)
-        self.names = list(WORKERS)
-        self.procs = [self.start(name) for name in self.names]
-
-    def start(self, name: str):
-        from app.ops.workers import worker_args
-        from bench.common import celery_worker
-
-        args = worker_args(name)
-        i = args.index("-n")
-        return celery_worker("app", name, *args[:i], *args[i + 2:])
-
-    def stop(self) -> None:
-        from bench.common import stop_all
-
-        stop_all([*self.procs, self.beat])
 
 
 def dead_tuples(url: str) -> dict[str, int] | None:
@@ -225,6 +57,22 @@ def dead_tuples(url: str) -> dict[str, int] | None:
         return None
 
 
+class DeadSampler(threading.Thread):
+    """The hot tables' dead tuples every ``every`` seconds: ``[(time, {table: n})]``."""
+
+    def __init__(self, url: str, every: float = 2.0) -> None:
+        super().__init__(daemon=True)
+        self.url, self.every = url, every
+        self.samples: list[tuple[float, dict[str, int]]] = []
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop_event.wait(self.every):
+            found = dead_tuples(self.url)
+            if found is not None:
+                self.samples.append((time.time(), found))
+
+
 def run_scenario(kind: str, args, url: str, cluster: Cluster, workers: Workers,
                  tenants: list[str], queue: str) -> dict[str, Any]:
     from bench.common import reset_jobs
@@ -233,6 +81,8 @@ def run_scenario(kind: str, args, url: str, cluster: Cluster, workers: Workers,
     load = Load(url, args.rate, tenants, queue)
     load.start()
     pressure = Pressure(kind, url, cluster, workers, args)
+    sampler = DeadSampler(url)
+    sampler.start()
     phases: dict[str, tuple[float, float]] = {}
     dead: dict[str, Any] = {}
     for phase, seconds in (("clean", args.phase_seconds), ("pressure", args.pressure_seconds),
@@ -249,8 +99,17 @@ def run_scenario(kind: str, args, url: str, cluster: Cluster, workers: Workers,
               flush=True)
     load.stop_event.set()
     load.join(10)
+    sampler.stop_event.set()
     drained = drain(url, load.accepted, args.drain_timeout)
-    return summarize(kind, url, phases, dead, pressure, load, drained)
+    out = summarize(kind, url, phases, dead, pressure, load, drained)
+    # Dead tuples of job_executions back to the clean phase's level (within 2×, or +1,000).
+    clean = (dead["clean"] or {}).get("job_executions", 0)
+    released = pressure.released_at or phases["pressure"][1]
+    out["dead_recover_s"] = next(
+        (round(t - released, 1) for t, d in sampler.samples
+         if t >= released and d.get("job_executions", 0) <= max(2 * clean, clean + 1000)), None)
+    out["dead_samples"] = [(round(t - phases["clean"][0], 1), d) for t, d in sampler.samples]
+    return out
 
 
 def drain(url: str, accepted: int, timeout: float) -> bool:
@@ -296,6 +155,15 @@ def summarize(kind, url, phases, dead, pressure, load, drained) -> dict[str, Any
             "seconds": round(t1 - t0, 1), "per_s": round(done / (t1 - t0), 1),
             "pickup_p50_ms": round(percentile(waits, 50), 1),
             "pickup_p99_ms": round(percentile(waits, 99), 1), "dead_tuples": dead[phase]}
+    start = phases["clean"][0]
+    per_second: dict[int, int] = {}
+    for j in jobs:
+        if j[2] is not None:
+            k = int(float(j[2]) - start)
+            per_second[k] = per_second.get(k, 0) + 1
+    #: Jobs completed in each second since the clean phase began (for a plot per phase).
+    out["completed_per_second"] = [per_second.get(k, 0) for k in range(max(per_second) + 1)] \
+        if per_second else []
     clean = out["phases"]["clean"]["per_s"]
     for p in out["phases"].values():
         p["x_clean"] = round(p["per_s"] / clean, 2) if clean else None
@@ -308,6 +176,16 @@ def summarize(kind, url, phases, dead, pressure, load, drained) -> dict[str, Any
         window = sum(1 for c in ends if t_end + s <= c < t_end + s + 3)
         if clean and window >= 0.9 * clean * 3:
             out["recover_s"] = s
+            break
+    # And the latency: the first second from which the jobs inserted within 3 s start no later
+    # than twice the clean phase's p99 (a backlog drains fast; its newest jobs wait behind it).
+    bound = 2 * out["phases"]["clean"]["pickup_p99_ms"]
+    out["latency_recover_s"] = None
+    for s in range(int(phases["recovery"][1] - t_end)):
+        waits = [(float(j[1]) - float(j[0])) * 1000 for j in jobs
+                 if j[1] is not None and t_end + s <= float(j[0]) < t_end + s + 3]
+        if waits and percentile(waits, 99) <= bound:
+            out["latency_recover_s"] = s
             break
     return out
 
@@ -373,10 +251,13 @@ def main(argv: list[str] | None = None) -> None:
             rows.append((r["scenario"], phase, p["per_s"], p["x_clean"], p["pickup_p50_ms"],
                          p["pickup_p99_ms"], d.get("job_executions", "-"),
                          d.get("fair_queue", "-"),
-                         r["recover_s"] if phase == "recovery" else "",
+                         f"{r['recover_s']} / {r['latency_recover_s']} / "
+                         f"{r['dead_recover_s']}"
+                         if phase == "recovery" else "",
                          f"{r['lost']} / {r['ran_twice']}" if phase == "recovery" else ""))
     print_table(f"jobq under pressure ({args.rate:g} jobs/s offered, autovacuum "
                 f"{args.autovacuum}, load {os.getloadavg()[0]:.1f})",
                 ["scenario", "phase", "done/s", "× clean", "pickup p50 ms", "p99 ms",
-                 "dead job_executions", "dead fair_queue", "recover s", "lost / twice"], rows)
+                 "dead job_executions", "dead fair_queue", "recovered s: rate / latency / dead",
+                 "lost / twice"], rows)
     print(f"written {write_result('pressure', {'args': vars(args), 'cluster': cluster.settings, 'results': results})}")

@@ -250,10 +250,10 @@ def _urls(flower: Any, api: bool, jobq: str) -> list[tuple[str, str]]:
     if api:
         urls.append(("API", f"http://{settings.api_address}:{settings.api_port}/docs  "
                             f"(`{jobq} keys create --tenant T` makes a key)"))
-        urls.append(("Console", f"http://{settings.api_address}:{settings.api_port}/ui  "
-                                f"(log in with a key; every academy: `{jobq} keys create "
-                                "--operator --name ops --scopes jobs:read,jobs:write,"
-                                "jobs:approve`)"))
+        urls.append(("UI", f"http://{settings.api_address}:{settings.api_port}/ui  "
+                           f"(log in with a key; every academy: `{jobq} keys create "
+                           "--operator --name ops --scopes jobs:read,jobs:write,"
+                           "jobs:approve`)"))
     return urls
 
 
