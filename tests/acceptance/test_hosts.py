@@ -174,3 +174,47 @@ def test_a_host_cut_off_mid_run_loses_its_runs_to_the_other_and_takes_nothing_ba
     finally:
         for p in [*beats, *workers]:
             p.stop(timeout=20)
+
+
+#: Takes grants on a shared channel for a while as a sender does; prints when each came.
+SENDER = """
+import json, sys, time
+from app.run.quota import Channel
+tenant, seconds = sys.argv[1], float(sys.argv[2])
+granted = []
+with Channel("kakao-hosts", tenant, 50) as channel:
+    end = time.time() + seconds
+    while time.time() < end:
+        grant = channel.take(5, backlog=1000)
+        granted.extend([time.time()] * grant.count)
+print(json.dumps(granted))
+"""
+
+
+def test_a_channel_rate_holds_across_hosts_and_shares_by_weight(network):
+    engine = create_engine(db.sqlalchemy_url(network.env()["DATABASE_URL"]), poolclass=NullPool)
+    with engine.begin() as conn:
+        light, heavy = (conn.execute(text(
+            "INSERT INTO tenants (name, weight) VALUES (:n, :w) RETURNING id::text"),
+            {"n": name, "w": w}).scalar_one() for name, w in (("한 호스트 학원", 1),
+                                                              ("다른 호스트 학원", 2)))
+    senders = [subprocess.Popen(host.command(sys.executable, "-c", SENDER, tenant, "5"),
+                                cwd=ROOT, env=host_env(network), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+               for host, tenant in zip(network.hosts, (light, heavy), strict=True)
+               for _ in range(2)]  # two sending processes per host
+    got = []
+    for p in senders:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err[-3000:]
+        got.append(json.loads(out))
+    per_second: dict[int, int] = {}
+    for times in got:
+        for at in times:
+            per_second[int(at)] = per_second.get(int(at), 0) + 1
+    assert max(per_second.values()) <= 50, per_second  # the rate, across both hosts
+    inner = sorted(per_second)[1:-1]
+    light_n = sum(1 for times in got[:2] for at in times if int(at) in inner)
+    heavy_n = sum(1 for times in got[2:] for at in times if int(at) in inner)
+    assert light_n + heavy_n >= 0.95 * 50 * len(inner), (light_n, heavy_n, inner)
+    assert heavy_n / (light_n + heavy_n) == pytest.approx(2 / 3, rel=0.10), (light_n, heavy_n)
