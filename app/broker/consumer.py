@@ -15,6 +15,7 @@ before its connection closes.
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Any
 
 from celery.worker.consumer import Consumer as CeleryConsumer
@@ -23,18 +24,27 @@ from celery.worker.consumer import Consumer as CeleryConsumer
 EVENT_BATCH_SECONDS = 0.05
 
 
+#: A batch whose timer has not fired after this long is scheduled again (a timer dropped by a
+#: reconnection must not leave the events waiting for a full buffer).
+EVENT_BATCH_STALE = 1.0
+
+
 class Consumer(CeleryConsumer):
-    _event_batch_due = False
+    #: When the pending batch's timer was set (monotonic), 0.0 when none is.
+    _event_batch_since = 0.0
 
     def on_send_event_buffered(self) -> None:
         hub: Any = self.hub
-        if not hub or self._event_batch_due:
+        if not hub:
             return
-        self._event_batch_due = True
+        now = time.monotonic()
+        if now - self._event_batch_since < EVENT_BATCH_STALE:
+            return
+        self._event_batch_since = now
         hub.call_later(EVENT_BATCH_SECONDS, self._send_event_batch)
 
     def _send_event_batch(self) -> None:
-        self._event_batch_due = False
+        self._event_batch_since = 0.0
         self._flush_events()
 
     def shutdown(self) -> None:
