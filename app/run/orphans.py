@@ -10,7 +10,11 @@ live workers less, or nothing. The broker says where every message is (app/broke
 - held by a process whose liveness lock is free (app.store.liveness): its holder is dead, at
   any age of the hand-off: sent again now, and the dead holder's entry dropped (as its ack
   would have), so kombu's visibility-timeout restore sends no third copy;
-- in no queue and held by nobody, ``JOBQ_ORPHAN_AFTER`` after its hand-off: sent again;
+- in no queue and held by nobody, ``JOBQ_ORPHAN_AFTER`` after its hand-off, at two checks in a
+  row (about a second apart): sent again. One look is not enough: a worker takes a message off
+  its queue (BRPOP) and records it as held (kombu's unacked, and its holder) in a second round
+  trip, and a look between the two finds it nowhere (a drain whose jobs were queued before the
+  workers started sent one of 400 twice so);
 - held by a live process (a reserved message behind a long run, or a retry's countdown), or
   by one whose liveness is unknown: left alone (the sweep is still the last resort).
 
@@ -133,9 +137,11 @@ def check(queues: Collection[str]) -> Checked:
     lost = list(verdict.unseen)
     if lost:
         # Looked at again, with the queues, in one transaction: a message taken from its queue
-        # since the first look is held now, not lost.
+        # since the first look is held now, not lost (unless it is between the two).
         snapshot = broker_held.snapshot(sorted({j.queue for j in lost if j.queue}), limit=LIMIT)
-        lost = nowhere(lost, snapshot)
+        lost = confirmed_lost(nowhere(lost, snapshot))
+    else:
+        confirmed_lost([])
     if not (verdict.dead_held or lost or verdict.forget):
         return Checked()
     sent = _send_again([*verdict.dead_held, *lost], forget=verdict.forget)
@@ -147,6 +153,19 @@ def check(queues: Collection[str]) -> Checked:
         log.warning("republished %d job(s) whose message was in no queue and held by no worker "
                     "%.0f s after its hand-off", lost_sent, settings.orphan_after)
     return Checked(dead_sent, lost_sent, len(verdict.forget))
+
+
+#: Jobs found nowhere at the last check: job id -> the hand-off it was found nowhere after.
+_suspects: dict[str, object] = {}
+
+
+def confirmed_lost(found: list[jobstore.OrphanJob]) -> list[jobstore.OrphanJob]:
+    """Of the jobs found nowhere now, those also found nowhere at the previous check, after the
+    same hand-off; the others are remembered for the next."""
+    global _suspects
+    lost = [j for j in found if j.id in _suspects and _suspects[j.id] == j.published_at]
+    _suspects = {j.id: j.published_at for j in found if j not in lost}
+    return lost
 
 
 def _send_again(jobs: list[jobstore.OrphanJob], *, forget: list[str]) -> set[str]:

@@ -117,6 +117,10 @@ def test_a_hand_off_that_never_reached_the_broker_goes_again_once_it_is_old(tena
 
     sql("UPDATE job_executions SET published_at = now() - make_interval(secs => :age) "
         "WHERE id = CAST(:id AS uuid)", id=job_id, age=settings.orphan_after + 1)
+    # Found nowhere once: perhaps a worker took it and has yet to record it as held.
+    assert orphans.check(["realtime"]).nowhere == 0
+    assert job_id not in queued_job_ids("realtime")
+    # Nowhere at the next check too: lost, sent again.
     checked = orphans.check(["realtime"])
 
     assert checked.nowhere == 1

@@ -77,3 +77,17 @@ def test_a_held_entry_reads_back_as_written():
         Held("tag-1", LIVE, "realtime", "job-1")
     assert parse("tag-2", entry("", "bulk", "job-2")) == Held("tag-2", "", "bulk", "job-2")
     assert parse("tag-3", "garbage") is None
+
+
+def test_a_job_is_lost_only_when_found_nowhere_at_two_checks_after_the_same_hand_off():
+    from app.run import orphans
+
+    t1, t2 = dt.datetime(2026, 12, 7, 4, 0, 0), dt.datetime(2026, 12, 7, 4, 0, 5)
+    a, b = (OrphanJob("a", "realtime", t1, True, True, True),
+            OrphanJob("b", "realtime", t1, True, True, True))
+    orphans._suspects = {}
+    assert orphans.confirmed_lost([a, b]) == []  # once: a worker may be taking it
+    assert orphans.confirmed_lost([a]) == [a]  # twice: lost; b was found meanwhile
+    assert orphans.confirmed_lost([b]) == []  # b nowhere again, but not at the check before
+    # Handed off again since: a new hand-off, looked at afresh.
+    assert orphans.confirmed_lost([OrphanJob("b", "realtime", t2, True, True, True)]) == []
