@@ -27,8 +27,11 @@ ROLE = db.HANDLER_ROLE
 POLICY = "tenant_isolation"
 ENGINE_POLICY = "jobq_engine"
 #: Tenant tables only the engine uses (api_keys: alembic 0006, read before a request is bound;
-#: the fair-scheduling tables of 0005: handlers reach them only through SECURITY DEFINER functions).
-ENGINE_ONLY = {"job_schedules", "tenant_events", "api_keys", "tenant_queue_limits", "fair_queue"}
+#: the fair-scheduling tables of 0005: handlers reach them only through SECURITY DEFINER
+#: functions; an academy's channel limits, 0013: read by the send quota on the engine's own
+#: connection, never by a handler's role).
+ENGINE_ONLY = {"job_schedules", "tenant_events", "api_keys", "tenant_queue_limits", "fair_queue",
+               "tenant_channel_limits"}
 
 TENANT_OWNED = """
     SELECT c.relname
