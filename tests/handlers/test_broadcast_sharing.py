@@ -42,10 +42,13 @@ def test_a_small_broadcast_goes_out_within_seconds_while_a_big_one_holds_the_cha
     small_job = broadcast(small)
     assert wait_for_status(small_job, timeout=60)["status"] == "completed"
     took = time.monotonic() - started
+    big_sent = sql("SELECT count(*) FROM notifications WHERE job_id = :j AND status = 'sent'",
+                   j=big_job)[0][0]
 
     # The target (5 s after dispatch) is the bench's (`python -m bench fairness`, scenario b);
-    # here, on a shared test machine, it must not wait for the big one (10 s at 50/s).
-    assert took <= 8.0, took
+    # here, on a test machine whatever its load, what a user sees: the small one did not wait
+    # for the big one, which still had guardians to reach when the small one was done.
+    assert big_sent < 500, (big_sent, took)
     assert job_row(big_job)["status"] in ("pending", "processing")  # still under way
     assert sum(kakao.per_second(f"[{small_name}]").values()) == 20
     # The big parent waited between its looks without a worker (and sent its own chunk in
