@@ -128,15 +128,15 @@ def tenant() -> str:
 # --- workers ------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def worker() -> Iterator[Any]:
-    """An in-thread Celery worker on the real broker, serving every queue."""
+@contextlib.contextmanager
+def in_thread_worker(concurrency: int = 4) -> Iterator[Any]:
+    """An in-thread Celery worker (threads pool) on the real broker, serving every queue."""
     from celery.contrib.testing.worker import start_worker
 
     from app.run import feeder
 
-    with start_worker(celery_app, pool="threads", concurrency=4, perform_ping_check=False,
-                      shutdown_timeout=30, loglevel="WARNING") as w:
+    with start_worker(celery_app, pool="threads", concurrency=concurrency,
+                      perform_ping_check=False, shutdown_timeout=30, loglevel="WARNING") as w:
         # A worker process starts its fairness feeder when it is ready (app.tasks.signals);
         # Celery's in-thread test worker sends no such signal.
         feeder.start(list(celery_app.amqp.queues), owner=w)
@@ -144,6 +144,13 @@ def worker() -> Iterator[Any]:
             yield w
         finally:
             feeder.stop(owner=w)
+
+
+@pytest.fixture(scope="module")
+def worker() -> Iterator[Any]:
+    """An in-thread Celery worker on the real broker, serving every queue."""
+    with in_thread_worker() as w:
+        yield w
 
 
 @dataclass

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.fixtures import job_row, sql, wait_for, wait_for_status
+from tests.fixtures import in_thread_worker, job_row, sql, wait_for, wait_for_status
 from tests.handlers.test_channel_quota import RATE, academy, broadcast, kakao  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -17,18 +17,8 @@ pytestmark = pytest.mark.usefixtures("worker")
 @pytest.fixture(scope="module")
 def worker():
     """An in-thread worker with two threads: as few as ``jobq run``'s bulk worker has."""
-    from celery.contrib.testing.worker import start_worker
-
-    from app.broker.celery_app import celery_app
-    from app.run import feeder
-
-    with start_worker(celery_app, pool="threads", concurrency=2, perform_ping_check=False,
-                      shutdown_timeout=30, loglevel="WARNING") as w:
-        feeder.start(list(celery_app.amqp.queues), owner=w)
-        try:
-            yield w
-        finally:
-            feeder.stop(owner=w)
+    with in_thread_worker(2) as w:
+        yield w
 
 
 def test_a_small_broadcast_goes_out_within_seconds_while_a_big_one_holds_the_channel(kakao):  # noqa: F811

@@ -17,7 +17,7 @@ import pytest
 from app import dispatch_intent
 from app.intake.actions import set_channel_limits, set_tenant_limits
 from app.run import quota
-from tests.fixtures import make_tenant, sql, wait_for, wait_for_status
+from tests.fixtures import in_thread_worker, make_tenant, sql, wait_for, wait_for_status
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -25,18 +25,8 @@ pytestmark = pytest.mark.usefixtures("worker")
 @pytest.fixture(scope="module")
 def worker():
     """An in-thread worker with room for three academies' parents and all their chunk jobs at once."""
-    from celery.contrib.testing.worker import start_worker
-
-    from app.broker.celery_app import celery_app
-    from app.run import feeder
-
-    with start_worker(celery_app, pool="threads", concurrency=10, perform_ping_check=False,
-                      shutdown_timeout=30, loglevel="WARNING") as w:
-        feeder.start(list(celery_app.amqp.queues), owner=w)
-        try:
-            yield w
-        finally:
-            feeder.stop(owner=w)
+    with in_thread_worker(10) as w:
+        yield w
 
 BROADCAST = "communication.exec.broadcast"
 #: The provider's rate: what a loaded, shared test machine's in-thread worker sends with room.

@@ -19,6 +19,16 @@ from tests.fixtures import make_tenant, sql
 BACKLOG = 2000
 
 
+def _plan(statement, **params) -> dict:
+    """The top node of ``statement``'s EXPLAIN ANALYZE (its writes rolled back)."""
+    with db.engine().begin() as conn:
+        [[plan]] = conn.execute(text("EXPLAIN (ANALYZE, FORMAT JSON) " + str(statement)),
+                                params).all()
+        conn.rollback()
+    plan = plan if isinstance(plan, list) else json.loads(plan)
+    return plan[0]["Plan"]
+
+
 def _rows_read(plan: dict) -> float:
     """Rows every node of a plan produced, over all its loops."""
     here = plan.get("Actual Rows", 0) * plan.get("Actual Loops", 1)
@@ -32,13 +42,7 @@ def test_the_sweep_reads_what_it_finds_not_the_backlog_behind_it():
         "CASE WHEN i % 10 = 0 THEN now() END FROM generate_series(1, :n) i",
         t=tenant, n=BACKLOG)
     try:
-        with db.engine().begin() as conn:
-            [[plan]] = conn.execute(
-                text("EXPLAIN (ANALYZE, FORMAT JSON) " + str(LOCK_DUE)),
-                {"batch": 100, "republish_after": 60, "broker_since": None}).all()
-            conn.rollback()
-        plan = plan if isinstance(plan, list) else json.loads(plan)
-        read = _rows_read(plan[0]["Plan"])
+        read = _rows_read(_plan(LOCK_DUE, batch=100, republish_after=60, broker_since=None))
         # What it finds may include other tests' rows in this database (a deleted tenant's
         # pending jobs are refused by the sweep): linear in them, never in the backlog squared
         # (8 M rows here before).
@@ -62,13 +66,7 @@ def _job_rows_read(plan: dict) -> float:
 
 
 def _sweep_reads() -> float:
-    with db.engine().begin() as conn:
-        [[plan]] = conn.execute(
-            text("EXPLAIN (ANALYZE, FORMAT JSON) " + str(LOCK_DUE)),
-            {"batch": 100, "republish_after": 60, "broker_since": None}).all()
-        conn.rollback()
-    plan = plan if isinstance(plan, list) else json.loads(plan)
-    return _job_rows_read(plan[0]["Plan"])
+    return _job_rows_read(_plan(LOCK_DUE, batch=100, republish_after=60, broker_since=None))
 
 
 def test_a_deleted_academy_costs_the_sweep_a_probe_not_a_read_of_the_backlog():
@@ -118,14 +116,8 @@ def test_waking_idle_academies_reads_what_came_due_not_the_backlog_of_every_acad
     sql("UPDATE fair_queue SET ready = false WHERE tenant_id = ANY(CAST(:ts AS uuid[]))",
         ts=[*many, late])
     try:
-        with db.engine().begin() as conn:
-            reads = {}
-            for name, statement in (("newly", FLAG_NEWLY_DUE), ("all", FLAG_DUE)):
-                [[plan]] = conn.execute(text("EXPLAIN (ANALYZE, FORMAT JSON) " + str(statement)),
-                                        {"lookback": 120}).all()
-                plan = plan if isinstance(plan, list) else json.loads(plan)
-                reads[name] = _rows_read(plan[0]["Plan"])
-            conn.rollback()
+        reads = {"newly": _rows_read(_plan(FLAG_NEWLY_DUE, lookback=120)),
+                 "all": _rows_read(_plan(FLAG_DUE))}
         # The look of every round: the one academy whose job came due (and whatever other
         # tests left waiting for a time), not the 900 waiting jobs of 300 academies.
         assert reads["newly"] < ACADEMIES, reads
