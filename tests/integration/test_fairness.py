@@ -198,26 +198,6 @@ def test_under_a_held_horizon_a_pick_does_not_walk_the_jobs_already_handed_out()
     assert picked == [tenant] and read < 20
 
 
-def test_a_look_reads_the_window_from_the_broker_not_from_the_jobs_handed_out():
-    """The window is what the queue's list in the broker holds when the broker can say: the
-    published rows are counted only when it cannot (their index keeps an entry per job handed
-    out while a horizon is held)."""
-    tenant = make_tenant()
-    _waiting(tenant, 30)
-    assert len(_pick(30)) == 30
-    count = text("SELECT sum(pg_stat_get_xact_tuples_returned(indexrelid)) FROM pg_index "
-                 "WHERE indrelid = 'job_executions'::regclass")
-
-    def look(broker: int | None) -> tuple[int, int]:
-        with db.engine().begin() as conn:
-            before = conn.execute(count).scalar_one()
-            seen = jobstore.look(conn, QUEUE, 0, broker)
-            return seen.in_flight, conn.execute(count).scalar_one() - before
-
-    assert look(4) == (4, 0)
-    assert look(None) == (30, 30)
-
-
 def test_a_job_due_before_where_its_tenants_pick_starts_is_still_picked():
     """Where a tenant's pick starts moves back for what comes due earlier: a job inserted by a
     transaction that began long ago, a job put back to pending after its run was lost; and

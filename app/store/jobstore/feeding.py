@@ -14,24 +14,21 @@ from sqlalchemy import bindparam, text
 from app.store.jobstore.binds import IDS
 
 #: One look of a queue's feeder, in one round trip: how many of its jobs the broker holds now
-#: (the window), then up to ``:size`` minus that many of the next jobs in fair order, stamped
-#: published (``jobq_feed``), and whether anyone waited (as the look began). Always one row for
-#: the counts; the picked jobs, if any, ride on it and after it. ``:broker`` is what the queue's
-#: list in the broker holds, when the broker can say: the window, read without the table (a
-#: count of published jobs walks one index entry per job handed out since the oldest snapshot,
-#: thousands a look under a held horizon; and a job stamped by a feeder that died before sending
-#: it, or one a worker holds, does not keep the window full). Only when the broker cannot say
-#: are the published, due, unstarted rows counted (a retry riding a broker countdown is not
-#: waiting for a worker: counting it let a run of retries fill a small window and starve the
-#: queue).
+#: (published, due, not started: the window; a retry riding a broker countdown is not waiting
+#: for a worker, and counting it let a run of retries fill a small window and starve the
+#: queue: the soak's throughput fell to a few jobs a second), then up to ``:size`` minus that many of the next jobs
+#: in fair order, stamped published (``jobq_feed``), and whether anyone waited (as the look
+#: began). Always one row for the counts; the picked jobs, if any, ride on it and after it.
+#: ``:broker``, when known, is what the queue's list in the broker holds: no more is counted
+#: (a job stamped by a feeder that died before sending it, or one a worker holds, does not
+#: keep the window full).
 LOOK = text(
     """
     WITH held AS MATERIALIZED (
-        -- (COALESCE evaluates the count only when the broker could not say.)
-        SELECT coalesce(CAST(:broker AS int), (
-            SELECT count(*)::int FROM job_executions
-             WHERE queue = :queue AND status = 'pending' AND published_at IS NOT NULL
-               AND (run_at IS NULL OR run_at <= now()))) AS n
+        SELECT least(count(*)::int, coalesce(CAST(:broker AS int), count(*)::int)) AS n
+          FROM job_executions
+         WHERE queue = :queue AND status = 'pending' AND published_at IS NOT NULL
+           AND (run_at IS NULL OR run_at <= now())
     ), picked AS MATERIALIZED (
         SELECT * FROM jobq_feed(:queue, greatest(0, :size - (SELECT n FROM held)))
     )
