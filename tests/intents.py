@@ -110,3 +110,13 @@ def hold_the_gil(ctx: JobContext, params: HoldParams) -> dict:
 
     ctypes.PyDLL(None).sleep(params.seconds)
     return {"held": params.seconds, "pid": os.getpid()}
+
+
+class FanOutParams(IntentParams):
+    children: int = Field(2, ge=1, le=100, description="How many child jobs.")
+
+
+def fan_out(ctx: JobContext, params: FanOutParams) -> dict:
+    ids = ctx.submit_children([{"intent_key": "system.exec.echo", "intent_params": {"n": i}}
+                               for i in range(params.children)])
+    return {"children": ids}

@@ -285,9 +285,11 @@ def create_app() -> FastAPI:
     from app.api.auth import check_settings
     from app.api.bodies import RequestBodies
     from app.api.metrics import metrics_response
+    from app.core import tracing
     from app.core.settings import settings
 
     check_settings()  # tokens checked less than this API needs: refuse to start
+    tracing.setup()  # with an OTLP endpoint: ready before the first request, not during it
     api = FastAPI(
         title="jobq",
         version="1",
@@ -298,6 +300,9 @@ def create_app() -> FastAPI:
         docs_url=None,
         redoc_url=None,
         openapi_url="/openapi.json",
+        # FastAPI's own spans (each request, its dependencies and endpoint, under the caller's
+        # traceparent) go to the provider app.core.tracing installs: never exporters of its own.
+        telemetry={"auto_configure": False},
     )
     api.add_middleware(RequestBodies, max_bytes=settings.api_max_body_bytes)
     api.include_router(v1)
