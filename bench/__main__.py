@@ -22,6 +22,7 @@ BENCHMARKS = {
     "report": "bench.report",
     "pressure": "bench.pressure",
     "console": "bench.console",
+    "tracing": "bench.tracing",
 }
 
 
