@@ -78,6 +78,8 @@ class Run:
         self.stop: Stoppable | None = None
         #: Set when the claim found the job's tenant suspended (held) or deleted (failed).
         self.refused: jobstore.TenantRefusal | None = None
+        #: A capped academy's run: its next job was handed on with the run's completion.
+        self.handed_on = False
 
     # -- logging ---------------------------------------------------------------------------
     def _extra(self) -> dict[str, Any]:
@@ -189,14 +191,16 @@ class Run:
             return self._run_claimed()
         finally:
             lease.keeper.untrack(self.owner)
-            if self.claimed.capped:
+            if self.claimed.capped and not self.handed_on:
                 self._hand_on()
 
     def _hand_on(self) -> None:
         """This run of a capped academy ended (its outcome written): the academy's next job
         goes to the front of the queue now, so this worker takes it before anything else when
         it asks for its next message (a feeder would put it behind the whole window, and the
-        academy would sit idle meanwhile). When its turn has not come, the feeder decides."""
+        academy would sit idle meanwhile). When its turn has not come, the feeder decides.
+        A completion with nothing of the handler's to commit hands on in its own transaction
+        (``feeder.hand_on``); this is for the other outcomes."""
         c = self.claimed
         assert c is not None
         try:
@@ -241,11 +245,13 @@ class Run:
                     raise RunAborted(f"job {c.id} is no longer owned by this run")
                 session.commit()
             elif c.capped:
-                # Its academy's slot frees now, not with this worker's next claim: its next
-                # job is handed on as this run ends (_hand_on).
-                with db.status_conn() as conn:
-                    if not jobstore.complete(conn, [outcome]):
-                        raise RunAborted(f"job {c.id} is no longer owned by this run")
+                # Its academy's slot frees now, not with this worker's next claim, and its next
+                # job is handed on in the same transaction: a feeder's look sees the slot free
+                # only with that job taking it, never free alone (its pick would go to the back
+                # of the queue, and the academy would idle behind the window).
+                self.handed_on = True
+                if not feeder.hand_on(self.intent.queue, c.tenant_id, completing=outcome):
+                    raise RunAborted(f"job {c.id} is no longer owned by this run")
             else:
                 # Nothing of the handler's to commit: the completion joins the next batch.
                 completions.writer.add(outcome)
