@@ -192,12 +192,18 @@ def send_picked(queue: str, picked: list[jobstore.Picked], *,
     return len(sent), missed
 
 
-def hand_on(queue: str, tenant_id: str) -> int:
+def hand_on(queue: str, tenant_id: str, *, completing: jobstore.Outcome | None = None) -> bool:
     """A run of a capped ``tenant_id`` on ``queue`` ended: its next jobs, when its turn has come,
-    go to the front of the queue (``jobstore.hand_on``); how many went."""
-    with db.status_conn() as conn:
+    go to the front of the queue (``jobstore.hand_on``). ``completing``, the run's completion,
+    is written in the same transaction (False when it was not: the run no longer owns its
+    job, and nothing is handed on)."""
+    with db.engine().begin() as conn:
+        if completing is not None and not jobstore.complete(conn, [completing]):
+            return False
         picked = jobstore.hand_on(conn, queue, tenant_id)
-    return send_picked(queue, picked, front=True)[0] if picked else 0
+    if picked:
+        send_picked(queue, picked, front=True)
+    return True
 
 
 class Feeder(threading.Thread):

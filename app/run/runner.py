@@ -71,6 +71,8 @@ class Run:
         self.refused: jobstore.TenantRefusal | None = None
         #: The attempt's span, told how the run ended (app.run.spans).
         self.attempt = spans.NO_ATTEMPT
+        #: A capped academy's run: its next job was handed on with the run's completion.
+        self.handed_on = False
 
     # -- logging ---------------------------------------------------------------------------
     def _extra(self) -> dict[str, Any]:
@@ -184,14 +186,16 @@ class Run:
                 return self._run_claimed()
         finally:
             lease.keeper.untrack(self.owner)
-            if self.claimed.capped:
+            if self.claimed.capped and not self.handed_on:
                 self._hand_on()
 
     def _hand_on(self) -> None:
         """This run of a capped academy ended (its outcome written): the academy's next job
         goes to the front of the queue now, so this worker takes it before anything else when
         it asks for its next message (a feeder would put it behind the whole window, and the
-        academy would sit idle meanwhile). When its turn has not come, the feeder decides."""
+        academy would sit idle meanwhile). When its turn has not come, the feeder decides.
+        A completion with nothing of the handler's to commit hands on in its own transaction
+        (``feeder.hand_on``); this is for the other outcomes."""
         c = self.claimed
         assert c is not None
         try:
@@ -236,11 +240,13 @@ class Run:
                     raise RunAborted(f"job {c.id} is no longer owned by this run")
                 session.commit()
             elif c.capped:
-                # Its academy's slot frees now, not with this worker's next claim: its next
-                # job is handed on as this run ends (_hand_on).
-                with db.status_conn() as conn:
-                    if not jobstore.complete(conn, [outcome]):
-                        raise RunAborted(f"job {c.id} is no longer owned by this run")
+                # Its academy's slot frees now, not with this worker's next claim, and its next
+                # job is handed on in the same transaction: a feeder's look sees the slot free
+                # only with that job taking it, never free alone (its pick would go to the back
+                # of the queue, and the academy would idle behind the window).
+                self.handed_on = True
+                if not feeder.hand_on(self.intent.queue, c.tenant_id, completing=outcome):
+                    raise RunAborted(f"job {c.id} is no longer owned by this run")
             else:
                 # Nothing of the handler's to commit: the completion joins the next batch.
                 completions.writer.add(outcome)
@@ -250,7 +256,8 @@ class Run:
             if stop.reason is not None and isinstance(exc, Exception):
                 # The handler turned the stop (or what it cut short) into an error of its own.
                 return self._stopped(ctx, started, interrupted=True)
-            _rollback(ctx)
+            if ctx.opened_session is not None:
+                ctx.opened_session.rollback()
             outcome = self._record_failure(exc)
             if not isinstance(exc, Exception):
                 raise
@@ -356,8 +363,7 @@ class Run:
             return jobstore.fail(conn, c.id, owner=self.owner, worker=self.worker,
                               attempt=c.attempt, error=error, traceback=trace)
 
-        outcome = "failed" if not decision.retry else "waiting" if decision.waiting else "retry"
-        self.attempt.ended(outcome, error, stacktrace=trace)
+        self.attempt.decided(decision, error, stacktrace=trace)
         if not self._write_outcome(write):
             return None
         if decision.retry:
@@ -391,8 +397,3 @@ class Run:
                     return False
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
-
-
-def _rollback(ctx: JobContext) -> None:
-    if ctx.opened_session is not None:
-        ctx.opened_session.rollback()

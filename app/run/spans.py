@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from app.core import tracing
+from app.core import retry, tracing
 from app.store.jobstore import Claimed
 
 
@@ -36,6 +36,13 @@ class Attempt:
             self.span.fail(error, stacktrace=stacktrace)
         elif error is not None:
             self.span.set({"jobq.stopped": error})
+
+
+    def decided(self, decision: retry.RetryDecision, error: str, *,
+                stacktrace: str | None = None) -> None:
+        """A failed attempt, as :mod:`app.core.retry` decided: retried, waiting, or failed."""
+        self.ended("waiting" if decision.waiting else "retry" if decision.retry else "failed",
+                   error, stacktrace=stacktrace)
 
 
 NO_ATTEMPT = Attempt()

@@ -301,7 +301,9 @@ BEGIN
 END $$;
 
 -- The run that frees a capped tenant's slot hands the tenant's next jobs on (up to its cap, when
--- its turn has come), stamped published, for the front of the broker's queue (0011).
+-- its turn has come), stamped published, for the front of the broker's queue (0011); in the
+-- transaction that writes the run's outcome, waiting for a feeder's look that holds the
+-- tenant's row (0015).
 CREATE OR REPLACE FUNCTION jobq_hand_on(p_queue text, p_tenant uuid)
 RETURNS TABLE (id uuid, tenant_id uuid, intent_key text, intent_params jsonb)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
@@ -312,14 +314,20 @@ DECLARE
     clock float8;
     busy int;
 BEGIN
-    SELECT coalesce(max(c.vclock), 0) INTO clock FROM fair_clock c WHERE c.queue = p_queue;
-    -- Ready (it has jobs waiting) and not being fed right now (a feeder's look holds the row).
-    SELECT fq.vtime INTO f FROM fair_queue fq
-     WHERE fq.queue = p_queue AND fq.tenant_id = p_tenant AND fq.ready
-       FOR UPDATE OF fq SKIP LOCKED;
+    -- Ready (it has jobs waiting). A feeder's look holding the row began before the slot was
+    -- free (it saw the tenant at its cap): wait for it (one statement), then count again.
+    -- Skipping the row left the next job to the feeder's next look, at the back of the queue.
+    BEGIN
+        SELECT fq.vtime INTO f FROM fair_queue fq
+         WHERE fq.queue = p_queue AND fq.tenant_id = p_tenant AND fq.ready
+           FOR UPDATE OF fq;
+    EXCEPTION WHEN deadlock_detected OR lock_not_available THEN
+        RETURN;  -- the outcome already written stands; the feeder hands the job out
+    END;
     IF NOT FOUND THEN
         RETURN;
     END IF;
+    SELECT coalesce(max(c.vclock), 0) INTO clock FROM fair_clock c WHERE c.queue = p_queue;
     -- Its turn: no other ready tenant would start before it (start tags as jobq_feed's).
     IF f.vtime > clock AND EXISTS (SELECT 1 FROM fair_queue o
                                     WHERE o.queue = p_queue AND o.ready

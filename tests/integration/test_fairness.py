@@ -6,6 +6,7 @@ order it hands jobs out in is seen exactly; the last ones run real workers."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -128,6 +129,32 @@ def test_a_capped_tenants_slot_is_handed_on_by_the_run_that_frees_it_when_its_tu
     sql("UPDATE fair_queue SET vtime = vtime + 100 WHERE tenant_id = CAST(:t AS uuid)", t=capped)
     assert _hand_on(capped) == []
     assert _pick(60).count(capped) == 1  # the feeder still gives it its turns
+
+
+def test_a_hand_on_that_meets_a_feeders_look_waits_for_it_rather_than_leaving_the_slot_idle():
+    """A feeder's look holds the capped tenant's fair-queue row while the run that freed its slot
+    hands on. The look began before the slot was free (it saw the tenant at its cap); skipping
+    the row left the tenant's next job to the feeder's next look, at the back of the broker's
+    queue: the academy sat idle for the whole window (0.8 s in the caps acceptance test)."""
+    capped, other = make_tenant(), make_tenant()
+    set_tenant_limits(capped, max_running=1, by="test")
+    _waiting(capped, 3)
+    _waiting(other, 20)
+    assert _pick(3).count(capped) == 1
+    _running(capped, 1)
+    sql("UPDATE job_executions SET status = 'completed' WHERE tenant_id = CAST(:t AS uuid) "
+        "AND status = 'processing'", t=capped)
+    handed: list[list[str]] = []
+    with db.engine().connect() as look:
+        look.execute(text("SELECT 1 FROM fair_queue WHERE queue = :q AND tenant_id = "
+                          "CAST(:t AS uuid) FOR UPDATE"), {"q": QUEUE, "t": capped})
+        thread = threading.Thread(target=lambda: handed.append(_hand_on(capped)))
+        thread.start()
+        time.sleep(0.3)
+        assert not handed, "the hand-on did not wait for the look holding the tenant's row"
+        look.rollback()  # the look ends, having handed nothing of the capped tenant out
+    thread.join(10)
+    assert handed == [[capped]]
 
 
 def test_a_cap_on_one_queue_leaves_the_tenants_other_queues_alone():

@@ -21,6 +21,7 @@ from app.api.auth import Denied
 from app.api.console import session
 from app.api.console.academies import academies_page
 from app.api.console.academies import act as academy_action
+from app.api.console.channels import channels_page
 from app.api.console.jobpage import job_page, live_part, restore_secrets
 from app.api.console.lists import JobsQuery, approvals_page, jobs_page
 from app.api.console.queues import queues_page
@@ -174,6 +175,11 @@ async def academy_act(request: Request, tenant_id: str, verb: str) -> Response:
 @ui.get("/queues")
 def queues(viewer: Seen) -> HTMLResponse:
     return html(queues_page(viewer))
+
+
+@ui.get("/channels")
+def channels(viewer: Seen, fragment: int = 0) -> HTMLResponse:
+    return html(channels_page(viewer, fragment=bool(fragment)))
 
 
 def _act(viewer: Viewer, job_id: str, verb: str, fields: dict[str, str]) -> str:

@@ -187,7 +187,7 @@ class JobExecution(Base):
     params_dropped: Mapped[bool] = mapped_column(Boolean, nullable=False,
                                                  server_default=text("false"))
     #: The W3C ``traceparent`` of the span that asked for the job: its wait, attempts and
-    #: outside calls are spans of that trace (app/core/tracing.py; alembic 0015). NULL: asked
+    #: outside calls are spans of that trace (app/core/tracing.py; alembic 0016). NULL: asked
     #: for with tracing off, or by plain SQL.
     traceparent: Mapped[str | None] = mapped_column(Text)
 

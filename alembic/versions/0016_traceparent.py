@@ -9,8 +9,8 @@ by idempotency keys), and the claim returns this with the row it already reads. 
 off where the job was asked for, a plain ``INSERT``): its runs trace under the job's own id.
 A nullable column without a default: adding it rewrites nothing.
 
-Revision ID: 0015_traceparent
-Revises: 0014_newly_due
+Revision ID: 0016_traceparent
+Revises: 0015_hand_on_waits
 Create Date: 2026-12-07 06:00:00
 """
 
@@ -19,8 +19,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0015_traceparent"
-down_revision = "0014_newly_due"
+revision = "0016_traceparent"
+down_revision = "0015_hand_on_waits"
 branch_labels = None
 depends_on = None
 
