@@ -221,8 +221,8 @@ def span(name: str, *, kind: str = "internal", parent: Any = _CURRENT, job_id: s
          record_errors: bool = True) -> AbstractContextManager[Span]:
     """A span around the block, the current span within it unless ``current`` is false.
 
-    ``parent``: a traceparent (None: none, a root) instead of the current span; a root of a
-    ``job_id`` gets the job's id as its trace id. ``links``: traceparents it relates to (the
+    ``parent``: a traceparent (None: none, a root) instead of the current span; with a
+    ``job_id``, a root (no parent, or a malformed one) gets the job's id as its trace id. ``links``: traceparents it relates to (the
     request that retried a job). ``kind``: internal, server, client, producer or consumer.
     An exception leaving the block marks it failed (unless ``record_errors`` is false), naming
     only the exception's type and its message, redacted. Tracing off: :data:`NO_SPAN_BLOCK`,

@@ -357,7 +357,7 @@ def _traced(action: str, job_id: str, traceparent: str | None,
             attributes: dict[str, Any]) -> None:
     """A person's action on a job, as a span of the job's trace (its next attempt joins that
     trace too), linked to the request that did it when that one is traced."""
-    tracing.start_span(action, parent=traceparent, job_id=None if traceparent else job_id,
+    tracing.start_span(action, parent=traceparent, job_id=job_id,
                        links=(tracing.current_traceparent(),),
                        attributes={"jobq.job_id": job_id, **attributes}).end()
 

@@ -64,7 +64,7 @@ def _attempt(c: Claimed, queue: str, worker: str) -> Iterator[Attempt]:
              "jobq.attempt": c.attempt}
     # Without a traceparent (tracing was off where it was asked for, or plain SQL) the job's
     # spans still make one trace: the job's id is its trace id.
-    job_id = None if c.traceparent else c.id
+    job_id = c.id
     if c.due_at is not None and c.started_at is not None:
         tracing.record(f"wait {c.intent_key}", start=c.due_at, end=c.started_at,
                        parent=c.traceparent, job_id=job_id, attributes=about)

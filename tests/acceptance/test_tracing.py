@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from app.intake.submit import submit
+from app.store import db
 from tests.academy import enrol, make_class, make_invoice, make_student
 from tests.api import make_key
 from tests.fixtures import ROOT, make_tenant, wait_for_status
@@ -145,6 +147,27 @@ def test_a_corrected_retry_asked_for_later_joins_the_trace_of_the_first_request(
     assert [(r.parent_id, r.attributes["jobq.outcome"]) for r in runs] == [
         (submit.span_id, "failed"), (submit.span_id, "completed")]
     assert runs[1].start_ns > requeue.start_ns
+
+
+def test_a_request_sampled_out_leaves_its_jobs_runs_out_too(traced, start_api):
+    # The API samples nothing (OTEL_TRACES_SAMPLER); the worker follows each job's request.
+    api = start_api({"OTEL_EXPORTER_OTLP_ENDPOINT": traced.url, "OTEL_TRACES_SAMPLER": "always_off"})
+    tenant = make_tenant()
+    reply = api.client(make_key(tenant)).post(
+        "/v1/jobs", json={"intent_key": "system.exec.echo", "intent_params": {}})
+    sampled_out = wait_for_status(reply.json()["id"])
+    with db.session() as session:  # beside it, a job asked for in a sampled trace
+        sampled = submit(session, tenant_id=tenant, intent_key="system.exec.echo")
+        session.commit()
+    wait_for_status(sampled)
+
+    traced.wait_for(lambda got: any(s.attributes.get("jobq.job_id") == sampled
+                                    and s.name == "run system.exec.echo" for s in got),
+                    what="the sampled job's run")
+    # The decision, kept with the job: the traceparent's sampled flag (bit 0) is off.
+    assert int(sampled_out["traceparent"].rsplit("-", 1)[1], 16) & 1 == 0
+    assert [s.name for s in traced.spans
+            if s.attributes.get("jobq.job_id") == str(sampled_out["id"])] == []
 
 
 #: A caller process with every OpenTelemetry variable but the endpoint: it asks for a job with

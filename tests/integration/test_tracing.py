@@ -76,3 +76,28 @@ def test_a_job_written_by_plain_sql_traces_under_its_own_id(traced, tenant):
     spans = traced.trace(trace_id)
     assert sorted((s.name, s.parent_id) for s in spans) == [
         ("run system.exec.echo", None), ("wait system.exec.echo", None)]
+
+
+def test_an_approval_is_a_span_of_the_jobs_trace_and_its_run_follows(traced, tenant):
+    from app.intake.actions import approve
+
+    with db.session() as session:
+        job_id = submit(session, tenant_id=tenant, intent_key="test.exec.approved_echo",
+                        intent_params={"n": 1})
+        session.commit()
+    with tracing.span("console request") as person:
+        assert approve(job_id, by="원장 김", note="확인") is not None
+    wait_for_status(job_id, "completed")
+    trace_id = traced.wait_for(lambda got: [s.trace_id for s in got if s.name == "approve"])[0]
+    traced.wait_for(lambda got: any(s.trace_id == trace_id and s.name.startswith("run ")
+                                    for s in got), what="the run")
+    trace = traced.trace(trace_id)
+    [asked] = [s for s in trace if s.name == "submit"]
+    [approval] = [s for s in trace if s.name == "approve"]
+    assert (approval.parent_id, approval.attributes["jobq.approved_by"]) == (asked.span_id,
+                                                                            "원장 김")
+    assert approval.links == [tuple(person.traceparent.split("-")[1:3])]
+    # The wait starts at the approval, not while a person decided.
+    [wait] = [s for s in trace if s.name == "wait test.exec.approved_echo"]
+    assert wait.parent_id == asked.span_id and wait.start_ns >= approval.start_ns - 50_000_000
+
