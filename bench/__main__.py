@@ -23,6 +23,7 @@ BENCHMARKS = {
     "pressure": "bench.pressure",
     "console": "bench.console",
     "held_pick": "bench.held_pick",
+    "tracing": "bench.tracing",
 }
 
 

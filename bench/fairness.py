@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -90,6 +91,10 @@ def jobq_run_workers(extra_env: dict[str, str] | None = None) -> list:
 
     # (an older checkout's start_workers takes no environment)
     return start_workers(None, extra_env) if extra_env else start_workers(None)
+
+
+def _load() -> float:
+    return round(os.getloadavg()[0], 2)
 
 
 def wait_ready(procs: list, seconds: float = 60) -> None:
@@ -209,21 +214,34 @@ def scenario_b(args) -> dict:
     """A big broadcast, then another academy's 20-guardian one, on KakaoTalk through a fake
     provider at ``--rate`` messages per clock second (bench/provider.py; ``--b-channel record``:
     the record channel at that rate, as before issue 25)."""
+    import resource
+
     from bench.broadcast import seed, submit
+    from bench.cpu import CpuSampler, postmaster_pid, redis_pid
     from bench.provider import Provider
 
     reset_jobs()
     big, small = make_tenant("큰 학원"), make_tenant("작은 학원")
     seed(big, args.guardians)
     seed(small, 20)
-    provider = Provider(int(args.rate)) if args.b_channel == "provider" else None
+    provider = (Provider(int(args.rate), latency=args.provider_latency)
+                if args.b_channel == "provider" else None)
     # The workers' channel rate (theirs only: this process's environment is left alone).
-    procs = jobq_run_workers(provider.env() if provider else
-                             {"JOBQ_SEND_RATES": f"record={args.rate:g}"})
+    worker_env = provider.env() if provider else {"JOBQ_SEND_RATES": f"record={args.rate:g}"}
+    if args.notify_concurrency:
+        worker_env["JOBQ_NOTIFY_CONCURRENCY"] = str(args.notify_concurrency)
+    procs = jobq_run_workers(worker_env)
+    # CPU of the bulk worker (its processes send the chunks), PostgreSQL and Redis; and of
+    # this process (the fake provider answers in it).
+    sampler = CpuSampler([p.popen.pid for p in procs if p.name.startswith("bulk")],
+                         postmaster=postmaster_pid(), redis=redis_pid(), database=env.DB_NAME)
+    sampler.start()
     try:
         time.sleep(2)
         message = {"title": "설 연휴 휴원 안내", "chunk_size": args.chunk_size,
                    "message": "2월 16일부터 18일까지 설 연휴로 휴원합니다."}
+        own0, load0 = resource.getrusage(resource.RUSAGE_SELF), _load()
+        big_t0 = time.time()
         big_job = submit(big, "communication.exec.broadcast", message)
         time.sleep(args.small_after)
         t0 = time.time()
@@ -234,10 +252,16 @@ def scenario_b(args) -> dict:
         chunks = [r[0] for r in sql("SELECT id::text FROM job_executions "
                                     "WHERE parent_id = CAST(:j AS uuid)", j=big_job)]
         wait_finished(chunks, args.timeout)
+        big_t1, load1 = time.time(), _load()
+        own1 = resource.getrusage(resource.RUSAGE_SELF)
     finally:
+        sampler.stop()
         stop_all(procs)
         if provider is not None:
             provider.stop()
+    cpu = sampler.between(big_t0, big_t1)
+    cpu["bench_and_provider"] = round(own1.ru_utime + own1.ru_stime
+                                      - own0.ru_utime - own0.ru_stime, 3)
     [(sent, first, last)] = sql(
         "SELECT count(*), min(sent_at), max(sent_at) FROM notifications "
         "WHERE tenant_id = CAST(:t AS uuid) AND status = 'sent'", t=big)
@@ -245,7 +269,15 @@ def scenario_b(args) -> dict:
     row = {"guardians": args.guardians, "chunk_size": args.chunk_size, "rate": args.rate,
            "channel": args.b_channel, "small_dispatched_after_s": args.small_after,
            "small_done_s": round(small_s, 2), "big_messages": sent,
-           "big_messages_per_s": round(sent / span, 1) if span else None}
+           "big_messages_per_s": round(sent / span, 1) if span else None,
+           "provider_latency_s": args.provider_latency,
+           "notify_concurrency": args.notify_concurrency or "default",
+           "load_1m_at_start_and_end": [load0, load1],
+           # Load-independent figures: CPU seconds over the big broadcast and per message sent
+           # (bulk: the bulk worker's processes; bench_and_provider: this process).
+           "cpu_s": cpu,
+           "cpu_ms_per_message": {k: round(v * 1000 / (sent + 20), 3) for k, v in cpu.items()
+                                  if k != "window_s"}}
     # Where the small one's time went: its jobs' events and its messages, after the dispatch.
     row["small_timeline"] = [
         (kind, round(at - t0, 2)) for kind, at in sql(
@@ -279,6 +311,8 @@ def scenario_b(args) -> dict:
               f"{seen['busiest_second']}), {seen['rate_used']:.1%} of the rate used", flush=True)
     print(f"b: the 20-guardian broadcast took {small_s:.2f} s while the {args.guardians}-guardian "
           f"one ran at {row['big_messages_per_s']} messages/s", flush=True)
+    print(f"b: CPU ms per message: {row['cpu_ms_per_message']} (load {load0} -> {load1})",
+          flush=True)
     return row
 
 
@@ -454,6 +488,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--small-after", type=float, default=5.0)
     parser.add_argument("--b-channel", choices=("provider", "record"), default="provider",
                         help="b: KakaoTalk to a fake provider, or the record channel")
+    parser.add_argument("--provider-latency", type=float, default=0.0,
+                        help="b: seconds the fake provider takes to answer each message "
+                             "(a real gateway is tens of milliseconds away)")
+    parser.add_argument("--notify-concurrency", type=int, default=0,
+                        help="b: the workers' JOBQ_NOTIFY_CONCURRENCY (0: their default)")
     parser.add_argument("--shares-jobs", type=int, default=600)
     parser.add_argument("--tenants", type=int, default=10_000)
     parser.add_argument("--drain-jobs", type=int, default=5000)

@@ -1,6 +1,6 @@
 """One academy's backlog handed out while a session holds the xmin horizon: what the fair pick
 reads, with each tenant's pick starting where its last one ended (``fair_queue.feed_from``,
-migration 0016) and, in the same invocation, from the first entry of the ready-jobs index as
+migration 0017) and, in the same invocation, from the first entry of the ready-jobs index as
 before (``feed_from`` set back before every pick).
 
 While a transaction holds the horizon, the index entries of the jobs already handed out stay

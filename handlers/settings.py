@@ -42,6 +42,9 @@ class BusinessSettings(DeclaredSettings):
                                              doc="the message gateway (unset: only recorded)")
     notify_webhook_secret: str | None = setting("JOBQ_NOTIFY_WEBHOOK_SECRET", secret=True,
                                                 doc="the key its requests are signed with")
+    notify_concurrency: int = setting(
+        "JOBQ_NOTIFY_CONCURRENCY", 8, minimum=1,
+        doc="messages one run hands to the gateway at once (each waits for its answer)")
 
     # The outside payment gateway billing syncs from.
     payment_gateway_url: str | None = setting("JOBQ_PAYMENT_GATEWAY_URL",

@@ -110,3 +110,37 @@ def hold_the_gil(ctx: JobContext, params: HoldParams) -> dict:
 
     ctypes.PyDLL(None).sleep(params.seconds)
     return {"held": params.seconds, "pid": os.getpid()}
+
+
+class PoolParams(IntentParams):
+    timeouts: int = Field(1, ge=0, le=5,
+                          description="Attempts that meet a connection pool with none free.")
+
+
+def meet_a_full_pool(ctx: JobContext, params: PoolParams) -> dict:
+    """For its first ``timeouts`` attempts, ask a pool of one connection (SQLAlchemy's
+    QueuePool, 0.2 s timeout) for a second while it holds the first, as a handler does when
+    every connection of its process's pool is taken; then complete, saying which attempt did."""
+    from sqlalchemy import create_engine
+
+    from app.store import db
+
+    if ctx.attempt <= params.timeouts:
+        engine = create_engine(db.handler_engine().url, pool_size=1, max_overflow=0,
+                               pool_timeout=0.2)
+        try:
+            with engine.connect(), engine.connect():
+                pass
+        finally:
+            engine.dispose()
+    return {"attempt": ctx.attempt}
+
+
+class FanOutParams(IntentParams):
+    children: int = Field(2, ge=1, le=100, description="How many child jobs.")
+
+
+def fan_out(ctx: JobContext, params: FanOutParams) -> dict:
+    ids = ctx.submit_children([{"intent_key": "system.exec.echo", "intent_params": {"n": i}}
+                               for i in range(params.children)])
+    return {"children": ids}

@@ -11,6 +11,9 @@ _EFFECT_PARAMS = "tests.intents:EffectParams"
 
 INTENTS: tuple[Intent, ...] = (
     *PRODUCTION,
+    # Child jobs asked for by a run (tests/integration/test_tracing.py): their traces.
+    Intent("test.exec.fan_out", "tests.intents:fan_out", params="tests.intents:FanOutParams",
+           description="Ask for child jobs of system.exec.echo."),
     # Side effects counted per job (tests/intents.py); retries to spare, since every fault
     # that catches a run costs it an attempt.
     Intent("test.exec.record_in_transaction", "tests.intents:record_in_transaction",
@@ -22,6 +25,10 @@ INTENTS: tuple[Intent, ...] = (
     Intent("test.exec.record_in_transaction_bulk", "tests.intents:record_in_transaction",
            params=_EFFECT_PARAMS, max_retries=6, queue="bulk",
            description="test.exec.record_in_transaction on the bulk queue (slow work)."),
+    # A database pool with no connection free (tests/integration/test_pool_timeout.py).
+    Intent("test.exec.meet_a_full_pool", "tests.intents:meet_a_full_pool",
+           params="tests.intents:PoolParams", max_retries=3,
+           description="Time out waiting for a pooled connection, then complete."),
     # Cancelling a running job (tests/test_cancel.py): an uncommitted write, then a long sleep.
     Intent("test.exec.record_then_sleep", "tests.intents:record_then_sleep",
            params="tests.intents:SleepAfterParams", max_retries=0,

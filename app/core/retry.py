@@ -1,9 +1,9 @@
 """Should a failed run go again, and when? A small value, testable without a worker.
 
 Transient errors (an explicit :class:`~app.core.errors.TransientError`, connection errors and
-timeouts, HTTP 5xx and 429 from ``requests``, a lost database connection) are retried with
-exponential backoff and full jitter until the job's ``max_retries`` is spent; everything else
-fails the job at once.
+timeouts, HTTP 5xx and 429 from ``requests``, a lost database connection, no pooled connection
+free in time) are retried with exponential backoff and full jitter until the job's
+``max_retries`` is spent; everything else fails the job at once.
 """
 
 from __future__ import annotations
@@ -56,6 +56,12 @@ def is_transient(exc: BaseException) -> bool:
         from sqlalchemy.exc import OperationalError
 
         if isinstance(exc, OperationalError):
+            return True
+        from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+        # No pooled connection came free in time (QueuePool): every connection of the
+        # process was taken, a shortage that passes like an outage does.
+        if isinstance(exc, PoolTimeout):
             return True
     except ImportError:  # pragma: no cover
         pass

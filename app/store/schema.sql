@@ -102,7 +102,7 @@ $$;
 
 -- New rows: flag each (queue, tenant) with an unpublished pending job ready; wake its feeder.
 -- A row due before the tenant's feed_from (a long transaction's, a run_at in the past) lowers
--- it, so the feeder's pick reaches it (0016).
+-- it, so the feeder's pick reaches it (0017).
 CREATE OR REPLACE FUNCTION jobq_fair_flag_inserted() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 DECLARE q text;
@@ -139,7 +139,7 @@ CREATE TRIGGER jobq_fair_inserted AFTER INSERT ON job_executions
     EXECUTE FUNCTION jobq_fair_flag_inserted();
 
 -- A job put back to pending and unpublished (retry, lost run, requeue, held): flag it ready,
--- and lower its tenant's feed_from to the job's due time when it is earlier (0016).
+-- and lower its tenant's feed_from to the job's due time when it is earlier (0017).
 CREATE OR REPLACE FUNCTION jobq_fair_flag_updated() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 BEGIN
@@ -187,7 +187,7 @@ $$;
 -- starts at its feed_from, a second before the last job it was handed: the entries of the jobs
 -- handed out before it are not walked again (dead, and kept while a transaction holds the xmin
 -- horizon: thousands a tenant after minutes of it). What comes due before it lowers it (the
--- triggers, the sweep), and the sweep's full look sets it back once a minute (0016).
+-- triggers, the sweep), and the sweep's full look sets it back once a minute (0017).
 CREATE OR REPLACE FUNCTION jobq_feed(p_queue text, p_n int)
 RETURNS TABLE (id uuid, tenant_id uuid, intent_key text, intent_params jsonb)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$

@@ -16,8 +16,11 @@ import email.utils
 import hashlib
 import hmac
 import json
+import os
+import queue
 import smtplib
 import ssl
+import threading
 import time
 from dataclasses import dataclass
 from email.header import Header
@@ -26,7 +29,7 @@ from typing import Protocol
 
 import requests
 
-from app.handler_api import PermanentError, TransientError, settings
+from app.handler_api import PermanentError, TransientError, outside_call, settings
 from handlers.settings import BusinessSettings
 
 #: Where a guardian's channel goes when its outside service is configured.
@@ -105,12 +108,9 @@ class SmtpTransport:
         mail["Message-ID"] = f"<{message.reference}@{sender.partition('@')[2] or 'jobq.local'}>"
         mail["Date"] = email.utils.formatdate(localtime=True)
         try:
-            try:
-                self._deliver(sender, message.address, mail.as_bytes())
-            except smtplib.SMTPServerDisconnected:
-                # An idle connection the server closed since the last message: once more, anew.
-                self.close()
-                self._deliver(sender, message.address, mail.as_bytes())
+            with outside_call("email", "send", attributes={
+                    "server.address": self.cfg.smtp_host, "server.port": self.cfg.smtp_port}):
+                self._send(sender, message.address, mail.as_bytes())
         except smtplib.SMTPRecipientsRefused as exc:
             raise PermanentError(f"SMTP refused {message.address}: {_smtp_reason(exc)}") from exc
         except smtplib.SMTPResponseException as exc:
@@ -123,6 +123,14 @@ class SmtpTransport:
             self.close()
             raise TransientError(f"SMTP server unreachable: {exc}") from exc
         return mail["Message-ID"]
+
+    def _send(self, sender: str, to: str, data: bytes) -> None:
+        try:
+            self._deliver(sender, to, data)
+        except smtplib.SMTPServerDisconnected:
+            # An idle connection the server closed since the last message: once more, anew.
+            self.close()
+            self._deliver(sender, to, data)
 
     def _deliver(self, sender: str, to: str, data: bytes) -> None:
         if self._client is None:
@@ -138,6 +146,24 @@ class SmtpTransport:
                 client.close()
 
 
+#: HTTP sessions not in use, per process and gateway URL: a send takes one (its own kept-alive
+#: connection) and puts it back, so the connections outlive a run and concurrent sends never
+#: share one. Opening a connection per message (or per run) would cost a handshake each, and a
+#: burst of new connections can overflow the gateway's listen queue, which delays them by a
+#: second: into the next clock second, past the channel's grant.
+_IDLE: dict[tuple[int, str], queue.SimpleQueue[requests.Session]] = {}
+_IDLE_LOCK = threading.Lock()
+
+
+def _idle_sessions(url: str) -> queue.SimpleQueue[requests.Session]:
+    key = (os.getpid(), url)  # a forked worker child opens its own
+    with _IDLE_LOCK:
+        found = _IDLE.get(key)
+        if found is None:
+            found = _IDLE[key] = queue.SimpleQueue()
+        return found
+
+
 class WebhookTransport:
     """A signed JSON POST to the message gateway.
 
@@ -150,22 +176,31 @@ class WebhookTransport:
 
     name = "webhook"
 
-    def __init__(self, cfg: BusinessSettings, session: requests.Session | None = None):
+    def __init__(self, cfg: BusinessSettings):
         if not cfg.notify_webhook_url:
             raise PermanentError("JOBQ_NOTIFY_WEBHOOK_URL is not set")
         self.url = cfg.notify_webhook_url
         self.secret = (cfg.notify_webhook_secret or "").encode()
         self.timeout = settings.outside_call_timeout
-        self.http = session or requests.Session()
+        self._idle = _idle_sessions(self.url)
 
     def send(self, message: Message) -> str:
+        """Safe to call from several threads at once: each call has a session of its own."""
         if not message.address:
             raise PermanentError(f"no {message.channel} address")
         payload = {"id": message.reference, "channel": message.channel, "to": message.address,
                    "subject": message.subject, "text": message.body}
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-        reply = post_signed(self.http, self.url, body, self.secret, self.timeout,
-                            headers={"Idempotency-Key": message.reference})
+        try:
+            http = self._idle.get_nowait()
+        except queue.Empty:
+            http = requests.Session()
+        try:
+            reply = post_signed(http, self.url, body, self.secret, self.timeout,
+                                headers={"Idempotency-Key": message.reference},
+                                service=message.channel)
+        finally:
+            self._idle.put(http)
         try:
             data = reply.json()
         except ValueError:
@@ -192,17 +227,22 @@ def verify_signature(secret: bytes, timestamp: str, body: bytes, signature: str,
 
 
 def post_signed(http: requests.Session, url: str, body: bytes, secret: bytes, timeout: float,
-                headers: dict[str, str] | None = None) -> requests.Response:
-    """POST ``body`` signed; the reply when 2xx, else Transient- or PermanentError."""
+                headers: dict[str, str] | None = None, *, service: str) -> requests.Response:
+    """POST ``body`` signed; the reply when 2xx, else Transient- or PermanentError. A span of
+    the job's trace (``service``: kakao, sms, payment-gateway) covers it, and the request
+    carries its ``traceparent``."""
     timestamp = str(int(time.time()))
-    all_headers = {"Content-Type": "application/json; charset=utf-8",
-                   TIMESTAMP_HEADER: timestamp, SIGNATURE_HEADER: sign(secret, timestamp, body),
-                   **(headers or {})}
-    try:
-        reply = http.post(url, data=body, headers=all_headers, timeout=timeout)
-    except (TimeoutError, requests.ConnectionError, requests.Timeout) as exc:
-        raise TransientError(f"{_host(url)} unreachable: {type(exc).__name__}") from exc
-    raise_for_reply(reply)
+    with outside_call(service, "POST", url=url) as call:
+        all_headers = {"Content-Type": "application/json; charset=utf-8",
+                       TIMESTAMP_HEADER: timestamp,
+                       SIGNATURE_HEADER: sign(secret, timestamp, body),
+                       **(headers or {}), **call.headers}
+        try:
+            reply = http.post(url, data=body, headers=all_headers, timeout=timeout)
+        except (TimeoutError, requests.ConnectionError, requests.Timeout) as exc:
+            raise TransientError(f"{_host(url)} unreachable: {type(exc).__name__}") from exc
+        call.answered(reply.status_code)
+        raise_for_reply(reply)
     return reply
 
 
@@ -274,6 +314,13 @@ class Transports:
         if wanted == "webhook" and not self.cfg.notify_webhook_url:
             return "record"
         return wanted
+
+    def concurrency(self, name: str) -> int:
+        """How many messages transport ``name`` may have in flight at once: the webhook's
+        ``JOBQ_NOTIFY_CONCURRENCY`` (each POST waits for its answer, so one at a time would
+        cap a run at one message per round trip); SMTP's one connection, and the record
+        transport, one."""
+        return max(1, int(self.cfg.notify_concurrency)) if name == "webhook" else 1
 
     def close(self) -> None:
         """Let go of open connections (SMTP); the transports can be used again after."""

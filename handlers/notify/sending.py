@@ -12,8 +12,10 @@ drop that duplicate.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,17 +86,30 @@ _ROWS_OF_JOB = text(
     """
 )
 
-_ATTEMPT = text(
+#: Before a batch is handed over: an attempt counts from the moment the message may have left.
+_ATTEMPTS = text(
     "UPDATE notifications SET attempts = attempts + 1, updated_at = now() "
-    "WHERE id = CAST(:id AS uuid)"
+    "WHERE id = ANY(CAST(:ids AS uuid[]))"
 )
 
-_SENT = text(
+#: After it, each message's outcome in one statement: ``sent`` (with the provider's id),
+#: ``failed`` (for good), ``retry`` (a transient failure: pending, with the reason) or
+#: ``untried`` (its time was up, or the batch stopped first: its attempt is taken back).
+_OUTCOMES = text(
     """
-    UPDATE notifications
-       SET status = 'sent', provider_message_id = :provider_id, sent_at = now(),
-           last_error = NULL, updated_at = now()
-     WHERE id = CAST(:id AS uuid)
+    UPDATE notifications n
+       SET status = CASE r.outcome WHEN 'sent' THEN 'sent' WHEN 'failed' THEN 'failed'
+                                   ELSE n.status END,
+           provider_message_id = CASE WHEN r.outcome = 'sent' THEN r.provider_id
+                                      ELSE n.provider_message_id END,
+           sent_at = CASE WHEN r.outcome = 'sent' THEN now() ELSE n.sent_at END,
+           last_error = CASE r.outcome WHEN 'sent' THEN NULL WHEN 'untried' THEN n.last_error
+                                       ELSE r.error END,
+           attempts = n.attempts - CASE WHEN r.outcome = 'untried' THEN 1 ELSE 0 END,
+           updated_at = now()
+      FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+           AS r(id uuid, outcome text, provider_id text, error text)
+     WHERE n.id = r.id
     """
 )
 
@@ -105,15 +120,6 @@ _RECORDED = text(
        SET status = 'sent', attempts = attempts + 1, provider_message_id = 'record:' || id,
            sent_at = now(), last_error = NULL, updated_at = now()
      WHERE id = ANY(CAST(:ids AS uuid[]))
-    """
-)
-
-_FAILED = text(
-    """
-    UPDATE notifications
-       SET status = CASE WHEN :final THEN 'failed' ELSE status END, last_error = :error,
-           updated_at = now()
-     WHERE id = CAST(:id AS uuid)
     """
 )
 
@@ -162,49 +168,97 @@ def send_for_job(ctx: JobContext, outgoing: Sequence[Outgoing], *,
             conn.execute(_RECORDED, {"ids": recorded})
         summary.sent += len(recorded)
         ctx.progress(len(recorded), total, "recorded")
+    outside = [r for r in todo if r.transport != "record"]
     try:
-        for done, row in enumerate((r for r in todo if r.transport != "record"),
-                                   len(recorded) + 1):
-            if send_by is not None and time.monotonic() >= send_by:
-                summary.unsent.append((row.recipient, row.channel))
-                continue
-            _send_one(ctx, transports, row, summary)
-            ctx.progress(done, total, "sending")
+        _hand_over(ctx, transports, outside, summary, send_by)
     finally:
         transports.close()
+    if outside:
+        ctx.progress(total - len(summary.unsent), total, "sending")
     if fail_if_nothing_delivered and summary.failed and not (summary.sent or summary.already_sent):
         raise PermanentError(summary.errors[0])
     ctx.log.info("notifications: %s", summary.as_dict())
     return summary
 
 
-def _send_one(ctx: JobContext, transports: Transports, row: Any, summary: SendSummary) -> None:
-    message = Message(reference=row.id, channel=row.channel, address=row.address,
-                      subject=row.subject, body=row.body)
-    with ctx.journal() as conn:
-        conn.execute(_ATTEMPT, {"id": row.id})
-    try:
-        provider_id = transports.get(row.transport).send(message)
-    except TransientError as exc:
-        _record_failure(ctx, row.id, exc, final=False)
-        raise
-    except Exception as exc:
-        _record_failure(ctx, row.id, exc, final=True)
-        if not isinstance(exc, PermanentError):
-            raise  # a bug, not a bad address: fail the job visibly
-        summary.failed += 1
-        summary.errors.append(str(exc))
+def _hand_over(ctx: JobContext, transports: Transports, rows: Sequence[Any],
+               summary: SendSummary, send_by: float | None) -> None:
+    """Hand ``rows`` to their transports, up to each transport's concurrency at once (a
+    webhook POST waits for its answer: one at a time, a run would send one message per round
+    trip to the gateway). The database sees two writes for the batch, not two per message: the
+    attempts before, every outcome after (also when the run is stopped midway, so what went
+    out stays recorded).
+
+    A permanent failure marks that message failed and the others go on. A transient one (the
+    gateway is down, or answered 429) or a bug stops the batch: nothing new is handed over,
+    what is in flight finishes, the outcomes are written, then the first such error is raised
+    (a retry continues where this stopped). Messages not handed over by ``send_by`` stay
+    pending, listed in the summary's ``unsent``.
+    """
+    if not rows:
         return
     with ctx.journal() as conn:
-        conn.execute(_SENT, {"id": row.id, "provider_id": provider_id})
-    summary.sent += 1
+        conn.execute(_ATTEMPTS, {"ids": [r.id for r in rows]})
+    stop = threading.Event()
+    # Per row: ("sent", provider id) | ("failed" | "retry", the error) | ("untried", None).
+    outcomes: list[tuple[str, Any]] = [("untried", None)] * len(rows)
+
+    def hand(i: int, row: Any) -> None:
+        if stop.is_set() or (send_by is not None and time.monotonic() >= send_by):
+            return
+        message = Message(reference=row.id, channel=row.channel, address=row.address,
+                          subject=row.subject, body=row.body)
+        try:
+            outcomes[i] = ("sent", transports.get(row.transport).send(message))
+        except PermanentError as exc:
+            outcomes[i] = ("failed", exc)
+        except Exception as exc:  # transient: stops the batch; a bug: fails the job visibly
+            outcomes[i] = ("retry" if isinstance(exc, TransientError) else "failed", exc)
+            stop.set()
+
+    by_transport: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        by_transport.setdefault(row.transport, []).append(i)
+    try:
+        for name, indexes in by_transport.items():
+            transports.get(name)  # built here, not by several threads at once
+            workers = min(transports.concurrency(name), len(indexes))
+            if workers <= 1:
+                for i in indexes:
+                    hand(i, rows[i])
+                continue
+            with ThreadPoolExecutor(max_workers=workers,
+                                    thread_name_prefix=f"send-{name}") as pool:
+                try:
+                    for future in [pool.submit(hand, i, rows[i]) for i in indexes]:
+                        future.result()
+                except BaseException:
+                    stop.set()  # leaving by an exception (a time limit): start nothing new
+                    raise
+    finally:
+        with ctx.journal() as conn:
+            conn.execute(_OUTCOMES, {"rows": json.dumps([
+                {"id": row.id, "outcome": outcome,
+                 "provider_id": value if outcome == "sent" else None,
+                 "error": _error(value) if outcome in ("failed", "retry") else None}
+                for row, (outcome, value) in zip(rows, outcomes, strict=True)])})
+    stopped_by: BaseException | None = None
+    for row, (outcome, value) in zip(rows, outcomes, strict=True):
+        if outcome == "sent":
+            summary.sent += 1
+        elif outcome == "untried":
+            summary.unsent.append((row.recipient, row.channel))
+        elif isinstance(value, PermanentError):
+            summary.failed += 1
+            summary.errors.append(str(value))
+        elif stopped_by is None:
+            stopped_by = value
+    if stopped_by is not None:
+        raise stopped_by
 
 
-def _record_failure(ctx: JobContext, notification_id: str, exc: BaseException, *,
-                    final: bool) -> None:
-    error = (f"{type(exc).__name__}: {exc}")[:MAX_ERROR]
-    with ctx.journal() as conn:
-        conn.execute(_FAILED, {"id": notification_id, "error": error, "final": final})
+def _error(exc: BaseException) -> str:
+    return (f"{type(exc).__name__}: {exc}")[:MAX_ERROR]
 
 
 def _row(o: Outgoing, transport: str) -> dict[str, Any]:

@@ -5,6 +5,7 @@ why a waiting job waits, as the console, the API and `jobq job` say it."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import time
@@ -66,6 +67,30 @@ def test_an_operator_filters_by_academy_and_opens_a_timeline(api, academies, key
         assert f'<span class="ev">{kind}</span>' in shown
     by_key = job_ids(operator.page("/ui/jobs", q=mine[:8]))
     assert by_key == [mine]
+
+
+def test_the_jobs_page_filters_by_a_time_window_its_end_too(api, operator):
+    academy = f"시간 학원 {uuid.uuid4().hex[:6]}"
+    tenant = make_tenant(academy)
+    older, newer = (submit(api, make_key(tenant), {"intent_key": "system.exec.echo"}).json()["id"]
+                    for _ in range(2))
+    sql("UPDATE job_executions SET created_at = now() - interval '3 hours' WHERE id = :id",
+        id=older)
+
+    def listed(**window: str) -> list[str]:
+        return job_ids(operator.page("/ui/jobs", academy=academy, **window))
+
+    assert listed() == [newer, older]
+    assert listed(until="1h") == [older]
+    assert listed(since="1h") == [newer]
+    assert listed(since="4h", until="2h") == [older]
+    assert listed(until=(dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)).isoformat()) == [older]
+    shown = operator.page("/ui/jobs", academy=academy, until="1h")
+    assert 'name="until" value="1h"' in shown  # the form keeps it, and the live updates too
+    live = re.search(r'data-live="([^"]+)"', shown).group(1).replace("&amp;", "&")
+    assert "until=1h" in live and job_ids(operator.http.get(live).text) == [older]
+    refused = operator.page("/ui/jobs", academy=academy, since="1h", until="2h")
+    assert job_ids(refused) == [] and "until=&#x27;2h&#x27; is not after since=&#x27;1h&#x27;" in refused
 
 
 def test_a_refused_job_is_retried_on_corrected_parameters_and_shows_before_and_after(
@@ -237,11 +262,50 @@ def test_the_queues_page_shows_each_queue_and_the_share_of_each_ready_academy(
     assert "academies with work ready" in shown
 
 
+def test_the_channels_page_shows_each_channels_use_and_each_academys_share(
+        api, academies, operator):
+    from app.intake.actions import set_channel_limits
+    from app.run.quota import Channel
+
+    first, second = names(academies)
+    channel = f"kakaotest{uuid.uuid4().hex[:6]}"
+    set_channel_limits(academies[first], channel, rate=10, daily=500, by="test")
+    # Two academies sending on a 50/s channel, the first capped at 10/s by its own plan: two
+    # seconds of grants (a second's counts join the channel's history when the next begins).
+    with Channel(channel, academies[first], 50) as one, \
+            Channel(channel, academies[second], 50) as two:
+        for waiting in (40, 30):
+            one.take(5, backlog=waiting)
+            two.take(5, backlog=waiting)
+            time.sleep(1.0 - time.time() % 1.0 + 0.05)
+        one.take(1, backlog=30)  # still sending while the page is read
+        two.take(1, backlog=30)
+        shown = operator.page("/ui/channels")
+        fragment = operator.page("/ui/channels", fragment=1)
+
+    section = re.search(rf'<section class="channel" data-channel="{channel}">(.*?)</section>',
+                        shown, re.S)
+    assert section, shown[-3000:]
+    body = section.group(1)
+    assert "<th>provider's rate</th><td>50/s</td>" in body
+    rows = dict(re.findall(r'<tr data-academy="([0-9a-f-]{36})">(.*?)</tr>', body, re.S))
+    assert set(rows) == set(academies.values()), body
+    mine, theirs = (re.findall(r"<td>(.*?)</td>", rows[academies[n]]) for n in (first, second))
+    # academy, weight, share/s, cap/s, sent/s, messages waiting, daily used / quota, jobs
+    assert first in mine[0] and second in theirs[0]
+    assert (mine[2], mine[3], mine[5]) == ("10", "10", "30")  # capped: its share is its cap
+    assert (theirs[2], theirs[3], theirs[5]) == ("40", "-", "30")  # the rest of the 50
+    assert mine[6] == "11 / 500" and theirs[6] == "11"
+    assert f'data-channel="{channel}"' in fragment and "<html" not in fragment
+    assert 'href="/ui/channels"' in shown  # in the operator's navigation
+
+
 def test_an_academys_session_does_not_see_academies_or_queues(api, academies, keys):
     first, _ = names(academies)
     academy = ConsoleSession(api, keys[first])
     assert academy.get("/ui/academies").status_code == 403
     assert academy.get("/ui/queues").status_code == 403
+    assert academy.get("/ui/channels").status_code == 403
     assert "/ui/academies" not in academy.page("/ui/jobs")
 
 

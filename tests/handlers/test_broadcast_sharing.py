@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests.fixtures import in_thread_worker, job_row, sql, wait_for, wait_for_status
-from tests.handlers.test_channel_quota import RATE, academy, broadcast, kakao  # noqa: F401
+from tests.handlers.test_channel_quota import RATE, academy, broadcast, kakao, sent  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -47,3 +47,28 @@ def test_a_small_broadcast_goes_out_within_seconds_while_a_big_one_holds_the_cha
     assert ("waits for its chunks to be sent",) in waits and len(waits) == len(set(waits))
     assert wait_for_status(big_job, timeout=120)["status"] == "completed"
     assert kakao.refused == 0 and kakao.busiest_second() <= RATE
+
+
+def test_one_academy_alone_gets_the_providers_whole_rate_from_a_gateway_50_ms_away(
+        provider, configure):
+    # A gateway that takes 50 ms to answer each message: a sender that waits for each answer
+    # before the next would reach 20/s, two of them (this worker's threads) 40 of the 50.
+    fake = provider.start(rate=50, latency=0.05)
+    configure(send_rates={"kakao": 50.0})
+    tenant, name = academy(1, 400)
+    job = broadcast(tenant, chunk_size=100)
+    assert wait_for_status(job, timeout=120)["status"] == "completed"
+    assert sent(job) == 400
+
+    # Never over the rate, and used while the broadcast had messages waiting: every whole
+    # second between its first and last arrival, the provider took (nearly) all it allows.
+    assert fake.refused == 0 and fake.busiest_second() <= 50, fake.per_second()
+    per = fake.per_second(f"[{name}]")
+    inner = sorted(per)[1:-1]
+    assert len(inner) >= 4, per
+    used = sum(per[s] for s in inner) / (50 * len(inner))
+    # The target is 95% (`python -m bench fairness --scenarios b`); here, on a test machine
+    # whatever its load, a margin, still above what one message per round trip could reach.
+    assert used >= 0.85, ([per[s] for s in inner], used)
+    # The messages of a grant went out together, not one answer after another.
+    assert fake.most_in_flight > 2, fake.most_in_flight

@@ -7,6 +7,7 @@ import random
 
 import pytest
 import requests
+import sqlalchemy.exc
 
 from app.core.errors import PermanentError, TransientError
 from app.core.manifest import RetryPolicy
@@ -24,6 +25,9 @@ def _http_error(status: int) -> requests.HTTPError:
     (ConnectionError("reset"), True),
     (TimeoutError("slow"), True),
     (requests.ConnectionError("refused"), True),
+    # No pooled database connection free in time (QueuePool): a passing shortage.
+    (sqlalchemy.exc.TimeoutError("QueuePool limit of size 5 overflow 10 reached, connection "
+                                 "timed out, timeout 30.00"), True),
     (_http_error(503), True),
     (_http_error(429), True),
     (_http_error(400), False),

@@ -16,7 +16,8 @@ from app.core.settings import settings
 
 NAV = (("jobs", "/ui/jobs", "Jobs"), ("approvals", "/ui/approvals", "Approvals"))
 #: Pages only an operator's session sees: they span academies.
-OPERATOR_NAV = (("academies", "/ui/academies", "Academies"), ("queues", "/ui/queues", "Queues"))
+OPERATOR_NAV = (("academies", "/ui/academies", "Academies"), ("queues", "/ui/queues", "Queues"),
+                ("channels", "/ui/channels", "Channels"))
 
 
 def e(value: Any) -> str:

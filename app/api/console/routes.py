@@ -21,6 +21,7 @@ from app.api.auth import Denied
 from app.api.console import session
 from app.api.console.academies import academies_page
 from app.api.console.academies import act as academy_action
+from app.api.console.channels import channels_page
 from app.api.console.jobpage import job_page, live_part, restore_secrets
 from app.api.console.lists import JobsQuery, approvals_page, jobs_page
 from app.api.console.queues import queues_page
@@ -130,8 +131,9 @@ def asset(name: str) -> FileResponse:
 
 @ui.get("/jobs")
 def jobs(viewer: Seen, academy: str = "", intent: str = "", status: str = "", queue: str = "",
-         since: str = "", q: str = "", cursor: str = "", fragment: int = 0) -> HTMLResponse:
-    query = JobsQuery(academy, intent, status, queue, since, q, cursor)
+         since: str = "", q: str = "", cursor: str = "", fragment: int = 0,
+         until: str = "") -> HTMLResponse:
+    query = JobsQuery(academy, intent, status, queue, since, q, cursor, until)
     return html(jobs_page(viewer, query, fragment=bool(fragment)))
 
 
@@ -174,6 +176,11 @@ async def academy_act(request: Request, tenant_id: str, verb: str) -> Response:
 @ui.get("/queues")
 def queues(viewer: Seen) -> HTMLResponse:
     return html(queues_page(viewer))
+
+
+@ui.get("/channels")
+def channels(viewer: Seen, fragment: int = 0) -> HTMLResponse:
+    return html(channels_page(viewer, fragment=bool(fragment)))
 
 
 def _act(viewer: Viewer, job_id: str, verb: str, fields: dict[str, str]) -> str:

@@ -145,7 +145,7 @@ FLAG_NEWLY_DUE = text(_FLAG.format(which="""(f.queue, f.tenant_id) IN (
                   AND j.run_at <= now())"""))
 
 
-#: Every tenant's fair pick starts from its first waiting job again (``feed_from``, 0016): a job
+#: Every tenant's fair pick starts from its first waiting job again (``feed_from``, 0017): a job
 #: its pick went past (locked by another transaction as the pick went by, say) is reached.
 #: (A row a feeder's look holds this instant is set back on the next full look.)
 RESET_FEED_FROM = text(

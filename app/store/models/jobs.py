@@ -83,7 +83,7 @@ class JobExecution(Base):
             postgresql_where=text("idempotency_key IS NOT NULL"),
         ),
         # The fairness feeder's pick: a tenant's oldest due unpublished jobs of a queue, in the
-        # pick's order (0017).
+        # pick's order (0018).
         Index(
             "ix_job_executions_ready",
             "queue",
@@ -188,6 +188,10 @@ class JobExecution(Base):
     #: none, and the job runs only on new ones (alembic 0008).
     params_dropped: Mapped[bool] = mapped_column(Boolean, nullable=False,
                                                  server_default=text("false"))
+    #: The W3C ``traceparent`` of the span that asked for the job: its wait, attempts and
+    #: outside calls are spans of that trace (app/core/tracing.py; alembic 0016). NULL: asked
+    #: for with tracing off, or by plain SQL.
+    traceparent: Mapped[str | None] = mapped_column(Text)
 
 
 class JobEvent(Base):

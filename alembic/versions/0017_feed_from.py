@@ -13,8 +13,8 @@ to pending (the update trigger: a lost run, a republish, a retry); the sweep's f
 every tenant's back once a minute, so a job passed over otherwise (one locked by another
 transaction as the pick went past it) is reached within a minute.
 
-Revision ID: 0016_feed_from
-Revises: 0015_hand_on_waits
+Revision ID: 0017_feed_from
+Revises: 0016_traceparent
 Create Date: 2026-12-07 06:20:00
 """
 
@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0016_feed_from"
-down_revision = "0015_hand_on_waits"
+revision = "0017_feed_from"
+down_revision = "0016_traceparent"
 branch_labels = None
 depends_on = None
 

@@ -8,8 +8,8 @@ job of the tenant (and its row, for the id) and sorted them, on every pick: with
 waiting (``python -m bench held_pick``). With the id in the index, the scan is in the pick's
 order and stops after n.
 
-Revision ID: 0017_ready_in_pick_order
-Revises: 0016_feed_from
+Revision ID: 0018_ready_in_pick_order
+Revises: 0017_feed_from
 Create Date: 2026-12-07 06:45:00
 """
 
@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0017_ready_in_pick_order"
-down_revision = "0016_feed_from"
+revision = "0018_ready_in_pick_order"
+down_revision = "0017_feed_from"
 branch_labels = None
 depends_on = None
 
