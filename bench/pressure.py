@@ -23,7 +23,11 @@ Scenarios (the public postgresql-job-queue-benchmarking harness's):
                              [--pressure-seconds 600] [--rate 50] [--autovacuum off]
     python -m bench pressure --phase-seconds 20            # every scenario in about 20 min
 
-Results: bench/results/pressure.json. Procrastinate beside it is not wired in yet.
+Both systems by default (``--systems jobq,procrastinate``), one after the other on the same
+cluster (bench/pressure_peer.py: Procrastinate in a database of its own, two worker processes
+of one job at a time as jobq's two realtime ones; ``pip install -e '.[bench]'`` installs it).
+
+Results: bench/results/pressure.json.
 """
 
 from __future__ import annotations
@@ -36,20 +40,22 @@ import time
 from typing import Any
 
 from bench.pgcluster import Cluster
-from bench.pressure_parts import ECHO, Load, Pressure, Workers, connect
+from bench.pressure_parts import ECHO, Load, Pressure, connect
+from bench.pressure_peer import System
 
 SCENARIOS = ("idle_tx", "rr_readers", "terminate", "idle_conns", "restart", "worker_kill")
-#: The tables every job writes, whose dead tuples a held horizon lets pile up.
-HOT_TABLES = ("job_executions", "job_events", "fair_queue", "fair_clock")
+SYSTEMS = ("jobq", "procrastinate")
 TENANTS = 20
 
 
-def dead_tuples(url: str) -> dict[str, int] | None:
+def dead_tuples(url: str, tables: tuple[str, ...]) -> dict[str, int] | None:
+    """The dead tuples of ``tables`` (the tables every job writes, which a held horizon lets
+    pile up)."""
     try:
         conn = connect(url)
         cur = conn.cursor()
         cur.execute("SELECT relname, n_dead_tup FROM pg_stat_user_tables "
-                    "WHERE relname = ANY(%s)", (list(HOT_TABLES),))
+                    "WHERE relname = ANY(%s)", (list(tables),))
         out = dict(cur.fetchall())
         conn.close()
         return out
@@ -101,28 +107,27 @@ def profile(before: dict | None, after: dict | None) -> list[dict[str, Any]]:
 class DeadSampler(threading.Thread):
     """The hot tables' dead tuples every ``every`` seconds: ``[(time, {table: n})]``."""
 
-    def __init__(self, url: str, every: float = 2.0) -> None:
+    def __init__(self, url: str, tables: tuple[str, ...], every: float = 2.0) -> None:
         super().__init__(daemon=True)
-        self.url, self.every = url, every
+        self.url, self.tables, self.every = url, tables, every
         self.samples: list[tuple[float, dict[str, int]]] = []
         self.stop_event = threading.Event()
 
     def run(self) -> None:
         while not self.stop_event.wait(self.every):
-            found = dead_tuples(self.url)
+            found = dead_tuples(self.url, self.tables)
             if found is not None:
                 self.samples.append((time.time(), found))
 
 
-def run_scenario(kind: str, args, url: str, cluster: Cluster, workers: Workers,
-                 tenants: list[str], queue: str) -> dict[str, Any]:
-    from bench.common import reset_jobs
-
-    reset_jobs()
-    load = Load(url, args.rate, tenants, queue)
+def run_scenario(kind: str, args, system: System, cluster: Cluster, workers: Any
+                 ) -> dict[str, Any]:
+    url = system.url
+    system.reset()
+    load = Load(url, args.rate, system.offer)
     load.start()
-    pressure = Pressure(kind, url, cluster, workers, args)
-    sampler = DeadSampler(url)
+    pressure = Pressure(kind, url, cluster, workers, args, system.hot_tables)
+    sampler = DeadSampler(url, system.hot_tables)
     sampler.start()
     phases: dict[str, tuple[float, float]] = {}
     dead: dict[str, Any] = {}
@@ -138,34 +143,35 @@ def run_scenario(kind: str, args, url: str, cluster: Cluster, workers: Workers,
         if phase == "pressure":
             pressure.end()
         phases[phase] = (t0, time.time())
-        dead[phase] = dead_tuples(url)
+        dead[phase] = dead_tuples(url, system.hot_tables)
         print(f"  {kind}: {phase} done ({load.accepted} accepted, {load.refused} refused)",
               flush=True)
     load.stop_event.set()
     load.join(10)
     sampler.stop_event.set()
-    drained = drain(url, load.accepted, args.drain_timeout)
-    out = summarize(kind, url, phases, dead, pressure, load, drained)
+    drained = drain(system, load.accepted, args.drain_timeout)
+    out = summarize(kind, system, phases, dead, pressure, load, drained)
+    out["system"] = system.name
     out["statements"] = profiles
     # Dead tuples of job_executions back to the clean phase's level (within 2×, or +1,000).
-    clean = (dead["clean"] or {}).get("job_executions", 0)
+    jobs_table = system.hot_tables[0]
+    clean = (dead["clean"] or {}).get(jobs_table, 0)
     released = pressure.released_at or phases["pressure"][1]
     out["dead_recover_s"] = next(
         (round(t - released, 1) for t, d in sampler.samples
-         if t >= released and d.get("job_executions", 0) <= max(2 * clean, clean + 1000)), None)
+         if t >= released and d.get(jobs_table, 0) <= max(2 * clean, clean + 1000)), None)
     out["dead_samples"] = [(round(t - phases["clean"][0], 1), d) for t, d in sampler.samples]
     return out
 
 
-def drain(url: str, accepted: int, timeout: float) -> bool:
+def drain(system: System, accepted: int, timeout: float) -> bool:
     """Wait until every accepted job has finished (or ``timeout``)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            conn = connect(url)
+            conn = connect(system.url)
             cur = conn.cursor()
-            cur.execute("SELECT count(*) FROM job_executions WHERE status IN "
-                        "('completed', 'failed', 'cancelled')")
+            cur.execute(system.done_sql)
             done = cur.fetchone()[0]
             conn.close()
             if done >= accepted:
@@ -176,21 +182,19 @@ def drain(url: str, accepted: int, timeout: float) -> bool:
     return False
 
 
-def summarize(kind, url, phases, dead, pressure, load, drained) -> dict[str, Any]:
+def summarize(kind, system: System, phases, dead, pressure, load, drained) -> dict[str, Any]:
     from bench.common import percentile
 
-    conn = connect(url)
+    conn = connect(system.url)
     cur = conn.cursor()
-    cur.execute("SELECT extract(epoch FROM created_at), extract(epoch FROM executed_at), "
-                "extract(epoch FROM completed_at), status FROM job_executions")
+    cur.execute(system.jobs_sql)
     jobs = cur.fetchall()
-    cur.execute("SELECT count(*) FROM (SELECT job_id FROM job_events WHERE kind = 'started' "
-                "GROUP BY job_id, attempt HAVING count(*) > 1) d")
+    cur.execute(system.twice_sql)
     twice = cur.fetchone()[0]
     conn.close()
     out: dict[str, Any] = {"scenario": kind, "phases": {}, "notes": pressure.notes,
                            "accepted": load.accepted, "refused": load.refused,
-                           "lost": sum(1 for j in jobs if j[3] != "completed"),
+                           "lost": sum(1 for j in jobs if not j[3]),
                            "ran_twice": twice, "drained": drained}
     for phase, (t0, t1) in phases.items():
         done = sum(1 for j in jobs if j[2] is not None and t0 <= float(j[2]) < t1)
@@ -247,6 +251,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench pressure", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--systems", default=",".join(SYSTEMS),
+                        help="jobq, procrastinate or both (one after the other)")
     parser.add_argument("--phase-seconds", type=float, default=60,
                         help="length of the clean and the recovery phase")
     parser.add_argument("--pressure-seconds", type=float, default=None,
@@ -263,6 +269,13 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [k for k in kinds if k not in SCENARIOS]
     if unknown:
         parser.error(f"unknown scenario(s) {', '.join(unknown)}: one of {', '.join(SCENARIOS)}")
+    wanted = [k for k in args.systems.split(",") if k]
+    if not wanted or any(k not in SYSTEMS for k in wanted):
+        parser.error(f"--systems {args.systems!r}: one or more of {', '.join(SYSTEMS)}")
+    from bench import pressure_peer
+    if "procrastinate" in wanted and pressure_peer.app is None:
+        parser.error("procrastinate is not installed here: pip install -e '.[bench]' "
+                     "(or --systems jobq)")
     cluster = Cluster(autovacuum=args.autovacuum == "on", max_connections=args.max_connections)
     atexit.register(cluster.destroy)  # after the bench database is dropped (atexit is LIFO)
     cluster.start()
@@ -270,44 +283,51 @@ def main(argv: list[str] | None = None) -> None:
     from bench import env  # the bench database in the cluster, migrated
     from bench.common import make_tenant, print_table, write_result
 
-    queue = echo_queue()
-    tenants = [make_tenant(f"압박 학원 {i}") for i in range(TENANTS)]
-    workers = Workers()
+    systems: list[System] = []
+    if "jobq" in wanted:
+        tenants = [make_tenant(f"압박 학원 {i}") for i in range(TENANTS)]
+        systems.append(pressure_peer.jobq(env.DATABASE_URL, tenants, echo_queue()))
+    if "procrastinate" in wanted:
+        systems.append(pressure_peer.procrastinate(cluster.url))
     results = []
-    try:
-        warm = Load(env.DATABASE_URL, args.rate, tenants, queue)  # first runs of each process
-        warm.start()
-        time.sleep(5)
-        warm.stop_event.set()
-        warm.join(10)
-        drain(env.DATABASE_URL, warm.accepted, args.drain_timeout)
-        for kind in kinds:
-            print(f"{kind}: {args.phase_seconds:g} s clean, {args.pressure_seconds:g} s "
-                  f"pressure, {args.phase_seconds:g} s recovery at {args.rate:g} jobs/s",
-                  flush=True)
-            results.append(run_scenario(kind, args, env.DATABASE_URL, cluster, workers,
-                                        tenants, queue))
-    finally:
-        workers.stop()
+    for system in systems:  # one after the other: neither's workers idle beside the other's
+        workers = system.start_workers()
+        try:
+            warm = Load(system.url, args.rate, system.offer)  # first runs of each process
+            warm.start()
+            time.sleep(5)
+            warm.stop_event.set()
+            warm.join(10)
+            drain(system, warm.accepted, args.drain_timeout)
+            for kind in kinds:
+                print(f"{system.name}, {kind}: {args.phase_seconds:g} s clean, "
+                      f"{args.pressure_seconds:g} s pressure, {args.phase_seconds:g} s recovery "
+                      f"at {args.rate:g} jobs/s", flush=True)
+                results.append(run_scenario(kind, args, system, cluster, workers))
+        finally:
+            workers.stop()
     rows = []
+    tables = {s.name: s.hot_tables for s in systems}
     for r in results:
         for phase, p in r["phases"].items():
             d = p["dead_tuples"] or {}
-            rows.append((r["scenario"], phase, p["per_s"], p["x_clean"], p["pickup_p50_ms"],
-                         p["pickup_p99_ms"], d.get("job_executions", "-"),
-                         d.get("fair_queue", "-"),
+            hot = tables[r["system"]]
+            rows.append((r["system"], r["scenario"], phase, p["per_s"], p["x_clean"],
+                         p["pickup_p50_ms"], p["pickup_p99_ms"],
+                         f"{d.get(hot[0], '-')} / {d.get(hot[1], '-')}",
                          f"{r['recover_s']} / {r['latency_recover_s']} / "
                          f"{r['dead_recover_s']}"
                          if phase == "recovery" else "",
                          f"{r['lost']} / {r['ran_twice']}" if phase == "recovery" else ""))
-    print_table(f"jobq under pressure ({args.rate:g} jobs/s offered, autovacuum "
+    print_table(f"Under pressure ({args.rate:g} jobs/s offered, autovacuum "
                 f"{args.autovacuum}, load {os.getloadavg()[0]:.1f})",
-                ["scenario", "phase", "done/s", "× clean", "pickup p50 ms", "p99 ms",
-                 "dead job_executions", "dead fair_queue", "recovered s: rate / latency / dead",
-                 "lost / twice"], rows)
+                ["system", "scenario", "phase", "done/s", "× clean", "pickup p50 ms", "p99 ms",
+                 "dead tuples: jobs / fair_queue (jobq), events (procrastinate)",
+                 "recovered s: rate / latency / dead", "lost / twice"], rows)
     for r in results:
         for phase in ("clean", "pressure"):
-            print(f"\n{r['scenario']}, {phase}: the statements walking the most buffers")
+            print(f"\n{r['system']}, {r['scenario']}, {phase}: the statements walking the most "
+                  "buffers")
             for st in r.get("statements", {}).get(phase, []):
                 print(f"  {st['buffers_per_call']:>9} buf/call {st['ms_per_call']:>8} ms/call "
                       f"{st['calls']:>7} calls  {st['query'][:110]}")

@@ -27,12 +27,12 @@ def connect(url: str, *, autocommit: bool = True):
 
 
 class Load(threading.Thread):
-    """Inserts echo jobs at ``rate`` a second over the tenants, reconnecting when it must; counts
-    what it could not insert (offered while the server refused)."""
+    """Offers a job ``rate`` times a second (``offer(cursor, i)``, one insert), reconnecting when
+    it must; counts what it could not insert (offered while the server refused)."""
 
-    def __init__(self, url: str, rate: float, tenants: list[str], queue: str) -> None:
+    def __init__(self, url: str, rate: float, offer: Callable[[Any, int], None]) -> None:
         super().__init__(daemon=True)
-        self.url, self.rate, self.tenants, self.queue = url, rate, tenants, queue
+        self.url, self.rate, self.offer = url, rate, offer
         self.stop_event = threading.Event()
         self.accepted = self.refused = 0
 
@@ -46,10 +46,7 @@ class Load(threading.Thread):
             try:
                 if conn is None:
                     conn = connect(self.url)
-                conn.cursor().execute(
-                    "INSERT INTO job_executions (tenant_id, intent_key, intent_params, queue) "
-                    "VALUES (%s, %s, '{}', %s)", (self.tenants[i % len(self.tenants)], ECHO,
-                                                  self.queue))
+                self.offer(conn.cursor(), i)
                 self.accepted += 1
             except Exception:
                 self.refused += 1
@@ -61,9 +58,13 @@ class Load(threading.Thread):
 class Pressure:
     """One scenario's pressure: :meth:`begin` and :meth:`end` around the pressure phase."""
 
-    def __init__(self, kind: str, url: str, cluster: Cluster, workers: Any, args) -> None:
+    def __init__(self, kind: str, url: str, cluster: Cluster, workers: Any, args,
+                 tables: tuple[str, ...] = ("job_executions", "job_events", "fair_queue")
+                 ) -> None:
         self.kind, self.url, self.cluster, self.workers, self.args = kind, url, cluster, \
             workers, args
+        #: The queue's tables the REPEATABLE READ readers scan.
+        self.tables = tables
         self.conns: list[Any] = []
         self.stop_event = threading.Event()
         self.threads: list[threading.Thread] = []
@@ -99,7 +100,7 @@ class Pressure:
 
                 def scan(conn=conn) -> None:
                     cur = conn.cursor()
-                    for table in ("job_executions", "job_events", "fair_queue"):
+                    for table in self.tables:
                         cur.execute(f"SELECT count(*) FROM {table}")
                 self._loop(0.2, scan)
         elif self.kind == "terminate":
