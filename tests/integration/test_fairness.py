@@ -227,6 +227,40 @@ def test_a_job_due_before_where_its_tenants_pick_starts_is_still_picked():
     assert _pick(10) == [tenant] * 6
 
 
+def _ready(tenant_id: str) -> bool:
+    return sql("SELECT ready FROM fair_queue WHERE queue = :q AND tenant_id = CAST(:t AS uuid)",
+               q=QUEUE, t=tenant_id)[0][0]
+
+
+def test_a_pick_that_takes_a_tenants_last_due_job_leaves_it_not_ready_in_the_same_write():
+    """An academy sending a job at a time: its row is written when the job arrives (ready) and
+    when the pick takes it (its virtual time, and not ready: nothing of it waits). Before, the
+    next look found it empty and wrote the row a third time; each write is a version every
+    lookup of the row walks while a transaction holds the xmin horizon."""
+    one, two = make_tenant(), make_tenant()
+    _waiting(one, 1)
+    _waiting(two, 2)
+    updates = text("SELECT pg_stat_get_xact_tuples_updated('fair_queue'::regclass)")
+    with db.engine().begin() as conn:
+        before = conn.execute(updates).scalar_one()
+        picked = list(conn.execute(text("SELECT tenant_id::text FROM jobq_feed(:q, 2)"),
+                                   {"q": QUEUE}).scalars())
+        written = conn.execute(updates).scalar_one() - before
+    assert sorted(picked) == sorted([one, two])
+    assert written == 2  # one write of each tenant's row
+    assert not _ready(one)  # its only job went
+    assert _ready(two)  # one of its two is still waiting
+    # A capped tenant given all its room is still ready (what it has left waits for a slot).
+    capped = make_tenant()
+    set_tenant_limits(capped, max_running=1, by="test")
+    _waiting(capped, 2)
+    assert _pick(5).count(capped) == 1
+    assert _ready(capped)
+    # And one that arrives again is ready again, at once.
+    _waiting(one, 1)
+    assert _ready(one)
+
+
 def test_a_cap_on_one_queue_leaves_the_tenants_other_queues_alone():
     tenant = make_tenant()
     with db.engine().begin() as conn:  # (set_tenant_limits takes only the engine's queues)
