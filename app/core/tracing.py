@@ -141,6 +141,20 @@ def traces_url() -> str | None:
     return None
 
 
+def trace_id_of(traceparent: str | None) -> str | None:
+    """The trace id (32 hex digits) a stored traceparent names, or None."""
+    parts = traceparent.split("-") if traceparent else []
+    return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
+
+
+def trace_link(traceparent: str | None) -> str | None:
+    """Where the job's trace is shown (JOBQ_TRACE_URL, ``{trace_id}`` filled in), or None."""
+    trace_id = trace_id_of(traceparent)
+    if trace_id is None or not settings.trace_url:
+        return None
+    return settings.trace_url.replace("{trace_id}", trace_id)
+
+
 # --- spans ------------------------------------------------------------------------------------
 
 
