@@ -71,8 +71,7 @@ class Run:
         self.refused: jobstore.TenantRefusal | None = None
         #: The attempt's span, told how the run ended (app.run.spans).
         self.attempt = spans.NO_ATTEMPT
-        #: A capped academy's run: its next job was handed on with the run's completion.
-        self.handed_on = False
+        self.handed_on = False  # (a capped academy's, with its completion)
 
     # -- logging ---------------------------------------------------------------------------
     def _extra(self) -> dict[str, Any]:
@@ -190,12 +189,10 @@ class Run:
                 self._hand_on()
 
     def _hand_on(self) -> None:
-        """This run of a capped academy ended (its outcome written): the academy's next job
-        goes to the front of the queue now, so this worker takes it before anything else when
-        it asks for its next message (a feeder would put it behind the whole window, and the
-        academy would sit idle meanwhile). When its turn has not come, the feeder decides.
-        A completion with nothing of the handler's to commit hands on in its own transaction
-        (``feeder.hand_on``); this is for the other outcomes."""
+        """This run of a capped academy ended (its outcome written; a plain completion hands on
+        in its own transaction): the academy's next job goes to the front of the queue now, so
+        this worker takes it next (a feeder would put it behind the whole window, the academy
+        idle meanwhile). When its turn has not come, the feeder decides."""
         c = self.claimed
         assert c is not None
         try:
@@ -240,10 +237,7 @@ class Run:
                     raise RunAborted(f"job {c.id} is no longer owned by this run")
                 session.commit()
             elif c.capped:
-                # Its academy's slot frees now, not with this worker's next claim, and its next
-                # job is handed on in the same transaction: a feeder's look sees the slot free
-                # only with that job taking it, never free alone (its pick would go to the back
-                # of the queue, and the academy would idle behind the window).
+                # Its slot frees and its next job is handed on in one transaction (_hand_on).
                 self.handed_on = True
                 if not feeder.hand_on(self.intent.queue, c.tenant_id, completing=outcome):
                     raise RunAborted(f"job {c.id} is no longer owned by this run")
