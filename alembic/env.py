@@ -7,7 +7,8 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from app.core.settings import handler_url_for, settings, url_user
+from app.core.settings import settings
+from app.core.urls import handler_url_for, url_user
 from app.store.db import sqlalchemy_url
 from app.store.models import Base
 

@@ -4,7 +4,8 @@ The job's context (its tenant's session, progress, checkpoints, child jobs, a sh
 rate), the errors that steer retries, the manifest's building blocks (intents, their parameter
 models, retry policies, schedules), the engine's settings and the means to declare the
 business's own (``setting``, read by the engine's loader), the declarative base its own tables
-build on, CSV cells a spreadsheet does not run as formulas; and what a business command (the
+build on, CSV cells a spreadsheet does not run as formulas, a span around each call to an
+outside service (``outside_call``: the job's trace goes on there); and what a business command (the
 manifest module's ``COMMANDS``) gets from the engine's command line. An import-linter contract
 (pyproject.toml) keeps ``handlers`` to this module.
 """
@@ -23,6 +24,7 @@ from app.core.errors import IntentRefused, PermanentError, TransientError, Waiti
 from app.core.manifest import Intent, IntentParams, NoParams, RetryPolicy, Schedule
 from app.core.settings import DeclaredSettings, LazySettings, Settings, SettingsError, settings
 from app.run.context import JobContext, RunAborted
+from app.run.spans import OutsideCall, outside_call
 from app.store.models import Base, Tenant
 
 
@@ -62,6 +64,7 @@ __all__ = [
     "LazySettings",
     "NoParams",
     "Operations",
+    "OutsideCall",
     "PermanentError",
     "RetryPolicy",
     "RunAborted",
@@ -71,6 +74,7 @@ __all__ = [
     "Tenant",
     "TransientError",
     "WaitingError",
+    "outside_call",
     "safe_cell",
     "safe_text_sql",
     "safe_writer",

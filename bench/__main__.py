@@ -22,6 +22,8 @@ BENCHMARKS = {
     "report": "bench.report",
     "pressure": "bench.pressure",
     "console": "bench.console",
+    "held_pick": "bench.held_pick",
+    "tracing": "bench.tracing",
 }
 
 

@@ -36,6 +36,9 @@ SETTINGS = {
     "log_min_messages": "warning",
     "logging_collector": "off",
     "jit": "off",
+    # What each statement costs, per phase (bench pressure's profile of the hot statements).
+    "shared_preload_libraries": "'pg_stat_statements'",
+    "pg_stat_statements.track": "all",
 }
 
 

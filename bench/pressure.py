@@ -57,6 +57,47 @@ def dead_tuples(url: str) -> dict[str, int] | None:
         return None
 
 
+#: Statements of a phase's profile: the most buffers a call.
+TOP_STATEMENTS = 8
+
+
+def statements(url: str) -> dict[str, tuple[int, float, int]] | None:
+    """Every statement's totals so far: ``{query: (calls, ms, buffers)}`` (pg_stat_statements;
+    buffers are shared blocks hit or read: what a call walks, whatever the machine's load)."""
+    try:
+        conn = connect(url)
+        cur = conn.cursor()
+        cur.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        cur.execute("SELECT query, sum(calls)::bigint, sum(total_exec_time), "
+                    "sum(shared_blks_hit + shared_blks_read)::bigint "
+                    "FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database "
+                    "WHERE datname = current_database()) GROUP BY query")
+        out = {q: (int(c), float(ms), int(b)) for q, c, ms, b in cur.fetchall()}
+        conn.commit()
+        conn.close()
+        return out
+    except Exception:
+        return None
+
+
+def profile(before: dict | None, after: dict | None) -> list[dict[str, Any]]:
+    """The phase's statements with the most buffers a call (and at least one call a second's
+    worth: the hot path, not a one-off), from two :func:`statements` snapshots."""
+    if before is None or after is None:
+        return []
+    rows = []
+    for query, (calls, ms, buffers) in after.items():
+        c0, ms0, b0 = before.get(query, (0, 0.0, 0))
+        n = calls - c0
+        if n < 10:
+            continue
+        rows.append({"query": " ".join(query.split())[:160], "calls": n,
+                     "buffers_per_call": round((buffers - b0) / n, 1),
+                     "ms_per_call": round((ms - ms0) / n, 3)})
+    rows.sort(key=lambda r: -r["buffers_per_call"] * r["calls"])
+    return rows[:TOP_STATEMENTS]
+
+
 class DeadSampler(threading.Thread):
     """The hot tables' dead tuples every ``every`` seconds: ``[(time, {table: n})]``."""
 
@@ -85,12 +126,15 @@ def run_scenario(kind: str, args, url: str, cluster: Cluster, workers: Workers,
     sampler.start()
     phases: dict[str, tuple[float, float]] = {}
     dead: dict[str, Any] = {}
+    profiles: dict[str, list[dict[str, Any]]] = {}
     for phase, seconds in (("clean", args.phase_seconds), ("pressure", args.pressure_seconds),
                            ("recovery", args.phase_seconds)):
         t0 = time.time()
+        before = statements(url)
         if phase == "pressure":
             pressure.begin()
         time.sleep(max(0.0, t0 + seconds - time.time()))
+        profiles[phase] = profile(before, statements(url))  # (before the pressure ends)
         if phase == "pressure":
             pressure.end()
         phases[phase] = (t0, time.time())
@@ -102,6 +146,7 @@ def run_scenario(kind: str, args, url: str, cluster: Cluster, workers: Workers,
     sampler.stop_event.set()
     drained = drain(url, load.accepted, args.drain_timeout)
     out = summarize(kind, url, phases, dead, pressure, load, drained)
+    out["statements"] = profiles
     # Dead tuples of job_executions back to the clean phase's level (within 2×, or +1,000).
     clean = (dead["clean"] or {}).get("job_executions", 0)
     released = pressure.released_at or phases["pressure"][1]
@@ -260,4 +305,10 @@ def main(argv: list[str] | None = None) -> None:
                 ["scenario", "phase", "done/s", "× clean", "pickup p50 ms", "p99 ms",
                  "dead job_executions", "dead fair_queue", "recovered s: rate / latency / dead",
                  "lost / twice"], rows)
+    for r in results:
+        for phase in ("clean", "pressure"):
+            print(f"\n{r['scenario']}, {phase}: the statements walking the most buffers")
+            for st in r.get("statements", {}).get(phase, []):
+                print(f"  {st['buffers_per_call']:>9} buf/call {st['ms_per_call']:>8} ms/call "
+                      f"{st['calls']:>7} calls  {st['query'][:110]}")
     print(f"written {write_result('pressure', {'args': vars(args), 'cluster': cluster.settings, 'results': results})}")

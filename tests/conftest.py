@@ -318,4 +318,5 @@ def pytest_xdist_make_scheduler(config, log):
     return ByFile(config, log)
 
 
-pytest_plugins = ["tests.fixtures", "tests.outside", "tests.provider", "tests.flower", "tests.api"]
+pytest_plugins = ["tests.fixtures", "tests.outside", "tests.provider", "tests.flower", "tests.api",
+                  "tests.otlp"]

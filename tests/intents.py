@@ -134,3 +134,13 @@ def meet_a_full_pool(ctx: JobContext, params: PoolParams) -> dict:
         finally:
             engine.dispose()
     return {"attempt": ctx.attempt}
+
+
+class FanOutParams(IntentParams):
+    children: int = Field(2, ge=1, le=100, description="How many child jobs.")
+
+
+def fan_out(ctx: JobContext, params: FanOutParams) -> dict:
+    ids = ctx.submit_children([{"intent_key": "system.exec.echo", "intent_params": {"n": i}}
+                               for i in range(params.children)])
+    return {"children": ids}

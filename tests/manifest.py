@@ -11,6 +11,9 @@ _EFFECT_PARAMS = "tests.intents:EffectParams"
 
 INTENTS: tuple[Intent, ...] = (
     *PRODUCTION,
+    # Child jobs asked for by a run (tests/integration/test_tracing.py): their traces.
+    Intent("test.exec.fan_out", "tests.intents:fan_out", params="tests.intents:FanOutParams",
+           description="Ask for child jobs of system.exec.echo."),
     # Side effects counted per job (tests/intents.py); retries to spare, since every fault
     # that catches a run costs it an attempt.
     Intent("test.exec.record_in_transaction", "tests.intents:record_in_transaction",

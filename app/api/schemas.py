@@ -6,6 +6,7 @@ import base64
 import datetime as dt
 import json
 import re
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema
@@ -211,20 +212,20 @@ MAX_SINCE_SECONDS = 36500 * 86400
 MAX_INTENT_FILTER = 200
 
 
-def parse_since(value: str) -> tuple[float | None, dt.datetime | None]:
-    """``1h``, ``30m``, ``7d`` (a window back from now) or an ISO 8601 time. A ValueError
-    names the parameter and what it takes."""
+def parse_since(value: str, name: str = "since") -> tuple[float | None, dt.datetime | None]:
+    """``1h``, ``30m``, ``7d`` (that long back from now) or an ISO 8601 time. A ValueError
+    names the parameter (``name``) and what it takes."""
     found = _SINCE.match(value.strip())
     if found:
         seconds = float(found.group(1)) * _UNITS[found.group(2)]
         if not 0 < seconds <= MAX_SINCE_SECONDS:
-            raise ValueError(f"since={value[:40]!r}: a window must be longer than zero and at "
-                             f"most 36500d; for all jobs leave since out")
+            raise ValueError(f"{name}={value[:40]!r}: a window must be longer than zero and at "
+                             f"most 36500d; for all jobs leave {name} out")
         return seconds, None
     try:
         at = dt.datetime.fromisoformat(value)
     except ValueError:
-        raise ValueError(f"since={value[:40]!r}: use 30m, 1h, 7d or an ISO 8601 time") from None
+        raise ValueError(f"{name}={value[:40]!r}: use 30m, 1h, 7d or an ISO 8601 time") from None
     if at.tzinfo is None:
         from zoneinfo import ZoneInfo
 
@@ -232,6 +233,37 @@ def parse_since(value: str) -> tuple[float | None, dt.datetime | None]:
 
         at = at.replace(tzinfo=ZoneInfo(settings.timezone))
     return None, at
+
+
+@dataclass(frozen=True)
+class Window:
+    """Jobs created since one time and before another (either end open)."""
+
+    since_seconds: float | None = None
+    since_at: dt.datetime | None = None
+    until_seconds: float | None = None
+    until_at: dt.datetime | None = None
+
+
+def parse_window(since: str | None, until: str | None) -> Window:
+    """``since`` and ``until``, each as :func:`parse_since` takes it (``until=1h``: created more
+    than an hour ago). A ValueError names the bad one (its message starts with its name), or
+    says that ``until`` is not after ``since``."""
+    start = parse_since(since, "since") if since else (None, None)
+    end = parse_since(until, "until") if until else (None, None)
+    if since and until:
+        now = dt.datetime.now(dt.UTC)
+        lo = start[1] or now - dt.timedelta(seconds=start[0] or 0)
+        hi = end[1] or now - dt.timedelta(seconds=end[0] or 0)
+        if hi <= lo:
+            raise ValueError(f"until={until[:40]!r} is not after since={since[:40]!r}: no job "
+                             "is created in that window")
+    return Window(*start, *end)
+
+
+def window_field(refused: ValueError) -> str:
+    """The parameter a :func:`parse_window` refusal names."""
+    return "until" if str(refused).startswith("until") else "since"
 
 
 def is_intent_filter(value: str) -> bool:

@@ -133,6 +133,8 @@ def list_jobs(
     status: Annotated[list[str] | None, Query(description="Repeatable")] = None,
     intent: Annotated[str | None, Query(description="A key, or a family: billing.*")] = None,
     since: Annotated[str | None, Query(description="30m, 1h, 7d or an ISO 8601 time")] = None,
+    until: Annotated[str | None, Query(description="Created before: 30m (ago), 1d or an ISO "
+                                                   "8601 time")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> Any:
@@ -143,9 +145,9 @@ def list_jobs(
             raise Denied(422, f"status {value[:64]!r} is not one of {', '.join(JOB_STATUSES)}",
                          field="status")
     try:
-        since_seconds, since_at = schemas.parse_since(since) if since else (None, None)
+        window = schemas.parse_window(since, until)
     except ValueError as exc:
-        raise Denied(422, str(exc), field="since") from None
+        raise Denied(422, str(exc), field=schemas.window_field(exc)) from None
     try:
         after = schemas.decode_cursor(cursor) if cursor else (None, None)
     except ValueError as exc:
@@ -155,7 +157,8 @@ def list_jobs(
                           f"most {schemas.MAX_INTENT_FILTER} printable characters",
                      field="intent")
     where = reads.JobFilter(tenant_id=tenant, statuses=status, intent=intent,
-                            since_seconds=since_seconds, since_at=since_at)
+                            since_seconds=window.since_seconds, since_at=window.since_at,
+                            until_seconds=window.until_seconds, until_at=window.until_at)
     with db.tenant_begin(tenant) as conn:
         rows = reads.list_jobs_after(conn, where, limit=limit + 1, cursor_at=after[0],
                                      cursor_id=after[1])
@@ -285,9 +288,11 @@ def create_app() -> FastAPI:
     from app.api.auth import check_settings
     from app.api.bodies import RequestBodies
     from app.api.metrics import metrics_response
+    from app.core import tracing
     from app.core.settings import settings
 
     check_settings()  # tokens checked less than this API needs: refuse to start
+    tracing.setup()  # with an OTLP endpoint: ready before the first request, not during it
     api = FastAPI(
         title="jobq",
         version="1",
@@ -298,6 +303,9 @@ def create_app() -> FastAPI:
         docs_url=None,
         redoc_url=None,
         openapi_url="/openapi.json",
+        # FastAPI's own spans (each request, its dependencies and endpoint, under the caller's
+        # traceparent) go to the provider app.core.tracing installs: never exporters of its own.
+        telemetry={"auto_configure": False},
     )
     api.add_middleware(RequestBodies, max_bytes=settings.api_max_body_bytes)
     api.include_router(v1)

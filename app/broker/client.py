@@ -18,7 +18,8 @@ from urllib.parse import unquote, urlsplit
 import redis
 from redis.sentinel import Sentinel
 
-from app.core.settings import is_sentinel_url, settings
+from app.core.settings import settings
+from app.core.urls import is_sentinel_url
 
 _clients: dict[int, redis.Redis] = {}
 _lock = threading.Lock()

@@ -14,21 +14,20 @@ imported: whoever chooses the environment (a test run, ``jobq run``) may import 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Generic, Self, TypeVar
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from app.core import declared
 from app.core.declared import setting
+from app.core.urls import handler_url_for, is_sentinel_url
 
 #: Where the embedded services write the URLs they listen on.
 SERVICES_FILE = "services.json"
-#: The role handlers' connections log in as, unless JOBQ_HANDLER_DATABASE_URL names another.
-HANDLER_ROLE = "jobq_handler"
 T = TypeVar("T")
 
 
@@ -102,6 +101,15 @@ def _embedded(key: str) -> Callable[[dict[str, Any]], str | None]:
             return None
 
     return default
+
+
+def _otlp_protocol(value: str) -> str:
+    if value.strip().lower() == "http/protobuf":
+        return "http/protobuf"
+    raise ValueError(f"{value!r} is not sent by jobq, which exports over OTLP/HTTP "
+                     "(http/protobuf): point the endpoint at the collector's HTTP port "
+                     "(4318), not its gRPC port (4317)")
+    return "http/protobuf"
 
 
 @dataclass(frozen=True, kw_only=True, repr=False)
@@ -259,10 +267,32 @@ class Settings(DeclaredSettings):
     metrics_window_seconds: float = setting("JOBQ_METRICS_WINDOW", 3600.0, minimum=1.0,
                                             doc="/metrics counts finished jobs over this")
 
+    # Tracing (app.core.tracing): the standard variables that decide whether a process traces
+    # (its SDK reads the others: OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER, ...), and where to look.
+    otlp_endpoint: str | None = setting("OTEL_EXPORTER_OTLP_ENDPOINT", doc="an OTLP/HTTP "
+                                        "collector (http://collector:4318); unset: no tracing")
+    otlp_traces_endpoint: str | None = setting("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", doc="the "
+                                               "collector's traces URL itself (…/v1/traces)")
+    otlp_protocol: str = setting("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf",
+                                 parse=_otlp_protocol, doc="http/protobuf, the one jobq sends")
+    otel_sdk_disabled: bool = setting("OTEL_SDK_DISABLED", False,
+                                      doc="true: no tracing, whatever the endpoint")
+    otel_traces_exporter: str = setting("OTEL_TRACES_EXPORTER", "otlp", choices=("otlp", "none"),
+                                        doc="none: no tracing, whatever the endpoint")
+    trace_url: str | None = setting("JOBQ_TRACE_URL", doc="a job's trace in the tracing UI, "
+                                    "{trace_id} filled in: the console and jobq job link it")
+
     def __post_init__(self) -> None:
         if self.default_time_limit > self.max_time_limit:
             raise SettingsError(f"JOBQ_DEFAULT_TIME_LIMIT={self.default_time_limit} exceeds "
                                 f"JOBQ_MAX_TIME_LIMIT={self.max_time_limit}")
+        if self.tracing_enabled and importlib.util.find_spec("opentelemetry.sdk") is None:
+            raise SettingsError(
+                "OTEL_EXPORTER_OTLP_ENDPOINT asks for traces, but the OpenTelemetry SDK is not "
+                "installed: pip install 'jobq[tracing]' (or unset the endpoint)")
+        if self.trace_url and "{trace_id}" not in self.trace_url:
+            raise SettingsError(f"JOBQ_TRACE_URL={self.trace_url!r} has no {{trace_id}} to fill "
+                                "in (http://jaeger:16686/trace/{trace_id})")
 
     @property
     def database_url_given(self) -> bool:
@@ -290,6 +320,12 @@ class Settings(DeclaredSettings):
         """Where handlers' sessions log in: a role that row-level security binds to one
         tenant, never the engine's (see alembic 0004)."""
         return self.handler_database_url or handler_url_for(self.require_database_url())
+
+    @property
+    def tracing_enabled(self) -> bool:
+        """Whether spans are made and exported (app.core.tracing)."""
+        return (bool(self.otlp_endpoint or self.otlp_traces_endpoint)
+                and not self.otel_sdk_disabled and self.otel_traces_exporter == "otlp")
 
     @property
     def broker_is_sentinel(self) -> bool:
@@ -361,27 +397,3 @@ def child_environment(set_: dict[str, str] | None = None,
     env = {k: v for k, v in os.environ.items() if k not in unset}
     env.update(set_ or {})
     return env
-
-
-# --- URLs -------------------------------------------------------------------------------------
-
-
-def handler_url_for(database_url: str, role: str = HANDLER_ROLE) -> str:
-    """``database_url`` (the engine's) with the handler role as its user and no password: the
-    same server and database. Where the server wants a password from that role too, set
-    JOBQ_HANDLER_DATABASE_URL instead."""
-    parts = urlsplit(database_url)
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{quote(role, safe='')}@{host}"))
-
-
-def is_sentinel_url(url: str | None) -> bool:
-    """Whether ``url`` names Redis Sentinels (``sentinel://h1:26379;sentinel://h2:26379``)."""
-    return url is not None and url.strip().lower().startswith("sentinel://")
-
-
-def url_user(url: str) -> tuple[str | None, str | None]:
-    """The user name and password in a database URL (percent-decoded), either None."""
-    parts = urlsplit(url)
-    return (unquote(parts.username) if parts.username else None,
-            unquote(parts.password) if parts.password else None)

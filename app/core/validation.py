@@ -30,6 +30,15 @@ DISPATCH_NAMESPACE = uuid.UUID("6f1c8d8e-2f7a-4a57-9a43-1d4a8f0f5c11")
 MAX_RETRIES_LIMIT = 25
 
 
+def is_uuid(value: Any) -> bool:
+    """Whether ``value`` reads as a UUID (a job id, a tenant id)."""
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return True
+
+
 def job_id_for(dispatch_task_id: str) -> str:
     """The job id a ``dispatch_intent`` message with this task id creates."""
     return str(uuid.uuid5(DISPATCH_NAMESPACE, str(dispatch_task_id)))
@@ -55,6 +64,9 @@ class Request:
     requires_approval: bool = False
     #: Who asks (``api:web``, a JWT subject, ``cli:user@host``), named in the job's history.
     requested_by: str | None = None
+    #: The W3C traceparent the job's spans join; None: the span current where it is written
+    #: (app.core.tracing), if any.
+    traceparent: str | None = None
 
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from app.broker.celery_app import celery_app
 from app.broker.publish import Outgoing
+from app.core import tracing
 from app.core.errors import ParamsNotKept
 from app.core.registry import manifest
 from app.core.settings import settings
@@ -279,6 +280,7 @@ def approve(job_id: str, *, by: str, note: str | None = None,
                 countdown=approved.countdown or None)])
     if approved is not None:
         log.info("job approved by %s", by, extra={"job_id": job_id})
+        _traced("approve", job_id, approved.traceparent, {"jobq.approved_by": by})
     return approved
 
 
@@ -331,8 +333,11 @@ def requeue(jobs: list[dict[str, Any]], *, by: str, params: dict[str, Any] | Non
                 approval_seconds=settings.approval_expires_seconds)
             if found is None:
                 continue
-            was, status = found
+            was, status, traceparent = found
             done.append((full["id"], was, status))
+            _traced("requeue", full["id"], traceparent, {
+                "jobq.requeued_by": by, "jobq.was": was, "jobq.status": status,
+                "jobq.params_corrected": params is not None})
     # A job requeued from cancelled that the list above did not know as such.
     known = {j["id"] for j in jobs if j.get("status") == "cancelled"}
     forget_revoked(job_id for job_id, was, _ in done if was == "cancelled" and job_id not in known)
@@ -346,6 +351,15 @@ def params_not_kept(job: dict[str, Any]) -> str:
     return (f"job {job['id']} was refused and its parameters were not kept"
             + (f" ({reason})" if reason else "")
             + ": it runs only on new ones, never on the intent's defaults")
+
+
+def _traced(action: str, job_id: str, traceparent: str | None,
+            attributes: dict[str, Any]) -> None:
+    """A person's action on a job, as a span of the job's trace (its next attempt joins that
+    trace too), linked to the request that did it when that one is traced."""
+    tracing.start_span(action, parent=traceparent, job_id=job_id,
+                       links=(tracing.current_traceparent(),),
+                       attributes={"jobq.job_id": job_id, **attributes}).end()
 
 
 def _load(conn, job_id: str) -> dict[str, Any] | None:

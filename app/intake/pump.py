@@ -36,6 +36,7 @@ request sent by the ``dispatch-pump@<host>`` node, which heartbeats while it lea
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import logging
 import threading
 import time
@@ -46,6 +47,7 @@ from sqlalchemy import text
 from app.broker import dispatch_queue
 from app.broker.celery_app import celery_app
 from app.broker.publish import Outgoing
+from app.core import tracing
 from app.core.errors import IntentRefused, TenantRefused
 from app.core.settings import settings
 from app.core.validation import Request, as_uuid, dispatch_request, job_id_for
@@ -105,8 +107,28 @@ def write_batch(batch: list[Taken]) -> None:
     """Each request's row, one INSERT for all: sets each one's ``outcome``. Raises
     :class:`Outage` when the database is unreachable (nothing of the batch is written then,
     or what is written is found again by its job id)."""
+    spans = []
     for t in batch:
-        t.request = dispatch_request(t.args, t.kwargs, job_id_for(t.task_id))
+        job_id = job_id_for(t.task_id)
+        # Each request's span, under its caller's when its message carries one: its job's
+        # spans hang under it.
+        span = tracing.start_span("dispatch_intent", kind="consumer",
+                                  parent=t.headers.get(tracing.TRACEPARENT),
+                                  attributes={"jobq.job_id": job_id})
+        spans.append(span)
+        t.request = dispatch_request(t.args, t.kwargs, job_id)
+        if span.traceparent is not None:
+            t.request = dataclasses.replace(t.request, traceparent=span.traceparent)
+    try:
+        _write_batch(batch)
+    finally:
+        for t, span in zip(batch, spans, strict=True):
+            if isinstance(t.outcome, BaseException):
+                span.fail(str(t.outcome), kind=type(t.outcome).__name__)
+            span.end()
+
+
+def _write_batch(batch: list[Taken]) -> None:
     try:
         with db.engine().connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             statuses = tenants.statuses_of(

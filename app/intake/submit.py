@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from app import handoff
 from app.broker.publish import Outgoing
+from app.core import tracing
 from app.core.errors import IdempotencyConflict, IntentRefused, TenantRefused
 from app.core.registry import manifest
 from app.core.settings import settings
@@ -47,7 +48,7 @@ SOURCES = ("dispatch", "submit", "direct", "schedule", "fanout", "retry", "cli",
 
 
 def _prepare(
-    req: Request, *, source: str, now: dt.datetime
+    req: Request, *, source: str, now: dt.datetime, traceparent: str | None = None
 ) -> tuple[jobstore.NewJob, Refusal | None]:
     """The row to write for ``req``: pending, or failed with the reason it was refused."""
     tenant_id = as_uuid(req.tenant_id, "tenant_id", TenantRefused)
@@ -63,6 +64,7 @@ def _prepare(
         "source": source,
         "parent_id": parent_id,
         "requested_by": req.requested_by,
+        "traceparent": req.traceparent or traceparent,
     }
     try:
         if req.call_problem:
@@ -145,11 +147,22 @@ def submit_many(session: Session, requests: Iterable[Request], *, source: str = 
     A refused request raises :class:`IntentRefused` for the first bad one, after writing the
     failed rows of every bad one.
     """
-    ids, outgoing, refusal = write_requests(session, requests, source=source)
+    with tracing.span("submit", attributes={"jobq.source": source}) as span:
+        ids, outgoing, refusal = write_requests(session, requests, source=source)
+        _describe(span, ids, refusal)
     if refusal is not None:
         raise refusal
     handoff.after_commit(session, outgoing)
     return ids
+
+
+def _describe(span: tracing.Span, ids: list[str], refusal: IntentRefused | None) -> None:
+    """What a submit span says: its job (or how many), and a refusal."""
+    if len(ids) == 1:
+        span.set({"jobq.job_id": ids[0]})
+    span.set({"jobq.jobs": len(ids)})
+    if refusal is not None:
+        span.fail(str(refusal), kind=type(refusal).__name__)
 
 
 def write_requests(conn: Session | Connection, requests: Iterable[Request], *, source: str
@@ -194,7 +207,11 @@ class Submitted:
 def submit_one(session: Session, request: Request, *, source: str) -> Submitted:
     """:func:`submit` of one :class:`Request`, also saying what it wrote (the HTTP API answers
     with the new row without reading it back). Raises :class:`IntentRefused` like ``submit``."""
-    ids, outgoing, refusal, written = _write(session, [request], source=source)
+    with tracing.span("submit", attributes={
+            "jobq.source": source, "jobq.intent": request.intent_key,
+            "jobq.academy.id": str(request.tenant_id)}) as span:
+        ids, outgoing, refusal, written = _write(session, [request], source=source)
+        _describe(span, ids, refusal)
     if refusal is not None:
         raise refusal
     handoff.after_commit(session, outgoing)
@@ -207,7 +224,8 @@ def _write(conn: Session | Connection, requests: Iterable[Request], *, source: s
     if source not in SOURCES:
         raise ValueError(f"source {source!r} is not one of {SOURCES}")
     now = dt.datetime.now(dt.UTC)
-    prepared = [_prepare(r, source=source, now=now) for r in requests]
+    traceparent = tracing.current_traceparent()
+    prepared = [_prepare(r, source=source, now=now, traceparent=traceparent) for r in requests]
     inserted = jobstore.insert_jobs(conn, [job for job, _ in prepared],
                                     window=settings.fair_window)
     ids: list[str] = []

@@ -15,7 +15,6 @@ import datetime as dt
 import logging
 import time
 import traceback as tb
-import uuid
 from typing import Any
 
 from celery.exceptions import Retry, SoftTimeLimitExceeded
@@ -28,10 +27,10 @@ from app.core.manifest import ManifestError
 from app.core.redaction import redact, redact_params
 from app.core.results import bounded_result, describe, progress_summary
 from app.core.settings import settings
-from app.core.validation import invalid_params
+from app.core.validation import invalid_params, is_uuid
 from app.handoff import hand_off
 from app.intake.submit import record_direct_call
-from app.run import completions, feeder, lease, quota, timelimit
+from app.run import completions, feeder, lease, quota, spans, timelimit
 from app.run.context import JobContext, RunAborted
 from app.run.stopping import RunStopped, Stoppable
 from app.store import db, jobstore
@@ -43,14 +42,6 @@ HARD_LIMIT_GRACE = 30
 #: How long a finished run keeps trying to record its outcome while the database is away.
 OUTCOME_WRITE_PATIENCE = 30.0
 MAX_TRACEBACK = 20_000
-
-
-def _is_uuid(value: Any) -> bool:
-    try:
-        uuid.UUID(str(value))
-    except ValueError:
-        return False
-    return True
 
 
 class AttemptFailed(JobqError):
@@ -78,8 +69,9 @@ class Run:
         self.stop: Stoppable | None = None
         #: Set when the claim found the job's tenant suspended (held) or deleted (failed).
         self.refused: jobstore.TenantRefusal | None = None
-        #: A capped academy's run: its next job was handed on with the run's completion.
-        self.handed_on = False
+        #: The attempt's span, told how the run ended (app.run.spans).
+        self.attempt = spans.NO_ATTEMPT
+        self.handed_on = False  # (a capped academy's, with its completion)
 
     # -- logging ---------------------------------------------------------------------------
     def _extra(self) -> dict[str, Any]:
@@ -169,7 +161,7 @@ class Run:
 
     # -- running ---------------------------------------------------------------------------
     def execute(self, *, tenant_id: str | None, intent_params: dict | None, from_engine: bool):
-        if not _is_uuid(self.job_id):
+        if not is_uuid(self.job_id):
             # Not a message the engine or a Celery client sent: nothing can be claimed or audited.
             log.error("message dropped: its task id %.60r is not a job id (a UUID)", self.job_id,
                       extra={"intent_key": self.intent.key})
@@ -188,19 +180,19 @@ class Run:
         self.stop = Stoppable()
         lease.keeper.track(self.job_id, self.owner, self.stop)
         try:
-            return self._run_claimed()
+            with spans.attempt(self.claimed, queue=self.intent.queue,
+                               worker=self.worker) as self.attempt:
+                return self._run_claimed()
         finally:
             lease.keeper.untrack(self.owner)
             if self.claimed.capped and not self.handed_on:
                 self._hand_on()
 
     def _hand_on(self) -> None:
-        """This run of a capped academy ended (its outcome written): the academy's next job
-        goes to the front of the queue now, so this worker takes it before anything else when
-        it asks for its next message (a feeder would put it behind the whole window, and the
-        academy would sit idle meanwhile). When its turn has not come, the feeder decides.
-        A completion with nothing of the handler's to commit hands on in its own transaction
-        (``feeder.hand_on``); this is for the other outcomes."""
+        """This run of a capped academy ended (its outcome written; a plain completion hands on
+        in its own transaction): the academy's next job goes to the front of the queue now, so
+        this worker takes it next (a feeder would put it behind the whole window, the academy
+        idle meanwhile). When its turn has not come, the feeder decides."""
         c = self.claimed
         assert c is not None
         try:
@@ -245,10 +237,7 @@ class Run:
                     raise RunAborted(f"job {c.id} is no longer owned by this run")
                 session.commit()
             elif c.capped:
-                # Its academy's slot frees now, not with this worker's next claim, and its next
-                # job is handed on in the same transaction: a feeder's look sees the slot free
-                # only with that job taking it, never free alone (its pick would go to the back
-                # of the queue, and the academy would idle behind the window).
+                # Its slot frees and its next job is handed on in one transaction (_hand_on).
                 self.handed_on = True
                 if not feeder.hand_on(self.intent.queue, c.tenant_id, completing=outcome):
                     raise RunAborted(f"job {c.id} is no longer owned by this run")
@@ -261,7 +250,8 @@ class Run:
             if stop.reason is not None and isinstance(exc, Exception):
                 # The handler turned the stop (or what it cut short) into an error of its own.
                 return self._stopped(ctx, started, interrupted=True)
-            _rollback(ctx)
+            if ctx.opened_session is not None:
+                ctx.opened_session.rollback()
             outcome = self._record_failure(exc)
             if not isinstance(exc, Exception):
                 raise
@@ -305,6 +295,7 @@ class Run:
             log.warning("could not record the end of the run: %s", describe(exc),
                         extra=self._extra())
         reason = reason or "cancelled or taken over"
+        self.attempt.ended("stopped", reason)
         log.warning("run stopped: job %s; its work is rolled back (it ran %.1f s%s)", reason,
                     ran_ms / 1000, "" if interrupted else " to its end",
                     extra=self._extra())
@@ -366,6 +357,7 @@ class Run:
             return jobstore.fail(conn, c.id, owner=self.owner, worker=self.worker,
                               attempt=c.attempt, error=error, traceback=trace)
 
+        self.attempt.decided(decision, error, stacktrace=trace)
         if not self._write_outcome(write):
             return None
         if decision.retry:
@@ -399,8 +391,3 @@ class Run:
                     return False
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
-
-
-def _rollback(ctx: JobContext) -> None:
-    if ctx.opened_session is not None:
-        ctx.opened_session.rollback()

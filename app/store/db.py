@@ -22,7 +22,8 @@ from sqlalchemy import Connection, Engine, create_engine, event, exc, text
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
-from app.core.settings import HANDLER_ROLE, settings
+from app.core.settings import settings
+from app.core.urls import HANDLER_ROLE
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -25,7 +25,7 @@ _JOB_COLUMNS = """
     coalesce(j.retry_count, 0) AS retry_count, j.max_retries, j.created_at, j.run_at,
     j.executed_at, j.completed_at, j.error_message, j.result, j.progress, j.queue, j.source,
     j.worker, j.idempotency_key, j.parent_id::text AS parent_id, j.published_at, j.updated_at,
-    j.requested_by, j.approval_expires_at, j.params_dropped
+    j.requested_by, j.approval_expires_at, j.params_dropped, j.traceparent
 """
 
 #: The filters every job listing shares. A NULL parameter means "no filter"; PostgreSQL folds
@@ -38,6 +38,9 @@ _JOB_FILTERS = """
    AND (CAST(:since_seconds AS float8) IS NULL
         OR j.created_at >= now() - make_interval(secs => CAST(:since_seconds AS float8)))
    AND (CAST(:since_at AS timestamptz) IS NULL OR j.created_at >= CAST(:since_at AS timestamptz))
+   AND (CAST(:until_seconds AS float8) IS NULL
+        OR j.created_at < now() - make_interval(secs => CAST(:until_seconds AS float8)))
+   AND (CAST(:until_at AS timestamptz) IS NULL OR j.created_at < CAST(:until_at AS timestamptz))
    AND (CAST(:queue AS text) IS NULL OR j.queue = CAST(:queue AS text))
 """
 
@@ -54,6 +57,9 @@ class JobFilter:
     since_seconds: float | None = None
     since_at: dt.datetime | None = None
     queue: str | None = None
+    #: The window's end, the same way: created before this long ago, or before this time.
+    until_seconds: float | None = None
+    until_at: dt.datetime | None = None
 
     def params(self) -> dict[str, Any]:
         intent, intent_like = self.intent, None
@@ -68,6 +74,8 @@ class JobFilter:
             "since_seconds": self.since_seconds,
             "since_at": self.since_at,
             "queue": self.queue,
+            "until_seconds": self.until_seconds,
+            "until_at": self.until_at,
         }
 
 

@@ -101,23 +101,29 @@ $$;
 -- SECURITY DEFINER: a handler's session submits through them without a grant on the tables.
 
 -- New rows: flag each (queue, tenant) with an unpublished pending job ready; wake its feeder.
+-- A row due before the tenant's feed_from (a long transaction's, a run_at in the past) lowers
+-- it, so the feeder's pick reaches it (0017).
 CREATE OR REPLACE FUNCTION jobq_fair_flag_inserted() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 DECLARE q text;
 BEGIN
     FOR q IN
         WITH flagged AS (
-            INSERT INTO fair_queue AS f (queue, tenant_id, vtime, ready)
+            INSERT INTO fair_queue AS f (queue, tenant_id, vtime, ready, feed_from)
             SELECT n.queue, n.tenant_id,
                    coalesce((SELECT c.vclock FROM fair_clock c WHERE c.queue = n.queue), 0) - 1e-6,
-                   true
-              FROM (SELECT DISTINCT queue, tenant_id FROM jobq_new_rows
-                     WHERE status = 'pending' AND published_at IS NULL
-                       AND queue IS NOT NULL) n
+                   true, n.due
+              FROM (SELECT queue, tenant_id, min(coalesce(run_at, created_at)) AS due
+                      FROM jobq_new_rows
+                     WHERE status = 'pending' AND published_at IS NULL AND queue IS NOT NULL
+                     GROUP BY queue, tenant_id) n
             ON CONFLICT (queue, tenant_id) DO UPDATE
-               SET ready = true, vtime = greatest(f.vtime, excluded.vtime),
-                   readied_at = clock_timestamp()
-             WHERE NOT f.ready
+               SET ready = true,
+                   vtime = CASE WHEN f.ready THEN f.vtime
+                                ELSE greatest(f.vtime, excluded.vtime) END,
+                   readied_at = CASE WHEN f.ready THEN f.readied_at ELSE clock_timestamp() END,
+                   feed_from = least(f.feed_from, excluded.feed_from)
+             WHERE NOT f.ready OR excluded.feed_from < f.feed_from
             RETURNING f.queue
         )
         SELECT DISTINCT queue FROM flagged
@@ -132,18 +138,21 @@ CREATE TRIGGER jobq_fair_inserted AFTER INSERT ON job_executions
     REFERENCING NEW TABLE AS jobq_new_rows FOR EACH STATEMENT
     EXECUTE FUNCTION jobq_fair_flag_inserted();
 
--- A job put back to pending and unpublished (retry, lost run, requeue, held): flag it ready.
+-- A job put back to pending and unpublished (retry, lost run, requeue, held): flag it ready,
+-- and lower its tenant's feed_from to the job's due time when it is earlier (0017).
 CREATE OR REPLACE FUNCTION jobq_fair_flag_updated() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 BEGIN
-    INSERT INTO fair_queue AS f (queue, tenant_id, vtime, ready)
+    INSERT INTO fair_queue AS f (queue, tenant_id, vtime, ready, feed_from)
     VALUES (NEW.queue, NEW.tenant_id,
             coalesce((SELECT c.vclock FROM fair_clock c WHERE c.queue = NEW.queue), 0) - 1e-6,
-            true)
+            true, coalesce(NEW.run_at, NEW.created_at))
     ON CONFLICT (queue, tenant_id) DO UPDATE
-       SET ready = true, vtime = greatest(f.vtime, excluded.vtime),
-           readied_at = clock_timestamp()
-     WHERE NOT f.ready;
+       SET ready = true,
+           vtime = CASE WHEN f.ready THEN f.vtime ELSE greatest(f.vtime, excluded.vtime) END,
+           readied_at = CASE WHEN f.ready THEN f.readied_at ELSE clock_timestamp() END,
+           feed_from = least(f.feed_from, excluded.feed_from)
+     WHERE NOT f.ready OR excluded.feed_from < f.feed_from;
     IF FOUND THEN
         PERFORM pg_notify('jobq_feed', NEW.queue);
     END IF;
@@ -174,7 +183,11 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path FROM CURRENT AS $$
 $$;
 
 -- The next p_n jobs of a queue in start-time fair order over tenants, stamped published: the
--- candidates read once in fair order, their jobs picked as one set (0010).
+-- candidates read once in fair order, their jobs picked as one set (0010). Each tenant's pick
+-- starts at its feed_from, a second before the last job it was handed: the entries of the jobs
+-- handed out before it are not walked again (dead, and kept while a transaction holds the xmin
+-- horizon: thousands a tenant after minutes of it). What comes due before it lowers it (the
+-- triggers, the sweep), and the sweep's full look sets it back once a minute (0017).
 CREATE OR REPLACE FUNCTION jobq_feed(p_queue text, p_n int)
 RETURNS TABLE (id uuid, tenant_id uuid, intent_key text, intent_params jsonb)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
@@ -188,6 +201,7 @@ DECLARE
     c_start float8[] := '{}';
     c_weight float8[] := '{}';
     c_room int[] := '{}';
+    c_from timestamptz[] := '{}';
     idle uuid[] := '{}';
     n int := 0;
 BEGIN
@@ -205,7 +219,7 @@ BEGIN
     FOR f IN
         -- On the ready tenants' index, in its order: a tenant's details are looked up as it
         -- comes (joined, the planner sorted every ready tenant first).
-        SELECT fq.tenant_id, fq.vtime
+        SELECT fq.tenant_id, fq.vtime, fq.feed_from
           FROM fair_queue fq
          WHERE fq.queue = p_queue AND fq.ready
          ORDER BY fq.vtime, fq.readied_at DESC
@@ -232,6 +246,7 @@ BEGIN
         c_start := c_start || greatest(f.vtime, clock);
         c_weight := c_weight || d.weight;
         c_room := c_room || CASE WHEN d.cap IS NULL THEN p_n ELSE d.cap - busy END;
+        c_from := c_from || f.feed_from;
         n := n + 1;
         EXIT WHEN n >= p_n;
     END LOOP;
@@ -244,13 +259,13 @@ BEGIN
     END IF;
     RETURN QUERY
     WITH c AS (
-        SELECT u.tenant_id, u.start, u.weight, u.ord,
+        SELECT u.tenant_id, u.start, u.weight, u.ord, u.feed_from,
                -- How many of its jobs could be among the n: those starting no later than the
                -- last candidate's first, plus what the candidates leave of n, within its cap.
                least(u.room, p_n, (p_n - n + 1)
                      + floor((c_start[n] - u.start) * u.weight)::int) AS lim
-          FROM unnest(c_tenant, c_start, c_weight, c_room)
-               WITH ORDINALITY AS u(tenant_id, start, weight, room, ord)
+          FROM unnest(c_tenant, c_start, c_weight, c_room, c_from)
+               WITH ORDINALITY AS u(tenant_id, start, weight, room, feed_from, ord)
     ), fetched AS (
         SELECT c.tenant_id, c.start, c.weight, c.ord, j.id, j.due,
                row_number() OVER (PARTITION BY c.tenant_id ORDER BY j.due, j.id) - 1 AS k
@@ -259,6 +274,7 @@ BEGIN
                   FROM job_executions je
                  WHERE je.queue = p_queue AND je.tenant_id = c.tenant_id
                    AND je.status = 'pending' AND je.published_at IS NULL
+                   AND coalesce(je.run_at, je.created_at) >= c.feed_from
                    AND coalesce(je.run_at, je.created_at) <= now()
                  ORDER BY coalesce(je.run_at, je.created_at), je.id
                  LIMIT c.lim
@@ -274,9 +290,10 @@ BEGIN
         RETURNING u.id, p.tenant_id, u.intent_key, u.intent_params, p.tag, p.ord, p.k
     ), advanced AS (
         UPDATE fair_queue fq
-           SET vtime = g.start + g.taken / g.weight
+           SET vtime = g.start + g.taken / g.weight,
+               feed_from = greatest(fq.feed_from, g.due - interval '1 second')
           FROM (SELECT p.tenant_id, min(p.start) AS start, min(p.weight) AS weight,
-                       count(*) AS taken
+                       count(*) AS taken, max(p.due) AS due
                   FROM picked p GROUP BY p.tenant_id) g
          WHERE fq.queue = p_queue AND fq.tenant_id = g.tenant_id
         RETURNING g.start
@@ -318,7 +335,7 @@ BEGIN
     -- free (it saw the tenant at its cap): wait for it (one statement), then count again.
     -- Skipping the row left the next job to the feeder's next look, at the back of the queue.
     BEGIN
-        SELECT fq.vtime INTO f FROM fair_queue fq
+        SELECT fq.vtime, fq.feed_from INTO f FROM fair_queue fq
          WHERE fq.queue = p_queue AND fq.tenant_id = p_tenant AND fq.ready
            FOR UPDATE OF fq;
     EXCEPTION WHEN deadlock_detected OR lock_not_available THEN
@@ -355,6 +372,7 @@ BEGIN
           FROM job_executions je
          WHERE je.queue = p_queue AND je.tenant_id = p_tenant
            AND je.status = 'pending' AND je.published_at IS NULL
+           AND coalesce(je.run_at, je.created_at) >= f.feed_from
            AND coalesce(je.run_at, je.created_at) <= now()
          ORDER BY coalesce(je.run_at, je.created_at), je.id
          LIMIT d.cap - busy
@@ -365,7 +383,9 @@ BEGIN
         RETURNING u.id, u.tenant_id, u.intent_key, u.intent_params, p.due
     ), advanced AS (
         UPDATE fair_queue fq
-           SET vtime = greatest(fq.vtime, clock) + (SELECT count(*) FROM stamped) / d.weight
+           SET vtime = greatest(fq.vtime, clock) + (SELECT count(*) FROM stamped) / d.weight,
+               feed_from = greatest(fq.feed_from,
+                                    (SELECT max(s.due) FROM stamped s) - interval '1 second')
          WHERE fq.queue = p_queue AND fq.tenant_id = p_tenant
            AND EXISTS (SELECT 1 FROM stamped)
         RETURNING 1

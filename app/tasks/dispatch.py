@@ -10,6 +10,7 @@ from celery.worker.control import control_command
 
 from app.broker.celery_app import celery_app
 from app.broker.messages import CheckedTask
+from app.core import tracing
 from app.core.errors import IntentRefused, TenantRefused
 from app.core.redaction import redacted_call
 from app.core.registry import manifest
@@ -29,6 +30,9 @@ class DispatchTask(CheckedTask):
     def apply_async(self, args=None, kwargs=None, **options):
         if "argsrepr" not in options and "kwargsrepr" not in options:
             options["argsrepr"], options["kwargsrepr"] = self.shown_arguments(args, kwargs)
+        if tracing.enabled():  # the caller's span: the request's trace goes on with the job
+            options["headers"] = headers = dict(options.get("headers") or {})
+            tracing.inject(headers)
         return super().apply_async(args, kwargs, **options)
 
     def shown_arguments(self, args: Any, kwargs: Any) -> tuple[str, str]:
@@ -52,6 +56,14 @@ def dispatch_intent(self, *args: Any, **kwargs: Any) -> str:
     """
     job_id = job_id_for(self.request.id) if self.request.id else None
     request = dispatch_request(args, kwargs, job_id)
+    # The caller's span, when its message carries one; else the job's trace starts here.
+    with tracing.span("dispatch_intent", kind="consumer",
+                      parent=getattr(self.request, tracing.TRACEPARENT, None),
+                      attributes={"jobq.job_id": job_id}):
+        return _dispatch(self, request)
+
+
+def _dispatch(self, request) -> str:
     try:
         # One autocommit statement: the row (or the refusal's row) is durable before the
         # message goes out, and a redelivered dispatch finds it by its derived id.

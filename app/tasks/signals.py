@@ -1,6 +1,6 @@
-"""A worker process's hooks: a prefork child's own database connections, the garbage failed
-runs leave, a solo worker's task events while a job runs, and the completions still gathering
-when a process stops; and beat's: its process feeds the job queues."""
+"""A worker process's hooks: tracing made ready, a prefork child's own database connections, the
+garbage failed runs leave, a solo worker's task events while a job runs, and the completions and
+spans still gathering when a process stops; and beat's: its process feeds the job queues."""
 
 from __future__ import annotations
 
@@ -15,16 +15,26 @@ from celery.signals import (
     beat_init,
     task_postrun,
     task_prerun,
+    worker_init,
     worker_process_init,
     worker_process_shutdown,
     worker_ready,
     worker_shutdown,
 )
 
+from app.core import tracing
 from app.core.manifest import QUEUES
 from app.run import completions, feeder, orphans
 from app.store import db
 from app.tasks.running_events import RunningEventSender
+
+
+@worker_init.connect
+@beat_init.connect
+def _start_tracing(**_: object) -> None:
+    # With an OTLP endpoint, OpenTelemetry is imported now, not during the first job (a
+    # prefork child inherits it; the SDK's exporter thread starts again in each child).
+    tracing.setup()
 
 
 @worker_process_init.connect
@@ -108,6 +118,8 @@ def _stop_feeder(sender=None, **_: object) -> None:
 def _flush_completions(**_: object) -> None:
     # Completions still gathering are written before the process goes.
     completions.writer.flush()
+    # And the spans still gathering are sent (a pool process ends without atexit hooks).
+    tracing.shutdown()
 
 
 @beat_init.connect

@@ -45,7 +45,7 @@ def sync_payment_status(ctx: JobContext, params: SyncPaymentStatusParams) -> dic
         batch = open_ids[start:start + BATCH]
         body = json.dumps({"tenant_id": ctx.tenant_id, "invoice_ids": batch}).encode()
         reply = post_signed(http, url, body, (cfg.payment_gateway_secret or "").encode(),
-                            settings.outside_call_timeout)
+                            settings.outside_call_timeout, service="payment-gateway")
         recorded += _record(ctx, set(batch), _payments(reply))
         ctx.progress(start + len(batch), len(open_ids), "asking the payment gateway")
     paid = _settle(ctx, open_ids)

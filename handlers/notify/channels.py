@@ -29,7 +29,7 @@ from typing import Protocol
 
 import requests
 
-from app.handler_api import PermanentError, TransientError, settings
+from app.handler_api import PermanentError, TransientError, outside_call, settings
 from handlers.settings import BusinessSettings
 
 #: Where a guardian's channel goes when its outside service is configured.
@@ -108,12 +108,9 @@ class SmtpTransport:
         mail["Message-ID"] = f"<{message.reference}@{sender.partition('@')[2] or 'jobq.local'}>"
         mail["Date"] = email.utils.formatdate(localtime=True)
         try:
-            try:
-                self._deliver(sender, message.address, mail.as_bytes())
-            except smtplib.SMTPServerDisconnected:
-                # An idle connection the server closed since the last message: once more, anew.
-                self.close()
-                self._deliver(sender, message.address, mail.as_bytes())
+            with outside_call("email", "send", attributes={
+                    "server.address": self.cfg.smtp_host, "server.port": self.cfg.smtp_port}):
+                self._send(sender, message.address, mail.as_bytes())
         except smtplib.SMTPRecipientsRefused as exc:
             raise PermanentError(f"SMTP refused {message.address}: {_smtp_reason(exc)}") from exc
         except smtplib.SMTPResponseException as exc:
@@ -126,6 +123,14 @@ class SmtpTransport:
             self.close()
             raise TransientError(f"SMTP server unreachable: {exc}") from exc
         return mail["Message-ID"]
+
+    def _send(self, sender: str, to: str, data: bytes) -> None:
+        try:
+            self._deliver(sender, to, data)
+        except smtplib.SMTPServerDisconnected:
+            # An idle connection the server closed since the last message: once more, anew.
+            self.close()
+            self._deliver(sender, to, data)
 
     def _deliver(self, sender: str, to: str, data: bytes) -> None:
         if self._client is None:
@@ -192,7 +197,8 @@ class WebhookTransport:
             http = requests.Session()
         try:
             reply = post_signed(http, self.url, body, self.secret, self.timeout,
-                                headers={"Idempotency-Key": message.reference})
+                                headers={"Idempotency-Key": message.reference},
+                                service=message.channel)
         finally:
             self._idle.put(http)
         try:
@@ -221,17 +227,22 @@ def verify_signature(secret: bytes, timestamp: str, body: bytes, signature: str,
 
 
 def post_signed(http: requests.Session, url: str, body: bytes, secret: bytes, timeout: float,
-                headers: dict[str, str] | None = None) -> requests.Response:
-    """POST ``body`` signed; the reply when 2xx, else Transient- or PermanentError."""
+                headers: dict[str, str] | None = None, *, service: str) -> requests.Response:
+    """POST ``body`` signed; the reply when 2xx, else Transient- or PermanentError. A span of
+    the job's trace (``service``: kakao, sms, payment-gateway) covers it, and the request
+    carries its ``traceparent``."""
     timestamp = str(int(time.time()))
-    all_headers = {"Content-Type": "application/json; charset=utf-8",
-                   TIMESTAMP_HEADER: timestamp, SIGNATURE_HEADER: sign(secret, timestamp, body),
-                   **(headers or {})}
-    try:
-        reply = http.post(url, data=body, headers=all_headers, timeout=timeout)
-    except (TimeoutError, requests.ConnectionError, requests.Timeout) as exc:
-        raise TransientError(f"{_host(url)} unreachable: {type(exc).__name__}") from exc
-    raise_for_reply(reply)
+    with outside_call(service, "POST", url=url) as call:
+        all_headers = {"Content-Type": "application/json; charset=utf-8",
+                       TIMESTAMP_HEADER: timestamp,
+                       SIGNATURE_HEADER: sign(secret, timestamp, body),
+                       **(headers or {}), **call.headers}
+        try:
+            reply = http.post(url, data=body, headers=all_headers, timeout=timeout)
+        except (TimeoutError, requests.ConnectionError, requests.Timeout) as exc:
+            raise TransientError(f"{_host(url)} unreachable: {type(exc).__name__}") from exc
+        call.answered(reply.status_code)
+        raise_for_reply(reply)
     return reply
 
 

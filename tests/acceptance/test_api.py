@@ -152,6 +152,11 @@ def test_jobs_are_listed_newest_first_a_page_at_a_time_by_cursor(api):
     only = client.get("/v1/jobs", params={"status": "awaiting_approval",
                                           "intent": "test.*", "since": "1h"}).json()
     assert len(only["jobs"]) == 5
+    # A window's upper end: these five were created in the last hour, not before it.
+    assert client.get("/v1/jobs", params={"intent": "test.*", "since": "1h", "until": "1m"}
+                      ).json()["jobs"] == []
+    assert client.get("/v1/jobs", params={"intent": "test.*", "until": "2099-01-01"}
+                      ).json()["jobs"][:5] == only["jobs"]
     assert client.get("/v1/jobs", params={"status": "nonsense"}).status_code == 422
     assert client.get("/v1/jobs", params={"cursor": "garbage"}).status_code == 422
 

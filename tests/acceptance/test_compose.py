@@ -160,7 +160,7 @@ def test_the_settings_file_is_what_jobq_reads():
 def test_handlers_log_in_as_their_own_role_with_a_password_the_migration_sets():
     """The postgres image asks every TCP client for a password; the migrate service (its user
     a superuser) creates the handler role with the password of JOBQ_HANDLER_DATABASE_URL."""
-    from app.core.settings import url_user
+    from app.core.urls import url_user
 
     settings = load(_service_env("worker"))
     handler = settings.require_handler_database_url()
@@ -178,7 +178,10 @@ def test_the_dockerfile_copies_what_the_image_needs():
             assert (ROOT / path).exists(), f"Dockerfile copies missing {path}"
     for needed in ("app", "handlers", "alembic", "alembic.ini", "celeryconfig.py", "pyproject.toml"):
         assert any(needed in line.split() for line in copied), f"the image lacks {needed}"
-    assert "pip install -e ." in dockerfile
+    # Editable, with the tracing extra by default (docs/tracing.md: setting the endpoint is all
+    # a deployment of the image does).
+    assert 'pip install -e ".[${JOBQ_EXTRAS}]"' in dockerfile
+    assert re.search(r"^ARG JOBQ_EXTRAS=tracing$", dockerfile, flags=re.M)
     assert re.search(r"^USER (?!root)\w+", dockerfile, flags=re.M), "the image runs as root"
 
 

@@ -5,6 +5,7 @@ why a waiting job waits, as the console, the API and `jobq job` say it."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import time
@@ -66,6 +67,30 @@ def test_an_operator_filters_by_academy_and_opens_a_timeline(api, academies, key
         assert f'<span class="ev">{kind}</span>' in shown
     by_key = job_ids(operator.page("/ui/jobs", q=mine[:8]))
     assert by_key == [mine]
+
+
+def test_the_jobs_page_filters_by_a_time_window_its_end_too(api, operator):
+    academy = f"시간 학원 {uuid.uuid4().hex[:6]}"
+    tenant = make_tenant(academy)
+    older, newer = (submit(api, make_key(tenant), {"intent_key": "system.exec.echo"}).json()["id"]
+                    for _ in range(2))
+    sql("UPDATE job_executions SET created_at = now() - interval '3 hours' WHERE id = :id",
+        id=older)
+
+    def listed(**window: str) -> list[str]:
+        return job_ids(operator.page("/ui/jobs", academy=academy, **window))
+
+    assert listed() == [newer, older]
+    assert listed(until="1h") == [older]
+    assert listed(since="1h") == [newer]
+    assert listed(since="4h", until="2h") == [older]
+    assert listed(until=(dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)).isoformat()) == [older]
+    shown = operator.page("/ui/jobs", academy=academy, until="1h")
+    assert 'name="until" value="1h"' in shown  # the form keeps it, and the live updates too
+    live = re.search(r'data-live="([^"]+)"', shown).group(1).replace("&amp;", "&")
+    assert "until=1h" in live and job_ids(operator.http.get(live).text) == [older]
+    refused = operator.page("/ui/jobs", academy=academy, since="1h", until="2h")
+    assert job_ids(refused) == [] and "until=&#x27;2h&#x27; is not after since=&#x27;1h&#x27;" in refused
 
 
 def test_a_refused_job_is_retried_on_corrected_parameters_and_shows_before_and_after(

@@ -2,7 +2,8 @@
 chromedriver (selenium) over a real ``jobq api`` on a real socket, an in-thread worker running
 the jobs. An operator logs in, filters by academy, opens a timeline, retries a refused job on
 corrected parameters, approves one and cancels one; an academy's key sees none of another's
-jobs, whose URL answers not found; the page loads nothing from anywhere but the API.
+jobs, whose URL answers not found; the page loads nothing from anywhere but the API, and in a
+network namespace with no internet (tests/offline.py) it works all the same.
 
 Where no Chromium is installed these tests skip, saying so; under CI (CI=true) they fail
 instead, since .ci/run installs it. JOBQ_SCREENSHOTS=docs writes the screenshots the docs
@@ -48,15 +49,19 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 pytestmark = [pytest.mark.usefixtures("worker"), pytest.mark.slow]
 
 
-def browser(width: int = 1280, height: int = 900) -> webdriver.Chrome:
+def chrome_options(width: int = 1280, height: int = 900) -> webdriver.ChromeOptions:
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
                  "--no-first-run", "--disable-extensions", "--lang=en-US",
                  f"--window-size={width},{height}"):
         options.add_argument(flag)
+    return options
+
+
+def browser(width: int = 1280, height: int = 900) -> webdriver.Chrome:
     service = webdriver.ChromeService(executable_path=CHROMEDRIVER)
-    driver = webdriver.Chrome(options=options, service=service)
+    driver = webdriver.Chrome(options=chrome_options(width, height), service=service)
     driver.set_page_load_timeout(30)
     return driver
 
@@ -206,3 +211,55 @@ def test_an_academy_sees_none_of_another_academys_jobs(api, chrome, shots):
     chrome.get(f"{api.url}/ui/jobs/{mine['id']}")
     wide = chrome.execute_script("return document.documentElement.scrollWidth")
     assert wide <= 390
+
+
+# --- offline ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def offline_chrome(api, tmp_path) -> Iterator[tuple[webdriver.Remote, str]]:
+    """A Chromium whose network namespace has no internet, only the API's port (tests/offline.py),
+    and what its namespace said when asked to reach the internet."""
+    from tests.offline import OfflineDriver, namespaces_work
+
+    if not namespaces_work():
+        pytest.skip("unshare -n is refused here (it needs root or user namespaces)")
+    side = OfflineDriver(api.port, tmp_path, CHROMEDRIVER)
+    driver = webdriver.Remote(command_executor=side.url, options=chrome_options())
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver, side.said
+    finally:
+        driver.quit()
+        side.close()
+
+
+def test_the_console_works_in_a_browser_with_no_internet(api, offline_chrome):
+    chrome, said = offline_chrome
+    assert "the internet: unreachable" in said  # no route out of the browser's namespace
+    tenant = make_tenant(f"섬 학원 {uuid.uuid4().hex[:6]}")
+    key = make_key(tenant)
+    first = submit(api, key, {"intent_key": "system.exec.echo",
+                              "intent_params": {"섬": "울릉도"}}).json()["id"]
+    wait_for_status(first, "completed")
+
+    log_in(chrome, api, key)
+    assert shown_jobs(chrome) == [first]
+    # What a page would load from a CDN cannot come: the browser itself finds no way out.
+    reached = chrome.execute_async_script(
+        "var done = arguments[arguments.length - 1];"
+        "fetch('https://cdn.jsdelivr.net/npm/htmx.org/dist/htmx.min.js', {mode: 'no-cors'})"
+        ".then(function () { done('reached'); }, function (e) { done('failed: ' + e); });")
+    assert reached.startswith("failed"), reached
+    # The page's own script and stylesheet came from the API, and its live part goes on.
+    styled = chrome.execute_script(
+        "return getComputedStyle(document.querySelector('table.jobs')).borderCollapse")
+    assert styled == "collapse"
+    second = submit(api, key, {"intent_key": "system.exec.echo", "intent_params": {}}).json()["id"]
+    WebDriverWait(chrome, 15, ignored_exceptions=(WebDriverException,)).until(
+        lambda d: shown_jobs(d) == [second, first])
+    click(chrome, f'tr[data-job="{first}"] a.id')
+    wait_text(chrome, "울릉도")
+    loaded = chrome.execute_script(
+        "return performance.getEntriesByType('resource').map(function (r) { return r.name; })")
+    assert loaded and all(name.startswith(api.url) for name in loaded)

@@ -201,3 +201,31 @@ def _class_with(tenant: str, student):
     klass = make_class(tenant, f"고등 영어 {student.name}반")
     enrol(student, klass)
     return klass
+
+
+def test_each_message_that_leaves_is_a_span_of_its_jobs_trace(tenant, gateway, smtp_server,
+                                                              traced):
+    by_kakao = notify_late(tenant, make_student(tenant, "최하늘", channel="kakao"))
+    by_mail = notify_late(tenant, make_student(tenant, "정바다", channel="email",
+                                               email="father@example.com"))
+    for job_id in (by_kakao, by_mail):
+        wait_for_status(job_id, "completed")
+
+    def sent(job_id: str, name: str):
+        runs = [s for s in traced.spans if s.name == "run attendance.exec.notify_guardians_late"
+                and s.attributes["jobq.job_id"] == job_id]
+        return runs and [(runs[0], s) for s in traced.spans
+                         if s.parent_id == runs[0].span_id and s.name == name]
+
+    [(run, kakao)] = traced.wait_for(lambda _: sent(by_kakao, "kakao POST"), what="kakao POST")
+    assert (kakao.kind, kakao.trace_id, kakao.attributes["http.response.status_code"]) == (
+        "client", run.trace_id, 200)
+    assert kakao.attributes["url.full"] == f"{gateway.url}/messages"
+    # The gateway gets the span as the request's parent; no guardian's address is an attribute.
+    [request] = gateway.received
+    assert request.headers["traceparent"].startswith(f"00-{kakao.trace_id}-{kakao.span_id}-")
+    assert request.json()["to"] not in str(kakao.attributes)
+    [(run, mail)] = traced.wait_for(lambda _: sent(by_mail, "email send"), what="email send")
+    assert (mail.kind, mail.attributes["server.address"], mail.attributes["server.port"]) == (
+        "client", smtp_server.host, smtp_server.port)
+    assert not mail.failed and len(smtp_server.messages) == 1

@@ -327,3 +327,25 @@ def test_a_malformed_message_goes_to_a_worker_marked_and_the_pump_moves_on(
     wait_for(lambda: "malformed message for task 'dispatch_intent'" in worker.log(), 15,
              message="the worker to discard the malformed message")
     assert queued() == 0
+
+
+def test_each_request_of_a_batch_goes_on_with_its_own_callers_trace(start_pump, tenant, traced):
+    from app.core import tracing
+
+    callers, results = [], []
+    for name in ("academy app", "billing service"):
+        with tracing.span(name) as caller:
+            results.append(send(tenant_id=tenant, intent_key=ECHO, intent_params={"by": name}))
+        callers.append(caller.traceparent)
+    start_pump()
+    ids = [r.get(timeout=15) for r in results]
+
+    traced.wait_for(lambda got: len([s for s in got if s.name == "dispatch_intent"]) == 2,
+                    what="a dispatch_intent span per request")
+    for job_id, caller in zip(ids, callers, strict=True):
+        _version, trace_id, caller_span, _flags = caller.split("-")
+        [span] = [s for s in traced.named("dispatch_intent")
+                  if s.attributes["jobq.job_id"] == job_id]
+        assert (span.trace_id, span.parent_id, span.kind) == (trace_id, caller_span, "consumer")
+        # The job's runs join the trace under its request's span.
+        assert job_row(job_id)["traceparent"].startswith(f"00-{trace_id}-{span.span_id}-")

@@ -21,6 +21,9 @@ from handlers.settings import BusinessSettings
         ("LOG_FORMAT", "xml", "LOG_FORMAT='xml' must be one of text, json"),
         ("SMTP_TLS", "yes", "SMTP_TLS='yes' must be one of starttls, ssl, none"),
         ("JOBQ_SEND_RATES", "kakao=fast", "JOBQ_SEND_RATES='kakao=fast' must look like"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc", "HTTP port (4318), not its gRPC port (4317)"),
+        ("OTEL_TRACES_EXPORTER", "zipkin", "OTEL_TRACES_EXPORTER='zipkin' must be one of otlp, none"),
+        ("OTEL_SDK_DISABLED", "maybe", "OTEL_SDK_DISABLED='maybe' is not a boolean"),
     ],
 )
 def test_a_malformed_setting_is_named_in_the_error(name, value, says):
@@ -209,3 +212,39 @@ def test_jobq_run_stops_on_a_malformed_business_setting_before_it_starts_anythin
     assert (out.returncode, out.stderr.strip()) == (
         2, "error: SMTP_TLS='yes' must be one of starttls, ssl, none"), out.stdout + out.stderr
     assert "starting" not in out.stdout and not (tmp_path / ".jobq").exists()
+
+
+@pytest.mark.parametrize(("env", "on", "url"), [
+    ({}, False, None),
+    ({"OTEL_SERVICE_NAME": "jobq", "OTEL_TRACES_SAMPLER": "always_on"}, False, None),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318/"}, True, "http://c:4318/v1/traces"),
+    ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4318/t"}, True, "http://c:4318/t"),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_SDK_DISABLED": "true"}, False,
+     "http://c:4318/v1/traces"),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_TRACES_EXPORTER": "none"}, False,
+     "http://c:4318/v1/traces"),
+])
+def test_tracing_is_on_with_an_otlp_endpoint_only(env, on, url):
+    from app.core import settings as loaded
+    from app.core import tracing
+
+    found = load({"DATABASE_URL": "postgresql://x/y", **env})
+    assert found.tracing_enabled is on
+    previous = loaded.settings.get()  # type: ignore[attr-defined]
+    try:
+        loaded.settings.use(found)  # type: ignore[attr-defined]
+        assert tracing.traces_url() == url
+    finally:
+        loaded.settings.use(previous)  # type: ignore[attr-defined]
+
+
+def test_an_endpoint_without_the_sdk_installed_stops_a_process_saying_what_to_install(
+        monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name.startswith("opentelemetry") else real(name, *a))
+    with pytest.raises(SettingsError, match=r"pip install 'jobq\[tracing\]'"):
+        load({"DATABASE_URL": "postgresql://x/y", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"})
+    assert not load({"DATABASE_URL": "postgresql://x/y"}).tracing_enabled  # off: never asked

@@ -34,6 +34,7 @@ class JobsQuery:
     since: str = ""
     q: str = ""
     cursor: str = ""
+    until: str = ""
 
     def link(self, **change: Any) -> str:
         values = {**self.__dict__, **change}
@@ -76,10 +77,9 @@ def find_jobs(viewer: Viewer, query: JobsQuery) -> tuple[list[dict[str, Any]], s
         raise Denied(422, "intent must be an intent key or a family such as billing.*",
                      field="intent")
     try:
-        since_seconds, since_at = schemas.parse_since(query.since) if query.since else (None,
-                                                                                       None)
+        window = schemas.parse_window(query.since, query.until)
     except ValueError as exc:
-        raise Denied(422, str(exc), field="since") from None
+        raise Denied(422, str(exc), field=schemas.window_field(exc)) from None
     try:
         after = schemas.decode_cursor(query.cursor) if query.cursor else (None, None)
     except ValueError as exc:
@@ -96,7 +96,8 @@ def find_jobs(viewer: Viewer, query: JobsQuery) -> tuple[list[dict[str, Any]], s
             return rows, None
         where = reads.JobFilter(tenant_id=academy, statuses=[query.status] if query.status
                                 else None, intent=query.intent or None,
-                                since_seconds=since_seconds, since_at=since_at,
+                                since_seconds=window.since_seconds, since_at=window.since_at,
+                                until_seconds=window.until_seconds, until_at=window.until_at,
                                 queue=query.queue or None)
         rows = reads.list_jobs_after(conn, where, limit=PAGE_SIZE + 1, cursor_at=after[0],
                                      cursor_id=after[1])
@@ -174,6 +175,7 @@ def jobs_page(viewer: Viewer, query: JobsQuery, *, fragment: bool = False,
 <label>Status<select name="status">{_options(JOB_STATUSES, query.status, "any")}</select></label>
 <label>Queue<select name="queue">{_options(QUEUES, query.queue, "any")}</select></label>
 <label>Since<input name="since" value="{e(query.since)}" placeholder="1h, 7d, 2026-12-01"></label>
+<label>Until<input name="until" value="{e(query.until)}" placeholder="30m, 2026-12-02 09:00"></label>
 <label>Id or key<input name="q" value="{e(query.q)}" placeholder="job id or idempotency key"></label>
 <button>Filter</button> <a href="/ui/jobs">Clear</a>
 <label class="check"><input type="checkbox" id="live-toggle"{"" if query.cursor else " checked"}> live</label>

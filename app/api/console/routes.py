@@ -131,8 +131,9 @@ def asset(name: str) -> FileResponse:
 
 @ui.get("/jobs")
 def jobs(viewer: Seen, academy: str = "", intent: str = "", status: str = "", queue: str = "",
-         since: str = "", q: str = "", cursor: str = "", fragment: int = 0) -> HTMLResponse:
-    query = JobsQuery(academy, intent, status, queue, since, q, cursor)
+         since: str = "", q: str = "", cursor: str = "", fragment: int = 0,
+         until: str = "") -> HTMLResponse:
+    query = JobsQuery(academy, intent, status, queue, since, q, cursor, until)
     return html(jobs_page(viewer, query, fragment=bool(fragment)))
 
 

@@ -140,12 +140,6 @@ def id_range(ref: str) -> tuple[str, str]:
     return as_uuid("0"), as_uuid("f")
 
 
-def is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
 
 
 def actor() -> str:

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from app.core import tracing
 from app.ops.cli import show
 from app.ops.cli.common import IntentOption, SinceOption, StatusOption, TenantOption, console, err
 from app.ops.cli.lookup import find_job, job_filter
@@ -225,6 +226,8 @@ def _details(job: dict) -> Table:
     row("worker", job["worker"])
     row("idempotency", job["idempotency_key"])
     row("parent", job["parent_id"])
+    row("trace", tracing.trace_link(job.get("traceparent"))
+        or tracing.trace_id_of(job.get("traceparent")))
     if job.get("params_dropped"):
         row("params", Text("not kept (refused before they could be stored)", style="yellow"))
     else:

@@ -14,7 +14,8 @@ from typing import Any
 
 import typer
 
-from app.ops.cli.args import bad, id_range, is_uuid, parse_since
+from app.core.validation import is_uuid
+from app.ops.cli.args import bad, id_range, parse_since
 from app.ops.cli.common import fail
 from app.store import reads, tenants
 from app.store.models import JOB_STATUSES

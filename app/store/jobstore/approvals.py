@@ -24,7 +24,7 @@ APPROVE = text(
          WHERE j.id = CAST(:id AS uuid) AND j.status = 'awaiting_approval'
         RETURNING j.id, j.tenant_id::text AS tenant_id, j.intent_key, j.intent_params, j.queue,
                   j.published_at IS NOT NULL AS publish,
-                  greatest(extract(epoch FROM j.run_at - now()), 0) AS countdown
+                  greatest(extract(epoch FROM j.run_at - now()), 0) AS countdown, j.traceparent
     ), event AS (
         INSERT INTO job_events (job_id, attempt, kind, detail)
         SELECT id, 0, 'approved',
@@ -33,7 +33,7 @@ APPROVE = text(
           FROM approved
     )
     SELECT id::text, tenant_id, intent_key, intent_params, queue, publish,
-           CAST(countdown AS float8) FROM approved
+           CAST(countdown AS float8), traceparent FROM approved
     """
 )
 
@@ -48,6 +48,8 @@ class Approved:
     #: Stamped as handed to the broker: the caller publishes it after commit.
     publish: bool
     countdown: float | None
+    #: The trace the job was asked for in (app.core.tracing), where the approval shows.
+    traceparent: str | None = None
 
 
 def approve(conn, job_id: str, *, by: str, note: str | None = None,

@@ -55,7 +55,9 @@ CLAIM_SQL = f"""
                   j.params_dropped,
                   t.max_running IS NOT NULL OR EXISTS (
                       SELECT 1 FROM tenant_queue_limits l WHERE l.tenant_id = t.id
-                         AND l.queue = j.queue AND l.max_running IS NOT NULL) AS capped
+                         AND l.queue = j.queue AND l.max_running IS NOT NULL) AS capped,
+                  j.traceparent, greatest(j.run_at, j.created_at) AS due_at,
+                  j.executed_at AS started_at, t.name AS tenant_name
     ), started AS (
         INSERT INTO job_events (job_id, attempt, kind, worker)
         SELECT id, attempt, 'started', $2 FROM claimed
@@ -79,7 +81,7 @@ CLAIM_SQL = f"""
     SELECT c.id::text, c.tenant_id, c.intent_key, c.intent_params, c.attempt, c.max_retries,
            c.checkpoint, c.scheduled_for, c.params_dropped, c.capped,
            ARRAY(SELECT id::text FROM done) AS completed,
-           s.tenant_status, s.reason
+           s.tenant_status, s.reason, c.traceparent, c.due_at, c.started_at, c.tenant_name
       FROM (SELECT 1) AS one LEFT JOIN claimed c ON true LEFT JOIN stopped s ON true
 """
 
@@ -112,6 +114,14 @@ class Claimed:
     params_dropped: bool = False
     #: Its tenant has a cap (on its queue or overall): the run hands the next job on as it ends.
     capped: bool = False
+    #: What the run's spans need (app.run.spans), read with the row at no cost: the trace the
+    #: job was asked for in, when it became due to run (created, or its run_at: a schedule, a
+    #: retry's backoff, a requeue), when this claim took it (both by the database's clock), and
+    #: its academy's name.
+    traceparent: str | None = None
+    due_at: dt.datetime | None = None
+    started_at: dt.datetime | None = None
+    tenant_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -151,7 +161,7 @@ def claim(conn, job_id: str, *, worker: str, owner: str, lease: float, default_m
         f"EXECUTE {CLAIM} (%s, %s, %s, %s, %s, %s)",
         (job_id, worker, owner, lease, default_max_retries, rows),
     ).one()
-    claimed = Claimed(*row[:10]) if row[0] is not None else None
+    claimed = Claimed(*row[:10], *row[13:17]) if row[0] is not None else None
     refusal = TenantRefusal(row[11], row[12]) if row[11] is not None else None
     return claimed, set(row[10]), refusal
 

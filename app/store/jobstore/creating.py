@@ -26,7 +26,8 @@ INSERT_JOBS = text(
                 id uuid, tenant_id uuid, intent_key text, intent_params jsonb, status text,
                 max_retries int, run_at timestamptz, publish boolean, idempotency_key text,
                 queue text, source text, parent_id uuid, error_message text, requested_by text,
-                approval_seconds float8, params_dropped boolean, request_hash text)
+                approval_seconds float8, params_dropped boolean, request_hash text,
+                traceparent text)
     ), room AS (
         SELECT q.queue, q.tenant_id, jobq_fast_room(q.queue, q.tenant_id, :window) AS n
           FROM (SELECT DISTINCT queue, tenant_id FROM v WHERE publish) q
@@ -39,7 +40,7 @@ INSERT_JOBS = text(
     INSERT INTO job_executions (
         id, tenant_id, intent_key, intent_params, status, max_retries, run_at,
         published_at, idempotency_key, queue, source, parent_id, error_message, completed_at,
-        requested_by, approval_expires_at, params_dropped, request_hash
+        requested_by, approval_expires_at, params_dropped, request_hash, traceparent
     )
     SELECT r.id, r.tenant_id, r.intent_key, r.intent_params, r.status, r.max_retries, r.run_at,
            CASE WHEN r.go THEN now() END,
@@ -48,7 +49,7 @@ INSERT_JOBS = text(
            r.requested_by,
            CASE WHEN r.status = 'awaiting_approval'
                 THEN now() + make_interval(secs => r.approval_seconds) END,
-           coalesce(r.params_dropped, false), r.request_hash
+           coalesce(r.params_dropped, false), r.request_hash, r.traceparent
       FROM r
       JOIN tenants t ON t.id = r.tenant_id AND t.status = 'active'
      ORDER BY r.pos
@@ -95,6 +96,8 @@ class NewJob:
     params_dropped: bool = False
     #: What a repeat under ``idempotency_key`` must match (request_fingerprint).
     request_hash: str | None = None
+    #: The W3C traceparent its runs' spans join (None: tracing is off here).
+    traceparent: str | None = None
 
     @property
     def awaiting_approval(self) -> bool:
@@ -103,7 +106,7 @@ class NewJob:
     def as_row(self) -> dict[str, Any]:
         status = ("failed" if self.error_message
                   else "awaiting_approval" if self.awaiting_approval else "pending")
-        return {
+        row = {
             "id": self.id,
             "tenant_id": self.tenant_id,
             "intent_key": self.intent_key,
@@ -122,6 +125,9 @@ class NewJob:
             "params_dropped": self.params_dropped,
             "request_hash": self.request_hash,
         }
+        if self.traceparent is not None:  # a missing key reads as NULL: no cost when off
+            row["traceparent"] = self.traceparent
+        return row
 
 
 def insert_jobs(conn, jobs: Sequence[NewJob], *, window: int

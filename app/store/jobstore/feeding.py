@@ -21,11 +21,16 @@ from app.store.jobstore.binds import IDS
 #: began). Always one row for the counts; the picked jobs, if any, ride on it and after it.
 #: ``:broker``, when known, is what the queue's list in the broker holds: no more is counted
 #: (a job stamped by a feeder that died before sending it, or one a worker holds, does not
-#: keep the window full).
+#: keep the window full), except what was stamped in the last second: a caller's or another
+#: process's send may be under way as the list is read (a caller's fast path pushing its 64
+#: jobs as the feeder, woken by the commit, read the list: the window went over by what it had
+#: not pushed yet).
 LOOK = text(
     """
     WITH held AS MATERIALIZED (
-        SELECT least(count(*)::int, coalesce(CAST(:broker AS int), count(*)::int)) AS n
+        SELECT greatest(least(count(*)::int, coalesce(CAST(:broker AS int), count(*)::int)),
+                        count(*) FILTER (WHERE published_at > now() - interval '1 second')::int)
+               AS n
           FROM job_executions
          WHERE queue = :queue AND status = 'pending' AND published_at IS NOT NULL
            AND (run_at IS NULL OR run_at <= now())

@@ -74,7 +74,8 @@ REQUEUE = text(
                params_dropped = j.params_dropped AND NOT :replace,
                max_retries = coalesce(:max_retries, j.max_retries)
           FROM before WHERE j.id = before.id
-        RETURNING j.id, before.status AS was, before.intent_params AS old_params, j.status
+        RETURNING j.id, before.status AS was, before.intent_params AS old_params, j.status,
+                  j.traceparent
     ), event AS (
         INSERT INTO job_events (job_id, attempt, kind, detail)
         SELECT id, 0, 'requeued',
@@ -87,21 +88,21 @@ REQUEUE = text(
                        ELSE '{}'::jsonb END
           FROM again
     )
-    SELECT was, status FROM again
+    SELECT was, status, traceparent FROM again
     """
 ).bindparams(bindparam("params", type_=JSON))
 
 
 def requeue(conn, job_id: str, *, by: str, params: Any = None, replace_params: bool = False,
             max_retries: int | None = None, approval_seconds: float = 259200.0
-            ) -> tuple[str, str] | None:
-    """``(the status it had, the status it has now)``: pending, or awaiting_approval for a job
-    never approved. None when it was not failed or cancelled, or when its parameters were not
+            ) -> tuple[str, str, str | None] | None:
+    """``(the status it had, the status it has now, its traceparent)``: pending, or
+    awaiting_approval for a job never approved. None when it was not failed or cancelled, or when its parameters were not
     kept and no new ones came (``replace_params``)."""
     row = conn.execute(REQUEUE, {"id": job_id, "by": by, "params": params,
                                  "replace": replace_params, "max_retries": max_retries,
                                  "approval_seconds": approval_seconds}).first()
-    return (row[0], row[1]) if row else None
+    return (row[0], row[1], row[2]) if row else None
 
 
 #: Every pending (or awaiting approval) job of a tenant being deleted: failed with the reason, naming who deleted it.

@@ -145,10 +145,25 @@ FLAG_NEWLY_DUE = text(_FLAG.format(which="""(f.queue, f.tenant_id) IN (
                   AND j.run_at <= now())"""))
 
 
+#: Every tenant's fair pick starts from its first waiting job again (``feed_from``, 0017): a job
+#: its pick went past (locked by another transaction as the pick went by, say) is reached.
+#: (A row a feeder's look holds this instant is set back on the next full look.)
+RESET_FEED_FROM = text(
+    """
+    UPDATE fair_queue f SET feed_from = '-infinity'
+      FROM (SELECT queue, tenant_id FROM fair_queue WHERE feed_from > '-infinity'
+               FOR UPDATE SKIP LOCKED) r
+     WHERE f.queue = r.queue AND f.tenant_id = r.tenant_id
+    """
+)
+
+
 def flag_due(conn, *, newly: float | None = None) -> dict[str, int]:
     """Queue -> how many of its idle tenants were ready again; ``newly``: only those whose jobs
-    came due in the last ``newly`` seconds (what the sweep does on most rounds)."""
+    came due in the last ``newly`` seconds (what the sweep does on most rounds). The full look
+    also sets every tenant's pick back to its first waiting job."""
     if newly is None:
+        conn.execute(RESET_FEED_FROM)
         return {r[0]: r[1] for r in conn.execute(FLAG_DUE)}
     return {r[0]: r[1] for r in conn.execute(FLAG_NEWLY_DUE, {"lookback": newly})}
 

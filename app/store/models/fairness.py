@@ -69,6 +69,10 @@ class FairQueue(Base):
     #: When it last became ready: among equal virtual times, the latest goes first.
     readied_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=text("clock_timestamp()"))
+    #: Where its fair pick starts: a second before the due time of the last job it was handed
+    #: (what comes due earlier lowers it; the sweep sets it back once a minute).
+    feed_from: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=text("'-infinity'"))
 
 
 class FairClock(Base):

@@ -82,12 +82,14 @@ class JobExecution(Base):
             unique=True,
             postgresql_where=text("idempotency_key IS NOT NULL"),
         ),
-        # The fairness feeder's pick: a tenant's oldest due unpublished job of a queue.
+        # The fairness feeder's pick: a tenant's oldest due unpublished jobs of a queue, in the
+        # pick's order (0018).
         Index(
             "ix_job_executions_ready",
             "queue",
             "tenant_id",
             text("coalesce(run_at, created_at)"),
+            "id",
             postgresql_where=text("status = 'pending' AND published_at IS NULL"),
         ),
         # The sweep: jobs waiting for a time (a run_at), to wake their tenant when it comes (0014).
@@ -186,6 +188,10 @@ class JobExecution(Base):
     #: none, and the job runs only on new ones (alembic 0008).
     params_dropped: Mapped[bool] = mapped_column(Boolean, nullable=False,
                                                  server_default=text("false"))
+    #: The W3C ``traceparent`` of the span that asked for the job: its wait, attempts and
+    #: outside calls are spans of that trace (app/core/tracing.py; alembic 0016). NULL: asked
+    #: for with tracing off, or by plain SQL.
+    traceparent: Mapped[str | None] = mapped_column(Text)
 
 
 class JobEvent(Base):
