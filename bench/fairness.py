@@ -7,7 +7,8 @@
      ``celery -A app worker -c 2`` plus beat and on ``jobq run``'s workers;
   b. a big broadcast on a 50 messages/s channel (KakaoTalk to a fake provider over a real
      socket), then another academy's 20-guardian broadcast: how long the small one takes, the
-     big one's rate, and what the provider saw (seconds over its rate, 429s, rate used);
+     big one's rate, what the provider saw (seconds over its rate, 429s, rate used) and the CPU
+     per message (``--provider-latency 0.05``: a provider 50 ms away);
   c. weights 2:1 under saturation: the realised shares;
   d. 10,000 tenants with a backlog each plus one newcomer: the newcomer's wait; and the fair
      pick's cost per job at 10, 1,000 and 10,000 tenants waiting;
