@@ -48,3 +48,15 @@ def test_a_stored_traceparent_names_its_trace(configure, stored, trace_id):
     configure(trace_url="https://grafana.example/explore?traceId={trace_id}")
     assert tracing.trace_link(stored) == (
         None if trace_id is None else f"https://grafana.example/explore?traceId={trace_id}")
+
+
+def test_jobq_runs_summary_says_where_traces_go_without_a_password(configure):
+    from app.ops.cli.run import _urls
+
+    assert _urls(None, False, "jobq") == []  # tracing off: no line
+    configure(otlp_endpoint="https://jobq:s3cret@collector.example:4318",
+              trace_url="http://jaeger:16686/trace/{trace_id}")
+    [(what, where)] = _urls(None, False, "jobq")
+    assert what == "Traces" and "s3cret" not in where
+    assert where.endswith("@collector.example:4318/v1/traces (OTLP/HTTP); a job's: "
+                          "http://jaeger:16686/trace/{trace_id}")
