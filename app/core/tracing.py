@@ -36,6 +36,8 @@ TRACEPARENT = "traceparent"
 _lock = threading.Lock()
 _decided = False
 _tracer: Any = None
+#: The tracer provider :func:`setup` installed (None: tracing off, or the process's own).
+_installed: Any = None
 #: OpenTelemetry's modules, imported by :func:`setup` once tracing is on.
 _otel: Any = None
 #: The trace id a span started with no parent gets: a job's own (see :func:`span`).
@@ -75,15 +77,17 @@ def flush(timeout_seconds: float = 5.0) -> None:
 
 
 def shutdown() -> None:
-    """Send what is left and forget the decision (a process that ends; the tests)."""
-    global _decided, _tracer
+    """Send what is left and forget the decision (a process that ends; the tests). A provider
+    the process installed itself is flushed, and left to it. With the collector unreachable the
+    exporter gives up after OTEL_EXPORTER_OTLP_TIMEOUT (10 s): those spans are lost."""
+    global _decided, _tracer, _installed
     with _lock:
-        if _tracer is not None:
-            provider = _otel.trace.get_tracer_provider()
-            with contextlib.suppress(Exception):
-                provider.force_flush()
-                provider.shutdown()
-        _decided, _tracer = False, None
+        with contextlib.suppress(Exception):
+            if _installed is not None:
+                _installed.shutdown()  # which sends what its batch holds
+            elif _tracer is not None:
+                _otel.trace.get_tracer_provider().force_flush()
+        _decided, _tracer, _installed = False, None, None
 
 
 def _import() -> Any:
@@ -100,6 +104,7 @@ def _import() -> Any:
 
 def _provider() -> Any:
     """The process's tracer provider: its own when it installed one, else ours, installed."""
+    global _installed
     from opentelemetry import trace
 
     current = trace.get_tracer_provider()
@@ -123,11 +128,12 @@ def _provider() -> Any:
     resource = Resource.create()  # OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES
     if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
         resource = resource.merge(Resource({SERVICE_NAME: DEFAULT_SERVICE}))
-    # The sampler (OTEL_TRACES_SAMPLER), the exporter's endpoint, headers and timeout and the
-    # batching (OTEL_BSP_*) are read by the SDK from their standard variables.
+    # The sampler (OTEL_TRACES_SAMPLER), the exporter's headers, timeout and compression and
+    # the batching (OTEL_BSP_*) are read by the SDK from their standard variables.
     provider = TracerProvider(resource=resource, id_generator=JobTraceIds())
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=traces_url())))
     trace.set_tracer_provider(provider)
+    _installed = provider
     return provider
 
 

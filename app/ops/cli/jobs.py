@@ -12,7 +12,15 @@ from rich.text import Text
 
 from app.core import tracing
 from app.ops.cli import show
-from app.ops.cli.common import IntentOption, SinceOption, StatusOption, TenantOption, console, err
+from app.ops.cli.common import (
+    IntentOption,
+    SinceOption,
+    StatusOption,
+    TenantOption,
+    UntilOption,
+    console,
+    err,
+)
 from app.ops.cli.lookup import find_job, job_filter
 from app.ops.cli.retry import retry_hint
 from app.store import db, reads
@@ -28,6 +36,7 @@ def jobs_list(
     status: StatusOption = None,
     intent: IntentOption = None,
     since: SinceOption = None,
+    until: UntilOption = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000,
                                        help="Jobs per page.")] = 20,
     # No short option: -p is --param everywhere else (dispatch, retry).
@@ -36,7 +45,7 @@ def jobs_list(
 ) -> None:
     """List jobs, newest first, a page at a time."""
     with db.engine().connect() as conn:
-        where = job_filter(tenant, status, intent, since, conn)
+        where = job_filter(tenant, status, intent, since, conn, until)
         rows = reads.list_jobs(conn, where, limit=limit + 1, offset=(page - 1) * limit)
     more, rows = len(rows) > limit, rows[:limit]
     if as_json:
