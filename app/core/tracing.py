@@ -287,12 +287,17 @@ def start_span(name: str, *, kind: str = "internal", parent: Any = _CURRENT,
 
 
 def record(name: str, *, start: dt.datetime, end: dt.datetime, parent: Any = _CURRENT,
-           job_id: str | None = None, attributes: Mapping[str, Any] | None = None) -> None:
-    """A span that already happened (a job's wait, by the database's clock)."""
+           job_id: str | None = None, kind: str = "internal", error: str | None = None,
+           attributes: Mapping[str, Any] | None = None) -> None:
+    """A span that already happened (a job's wait, by the database's clock; a lost attempt,
+    failed with ``error``)."""
     found = tracer()
     if found is not None:
-        _start(found, name, kind="internal", parent=parent, job_id=job_id, start=start,
-               attributes=attributes).end(end_time=_ns(max(start, end)))
+        made = Span(_start(found, name, kind=kind, parent=parent, job_id=job_id, start=start,
+                           attributes=attributes))
+        if error is not None:
+            made.fail(error)
+        made.end(max(start, end))
 
 
 def _start(found: Any, name: str, *, kind: str, parent: Any, job_id: str | None,

@@ -75,6 +75,7 @@ def test_a_job_asked_for_over_http_is_one_trace_from_the_request_to_the_gateway_
     api = traced_api(start_api, traced)
     app_trace, app_span = uuid.uuid4().hex, uuid.uuid4().hex[:16]
 
+    assert api.client().get("/v1/health").status_code == 200  # as a load balancer checks
     reply = api.client(make_key(tenant)).post(
         "/v1/jobs", json={"intent_key": INTENT, "intent_params": {}},
         headers={"traceparent": f"00-{app_trace}-{app_span}-01"})
@@ -116,8 +117,16 @@ def test_a_job_asked_for_over_http_is_one_trace_from_the_request_to_the_gateway_
     # Business data (the invoices asked about) is no attribute of any span.
     assert not [s for s in trace if invoice in str(s.attributes)]
     # The console's job page links the trace.
-    shown = ConsoleSession(api, make_key(tenant)).page(f"/ui/jobs/{job['id']}")
+    console = ConsoleSession(api, make_key(tenant))
+    shown = console.page(f"/ui/jobs/{job['id']}")
     assert f'href="{TRACE_URL.format(trace_id=app_trace)}"' in shown
+    console.page(f"/ui/jobs/{job['id']}", fragment=1)  # a live refresh
+    api.client(make_key(tenant)).get("/v1/jobs")  # then a request that is traced
+    # Health checks and live refreshes make no traces of their own; the page does. (The API
+    # sends its spans in the order they ended: once the last one is in, so is the rest.)
+    traced.wait_for(lambda got: any(s.name == "GET /v1/jobs" for s in got), what="GET /v1/jobs")
+    assert [s.name for s in traced.spans if s.service == "jobq-api" and s.kind == "server"
+            and s.name.startswith("GET")] == ["GET /ui/jobs/{job_id}", "GET /v1/jobs"]
 
 
 def test_a_corrected_retry_asked_for_later_joins_the_trace_of_the_first_request(
