@@ -22,7 +22,7 @@ import pytest
 from app.intake.submit import submit
 from app.store import db
 from tests.academy import enrol, make_class, make_invoice, make_student
-from tests.api import make_key
+from tests.api import ApiProcess, make_key
 from tests.commands import jobq
 from tests.console import ConsoleSession
 from tests.fixtures import ROOT, make_tenant, wait_for_status
@@ -129,19 +129,25 @@ def test_a_job_asked_for_over_http_is_one_trace_from_the_request_to_the_gateway_
             and s.name.startswith("GET")] == ["GET /ui/jobs/{job_id}", "GET /v1/jobs"]
 
 
-def test_a_corrected_retry_asked_for_later_joins_the_trace_of_the_first_request(
-        traced, start_api, gateway):
+def failed_at_the_gateway(traced, start_api, gateway) -> tuple[ApiProcess, str, str, dict]:
+    """A payment sync asked for over a traced API and failed for good by the gateway's 400
+    (``(api, key, an open invoice, the job)``); the gateway answers 200 from then on."""
     tenant = make_tenant()
     invoice = open_invoice(tenant)
     gateway.default = (400, {"reason": "unknown merchant id"})
-    api = traced_api(start_api, traced)
-    client = api.client(make_key(tenant))
-    reply = client.post("/v1/jobs", json={"intent_key": INTENT, "intent_params": {}})
+    api, key = traced_api(start_api, traced), make_key(tenant)
+    reply = api.client(key).post("/v1/jobs", json={"intent_key": INTENT, "intent_params": {}})
     job = wait_for_status(reply.json()["id"], timeout=30)
     assert job["status"] == "failed" and "unknown merchant id" in job["error_message"]
-    first_trace = job["traceparent"].split("-")[1]
-
     gateway.default = (200, paid)
+    return api, key, invoice, job
+
+
+def test_a_corrected_retry_asked_for_later_joins_the_trace_of_the_first_request(
+        traced, start_api, gateway):
+    api, key, invoice, job = failed_at_the_gateway(traced, start_api, gateway)
+    first_trace = job["traceparent"].split("-")[1]
+    client = api.client(key)
     retried = client.post(f"/v1/jobs/{job['id']}/retry",
                           json={"intent_params": {"invoice_ids": [invoice]}})
     assert retried.status_code == 200, retried.text
@@ -191,16 +197,8 @@ def test_a_request_sampled_out_leaves_its_jobs_runs_out_too(traced, start_api):
 
 def test_a_corrected_retry_from_the_command_line_joins_the_trace_and_jobq_job_links_it(
         traced, start_api, gateway):
-    tenant = make_tenant()
-    invoice = open_invoice(tenant)
-    gateway.default = (400, {"reason": "unknown merchant id"})
-    api = traced_api(start_api, traced)
-    reply = api.client(make_key(tenant)).post("/v1/jobs", json={"intent_key": INTENT,
-                                                                "intent_params": {}})
-    job_id = reply.json()["id"]
-    trace_id = wait_for_status(job_id)["traceparent"].split("-")[1]
-
-    gateway.default = (200, paid)
+    _api, _key, invoice, job = failed_at_the_gateway(traced, start_api, gateway)
+    job_id, trace_id = str(job["id"]), job["traceparent"].split("-")[1]
     traced_cli = {"OTEL_EXPORTER_OTLP_ENDPOINT": traced.url, "OTEL_SERVICE_NAME": "jobq-cli",
                   "JOBQ_TRACE_URL": TRACE_URL}
     retried = jobq("retry", job_id, "--params-json", json.dumps({"invoice_ids": [invoice]}),
