@@ -150,11 +150,7 @@ def test_retry_after_a_partial_send_does_not_send_the_delivered_message_again(te
     gateway.script = [(200, None), (503, {"error": "busy"})]
     student = make_student(tenant, "강서준", guardians=2, channel="kakao")
 
-    job_id = dispatch_intent.delay(
-        tenant_id=tenant, intent_key="class.exec.notify_schedule_change",
-        intent_params={"class_id": str(_class_with(tenant, student).id),
-                       "message": "이번 주 금요일 수업은 휴강합니다."},
-    ).get(timeout=15)
+    job_id = notify_class(tenant, student, "이번 주 금요일 수업은 휴강합니다.")
 
     row = wait_for_status(job_id, "completed")
     assert row["retry_count"] == 1
@@ -197,6 +193,14 @@ def test_signature_check_rejects_a_changed_body_or_an_old_timestamp():
     assert not verify_signature(secret, ts, body, signature, now=1760000000 + 3600)
 
 
+def notify_class(tenant: str, student, message: str) -> str:
+    """A schedule change to every guardian of a class made for ``student``."""
+    return dispatch_intent.delay(
+        tenant_id=tenant, intent_key="class.exec.notify_schedule_change",
+        intent_params={"class_id": str(_class_with(tenant, student).id), "message": message},
+    ).get(timeout=15)
+
+
 def _class_with(tenant: str, student):
     klass = make_class(tenant, f"고등 영어 {student.name}반")
     enrol(student, klass)
@@ -206,11 +210,7 @@ def _class_with(tenant: str, student):
 def test_messages_handed_over_together_are_each_a_span_of_the_runs_trace(tenant, gateway,
                                                                           traced):
     student = make_student(tenant, "한가람", guardians=3, channel="kakao")
-    job_id = dispatch_intent.delay(
-        tenant_id=tenant, intent_key="class.exec.notify_schedule_change",
-        intent_params={"class_id": str(_class_with(tenant, student).id),
-                       "message": "이번 주 토요일 보강 수업이 있습니다."},
-    ).get(timeout=15)
+    job_id = notify_class(tenant, student, "이번 주 토요일 보강 수업이 있습니다.")
     wait_for_status(job_id, "completed")
 
     def posts(_):
