@@ -166,11 +166,12 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
 
 
 def targets(rows: Sequence[tuple[str, float | None, str]]) -> list[dict[str, Any]]:
-    """Print issue 24's figures a run measured, ``(figure, value, target)`` each, and return
-    them for the result file (``python -m bench report`` gathers them from every file)."""
+    """Print the figures a run measured against their targets, ``(figure, value, target)``
+    each, and return them for the result file (``python -m bench report`` gathers them from
+    every file)."""
     out = [{"figure": f, "value": None if v is None or v != v else round(v, 3), "target": t}
            for f, v, t in rows]
-    print_table("Issue 24 figures", ["figure", "measured", "target"],
+    print_table("Figures against their targets", ["figure", "measured", "target"],
                 [(r["figure"], "-" if r["value"] is None else r["value"], r["target"])
                  for r in out])
     return out

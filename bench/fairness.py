@@ -7,16 +7,20 @@
      ``celery -A app worker -c 2`` plus beat and on ``jobq run``'s workers;
   b. a big broadcast on a 50 messages/s channel (KakaoTalk to a fake provider over a real
      socket), then another academy's 20-guardian broadcast: how long the small one takes, the
-     big one's rate, and what the provider saw (seconds over its rate, 429s, rate used);
+     big one's rate, what the provider saw (seconds over its rate, 429s, rate used) and the CPU
+     per message (``--provider-latency 0.05``: a provider 50 ms away);
   c. weights 2:1 under saturation: the realised shares;
   d. 10,000 tenants with a backlog each plus one newcomer: the newcomer's wait; and the fair
      pick's cost per job at 10, 1,000 and 10,000 tenants waiting;
   e. one tenant alone: drain throughput of 5,000 jobs per entry path (work conservation),
      beside stock Celery (``celery -A bench.stock worker -c <cores> -E``) and bare Celery
      (jobq's Celery settings, a no-op task) drained in the same run;
-  f. 1,000,000 pending jobs: Redis memory and messages while workers drain them.
+  f. 1,000,000 pending jobs: Redis memory and messages while workers drain them;
+  g. three academies of weights 1, 1, 2 broadcasting at once on the 50/s channel through the
+     fake provider: each one's share of what the provider took while all three sent; then
+     one capped at 10/s beside two others: its busiest second and the others' use of the rest.
 
-    python -m bench fairness [--scenarios a,b,c,d,e,f] [--label after] [--rounds 1]
+    python -m bench fairness [--scenarios a,b,c,d,e,f,g] [--label after] [--rounds 1]
 
 Issue 24's figure (the quiet academy behind a 3,000-request ``dispatch_intent`` burst, median
 of 3 rounds of its worst wait):
@@ -316,6 +320,84 @@ def scenario_b(args) -> dict:
     return row
 
 
+# --- g ----------------------------------------------------------------------------------------
+
+def scenario_g(args) -> dict:
+    """Shares of the channel through the fake provider: weights 1, 1, 2; then a 10/s cap."""
+    return {"weights": _shares_round(args, [("가 학원", 1.0, None), ("나 학원", 1.0, None),
+                                            ("다 학원", 2.0, None)]),
+            "cap": _shares_round(args, [("상한 학원", 1.0, 10.0), ("라 학원", 1.0, None),
+                                        ("마 학원", 1.0, None)])}
+
+
+def _shares_round(args, academies: list[tuple[str, float, float | None]]) -> dict:
+    """Each academy broadcasts to guardians in proportion to its expected share (so that all
+    would finish together); what the provider saw in the whole seconds all of them sent."""
+    from app.intake.actions import set_channel_limits, set_tenant_limits
+    from bench.broadcast import seed, submit
+    from bench.provider import Provider
+
+    reset_jobs()
+    rate = int(args.rate)
+    # (the caps here are below the capped academy's weighted share: no further water-filling)
+    capped = {name: cap for name, _, cap in academies if cap is not None}
+    left = rate - sum(capped.values())
+    weights = sum(w for name, w, _ in academies if name not in capped)
+    expected = {name: capped.get(name, left * w / weights) for name, w, _ in academies}
+    ids = {}
+    for name, weight, cap in academies:
+        ids[name] = make_tenant(name)
+        if weight != 1.0:
+            set_tenant_limits(ids[name], weight=weight, by="bench")
+        if cap is not None:
+            set_channel_limits(ids[name], "kakao", rate=cap, by="bench")
+        seed(ids[name], max(20, round(args.g_seconds * expected[name])))
+    provider = Provider(rate, latency=args.provider_latency)
+    if args.g_bulk:
+        from bench.broadcast import start_workers
+
+        procs = start_workers(args.g_bulk, provider.env())
+    else:
+        procs = jobq_run_workers(provider.env())
+    try:
+        time.sleep(2)
+        message = {"title": "학부모 상담 주간 안내", "chunk_size": args.chunk_size,
+                   "message": "다음 주는 학부모 상담 주간입니다."}
+        jobs = [submit(ids[name], "communication.exec.broadcast", message)
+                for name, _, _ in academies]
+        wait_finished(jobs, args.timeout)
+        chunks = [r[0] for r in sql("SELECT id::text FROM job_executions "
+                                    "WHERE parent_id = ANY(CAST(:j AS uuid[]))", j=jobs)]
+        wait_finished(chunks, args.timeout)
+    finally:
+        stop_all(procs)
+        provider.stop()
+    per = {name: provider.per_second(f"[{name}]") for name, _, _ in academies}
+    inner = list(range(max(min(c) for c in per.values()) + 1, min(max(c) for c in per.values())))
+    got = {name: sum(per[name][s] for s in inner) for name in per}
+    total = sum(got.values())
+    row: dict[str, Any] = {
+        "seconds_all_sending": len(inner), "rate": rate,
+        "bulk_processes": args.g_bulk or "as jobq run starts them",
+        "used_while_all_sending": round(total / (rate * len(inner)), 4) if inner else None,
+        "provider_refused_429": provider.refused,
+        "provider_busiest_second": provider.busiest_second(),
+        "academies": {name: {
+            "weight": weight, "cap": cap, "expected_per_s": round(expected[name], 2),
+            "got_per_s": round(got[name] / len(inner), 2) if inner else None,
+            "error_vs_expected": round(got[name] / len(inner) / expected[name] - 1, 4)
+            if inner else None,
+            "busiest_second": max(per[name].values(), default=0)}
+            for name, weight, cap in academies}}
+    shares = ", ".join(f"{n} {a['got_per_s']}/s (expected {a['expected_per_s']:g}, "
+                       f"{a['error_vs_expected']:+.1%}, busiest {a['busiest_second']})"
+                       for n, a in row["academies"].items())
+    print(f"g: {len(inner)} s with all sending: {shares}; "
+          f"{row['used_while_all_sending']:.1%} of {rate}/s used, {provider.refused} × 429, "
+          f"busiest second {row['provider_busiest_second']}", flush=True)
+    return row
+
+
 # --- c ----------------------------------------------------------------------------------------
 
 def scenario_c(args) -> dict:
@@ -473,7 +555,7 @@ def scenario_f(args) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench fairness", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scenarios", default="a,b,c,d,e,f")
+    parser.add_argument("--scenarios", default="a,b,c,d,e,f,g")
     parser.add_argument("--label", default="after")
     parser.add_argument("--burst", type=int, default=3000)
     parser.add_argument("--burst-seconds", type=float, default=0.03,
@@ -493,6 +575,10 @@ def main(argv: list[str] | None = None) -> None:
                              "(a real gateway is tens of milliseconds away)")
     parser.add_argument("--notify-concurrency", type=int, default=0,
                         help="b: the workers' JOBQ_NOTIFY_CONCURRENCY (0: their default)")
+    parser.add_argument("--g-seconds", type=float, default=40,
+                        help="g: seconds of messages each academy has at its expected share")
+    parser.add_argument("--g-bulk", type=int, default=0,
+                        help="g: bulk worker processes (0: as jobq run starts them, 2)")
     parser.add_argument("--shares-jobs", type=int, default=600)
     parser.add_argument("--tenants", type=int, default=10_000)
     parser.add_argument("--drain-jobs", type=int, default=5000)
@@ -527,6 +613,17 @@ def main(argv: list[str] | None = None) -> None:
             ("provider: seconds over its rate", b["provider_seconds_over_rate"], "0"),
             ("provider: messages answered 429", b["provider_refused_429"], "0"),
             ("provider: rate used while messages wait", b["provider_rate_used"], "≥ 95%")])]
+    if isinstance(out.get("g"), dict):
+        g = out["g"]
+        out["targets"] = [*out.get("targets", []), *targets([
+            *((f"weights 1:1:2, {name}'s share vs its weight's", a["error_vs_expected"],
+               "within ±10%") for name, a in g["weights"]["academies"].items()),
+            ("an academy capped at 10/s: its busiest second",
+             g["cap"]["academies"]["상한 학원"]["busiest_second"], "≤ 10"),
+            ("the cap's unused share: the rate used while all three sent",
+             g["cap"]["used_while_all_sending"], "≥ 95%"),
+            ("provider: messages answered 429 (both rounds)",
+             g["weights"]["provider_refused_429"] + g["cap"]["provider_refused_429"], "0")])]
     if "e" in out:
         by: dict[str, list[float]] = {}
         for r in out["e"]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import MutableMapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
@@ -283,6 +284,14 @@ def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
+def _untraced(scope: MutableMapping[str, Any]) -> bool:
+    """Requests that would bury the jobs' traces under their own: health checks, metrics
+    scrapes, the console's stylesheet and script, and its pages' live refreshes."""
+    path = scope.get("path", "")
+    return (path in ("/v1/health", "/metrics") or path.startswith("/ui/static/")
+            or b"fragment=1" in scope.get("query_string", b""))
+
+
 def create_app() -> FastAPI:
     from app.api import console, docs
     from app.api.auth import check_settings
@@ -305,7 +314,7 @@ def create_app() -> FastAPI:
         openapi_url="/openapi.json",
         # FastAPI's own spans (each request, its dependencies and endpoint, under the caller's
         # traceparent) go to the provider app.core.tracing installs: never exporters of its own.
-        telemetry={"auto_configure": False},
+        telemetry={"auto_configure": False, "exclude": _untraced},
     )
     api.add_middleware(RequestBodies, max_bytes=settings.api_max_body_bytes)
     api.include_router(v1)

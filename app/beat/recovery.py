@@ -1,6 +1,6 @@
 """Lost-run recovery: a run whose process died (its liveness lock is free, or, for an owner
 without one, its lease lapsed) goes back to pending (the sweep sends it) or fails with "worker
-lost", its lost attempt recorded.
+lost", its lost attempt recorded (and, traced, shown as a span of its job's trace).
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 
 from app.core.settings import settings
+from app.run import spans
 from app.store import db, jobstore
 
 log = logging.getLogger("jobq.maintenance")
@@ -25,4 +26,5 @@ def recover_once(*, batch: int = 500) -> list[jobstore.Released]:
             "will run again" if job.status == "pending" else "failed, no retries left",
             extra={"job_id": job.id, "attempt": job.attempt},
         )
+    spans.lost(released)
     return released

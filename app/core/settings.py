@@ -104,10 +104,11 @@ def _embedded(key: str) -> Callable[[dict[str, Any]], str | None]:
 
 
 def _otlp_protocol(value: str) -> str:
-    if value.strip().lower() != "http/protobuf":
-        raise ValueError(f"{value!r} is not sent by jobq, which exports over OTLP/HTTP "
-                         "(http/protobuf): point the endpoint at the collector's HTTP port "
-                         "(4318), not its gRPC port (4317)")
+    if value.strip().lower() == "http/protobuf":
+        return "http/protobuf"
+    raise ValueError(f"{value!r} is not sent by jobq, which exports over OTLP/HTTP "
+                     "(http/protobuf): point the endpoint at the collector's HTTP port "
+                     "(4318), not its gRPC port (4317)")
     return "http/protobuf"
 
 
@@ -266,21 +267,20 @@ class Settings(DeclaredSettings):
     metrics_window_seconds: float = setting("JOBQ_METRICS_WINDOW", 3600.0, minimum=1.0,
                                             doc="/metrics counts finished jobs over this")
 
-    # Tracing (app.core.tracing): OpenTelemetry's standard variables. These decide whether a
-    # process traces; its SDK reads the others itself (OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER,
-    # OTEL_EXPORTER_OTLP_HEADERS, OTEL_BSP_*, ...).
-    otlp_endpoint: str | None = setting(
-        "OTEL_EXPORTER_OTLP_ENDPOINT",
-        doc="an OTLP/HTTP collector (http://collector:4318): traces go there (unset: no tracing)")
-    otlp_traces_endpoint: str | None = setting(
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-        doc="the collector's own traces URL (http://collector:4318/v1/traces), instead")
+    # Tracing (app.core.tracing): the standard variables that decide whether a process traces
+    # (its SDK reads the others: OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER, ...), and where to look.
+    otlp_endpoint: str | None = setting("OTEL_EXPORTER_OTLP_ENDPOINT", doc="an OTLP/HTTP "
+                                        "collector (http://collector:4318); unset: no tracing")
+    otlp_traces_endpoint: str | None = setting("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", doc="the "
+                                               "collector's traces URL itself (…/v1/traces)")
     otlp_protocol: str = setting("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf",
                                  parse=_otlp_protocol, doc="http/protobuf, the one jobq sends")
     otel_sdk_disabled: bool = setting("OTEL_SDK_DISABLED", False,
                                       doc="true: no tracing, whatever the endpoint")
     otel_traces_exporter: str = setting("OTEL_TRACES_EXPORTER", "otlp", choices=("otlp", "none"),
                                         doc="none: no tracing, whatever the endpoint")
+    trace_url: str | None = setting("JOBQ_TRACE_URL", doc="a job's trace in the tracing UI, "
+                                    "{trace_id} filled in: the console and jobq job link it")
 
     def __post_init__(self) -> None:
         if self.default_time_limit > self.max_time_limit:
@@ -290,6 +290,9 @@ class Settings(DeclaredSettings):
             raise SettingsError(
                 "OTEL_EXPORTER_OTLP_ENDPOINT asks for traces, but the OpenTelemetry SDK is not "
                 "installed: pip install 'jobq[tracing]' (or unset the endpoint)")
+        if self.trace_url and "{trace_id}" not in self.trace_url:
+            raise SettingsError(f"JOBQ_TRACE_URL={self.trace_url!r} has no {{trace_id}} to fill "
+                                "in (http://jaeger:16686/trace/{trace_id})")
 
     @property
     def database_url_given(self) -> bool:

@@ -36,6 +36,8 @@ TRACEPARENT = "traceparent"
 _lock = threading.Lock()
 _decided = False
 _tracer: Any = None
+#: The tracer provider :func:`setup` installed (None: tracing off, or the process's own).
+_installed: Any = None
 #: OpenTelemetry's modules, imported by :func:`setup` once tracing is on.
 _otel: Any = None
 #: The trace id a span started with no parent gets: a job's own (see :func:`span`).
@@ -75,15 +77,17 @@ def flush(timeout_seconds: float = 5.0) -> None:
 
 
 def shutdown() -> None:
-    """Send what is left and forget the decision (a process that ends; the tests)."""
-    global _decided, _tracer
+    """Send what is left and forget the decision (a process that ends; the tests). A provider
+    the process installed itself is flushed, and left to it. With the collector unreachable the
+    exporter gives up after OTEL_EXPORTER_OTLP_TIMEOUT (10 s): those spans are lost."""
+    global _decided, _tracer, _installed
     with _lock:
-        if _tracer is not None:
-            provider = _otel.trace.get_tracer_provider()
-            with contextlib.suppress(Exception):
-                provider.force_flush()
-                provider.shutdown()
-        _decided, _tracer = False, None
+        with contextlib.suppress(Exception):
+            if _installed is not None:
+                _installed.shutdown()  # which sends what its batch holds
+            elif _tracer is not None:
+                _otel.trace.get_tracer_provider().force_flush()
+        _decided, _tracer, _installed = False, None, None
 
 
 def _import() -> Any:
@@ -100,6 +104,7 @@ def _import() -> Any:
 
 def _provider() -> Any:
     """The process's tracer provider: its own when it installed one, else ours, installed."""
+    global _installed
     from opentelemetry import trace
 
     current = trace.get_tracer_provider()
@@ -123,11 +128,12 @@ def _provider() -> Any:
     resource = Resource.create()  # OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES
     if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
         resource = resource.merge(Resource({SERVICE_NAME: DEFAULT_SERVICE}))
-    # The sampler (OTEL_TRACES_SAMPLER), the exporter's endpoint, headers and timeout and the
-    # batching (OTEL_BSP_*) are read by the SDK from their standard variables.
+    # The sampler (OTEL_TRACES_SAMPLER), the exporter's headers, timeout and compression and
+    # the batching (OTEL_BSP_*) are read by the SDK from their standard variables.
     provider = TracerProvider(resource=resource, id_generator=JobTraceIds())
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=traces_url())))
     trace.set_tracer_provider(provider)
+    _installed = provider
     return provider
 
 
@@ -139,6 +145,20 @@ def traces_url() -> str | None:
     if settings.otlp_endpoint:
         return settings.otlp_endpoint.rstrip("/") + "/v1/traces"
     return None
+
+
+def trace_id_of(traceparent: str | None) -> str | None:
+    """The trace id (32 hex digits) a stored traceparent names, or None."""
+    parts = traceparent.split("-") if traceparent else []
+    return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
+
+
+def trace_link(traceparent: str | None) -> str | None:
+    """Where the job's trace is shown (JOBQ_TRACE_URL, ``{trace_id}`` filled in), or None."""
+    trace_id = trace_id_of(traceparent)
+    if trace_id is None or not settings.trace_url:
+        return None
+    return settings.trace_url.replace("{trace_id}", trace_id)
 
 
 # --- spans ------------------------------------------------------------------------------------
@@ -267,12 +287,17 @@ def start_span(name: str, *, kind: str = "internal", parent: Any = _CURRENT,
 
 
 def record(name: str, *, start: dt.datetime, end: dt.datetime, parent: Any = _CURRENT,
-           job_id: str | None = None, attributes: Mapping[str, Any] | None = None) -> None:
-    """A span that already happened (a job's wait, by the database's clock)."""
+           job_id: str | None = None, kind: str = "internal", error: str | None = None,
+           attributes: Mapping[str, Any] | None = None) -> None:
+    """A span that already happened (a job's wait, by the database's clock; a lost attempt,
+    failed with ``error``)."""
     found = tracer()
     if found is not None:
-        _start(found, name, kind="internal", parent=parent, job_id=job_id, start=start,
-               attributes=attributes).end(end_time=_ns(max(start, end)))
+        made = Span(_start(found, name, kind=kind, parent=parent, job_id=job_id, start=start,
+                           attributes=attributes))
+        if error is not None:
+            made.fail(error)
+        made.end(max(start, end))
 
 
 def _start(found: Any, name: str, *, kind: str, parent: Any, job_id: str | None,

@@ -122,6 +122,7 @@ class Run:
                         conn, self.job_id, owner=owner,
                         default_max_retries=settings.default_max_retries)
                 if released is not None:
+                    spans.lost([released])
                     log.warning("job lost by %s, attempt %d (%s)", owner,
                                 released.attempt, released.status,
                                 extra={"job_id": self.job_id, "intent_key": self.intent.key})

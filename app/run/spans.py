@@ -11,13 +11,14 @@ gives :data:`NO_ATTEMPT` and nothing else happens.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import datetime as dt
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from app.core import retry, tracing
-from app.store.jobstore import Claimed
+from app.store.jobstore import Claimed, Released
 
 
 class Attempt:
@@ -46,6 +47,21 @@ class Attempt:
 
 
 NO_ATTEMPT = Attempt()
+
+
+def lost(runs: Iterable[Released]) -> None:
+    """Attempts whose process died, as their spans: from their start to now, failed ``lost``
+    (the process that ran them never ended them, so nothing else would show them)."""
+    if not tracing.enabled():
+        return
+    now = dt.datetime.now(dt.UTC)
+    for r in runs:
+        if r.started_at is not None:
+            tracing.record(f"run {r.intent_key}", start=r.started_at, end=now, kind="consumer",
+                           parent=r.traceparent, job_id=r.id, error=r.error, attributes={
+                               "jobq.job_id": r.id, "jobq.intent": r.intent_key,
+                               "jobq.academy.id": r.tenant_id, "jobq.attempt": r.attempt,
+                               "jobq.worker": r.worker, "jobq.outcome": "lost"})
 
 
 #: What :func:`attempt` is while tracing is off: a block that does nothing.

@@ -25,7 +25,7 @@ _JOB_COLUMNS = """
     coalesce(j.retry_count, 0) AS retry_count, j.max_retries, j.created_at, j.run_at,
     j.executed_at, j.completed_at, j.error_message, j.result, j.progress, j.queue, j.source,
     j.worker, j.idempotency_key, j.parent_id::text AS parent_id, j.published_at, j.updated_at,
-    j.requested_by, j.approval_expires_at, j.params_dropped
+    j.requested_by, j.approval_expires_at, j.params_dropped, j.traceparent
 """
 
 #: The filters every job listing shares. A NULL parameter means "no filter"; PostgreSQL folds

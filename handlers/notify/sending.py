@@ -11,6 +11,7 @@ drop that duplicate.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import threading
 import time
@@ -230,7 +231,9 @@ def _hand_over(ctx: JobContext, transports: Transports, rows: Sequence[Any],
             with ThreadPoolExecutor(max_workers=workers,
                                     thread_name_prefix=f"send-{name}") as pool:
                 try:
-                    for future in [pool.submit(hand, i, rows[i]) for i in indexes]:
+                    # Each in a copy of the run's context: its POST's span is the run's child.
+                    for future in [pool.submit(contextvars.copy_context().run, hand, i, rows[i])
+                                   for i in indexes]:
                         future.result()
                 except BaseException:
                     stop.set()  # leaving by an exception (a time limit): start nothing new

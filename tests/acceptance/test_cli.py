@@ -67,6 +67,8 @@ def test_every_command_has_help(command):
     (["dispatch", "system.exec.echo", "-t", "no such academy"], "no tenant 'no such academy'"),
     (["jobs", "--since", "yesterday"], "'yesterday' is neither a duration"),
     (["jobs", "--since", "99999999999d"], "more than 36500 days"),
+    (["jobs", "--until", "yesterday"], "'yesterday' is neither a duration"),
+    (["watch", "--since", "1h", "--until", "2h"], "'2h' is not after --since '1h'"),
     (["stats", "--since", "9999999999999999999999s"], "more than 36500 days"),
     (["jobs", "--status", "done"], "'done' is not one of pending, processing"),
     (["jobs", "--limit", "0"], "--limit"),
@@ -225,6 +227,13 @@ def test_jobs_lists_newest_first_with_filters_and_pages(tenant):
     family = json.loads(jobq("jobs", "-t", tenant, "--intent", "system.exec.e*", "--json").stdout)
     assert {j["id"] for j in family} == set(ids)
     assert json.loads(jobq("jobs", "-t", tenant, "--since", "1h", "--json").stdout)
+    # The window's end: one job backdated a day, the others created just now.
+    sql("UPDATE job_executions SET created_at = now() - interval '1 day' WHERE id = :id",
+        id=ids[0])
+    older = json.loads(jobq("jobs", "-t", tenant, "--until", "1h", "--json").stdout)
+    assert [j["id"] for j in older] == [ids[0]]
+    assert [j["id"] for j in json.loads(jobq(
+        "jobs", "-t", tenant, "--since", "2d", "--until", "12h", "--json").stdout)] == [ids[0]]
 
     table = jobq("jobs", "--tenant", tenant, "--limit", "2")
     assert table.returncode == 0

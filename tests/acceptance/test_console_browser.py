@@ -192,6 +192,62 @@ def test_an_operator_filters_opens_a_timeline_retries_approves_and_cancels(api, 
     assert loaded and all(name.startswith(api.url) for name in loaded)
 
 
+def test_an_operator_watches_two_academies_share_a_channel_on_the_channels_page(
+        api, chrome, shots):
+    import threading
+    import time
+
+    from app.intake.actions import set_channel_limits
+    from app.run.quota import Channel
+
+    tag = uuid.uuid4().hex[:6]
+    big, small = make_tenant(f"큰 학원 {tag}"), make_tenant(f"작은 학원 {tag}")
+    channel = f"kakao{tag}"
+    set_channel_limits(small, channel, rate=10, daily=5000, by="test")
+    stop = threading.Event()
+
+    def send(tenant: str, backlog: int) -> None:
+        """A sender taking a few messages every 0.2 s, its backlog going down as it does."""
+        with Channel(channel, tenant, 50) as sender:
+            while not stop.is_set() and backlog > 0:
+                backlog -= sender.take(min(5, backlog), backlog=backlog).count
+                time.sleep(0.2)
+
+    senders = [threading.Thread(target=send, args=(t, n), daemon=True)
+               for t, n in ((big, 10_000), (small, 400))]
+    for thread in senders:
+        thread.start()
+    try:
+        log_in(chrome, api, make_key(None))
+        click(chrome, 'nav a[href="/ui/channels"]')
+        wait_text(chrome, f"큰 학원 {tag}")
+        section = f'section[data-channel="{channel}"]'
+
+        def waiting(tenant: str) -> int:
+            return int(chrome.execute_script(
+                "var r = document.querySelector(arguments[0] + ' tr[data-academy=\"' + "
+                "arguments[1] + '\"]'); return r ? r.cells[5].textContent.replace(/,/g, '') "
+                ": '-1';", section, tenant))
+
+        # The share of each (the small one capped at 10/s by its plan, the big one the rest).
+        shares = chrome.execute_script(
+            "return Array.from(document.querySelectorAll(arguments[0] + ' tr[data-academy]'))"
+            ".map(function (r) { return [r.getAttribute('data-academy'), r.cells[2].textContent,"
+            " r.cells[3].textContent]; })", section)
+        assert sorted(shares) == sorted([[big, "40", "-"], [small, "10", "10"]]), shares
+        # The page reads its live part again by itself: what waits goes down, no reload.
+        chrome.execute_script("window.notReloaded = true;")
+        first = waiting(big)
+        WebDriverWait(chrome, 15, ignored_exceptions=(WebDriverException,)).until(
+            lambda d: 0 <= waiting(big) < first)
+        assert chrome.execute_script("return window.notReloaded === true;")
+        chrome.save_screenshot(str(shots / "console-channels.png"))
+    finally:
+        stop.set()
+        for thread in senders:
+            thread.join(10)
+
+
 def test_an_academy_sees_none_of_another_academys_jobs(api, chrome, shots):
     ours, theirs = make_tenant(), make_tenant()
     our_key, their_key = make_key(ours), make_key(theirs)

@@ -10,6 +10,7 @@ the trace too. With no endpoint, no process imports OpenTelemetry, and nothing i
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
@@ -21,7 +22,9 @@ import pytest
 from app.intake.submit import submit
 from app.store import db
 from tests.academy import enrol, make_class, make_invoice, make_student
-from tests.api import make_key
+from tests.api import ApiProcess, make_key
+from tests.commands import jobq
+from tests.console import ConsoleSession
 from tests.fixtures import ROOT, make_tenant, wait_for_status
 from tests.otlp import Received, Receiver
 
@@ -30,9 +33,13 @@ pytestmark = pytest.mark.usefixtures("worker")
 INTENT = "billing.exec.sync_payment_status"
 
 
+#: Where these tests' traces would be shown (the console and jobq job link a job's trace).
+TRACE_URL = "http://jaeger.test:16686/trace/{trace_id}"
+
+
 def traced_api(start_api, otlp: Receiver):
     return start_api({"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.url, "OTEL_SERVICE_NAME": "jobq-api",
-                      "OTEL_BSP_SCHEDULE_DELAY": "100"})
+                      "OTEL_BSP_SCHEDULE_DELAY": "100", "JOBQ_TRACE_URL": TRACE_URL})
 
 
 def paid(request) -> dict[str, Any]:
@@ -68,6 +75,7 @@ def test_a_job_asked_for_over_http_is_one_trace_from_the_request_to_the_gateway_
     api = traced_api(start_api, traced)
     app_trace, app_span = uuid.uuid4().hex, uuid.uuid4().hex[:16]
 
+    assert api.client().get("/v1/health").status_code == 200  # as a load balancer checks
     reply = api.client(make_key(tenant)).post(
         "/v1/jobs", json={"intent_key": INTENT, "intent_params": {}},
         headers={"traceparent": f"00-{app_trace}-{app_span}-01"})
@@ -108,21 +116,38 @@ def test_a_job_asked_for_over_http_is_one_trace_from_the_request_to_the_gateway_
     assert calls[0][0].attributes["url.full"] == f"{gateway.url}/payments/search"
     # Business data (the invoices asked about) is no attribute of any span.
     assert not [s for s in trace if invoice in str(s.attributes)]
+    # The console's job page links the trace.
+    console = ConsoleSession(api, make_key(tenant))
+    shown = console.page(f"/ui/jobs/{job['id']}")
+    assert f'href="{TRACE_URL.format(trace_id=app_trace)}"' in shown
+    console.page(f"/ui/jobs/{job['id']}", fragment=1)  # a live refresh
+    api.client(make_key(tenant)).get("/v1/jobs")  # then a request that is traced
+    # Health checks and live refreshes make no traces of their own; the page does. (The API
+    # sends its spans in the order they ended: once the last one is in, so is the rest.)
+    traced.wait_for(lambda got: any(s.name == "GET /v1/jobs" for s in got), what="GET /v1/jobs")
+    assert [s.name for s in traced.spans if s.service == "jobq-api" and s.kind == "server"
+            and s.name.startswith("GET")] == ["GET /ui/jobs/{job_id}", "GET /v1/jobs"]
+
+
+def failed_at_the_gateway(traced, start_api, gateway) -> tuple[ApiProcess, str, str, dict]:
+    """A payment sync asked for over a traced API and failed for good by the gateway's 400
+    (``(api, key, an open invoice, the job)``); the gateway answers 200 from then on."""
+    tenant = make_tenant()
+    invoice = open_invoice(tenant)
+    gateway.default = (400, {"reason": "unknown merchant id"})
+    api, key = traced_api(start_api, traced), make_key(tenant)
+    reply = api.client(key).post("/v1/jobs", json={"intent_key": INTENT, "intent_params": {}})
+    job = wait_for_status(reply.json()["id"], timeout=30)
+    assert job["status"] == "failed" and "unknown merchant id" in job["error_message"]
+    gateway.default = (200, paid)
+    return api, key, invoice, job
 
 
 def test_a_corrected_retry_asked_for_later_joins_the_trace_of_the_first_request(
         traced, start_api, gateway):
-    tenant = make_tenant()
-    invoice = open_invoice(tenant)
-    gateway.default = (400, {"reason": "unknown merchant id"})
-    api = traced_api(start_api, traced)
-    client = api.client(make_key(tenant))
-    reply = client.post("/v1/jobs", json={"intent_key": INTENT, "intent_params": {}})
-    job = wait_for_status(reply.json()["id"], timeout=30)
-    assert job["status"] == "failed" and "unknown merchant id" in job["error_message"]
+    api, key, invoice, job = failed_at_the_gateway(traced, start_api, gateway)
     first_trace = job["traceparent"].split("-")[1]
-
-    gateway.default = (200, paid)
+    client = api.client(key)
     retried = client.post(f"/v1/jobs/{job['id']}/retry",
                           json={"intent_params": {"invoice_ids": [invoice]}})
     assert retried.status_code == 200, retried.text
@@ -168,6 +193,28 @@ def test_a_request_sampled_out_leaves_its_jobs_runs_out_too(traced, start_api):
     assert int(sampled_out["traceparent"].rsplit("-", 1)[1], 16) & 1 == 0
     assert [s.name for s in traced.spans
             if s.attributes.get("jobq.job_id") == str(sampled_out["id"])] == []
+
+
+def test_a_corrected_retry_from_the_command_line_joins_the_trace_and_jobq_job_links_it(
+        traced, start_api, gateway):
+    _api, _key, invoice, job = failed_at_the_gateway(traced, start_api, gateway)
+    job_id, trace_id = str(job["id"]), job["traceparent"].split("-")[1]
+    traced_cli = {"OTEL_EXPORTER_OTLP_ENDPOINT": traced.url, "OTEL_SERVICE_NAME": "jobq-cli",
+                  "JOBQ_TRACE_URL": TRACE_URL}
+    retried = jobq("retry", job_id, "--params-json", json.dumps({"invoice_ids": [invoice]}),
+                   env=traced_cli)
+    assert retried.returncode == 0, retried.stderr
+    assert wait_for_status(job_id, "completed")["status"] == "completed"
+    # The command exported its span as it ended: the requeue, in the job's trace.
+    [requeue] = traced.wait_for(lambda got: [s for s in got if s.name == "requeue"
+                                             and s.trace_id == trace_id])
+    assert requeue.service == "jobq-cli" and requeue.attributes["jobq.params_corrected"]
+    assert requeue.attributes["jobq.requeued_by"].startswith("cli:")
+    traced.wait_for(lambda got: len([s for s in got if s.trace_id == trace_id
+                                     and s.name == f"run {INTENT}"]) == 2, what="both runs")
+    shown = jobq("job", job_id, env=traced_cli).stdout
+    assert [line.split() for line in shown.splitlines() if line.startswith("trace")] == [
+        ["trace", TRACE_URL.format(trace_id=trace_id)]], shown
 
 
 #: A caller process with every OpenTelemetry variable but the endpoint: it asks for a job with

@@ -101,3 +101,29 @@ def test_an_approval_is_a_span_of_the_jobs_trace_and_its_run_follows(traced, ten
     [wait] = [s for s in trace if s.name == "wait test.exec.approved_echo"]
     assert wait.parent_id == asked.span_id and wait.start_ns >= approval.start_ns - 50_000_000
 
+
+
+def test_an_attempt_whose_worker_died_is_a_lost_span_of_the_jobs_trace(traced, tenant):
+    import secrets
+
+    from app.beat import recovery
+    from app.run import lease
+
+    with db.session() as session:  # due later: no worker takes it in the meantime
+        job_id = submit(session, tenant_id=tenant, intent_key="system.exec.echo",
+                        run_at="2099-01-01T00:00:00+00:00")
+        session.commit()
+    dead = f"{lease.HOST}:999999:l{secrets.token_hex(8)}-{secrets.token_hex(16)}"
+    sql("UPDATE job_executions SET status = 'processing', executed_at = now() - interval '5 s', "
+        "worker = 'realtime@gone', lease_owner = :owner, "
+        "lease_expires_at = now() + interval '30 seconds' WHERE id = CAST(:id AS uuid)",
+        owner=dead, id=job_id)
+
+    assert job_id in [r.id for r in recovery.recover_once()]
+    [run] = traced.wait_for(lambda got: [s for s in got if s.name == "run system.exec.echo"
+                                         and s.attributes["jobq.job_id"] == job_id])
+    [asked] = [s for s in traced.trace(run.trace_id) if s.name == "submit"]
+    assert (run.parent_id, run.attributes["jobq.outcome"], run.attributes["jobq.worker"]) == (
+        asked.span_id, "lost", "realtime@gone")
+    assert run.failed and "worker lost" in run.status_message
+    assert 4.5e9 < run.end_ns - run.start_ns < 60e9  # from its start to the recovery

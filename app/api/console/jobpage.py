@@ -21,6 +21,7 @@ from app.api.console.render import (
     when,
 )
 from app.api.console.session import Viewer
+from app.core import tracing
 from app.core.redaction import REDACTED, is_secret_field
 from app.intake.waiting import why_waiting
 from app.store import db, reads
@@ -58,9 +59,20 @@ def _details(job: dict[str, Any]) -> str:
         ("idempotency key", e(job["idempotency_key"])),
         ("parent", f'<a href="/ui/jobs/{e(job["parent_id"])}">{e(job["parent_id"])}</a>'
          if job["parent_id"] else ""),
+        ("trace", _trace(job.get("traceparent"))),
     ]
     cells = "".join(f"<tr><th>{label}</th><td>{value}</td></tr>" for label, value in rows if value)
     return f'<table class="details">{cells}</table>'
+
+
+def _trace(traceparent: str | None) -> str:
+    """The job's trace id, a link to it where JOBQ_TRACE_URL says where traces are shown."""
+    trace_id = tracing.trace_id_of(traceparent)
+    if trace_id is None:
+        return ""
+    link = tracing.trace_link(traceparent)
+    code = f'<code class="trace">{e(trace_id)}</code>'
+    return f'<a href="{e(link)}" rel="noopener" target="_blank">{code}</a>' if link else code
 
 
 def _timeline(events: list[dict[str, Any]]) -> str:

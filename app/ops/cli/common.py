@@ -48,3 +48,5 @@ IntentOption = Annotated[str | None, typer.Option(
     "--intent", "-i", help="Only this intent key, or a family pattern such as 'billing.*'.")]
 SinceOption = Annotated[str | None, typer.Option(
     "--since", help="Only jobs created within this window (30m, 1h, 7d) or since a time.")]
+UntilOption = Annotated[str | None, typer.Option(
+    "--until", help="Only jobs created before: this long ago (30m, 1d) or a time.")]

@@ -10,8 +10,17 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from app.core import tracing
 from app.ops.cli import show
-from app.ops.cli.common import IntentOption, SinceOption, StatusOption, TenantOption, console, err
+from app.ops.cli.common import (
+    IntentOption,
+    SinceOption,
+    StatusOption,
+    TenantOption,
+    UntilOption,
+    console,
+    err,
+)
 from app.ops.cli.lookup import find_job, job_filter
 from app.ops.cli.retry import retry_hint
 from app.store import db, reads
@@ -27,6 +36,7 @@ def jobs_list(
     status: StatusOption = None,
     intent: IntentOption = None,
     since: SinceOption = None,
+    until: UntilOption = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000,
                                        help="Jobs per page.")] = 20,
     # No short option: -p is --param everywhere else (dispatch, retry).
@@ -35,7 +45,7 @@ def jobs_list(
 ) -> None:
     """List jobs, newest first, a page at a time."""
     with db.engine().connect() as conn:
-        where = job_filter(tenant, status, intent, since, conn)
+        where = job_filter(tenant, status, intent, since, conn, until)
         rows = reads.list_jobs(conn, where, limit=limit + 1, offset=(page - 1) * limit)
     more, rows = len(rows) > limit, rows[:limit]
     if as_json:
@@ -225,6 +235,8 @@ def _details(job: dict) -> Table:
     row("worker", job["worker"])
     row("idempotency", job["idempotency_key"])
     row("parent", job["parent_id"])
+    row("trace", tracing.trace_link(job.get("traceparent"))
+        or tracing.trace_id_of(job.get("traceparent")))
     if job.get("params_dropped"):
         row("params", Text("not kept (refused before they could be stored)", style="yellow"))
     else:

@@ -16,7 +16,14 @@ from rich.live import Live
 from rich.text import Text
 
 from app.ops.cli import show
-from app.ops.cli.common import IntentOption, SinceOption, StatusOption, TenantOption, console
+from app.ops.cli.common import (
+    IntentOption,
+    SinceOption,
+    StatusOption,
+    TenantOption,
+    UntilOption,
+    console,
+)
 from app.ops.cli.jobs import jobs_table
 from app.ops.cli.lookup import job_filter
 from app.store import db, reads
@@ -56,6 +63,7 @@ def watch_jobs(
     status: StatusOption = None,
     intent: IntentOption = None,
     since: SinceOption = None,
+    until: UntilOption = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=200,
                                        help="Jobs shown (the newest that match).")] = 20,
     seconds: Annotated[float | None, typer.Option(
@@ -67,7 +75,7 @@ def watch_jobs(
     change (a new job, or a new status).
     """
     with db.engine().connect() as conn:
-        where = job_filter(tenant, status, intent, since, conn)
+        where = job_filter(tenant, status, intent, since, conn, until)
     deadline = None if seconds is None else time.monotonic() + seconds
     seen: dict[str, tuple[Any, ...]] = {}
     first = True

@@ -8,6 +8,7 @@ every command that takes a tenant finds it through :func:`find_tenant`, "did you
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import re
 from typing import Any
@@ -33,15 +34,23 @@ def find_job(conn, ref: str) -> dict[str, Any]:
 
 
 def job_filter(tenant: str | None, status: list[str] | None, intent: str | None,
-               since: str | None, conn) -> reads.JobFilter:
+               since: str | None, conn, until: str | None = None) -> reads.JobFilter:
     """The filter the shared options (:mod:`app.ops.cli.common`) describe; bad values exit 2."""
     for value in status or []:
         if value not in JOB_STATUSES:
             raise bad(f"{value!r} is not one of {', '.join(JOB_STATUSES)}", "--status")
     since_seconds, since_at = parse_since(since)
+    until_seconds, until_at = parse_since(until, "--until")
+    if since and until:
+        now = dt.datetime.now(dt.UTC)
+        if (until_at or now - dt.timedelta(seconds=until_seconds or 0)) <= (
+                since_at or now - dt.timedelta(seconds=since_seconds or 0)):
+            raise bad(f"{until!r} is not after --since {since!r}: no job is created in that "
+                      "window", "--until")
     tenant_id = find_tenant(conn, tenant)["id"] if tenant else None
     return reads.JobFilter(tenant_id=tenant_id, statuses=status or None, intent=intent,
-                             since_seconds=since_seconds, since_at=since_at)
+                           since_seconds=since_seconds, since_at=since_at,
+                           until_seconds=until_seconds, until_at=until_at)
 
 
 def find_tenant(conn, ref: str, param: str | None = "--tenant") -> dict[str, Any]:

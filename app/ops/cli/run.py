@@ -254,6 +254,12 @@ def _urls(flower: Any, api: bool, jobq: str) -> list[tuple[str, str]]:
                            f"(log in with a key; every academy: `{jobq} keys create "
                            "--operator --name ops --scopes jobs:read,jobs:write,"
                            "jobs:approve`)"))
+    if settings.tracing_enabled:  # every process it starts traces too (docs/tracing.md)
+        from app.core import tracing
+        from app.core.redaction import redact
+
+        urls.append(("Traces", f"{redact(tracing.traces_url())} (OTLP/HTTP)"
+                     + (f"; a job's: {settings.trace_url}" if settings.trace_url else "")))
     return urls
 
 

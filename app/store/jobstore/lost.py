@@ -5,6 +5,7 @@ first of its academy's jobs, not behind the backlog that arrived while it ran.""
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 from sqlalchemy import text
@@ -52,14 +53,16 @@ _RELEASE_LOST = """
                updated_at = now()
           FROM lost
          WHERE j.id = lost.id
-        RETURNING j.id, j.status, lost.retries + 1 AS attempt, lost.worker, j.error_message
+        RETURNING j.id, j.status, lost.retries + 1 AS attempt, lost.worker, j.error_message,
+                  j.intent_key, j.tenant_id, j.traceparent, j.executed_at
     ), events AS (
         INSERT INTO job_events (job_id, attempt, kind, worker, error)
         SELECT id, attempt, 'lost', worker, error_message FROM released
         UNION ALL
         SELECT id, attempt, 'failed', worker, error_message FROM released WHERE status = 'failed'
     )
-    SELECT id::text, status, attempt, worker FROM released
+    SELECT id::text, status, attempt, worker, intent_key, tenant_id::text, traceparent,
+           executed_at, error_message FROM released
 """
 
 #: Runs whose owner is gone (see :data:`OWNER_GONE`).
@@ -78,6 +81,12 @@ class Released:
     status: str  # pending (will run again) or failed
     attempt: int
     worker: str | None
+    #: What the lost attempt's span needs (app.run.spans.lost): its own process never ended it.
+    intent_key: str = ""
+    tenant_id: str = ""
+    traceparent: str | None = None
+    started_at: dt.datetime | None = None
+    error: str | None = None
 
 
 def release_expired(conn, *, batch: int, default_max_retries: int,
