@@ -11,6 +11,7 @@ drop that duplicate.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import threading
 import time
@@ -230,7 +231,10 @@ def _hand_over(ctx: JobContext, transports: Transports, rows: Sequence[Any],
             with ThreadPoolExecutor(max_workers=workers,
                                     thread_name_prefix=f"send-{name}") as pool:
                 try:
-                    for future in [pool.submit(hand, i, rows[i]) for i in indexes]:
+                    # Each send in a copy of the run's context: the run's span is its parent
+                    # (a pool thread starts with an empty one).
+                    for future in [pool.submit(contextvars.copy_context().run, hand, i, rows[i])
+                                   for i in indexes]:
                         future.result()
                 except BaseException:
                     stop.set()  # leaving by an exception (a time limit): start nothing new
