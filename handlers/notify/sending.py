@@ -231,8 +231,7 @@ def _hand_over(ctx: JobContext, transports: Transports, rows: Sequence[Any],
             with ThreadPoolExecutor(max_workers=workers,
                                     thread_name_prefix=f"send-{name}") as pool:
                 try:
-                    # Each send in a copy of the run's context: the run's span is its parent
-                    # (a pool thread starts with an empty one).
+                    # Each in a copy of the run's context: its POST's span is the run's child.
                     for future in [pool.submit(contextvars.copy_context().run, hand, i, rows[i])
                                    for i in indexes]:
                         future.result()

@@ -150,11 +150,7 @@ def test_retry_after_a_partial_send_does_not_send_the_delivered_message_again(te
     gateway.script = [(200, None), (503, {"error": "busy"})]
     student = make_student(tenant, "강서준", guardians=2, channel="kakao")
 
-    job_id = dispatch_intent.delay(
-        tenant_id=tenant, intent_key="class.exec.notify_schedule_change",
-        intent_params={"class_id": str(_class_with(tenant, student).id),
-                       "message": "이번 주 금요일 수업은 휴강합니다."},
-    ).get(timeout=15)
+    job_id = notify_class(tenant, student, "이번 주 금요일 수업은 휴강합니다.")
 
     row = wait_for_status(job_id, "completed")
     assert row["retry_count"] == 1
@@ -197,10 +193,39 @@ def test_signature_check_rejects_a_changed_body_or_an_old_timestamp():
     assert not verify_signature(secret, ts, body, signature, now=1760000000 + 3600)
 
 
+def notify_class(tenant: str, student, message: str) -> str:
+    """A schedule change to every guardian of a class made for ``student``."""
+    return dispatch_intent.delay(
+        tenant_id=tenant, intent_key="class.exec.notify_schedule_change",
+        intent_params={"class_id": str(_class_with(tenant, student).id), "message": message},
+    ).get(timeout=15)
+
+
 def _class_with(tenant: str, student):
     klass = make_class(tenant, f"고등 영어 {student.name}반")
     enrol(student, klass)
     return klass
+
+
+def test_messages_handed_over_together_are_each_a_span_of_the_runs_trace(tenant, gateway,
+                                                                          traced):
+    student = make_student(tenant, "한가람", guardians=3, channel="kakao")
+    job_id = notify_class(tenant, student, "이번 주 토요일 보강 수업이 있습니다.")
+    wait_for_status(job_id, "completed")
+
+    def posts(_):
+        runs = [s for s in traced.spans if s.name == "run class.exec.notify_schedule_change"
+                and s.attributes["jobq.job_id"] == job_id]
+        found = [s for s in traced.spans if s.name == "kakao POST"
+                 and runs and s.trace_id == runs[0].trace_id]
+        return runs and len(found) == 3 and (runs[0], found)
+
+    # The three POSTs went out at once, from threads of the run: each is still the run's child.
+    run, found = traced.wait_for(posts, what="three kakao POSTs in the run's trace")
+    assert all(s.parent_id == run.span_id for s in found), [(s.parent_id, run.span_id)
+                                                            for s in found]
+    assert {r.headers["traceparent"].split("-")[2] for r in gateway.received} == {
+        s.span_id for s in found}
 
 
 def test_each_message_that_leaves_is_a_span_of_its_jobs_trace(tenant, gateway, smtp_server,
