@@ -274,6 +274,20 @@ def _span(found: Any, name: str, *, kind: str, parent: Any, job_id: str | None,
         made.end()
 
 
+def event(name: str, attributes: Mapping[str, Any]) -> None:
+    """An event of the span running now (a run's wait for a channel), if any; nested mappings
+    are flattened (``by_reason.rate``)."""
+    if tracer() is None:
+        return
+    flat: dict[str, Any] = {}
+    for key, value in attributes.items():
+        if isinstance(value, Mapping):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        elif value is not None:
+            flat[key] = value
+    _otel.trace.get_current_span().add_event(name, flat)
+
+
 def start_span(name: str, *, kind: str = "internal", parent: Any = _CURRENT,
                job_id: str | None = None, links: tuple[str | None, ...] = (),
                start: dt.datetime | None = None,

@@ -26,6 +26,7 @@ import redis
 from sqlalchemy import text
 
 from app.broker import client as broker_client
+from app.core import tracing
 from app.core.errors import PermanentError, TransientError, WaitingError
 from app.store import db
 
@@ -370,9 +371,11 @@ def limits_of(tenant_id: str, channel: str) -> Limits:
 
 
 def note_wait(job_id: str, attempt: int, worker: str, detail: dict[str, Any]) -> None:
-    """A run's wait for a channel, in its job's history (a ``throttled`` event)."""
+    """A run's wait for a channel, in its job's history (a ``throttled`` event) and its
+    attempt's span."""
     from app.store import jobstore
 
+    tracing.event("throttled", detail)
     try:
         with db.status_conn() as conn:
             jobstore.record_wait(conn, job_id, attempt=attempt, worker=worker, detail=detail)

@@ -33,10 +33,12 @@ class Attempt:
         """``outcome``: completed, retry, waiting, failed or stopped (with ``error``: why)."""
         self.outcome = outcome
         self.span.set({"jobq.outcome": outcome})
-        if error is not None and outcome != "stopped":
+        if error is None:
+            return
+        if outcome in ("stopped", "waiting"):  # not a failure: cancelled, or waits its turn
+            self.span.set({f"jobq.{outcome}": error})
+        else:
             self.span.fail(error, stacktrace=stacktrace)
-        elif error is not None:
-            self.span.set({"jobq.stopped": error})
 
 
     def decided(self, decision: retry.RetryDecision, error: str, *,

@@ -180,3 +180,30 @@ def test_over_a_daily_quota_fails_with_the_reason_when_the_academy_says_so(kakao
         t=tenant), timeout=30, message="the chunk to fail on the daily quota")
     assert failed[0][0].startswith("PermanentError: daily quota of 2 kakao messages reached (2 sent today)")
     assert len(kakao.accepted) == 2 and sent(job) == 2
+
+
+def test_a_traced_broadcast_is_one_trace_its_chunks_sends_and_waits_for_the_channel(
+        kakao, traced):
+    tenant, _name = academy(1, 40)
+    set_channel_limits(tenant, "kakao", rate=10, by="test")  # 40 messages: some seconds' wait
+    job = broadcast(tenant, chunk_size=20)
+    assert wait_for_status(job, timeout=120)["status"] == "completed"
+
+    trace_id = traced.wait_for(lambda got: [s.trace_id for s in got if s.name == f"run {BROADCAST}"
+                                            and s.attributes["jobq.job_id"] == job])[0]
+    traced.wait_for(lambda got: len([s for s in got if s.trace_id == trace_id
+                                     and s.name == "kakao POST"]) == 40, what="40 sends")
+    trace = traced.trace(trace_id)
+    # The parent waits for its chunks (not an error); each send is a child of the run that
+    # made it (a chunk's, or the parent's own), though a pool of threads makes them.
+    parents = [s for s in trace if s.name == f"run {BROADCAST}"]
+    assert not any(p.failed for p in parents) and parents[-1].attributes["jobq.outcome"] == (
+        "completed")
+    chunks = [s for s in trace if s.name == f"run {BROADCAST}_chunk"]
+    assert chunks and all(c.attributes["jobq.outcome"] == "completed" for c in chunks)
+    sends = [s for s in trace if s.name == "kakao POST"]
+    assert {s.parent_id for s in sends} <= {r.span_id for r in chunks + parents}
+    assert {s.parent_id for s in sends} & {c.span_id for c in chunks}
+    waits = [attrs for c in chunks for name, attrs in c.events if name == "throttled"]
+    assert waits and all(w["channel"] == "kakao" and w["waited_s"] > 0 for w in waits)
+    assert sum(w["waited_s"] for w in waits) > 1.0  # 40 at 10/s
