@@ -49,7 +49,8 @@ class System:
     offer: Callable[[Any, int], None]
     #: The tables every job writes (their dead tuples are sampled).
     hot_tables: tuple[str, ...]
-    #: Rows of (inserted, started, finished as epoch seconds, finished well).
+    #: Rows of (inserted, started, finished as epoch seconds, finished well, handed to the
+    #: broker: jobq's published_at; None where there is no such step).
     jobs_sql: str
     #: How many jobs started more than once.
     twice_sql: str
@@ -62,7 +63,8 @@ class System:
 
 
 JOBQ_JOBS = ("SELECT extract(epoch FROM created_at), extract(epoch FROM executed_at), "
-             "extract(epoch FROM completed_at), status = 'completed' FROM job_executions")
+             "extract(epoch FROM completed_at), status = 'completed', "
+             "extract(epoch FROM published_at) FROM job_executions")
 JOBQ_TWICE = ("SELECT count(*) FROM (SELECT job_id FROM job_events WHERE kind = 'started' "
               "GROUP BY job_id, attempt HAVING count(*) > 1) d")
 JOBQ_DONE = ("SELECT count(*) FROM job_executions "
@@ -72,7 +74,7 @@ PEER_JOBS = """
     SELECT extract(epoch FROM min(e.at) FILTER (WHERE e.type = 'deferred')),
            extract(epoch FROM min(e.at) FILTER (WHERE e.type = 'started')),
            extract(epoch FROM max(e.at) FILTER (WHERE e.type IN ('succeeded', 'failed'))),
-           j.status = 'succeeded'
+           j.status = 'succeeded', NULL
       FROM procrastinate_jobs j JOIN procrastinate_events e ON e.job_id = j.id
      GROUP BY j.id, j.status
 """
