@@ -374,6 +374,7 @@ def _shares_round(args, academies: list[tuple[str, float, float | None]]) -> dic
         provider.stop()
     per = {name: provider.per_second(f"[{name}]") for name, _, _ in academies}
     inner = list(range(max(min(c) for c in per.values()) + 1, min(max(c) for c in per.values())))
+    quota_seconds = _quota_seconds("kakao", {ids[name]: name for name in ids}, set(inner))
     got = {name: sum(per[name][s] for s in inner) for name in per}
     total = sum(got.values())
     row: dict[str, Any] = {
@@ -389,6 +390,10 @@ def _shares_round(args, academies: list[tuple[str, float, float | None]]) -> dic
             if inner else None,
             "busiest_second": max(per[name].values(), default=0)}
             for name, weight, cap in academies}}
+    row["quota"] = _quota_summary(quota_seconds, [name for name, _, _ in academies])
+    row["quota_seconds"] = {s: {n: a["t"] for n, a in quota_seconds[s].items()}
+                            for s in sorted(quota_seconds)}
+    print(f"g: the quota's seconds: {json.dumps(row['quota'], ensure_ascii=False)}", flush=True)
     shares = ", ".join(f"{n} {a['got_per_s']}/s (expected {a['expected_per_s']:g}, "
                        f"{a['error_vs_expected']:+.1%}, busiest {a['busiest_second']})"
                        for n, a in row["academies"].items())
@@ -396,6 +401,42 @@ def _shares_round(args, academies: list[tuple[str, float, float | None]]) -> dic
           f"{row['used_while_all_sending']:.1%} of {rate}/s used, {provider.refused} × 429, "
           f"busiest second {row['provider_busiest_second']}", flush=True)
     return row
+
+
+def _quota_seconds(channel: str, names: dict[str, str], seconds: set[int]) -> dict[int, dict]:
+    """The quota script's own record of each second in ``seconds`` (its history list): per
+    academy the messages granted (``t``), granted after OPEN_AT (``b``), its asks (``a``) and
+    whether it counted as sending (``in``)."""
+    from app.run.quota import keys_of
+
+    found: dict[int, dict] = {}
+    for raw in redis_client().lrange(keys_of(channel)[4], 0, -1):
+        flat = json.loads(raw)
+        entry = dict(zip(flat[::2], flat[1::2], strict=True))
+        at = int(entry.get("at", -1))
+        if at not in seconds or at in found:
+            continue
+        found[at] = {names[t]: {part: int(entry.get(f"{part}:{t}", 0))
+                                for part in ("t", "b", "a", "in")} for t in names}
+    return found
+
+
+def _quota_summary(seconds: dict[int, dict], names: list[str]) -> dict[str, Any]:
+    """What the quota granted each academy while all sent, split by the seconds in which all
+    of them asked (the quota saw them all) and those in which some did not."""
+    all_asked = [s for s in seconds.values() if all(s[n]["a"] for n in names)]
+    some_not = [s for s in seconds.values() if not all(s[n]["a"] for n in names)]
+    out: dict[str, Any] = {"seconds_recorded": len(seconds),
+                           "seconds_all_asked": len(all_asked),
+                           "seconds_some_not_asking": len(some_not)}
+    for label, group in (("all_asked", all_asked), ("some_not_asking", some_not)):
+        out[label] = {n: {"granted_per_s": round(sum(s[n]["t"] for s in group) / len(group), 2)
+                          if group else None,
+                          "after_open_at_per_s": round(sum(s[n]["b"] for s in group)
+                                                       / len(group), 2) if group else None,
+                          "seconds_not_asking": sum(1 for s in group if not s[n]["a"])}
+                      for n in names}
+    return out
 
 
 # --- c ----------------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ DAY_OFFSET = 9 * 3600
 LIMITS_TTL = 1.0
 
 # KEYS: 1 the second's counts, 2 the senders, 3 each academy's weight and cap, 4 the daily
-# counts' base key, 5 the last minute's seconds, 6 the shares last computed.
+# counts' base key, 5 the last five minutes' seconds, 6 the shares last computed.
 # ARGV: 1 rate, 2 tenant, 3 weight, 4 cap/s (0 none), 5 daily (0 none), 6 wanted, 7 sender,
 # 8 its backlog, 9 ADMIT_UNTIL, 10 SEND_UNTIL, 11 OPEN_AT, 12 ACTIVE_SECONDS, 13 DAY_OFFSET.
 # Returns {granted, wait s, send-by s, reason, share, academies sending, used today, the
@@ -63,7 +63,7 @@ local at = tonumber(redis.call('HGET', KEYS[1], 'at') or '-1')
 if at ~= sec then
   if at >= 0 then
     redis.call('LPUSH', KEYS[5], cjson.encode(redis.call('HGETALL', KEYS[1])))
-    redis.call('LTRIM', KEYS[5], 0, 59)
+    redis.call('LTRIM', KEYS[5], 0, 299)
     redis.call('EXPIRE', KEYS[5], 3600)
   end
   redis.call('DEL', KEYS[1])
@@ -122,6 +122,10 @@ redis.call('HSET', KEYS[6], '_rate', tostring(rate))
 redis.call('EXPIRE', KEYS[6], 60)
 local function per_second(r) return math.floor(r * (sec + 1)) - math.floor(r * sec) end
 local mine = share[tenant] or 0
+-- For the history (bench g, jobq stats): each academy's asks this second, which academies
+-- counted as sending at any ask in it, grants made past OPEN_AT and by how many were sending.
+if wanted > 0 then redis.call('HINCRBY', KEYS[1], 'a:' .. tenant, 1) end
+for _, t in ipairs(names) do redis.call('HSET', KEYS[1], 'in:' .. t, 1) end
 local day = math.floor((now + offset) / 86400)
 local dkey = KEYS[4] .. ':' .. day
 local used_d = tonumber(redis.call('HGET', dkey, tenant) or '0')
@@ -149,6 +153,8 @@ if g <= 0 then
 end
 redis.call('HINCRBY', KEYS[1], 'total', g)
 redis.call('HINCRBY', KEYS[1], 't:' .. tenant, g)
+redis.call('HINCRBY', KEYS[1], 'p' .. #names .. ':' .. tenant, g)
+if borrowing then redis.call('HINCRBY', KEYS[1], 'b:' .. tenant, g) end
 redis.call('HINCRBY', dkey, tenant, g)
 redis.call('EXPIRE', dkey, 3 * 86400)
 used_d = used_d + g

@@ -4,6 +4,7 @@ The tests with real workers and a fake provider are tests/handlers/test_channel_
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -11,6 +12,7 @@ from collections import Counter
 
 import pytest
 
+from app.broker import client as broker_client
 from app.core.errors import PermanentError, WaitingError
 from app.intake.actions import set_channel_limits, set_tenant_limits
 from app.run import quota
@@ -88,6 +90,26 @@ def test_a_capped_academy_keeps_its_cap_and_its_unused_share_goes_to_the_others(
         assert per_tenant_second[(s, capped)] >= 9
         assert per_tenant_second[(s, a)] + per_tenant_second[(s, b)] >= 38  # 50 - 10, rounded
         assert abs(per_tenant_second[(s, a)] - per_tenant_second[(s, b)]) <= 3
+
+
+def test_each_seconds_record_says_who_asked_who_was_sending_and_what_each_got():
+    # What bench fairness g reads to tell a quota's division from the senders' own gaps.
+    a, b = make_tenant(), make_tenant()
+    name = channel()
+    grants = run_senders(name, [a, b], 2.5, 40)
+    recorded = {}
+    for raw in broker_client.client().lrange(quota.keys_of(name)[4], 0, -1):
+        flat = json.loads(raw)
+        entry = dict(zip(flat[::2], flat[1::2], strict=True))
+        recorded[int(entry["at"])] = entry
+    for second in full_seconds(grants):
+        entry = recorded[second]
+        for tenant in (a, b):
+            got = sum(1 for s, t in grants if s == second and t == tenant)
+            assert int(entry[f"t:{tenant}"]) == got
+            assert int(entry[f"p2:{tenant}"]) == got  # both were sending all second
+            assert int(entry[f"a:{tenant}"]) >= 1 and entry[f"in:{tenant}"] == "1"
+            assert int(entry.get(f"b:{tenant}", 0)) <= got
 
 
 def test_an_academy_alone_gets_the_whole_rate():
