@@ -405,8 +405,9 @@ def _shares_round(args, academies: list[tuple[str, float, float | None]]) -> dic
 
 def _quota_seconds(channel: str, names: dict[str, str], seconds: set[int]) -> dict[int, dict]:
     """The quota script's own record of each second in ``seconds`` (its history list): per
-    academy the messages granted (``t``), granted after OPEN_AT (``b``), its asks (``a``) and
-    whether it counted as sending (``in``)."""
+    academy the messages granted (``t``), granted after OPEN_AT (``b``), granted while one, two
+    or three academies were sending (``p1``-``p3``), its asks (``a``) and whether it counted as
+    sending (``in``)."""
     from app.run.quota import keys_of
 
     found: dict[int, dict] = {}
@@ -417,7 +418,8 @@ def _quota_seconds(channel: str, names: dict[str, str], seconds: set[int]) -> di
         if at not in seconds or at in found:
             continue
         found[at] = {names[t]: {part: int(entry.get(f"{part}:{t}", 0))
-                                for part in ("t", "b", "a", "in")} for t in names}
+                                for part in ("t", "b", "p1", "p2", "p3", "a", "in")}
+                     for t in names}
     return found
 
 
@@ -434,7 +436,10 @@ def _quota_summary(seconds: dict[int, dict], names: list[str]) -> dict[str, Any]
                           if group else None,
                           "after_open_at_per_s": round(sum(s[n]["b"] for s in group)
                                                        / len(group), 2) if group else None,
-                          "seconds_not_asking": sum(1 for s in group if not s[n]["a"])}
+                          "seconds_not_asking": sum(1 for s in group if not s[n]["a"]),
+                          # granted while 1 / 2 / 3 academies were sending (its share then)
+                          "granted_with_1_2_3_sending": [sum(s[n][f"p{k}"] for s in group)
+                                                         for k in (1, 2, 3)]}
                       for n in names}
     return out
 
