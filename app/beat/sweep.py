@@ -14,6 +14,7 @@ import time
 from collections import defaultdict
 
 from app.broker import client as broker_client
+from app.broker import held as broker_held
 from app.broker.celery_app import celery_app
 from app.broker.publish import Outgoing
 from app.core.registry import manifest
@@ -43,6 +44,25 @@ def broker_queue_size(queue: str) -> int | None:
             return conn.default_channel.queue_declare(queue=queue, passive=True).message_count
     except Exception:
         return None
+
+
+#: Messages read per queue when a new epoch's lost jobs are looked for in the broker.
+PRESENT_LIMIT = 1000
+
+
+def in_the_broker(queues: list[str]) -> set[str] | None:
+    """The job ids whose message the broker holds now, waiting in one of ``queues`` or taken by a
+    worker; None when it cannot say (a queue longer than was read, the broker away)."""
+    try:
+        snapshot = broker_held.snapshot(queues, limit=PRESENT_LIMIT)
+    except Exception:
+        return None
+    present = {h.job_id for h in snapshot.held}
+    for ids in snapshot.waiting.values():
+        if ids is None:
+            return None
+        present |= ids
+    return present
 
 
 #: A key in the broker's Redis holding when its current data began (the database's clock).
@@ -102,6 +122,11 @@ def sweep_once(*, batch: int | None = None, republish_after: float | None = None
         due = jobstore.lock_due(conn, batch=batch, republish_after=republish_after,
                              broker_since=broker_epoch(conn))
         outgoing: list[Outgoing] = []
+        # Published before a new epoch: lost, unless the broker holds the message after all (a
+        # caller's fast path published into a new Redis before any sweep stamped its epoch:
+        # sent twice, each job of the first drain ran its claim twice).
+        lost_queues = sorted({j.queue for j in due if j.lost and j.queue})
+        present = (in_the_broker(lost_queues) if lost_queues else None) or set()
         for job in due:
             if job.tenant_status != "active":  # deleted (a suspended tenant's are held)
                 jobstore.refuse_pending(conn, job.id,
@@ -118,6 +143,8 @@ def sweep_once(*, batch: int | None = None, republish_after: float | None = None
             queue = job.queue or intent.queue
             if not job.republish:  # inserted without a queue: it waits its turn there
                 routes[queue].append(job.id)
+                continue
+            if job.lost and job.id in present:
                 continue
             if not job.lost:
                 # Published long ago and never started: lost, unless its queue still has a
