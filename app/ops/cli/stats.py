@@ -16,7 +16,7 @@ from rich.text import Text
 from app.ops.cli import show
 from app.ops.cli.common import IntentOption, TenantOption, console
 from app.ops.cli.lookup import job_filter
-from app.store import db, reads
+from app.store import db, window_stats
 
 #: How many intents the "slowest" list names.
 SLOWEST = 5
@@ -43,7 +43,7 @@ def stats(
     """Counts by state and intent, p50/p95 run times, failure rate and the slowest intents."""
     with db.engine().connect() as conn:
         where = job_filter(tenant, None, intent, since, conn)
-        rows, by_tenant = reads.window_stats(conn, where, tenants=TENANTS_SHOWN)
+        rows, by_tenant = window_stats.window_stats(conn, where, tenants=TENANTS_SHOWN)
     per_intent = [r for r in rows if r["intent_key"] is not None]
     overall = next((r for r in rows if r["intent_key"] is None), None)
     for r in rows:
@@ -137,7 +137,8 @@ def _print_channels(channels: list[dict[str, Any]] | None) -> None:
 #: What each caretaking task's "acted" count means.
 _ACTED = {"sweep_due_jobs": "jobs published", "recover_lost_runs": "lost runs recovered",
           "expire_approvals": "unapproved jobs expired",
-          "fire_schedules": "scheduled jobs fired", "apply_retention": "old jobs deleted"}
+          "fire_schedules": "scheduled jobs fired", "apply_retention": "old jobs deleted",
+          "roll_up_stats": "hours rolled up"}
 
 
 def _caretaking_notes() -> dict[str, dict[str, float]] | None:
