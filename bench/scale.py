@@ -223,7 +223,7 @@ def reads_bench(reps: int, size: int, tenant_ids: list[str]) -> dict[str, list[f
     ids = sample_ids(reps, size)
     with db.engine().connect() as conn:
         def one_job():
-            job = find_job(conn, next(it)[:8])
+            job = find_job(conn, next(it))
             reads.job_events(conn, job["id"])
 
         it = iter(ids)

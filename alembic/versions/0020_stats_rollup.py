@@ -3,20 +3,20 @@
 ``jobq stats --since 24h`` read every job of the window, scattered over the whole table: 0.5 s
 at 10 M rows (1.8 s with a 100,000-job backlog in the window). Beat's caretaking now rolls
 each hour of finished jobs up, once the hour is old enough that nothing can still land in it
-unseen, into ``job_stats_hourly`` at three levels:
+unseen, into ``job_stats_hourly`` at two levels:
 
-* 0: per academy, intent, queue and end state (for an academy's or an intent's figures);
 * 1: per intent, queue and end state, all academies together (the overall table);
 * 2: per academy, all intents together (the academies whose jobs waited longest);
 
 each with its count, retries, longest run, and its run times and waits as the sparse bucket
 counts of ``app.core.sketch`` (``run_b``/``run_n``, ``wait_b``/``wait_n``), which add up across
 hours. The statistics read the rolled hours of their window from here and only the rest (the
-window's partial first hour, the last hour and a half, any hour not rolled yet or changed
-since) from ``job_executions``.
+window's partial first hour, the last hour or two, any hour not rolled yet or changed since)
+from ``job_executions``. (Per academy and intent, where many academies send a little, would be
+a row a job: one academy's figures are read from its jobs, on the retention index of 0012.)
 
 ``job_stats_hours`` says which hours are rolled and whether anything changed in one since
-(``changes``): a finished job whose finish lies more than half an hour back when its row is
+(``changes``): a finished job whose finish lies more than five minutes back when its row is
 written (a completion recorded late, a failed job requeued, old history inserted) counts a
 change of its hour, by the trigger below; the statistics read a changed hour from the jobs
 until the caretaker rolls it again. The trigger's condition is evaluated in the statement, so
@@ -42,7 +42,7 @@ _ENDED = "('completed', 'failed', 'cancelled')"
 #: How far back a finish must lie for its row's write to count as a change of a rolled hour;
 #: app.store.rollup.LATE must say the same (an hour is rolled only once every transaction
 #: that could write into it without counting began before the roll's claim).
-_LATE = "interval '30 minutes'"
+_LATE = "interval '5 minutes'"
 
 CHANGED = f"""
 CREATE FUNCTION jobq_stats_changed() RETURNS trigger
@@ -109,7 +109,7 @@ def upgrade() -> None:
         sa.Column("run_n", ints, server_default=sa.text("'{}'"), nullable=False),
         sa.Column("wait_b", ints, server_default=sa.text("'{}'"), nullable=False),
         sa.Column("wait_n", ints, server_default=sa.text("'{}'"), nullable=False),
-        sa.CheckConstraint("level IN (0, 1, 2)", name=op.f("ck_job_stats_hourly_level")),
+        sa.CheckConstraint("level IN (1, 2)", name=op.f("ck_job_stats_hourly_level")),
         sa.ForeignKeyConstraint(["hour"], ["job_stats_hours.hour"],
                                 name=op.f("fk_job_stats_hourly_hour_job_stats_hours"),
                                 ondelete="CASCADE"),

@@ -64,38 +64,26 @@ LIVE_STATS = text(
     """
 ).bindparams(bindparam("statuses", type_=_TEXTS))
 
-_ROLLUP_WHERE = """
-    s.level = :level AND s.hour = ANY(CAST(:hours AS timestamptz[]))
-    AND (CAST(:tenant_id AS uuid) IS NULL OR s.tenant_id = CAST(:tenant_id AS uuid))
-    AND (CAST(:statuses AS text[]) IS NULL OR s.status = ANY(CAST(:statuses AS text[])))
-    AND (CAST(:intent AS text) IS NULL OR s.intent_key = CAST(:intent AS text))
-    AND (CAST(:intent_like AS text) IS NULL OR s.intent_key LIKE CAST(:intent_like AS text))
-    AND (CAST(:queue AS text) IS NULL OR s.queue = CAST(:queue AS text))
-"""
+_ROLLED = "FROM job_stats_hourly s WHERE s.level = :level AND s.hour = ANY(CAST(:hours AS timestamptz[]))"
 
-#: The rolled hours' rows per intent and state (level 0 for one academy, else level 1).
+#: The rolled hours' rows per intent and state (a few dozen an hour: added up here).
 ROLLED_INTENTS = text(
     f"""
     SELECT s.intent_key, s.status, s.n, s.retries, s.run_max, s.run_b, s.run_n, s.wait_b,
-           s.wait_n
-      FROM job_stats_hourly s WHERE {_ROLLUP_WHERE}
+           s.wait_n {_ROLLED}
     """
-).bindparams(bindparam("statuses", type_=_TEXTS))
+)
 
-#: The rolled hours per academy: its count and its waits' histogram, added up in the database
-#: (level 2 unless an intent, state or queue is asked for, then level 0).
-ROLLED_TENANTS = text(
+#: The rolled hours per academy: how many jobs, then its waits' histogram, added up in the
+#: database (an academy's row an hour where many academies send a little).
+ROLLED_TENANTS = text(f"SELECT s.tenant_id::text, CAST(sum(s.n) AS bigint) {_ROLLED} GROUP BY 1")
+ROLLED_TENANT_WAITS = text(
     f"""
-    WITH s AS (SELECT s.tenant_id, s.n, s.wait_b, s.wait_n FROM job_stats_hourly s
-                WHERE {_ROLLUP_WHERE}),
-    w AS (SELECT s.tenant_id, u.b, sum(u.c) AS c
-            FROM s, unnest(s.wait_b, s.wait_n) AS u(b, c) GROUP BY 1, 2)
-    SELECT t.tenant_id::text AS tenant_id, t.n, h.bs, h.cs
-      FROM (SELECT tenant_id, sum(n) AS n FROM s GROUP BY 1) t
-      LEFT JOIN (SELECT tenant_id, array_agg(b ORDER BY b) AS bs, array_agg(c ORDER BY b) AS cs
-                   FROM w GROUP BY 1) h ON h.tenant_id = t.tenant_id
+    SELECT s.tenant_id::text, u.b, CAST(sum(u.c) AS bigint)
+      {_ROLLED.replace("WHERE", ", unnest(s.wait_b, s.wait_n) AS u(b, c) WHERE")}
+     GROUP BY 1, 2
     """
-).bindparams(bindparam("statuses", type_=_TEXTS))
+)
 
 #: Tenants' names by id.
 NAMES = text("SELECT id::text, name FROM tenants WHERE id = ANY(CAST(:ids AS uuid[]))")
@@ -175,16 +163,24 @@ def window_stats(conn, where: JobFilter, *, tenants: int
     now = conn.execute(_FOR_STATISTICS).one()[2]
     start, end = _window(where, now)
     params = where.params()
-    ended = not where.statuses or bool(set(where.statuses) & set(rollup.ENDED))
-    hours = rollup.usable_hours(conn, _ceil_hour(start) if start else None,
-                                _floor_hour(end) if end else None) if ended else []
+    # The rollup is over all academies, intents, queues and states: a narrower window is read
+    # from its jobs (an academy's on the retention index, its own rows only).
+    narrowed = where.tenant_id or where.intent or where.queue or where.statuses
+    hours = [] if narrowed else rollup.usable_hours(
+        conn, _ceil_hour(start) if start else None, _floor_hour(end) if end else None)
     ranges = unrolled_ranges(start, end, hours)
     intents: dict[str, dict[str, Any]] = {}
     by_tenant: dict[str, dict[str, Any]] = {}
 
     def tenant(tid: str) -> dict[str, Any]:
-        return by_tenant.setdefault(tid, {"tenant_id": tid, "total": 0, "pending": 0,
-                                          "_wait": {}})
+        if tid not in by_tenant:
+            by_tenant[tid] = {"tenant_id": tid, "total": 0, "pending": 0, "_wait": {}}
+        return by_tenant[tid]
+
+    def intent(key: str) -> dict[str, Any]:
+        if key not in intents:
+            intents[key] = _stats_row(key)
+        return intents[key]
 
     live = {**params, "los": [lo for lo, _ in ranges], "his": [hi for _, hi in ranges]}
     for r in conn.execute(LIVE_STATS, live).mappings():
@@ -195,7 +191,7 @@ def window_stats(conn, where: JobFilter, *, tenants: int
             if r["wait_b"] is not None:
                 t["_wait"][r["wait_b"]] = t["_wait"].get(r["wait_b"], 0) + r["n"]
             continue
-        row = intents.setdefault(r["intent_key"], _stats_row(r["intent_key"]))
+        row = intent(r["intent_key"])
         if r["g"] == _BY_INTENT:
             _count(row, r["status"], r["n"], r["retries"], r["run_max"])
             if r["run_b"] is not None:
@@ -203,19 +199,17 @@ def window_stats(conn, where: JobFilter, *, tenants: int
         elif r["g"] == _BY_INTENT_WAIT and r["wait_b"] is not None:
             row["_wait"][r["wait_b"]] = row["_wait"].get(r["wait_b"], 0) + r["n"]
     if hours:
-        rolled = {**params, "hours": hours}
-        level = rollup.FULL if where.tenant_id else rollup.BY_INTENT
-        for r in conn.execute(ROLLED_INTENTS, {**rolled, "level": level}).mappings():
-            row = intents.setdefault(r["intent_key"], _stats_row(r["intent_key"]))
-            _count(row, r["status"], r["n"], r["retries"], r["run_max"])
-            _add(row["_run"], r["run_b"], r["run_n"])
-            _add(row["_wait"], r["wait_b"], r["wait_n"])
-        narrowed = where.intent or where.queue or where.statuses
-        level = rollup.FULL if narrowed else rollup.BY_TENANT
-        for r in conn.execute(ROLLED_TENANTS, {**rolled, "level": level}).mappings():
-            t = tenant(r["tenant_id"])
-            t["total"] += r["n"]
-            _add(t["_wait"], r["bs"], r["cs"])
+        for r in conn.execute(ROLLED_INTENTS, {"hours": hours, "level": rollup.BY_INTENT}):
+            row = intent(r.intent_key)
+            _count(row, r.status, r.n, r.retries, r.run_max)
+            _add(row["_run"], r.run_b, r.run_n)
+            _add(row["_wait"], r.wait_b, r.wait_n)
+        rolled = {"hours": hours, "level": rollup.BY_TENANT}
+        for tid, n in conn.execute(ROLLED_TENANTS, rolled):
+            tenant(tid)["total"] += n
+        for tid, b, c in conn.execute(ROLLED_TENANT_WAITS, rolled):
+            h = tenant(tid)["_wait"]
+            h[b] = h.get(b, 0) + c
     overall = _stats_row(None)
     for row in intents.values():
         for name in ("total", "retries", *_STATES.values()):

@@ -62,33 +62,30 @@ def test_rolled_hours_give_the_figures_the_jobs_give_and_outlive_retention():
     finished(two, hours_ago=0.2, n=3)                       # this hour: never rolled yet
     sql("INSERT INTO job_executions (tenant_id, intent_key) VALUES (CAST(:t AS uuid), "
         "'system.exec.echo')", t=two)                       # waiting
-    before = stats(one), stats(two), stats()
+    before = stats(), stats(one), stats(two)
 
     report = roll_everything()
     assert report.done and report.hours >= 3
     assert rolled(3) == (True, 0) and rolled(4) == (True, 0) and rolled(5) == (True, 0)
     assert rolled(0.2) is None
-    after = stats(one), stats(two), stats()
-    for (intents_before, tenants_before), (intents_after, tenants_after) in zip(
-            before, after, strict=True):
-        assert intents_after == intents_before
-        assert tenants_after == tenants_before
-    intents, tenants = after[0]
+    assert (stats(), stats(one), stats(two)) == before
+    intents, tenants = stats(one)
     echo = intents["system.exec.echo"]
     assert (echo["total"], echo["completed"], echo["failed"], echo["retries"]) == (12, 10, 2, 4)
     assert echo["run_p95"] == pytest.approx(0.955, rel=sketch.RELATIVE_ERROR)
+    _, tenants = stats()
+    assert tenants[one]["total"] == 12
     assert tenants[one]["wait_p50"] == pytest.approx(2.0, rel=sketch.RELATIVE_ERROR)
-    intents, tenants = after[1]
-    assert (intents[None]["completed"], intents[None]["pending"]) == (8, 1)
     assert (tenants[two]["total"], tenants[two]["pending"]) == (9, 1)
 
-    # Retention deletes the jobs; the rolled hours still count them, the unrolled one not.
+    # Retention deletes the jobs: the overall figures of rolled hours still count them.
     sql("DELETE FROM job_executions WHERE tenant_id IN (CAST(:a AS uuid), CAST(:b AS uuid)) "
         "AND status <> 'pending'", a=one, b=two)
-    intents, tenants = stats(two)
-    assert (intents[None]["completed"], intents[None]["pending"]) == (5, 1)
-    intents, _ = stats(one, intent="system.exec.*")
-    assert intents["system.exec.echo"]["failed"] == 2
+    intents, tenants = stats()
+    gone = before[0][0][None]
+    assert (intents[None]["completed"], intents[None]["failed"]) == (
+        gone["completed"] - 3, gone["failed"])              # only this hour's three are gone
+    assert tenants[one]["total"] == 12 and tenants[two]["total"] == 5 + 1
 
 
 def test_a_change_to_a_rolled_hour_shows_at_once_and_is_rolled_again():
@@ -96,19 +93,22 @@ def test_a_change_to_a_rolled_hour_shows_at_once_and_is_rolled_again():
     finished(tenant, hours_ago=6, n=4)
     roll_everything()
     assert rolled(6) == (True, 0)
+    before, _ = stats()
     # A completed job requeued by an operator, another's failure recorded late.
-    [job] = sql("SELECT id::text FROM job_executions WHERE tenant_id = CAST(:t AS uuid) "
-                "ORDER BY completed_at LIMIT 1", t=tenant)[0:1]
+    [(job,)] = sql("SELECT id::text FROM job_executions WHERE tenant_id = CAST(:t AS uuid) "
+                   "ORDER BY completed_at LIMIT 1", t=tenant)
     sql("UPDATE job_executions SET status = 'pending', completed_at = NULL, executed_at = NULL "
-        "WHERE id = CAST(:j AS uuid)", j=job[0])
+        "WHERE id = CAST(:j AS uuid)", j=job)
     finished(tenant, hours_ago=6, n=1, status="failed")
     assert rolled(6) == (True, 2)
-    intents, tenants = stats(tenant)
-    assert (intents[None]["completed"], intents[None]["failed"],
-            intents[None]["pending"]) == (3, 1, 1)
+    now = stats()
+    overall = now[0][None]
+    assert (overall["completed"], overall["failed"], overall["pending"]) == (
+        before[None]["completed"] - 1, before[None]["failed"] + 1, before[None]["pending"] + 1)
+    assert now[1][tenant]["total"] == 5
     roll_everything()
     assert rolled(6) == (True, 0)
-    assert stats(tenant) == (intents, tenants)
+    assert stats() == now
 
 
 def test_a_job_finishing_now_counts_no_change_and_a_deleted_academy_leaves_the_rollup():
@@ -119,7 +119,7 @@ def test_a_job_finishing_now_counts_no_change_and_a_deleted_academy_leaves_the_r
     finished(tenant, hours_ago=0.0, n=5)         # the usual completion: no trigger call
     assert sql("SELECT coalesce(sum(changes), 0) FROM job_stats_hours")[0][0] == changes
     assert sql("SELECT count(*) FROM job_stats_hourly WHERE tenant_id = CAST(:t AS uuid)",
-               t=tenant)[0][0] == 2                # its level-0 and level-2 rows
+               t=tenant)[0][0] == 1                # its row of the hour, per academy
     sql("DELETE FROM job_executions WHERE tenant_id = CAST(:t AS uuid)", t=tenant)
     sql("DELETE FROM tenants WHERE id = CAST(:t AS uuid)", t=tenant)
     assert sql("SELECT count(*) FROM job_stats_hourly WHERE tenant_id = CAST(:t AS uuid)",
