@@ -1,4 +1,5 @@
-"""`jobq stats`: how the jobs of a window went, per intent and overall.
+"""`jobq stats`: how the jobs of a window went, per intent and overall (app.store.window_stats:
+finished jobs by when they finished, most of them from beat's hourly rollup).
 
 Counts by state, run time percentiles (p50/p95 of the last attempt, start to finish), the wait
 from due to start, failure rate (failed over finished-or-failed), and the slowest intents. Counts
@@ -35,7 +36,8 @@ def failure_rate(row: dict[str, Any]) -> float | None:
 
 def stats(
     since: Annotated[str, typer.Option(
-        "--since", help="The window: jobs created within it (30m, 24h, 7d) or since a time.")] = "24h",
+        "--since", help="The window (30m, 24h, 7d, or since a time): jobs that finished within "
+        "it, and those waiting or running that were asked for within it.")] = "24h",
     tenant: TenantOption = None,
     intent: IntentOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="The numbers as JSON.")] = False,
