@@ -76,10 +76,12 @@ def broker_epoch(conn) -> str | None:
 
     A Redis that restarted without its data (or was flushed) has lost the marker with the
     messages: the first sweep after that stamps a new epoch, and every pending row published
-    before it is published again at once instead of after ``JOBQ_REPUBLISH_AFTER``. A Redis
-    that is another server than the last sweep saw (a Sentinel failover to a replica, which
-    may lack the last writes and holds workers' unacknowledged messages out of reach, or a
-    restart from its append-only file) gets a new epoch too. A message that did survive
+    before it is published again at once instead of after ``JOBQ_REPUBLISH_AFTER``, unless
+    the broker holds its message after all (:func:`in_the_broker`: a caller's fast path
+    published into a new Redis before any sweep stamped its epoch). A Redis that is another
+    server than the last sweep saw (a Sentinel failover to a replica, which may lack the last
+    writes and holds workers' unacknowledged messages out of reach, or a restart from its
+    append-only file) gets a new epoch too. A message that did survive and is not seen
     becomes a harmless duplicate (a claim runs a job once).
     """
     try:
@@ -97,11 +99,12 @@ def broker_epoch(conn) -> str | None:
                 client.set(key, now.isoformat())
                 log.warning("the broker's Redis is another server than before (a failover or "
                             "a restart): %d pending job(s) published before are published "
-                            "again", held)
+                            "again unless it holds them", held)
             elif client.set(key, now.isoformat(), nx=True):
                 if held:
                     log.warning("the broker lost its data (no epoch marker in a new or emptied "
-                                "Redis): %d pending job(s) it held are published again", held)
+                                "Redis): %d pending job(s) published before are published again "
+                                "unless it holds them", held)
                 else:
                     log.info("the broker's epoch begins (a new or emptied Redis); no pending "
                              "job was waiting in it")
