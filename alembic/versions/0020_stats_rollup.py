@@ -3,10 +3,12 @@
 ``jobq stats --since 24h`` read every job of the window, scattered over the whole table: 0.5 s
 at 10 M rows (1.8 s with a 100,000-job backlog in the window). Beat's caretaking now rolls
 each hour of finished jobs up, once the hour is old enough that nothing can still land in it
-unseen, into ``job_stats_hourly`` at two levels:
+unseen, into ``job_stats_hourly`` at three levels:
 
 * 1: per intent, queue and end state, all academies together (the overall table);
 * 2: per academy, all intents together (the academies whose jobs waited longest);
+* 3: per academy over a four-hour block (00:00, 04:00, ... UTC), once its four hours are
+  rolled: a day's window reads about eight rows an academy, not 24;
 
 each with its count, retries, longest run, and its run times and waits as the sparse bucket
 counts of ``app.core.sketch`` (``run_b``/``run_n``, ``wait_b``/``wait_n``), which add up across
@@ -109,7 +111,7 @@ def upgrade() -> None:
         sa.Column("run_n", ints, server_default=sa.text("'{}'"), nullable=False),
         sa.Column("wait_b", ints, server_default=sa.text("'{}'"), nullable=False),
         sa.Column("wait_n", ints, server_default=sa.text("'{}'"), nullable=False),
-        sa.CheckConstraint("level IN (1, 2)", name=op.f("ck_job_stats_hourly_level")),
+        sa.CheckConstraint("level IN (1, 2, 3)", name=op.f("ck_job_stats_hourly_level")),
         sa.ForeignKeyConstraint(["hour"], ["job_stats_hours.hour"],
                                 name=op.f("fk_job_stats_hourly_hour_job_stats_hours"),
                                 ondelete="CASCADE"),

@@ -32,6 +32,10 @@ ENDED = ("completed", "failed", "cancelled")
 #: over all intents. (Per academy and intent would be a row a job or two where many academies
 #: send a little: an academy's own figures come from its jobs, on the retention index.)
 BY_INTENT, BY_TENANT = 1, 2
+#: Per academy over four hours (00:00, 04:00, ... UTC), from its hours once all four are rolled:
+#: a day's window reads about eight rows an academy instead of 24.
+BY_TENANT_4H = 3
+BLOCK = dt.timedelta(hours=4)
 
 #: Claims every hour not claimed yet from the first finish there is (within KEEP_DAYS) to the
 #: last hour that is LATE past its end (old history imported later is claimed too).
@@ -90,7 +94,7 @@ HOUR_GROUPS = text(
 
 REPLACE = text(
     """
-    WITH gone AS (DELETE FROM job_stats_hourly WHERE hour = :hour)
+    WITH gone AS (DELETE FROM job_stats_hourly WHERE hour = :hour AND level IN (1, 2))
     INSERT INTO job_stats_hourly (hour, level, tenant_id, intent_key, queue, status, n, retries,
                                   run_max, run_b, run_n, wait_b, wait_n)
     SELECT :hour, r.level, r.tenant_id, r.intent_key, r.queue, r.status, r.n, r.retries,
@@ -99,6 +103,29 @@ REPLACE = text(
                level smallint, tenant_id uuid, intent_key text, queue text, status text,
                n bigint, retries bigint, run_max float8, run_b int[], run_n int[], wait_b int[],
                wait_n int[])
+    """
+)
+
+#: The four-hour block's rows per academy, made again from its hours' when all four are rolled
+#: and unchanged (else none: a reader then takes the hours one by one).
+REBLOCK = text(
+    """
+    WITH gone AS (DELETE FROM job_stats_hourly WHERE hour = :block AND level = 3),
+    s AS (SELECT tenant_id, n, retries, run_max, wait_b, wait_n FROM job_stats_hourly
+           WHERE level = 2 AND hour >= :block AND hour < :block + interval '4 hours'
+             AND (SELECT count(*) FROM job_stats_hours
+                   WHERE hour >= :block AND hour < :block + interval '4 hours'
+                     AND rolled AND changes = 0) = 4),
+    w AS (SELECT s.tenant_id, u.b, CAST(sum(u.c) AS int) AS c
+            FROM s, unnest(s.wait_b, s.wait_n) AS u(b, c) GROUP BY 1, 2)
+    INSERT INTO job_stats_hourly (hour, level, tenant_id, n, retries, run_max, wait_b, wait_n)
+    SELECT :block, 3, t.tenant_id, t.n, t.retries, t.run_max,
+           coalesce(h.bs, '{}'), coalesce(h.cs, '{}')
+      FROM (SELECT tenant_id, sum(n) AS n, sum(retries) AS retries, max(run_max) AS run_max
+              FROM s GROUP BY 1) t
+      LEFT JOIN (SELECT tenant_id, array_agg(b ORDER BY b) AS bs, array_agg(c ORDER BY b) AS cs
+                   FROM w GROUP BY 1) h ON h.tenant_id = t.tenant_id
+     ORDER BY t.tenant_id
     """
 )
 
@@ -188,7 +215,23 @@ def roll_hour(conn, hour: dt.datetime) -> int | None:
             for key, g in sorted(groups.items(), key=lambda kv: str(kv[0]))]
     conn.execute(REPLACE, {"hour": hour, "rows": json.dumps(rows)})
     conn.execute(ROLLED, {"hour": hour, "changes": changes, "jobs": jobs})
+    conn.execute(REBLOCK, {"block": block_of(hour)})
     return jobs
+
+
+def block_of(hour: dt.datetime) -> dt.datetime:
+    """The start of the four-hour block (UTC) an hour belongs to."""
+    hour = hour.astimezone(dt.UTC)
+    return hour.replace(hour=hour.hour - hour.hour % 4, minute=0, second=0, microsecond=0)
+
+
+def blocks_and_hours(hours: list[dt.datetime]) -> tuple[list[dt.datetime], list[dt.datetime]]:
+    """The four-hour blocks all of whose hours are among ``hours``, and the hours left over."""
+    have = {h.astimezone(dt.UTC) for h in hours}
+    blocks = sorted({b for b in map(block_of, have)
+                     if all(b + k * dt.timedelta(hours=1) in have for k in range(4))})
+    whole = set(blocks)
+    return blocks, sorted(h for h in have if block_of(h) not in whole)
 
 
 def forget_old(conn, *, days: int = KEEP_DAYS) -> int:

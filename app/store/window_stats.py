@@ -74,13 +74,17 @@ ROLLED_INTENTS = text(
     """
 )
 
-#: The rolled hours per academy: how many jobs, then its waits' histogram, added up in the
-#: database (an academy's row an hour where many academies send a little).
-ROLLED_TENANTS = text(f"SELECT s.tenant_id::text, CAST(sum(s.n) AS bigint) {_ROLLED} GROUP BY 1")
+#: The rolled hours per academy, its four-hour blocks where whole and the other hours one by
+#: one: how many jobs, then its waits' histogram, added up in the database.
+_TENANT_ROWS = """FROM job_stats_hourly s WHERE
+    (s.level = 3 AND s.hour = ANY(CAST(:blocks AS timestamptz[])))
+    OR (s.level = 2 AND s.hour = ANY(CAST(:hours AS timestamptz[])))"""
+ROLLED_TENANTS = text(
+    f"SELECT s.tenant_id::text, CAST(sum(s.n) AS bigint) {_TENANT_ROWS} GROUP BY 1")
 ROLLED_TENANT_WAITS = text(
     f"""
     SELECT s.tenant_id::text, u.b, CAST(sum(u.c) AS bigint)
-      {_ROLLED.replace("WHERE", ", unnest(s.wait_b, s.wait_n) AS u(b, c) WHERE")}
+      {_TENANT_ROWS.replace("WHERE", ", unnest(s.wait_b, s.wait_n) AS u(b, c) WHERE", 1)}
      GROUP BY 1, 2
     """
 )
@@ -204,7 +208,8 @@ def window_stats(conn, where: JobFilter, *, tenants: int
             _count(row, r.status, r.n, r.retries, r.run_max)
             _add(row["_run"], r.run_b, r.run_n)
             _add(row["_wait"], r.wait_b, r.wait_n)
-        rolled = {"hours": hours, "level": rollup.BY_TENANT}
+        blocks, singles = rollup.blocks_and_hours(hours)
+        rolled = {"blocks": blocks, "hours": singles}
         for tid, n in conn.execute(ROLLED_TENANTS, rolled):
             tenant(tid)["total"] += n
         for tid, b, c in conn.execute(ROLLED_TENANT_WAITS, rolled):

@@ -126,6 +126,38 @@ def test_a_job_finishing_now_counts_no_change_and_a_deleted_academy_leaves_the_r
                t=tenant)[0][0] == 0
 
 
+def test_an_academys_four_hour_block_stands_for_its_hours_while_they_are_unchanged():
+    tenant = make_tenant("네 시간 학원")
+    [(block,)] = sql("SELECT date_trunc('day', now() - interval '1 day', 'UTC') "
+                     "+ interval '8 hours'")                        # 08:00-12:00 yesterday
+    for k in range(4):
+        hours_ago = (dt.datetime.now(dt.UTC) - block).total_seconds() / 3600 - k - 0.5
+        finished(tenant, hours_ago=hours_ago, n=k + 1)
+    roll_everything()
+    blocks = sql("SELECT n FROM job_stats_hourly WHERE level = 3 AND tenant_id = CAST(:t AS uuid)",
+                 t=tenant)
+    assert blocks == [(10,)]                                        # 1 + 2 + 3 + 4
+    since = (dt.datetime.now(dt.UTC) - block).total_seconds() + 1800  # the block, and more
+    with db.engine().connect() as conn:
+        _, tenants = window_stats.window_stats(conn, reads.JobFilter(since_seconds=since),
+                                               tenants=1000)
+    assert {t["tenant_id"]: t["total"] for t in tenants}[tenant] == 10
+    # A late finish in the block's third hour: read at once (the block is not used meanwhile),
+    # and the block is made again with it.
+    finished(tenant, hours_ago=(dt.datetime.now(dt.UTC) - block).total_seconds() / 3600 - 2.5,
+             n=1, status="failed")
+    with db.engine().connect() as conn:
+        _, tenants = window_stats.window_stats(conn, reads.JobFilter(since_seconds=since),
+                                               tenants=1000)
+    assert {t["tenant_id"]: t["total"] for t in tenants}[tenant] == 11
+    roll_everything()
+    assert sql("SELECT n FROM job_stats_hourly WHERE level = 3 AND tenant_id = CAST(:t AS uuid)",
+               t=tenant) == [(11,)]
+    hour = dt.timedelta(hours=1)
+    assert rollup.blocks_and_hours([block + k * hour for k in range(-1, 5)]) == (
+        [block], [block - hour, block + 4 * hour])
+
+
 def test_the_unrolled_ranges_are_the_window_less_its_rolled_hours():
     h = dt.datetime(2026, 12, 7, 0, tzinfo=dt.UTC)
     hour = dt.timedelta(hours=1)

@@ -38,13 +38,15 @@ def stats(
     since: Annotated[str, typer.Option(
         "--since", help="The window (30m, 24h, 7d, or since a time): jobs that finished within "
         "it, and those waiting or running that were asked for within it.")] = "24h",
+    until: Annotated[str | None, typer.Option(
+        "--until", help="The window's end: this long ago (2h, 1d) or a time.")] = None,
     tenant: TenantOption = None,
     intent: IntentOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="The numbers as JSON.")] = False,
 ) -> None:
     """Counts by state and intent, p50/p95 run times, failure rate and the slowest intents."""
     with db.engine().connect() as conn:
-        where = job_filter(tenant, None, intent, since, conn)
+        where = job_filter(tenant, None, intent, since, conn, until)
         rows, by_tenant = window_stats.window_stats(conn, where, tenants=TENANTS_SHOWN)
     per_intent = [r for r in rows if r["intent_key"] is not None]
     overall = next((r for r in rows if r["intent_key"] is None), None)
@@ -57,6 +59,7 @@ def stats(
     if as_json:
         console.print_json(data={
             "since": since,
+            "until": until,
             "overall": overall,
             "intents": per_intent,
             "slowest": [r["intent_key"] for r in slowest],

@@ -45,7 +45,7 @@ def _buckets(name: str) -> Column:
 
 
 #: An hour's figures: level 1 per intent, queue and end state over all academies; 2 per
-#: academy over all intents. Rows are replaced an hour at a time, so no key of their own.
+#: academy over all intents; 3 per academy over the four-hour block the hour starts. Rows are replaced an hour at a time, so no key of their own.
 job_stats_hourly = Table(
     "job_stats_hourly", Base.metadata,
     Column("hour", DateTime(timezone=True),
@@ -59,7 +59,7 @@ job_stats_hourly = Table(
     Column("retries", BigInteger, nullable=False),
     Column("run_max", Float),
     _buckets("run_b"), _buckets("run_n"), _buckets("wait_b"), _buckets("wait_n"),
-    CheckConstraint("level IN (1, 2)", name="level"),
+    CheckConstraint("level IN (1, 2, 3)", name="level"),
     Index("ix_job_stats_hourly_level_hour", "level", "hour"),
     Index("ix_job_stats_hourly_tenant", "tenant_id", "hour",
           postgresql_where=text("tenant_id IS NOT NULL")),
