@@ -17,7 +17,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from croniter import CroniterError
 from sqlalchemy.exc import IntegrityError
 
 from app.core.cron import (
@@ -108,7 +107,7 @@ def _fire_one(schedule_id: str, now: dt.datetime | None) -> SlotOutcome | None:
         try:
             due = due_slots(row["cron"], row["timezone"], done_until=row["slots_done_until"],
                             now=clock)
-        except (ScheduleError, CroniterError, ValueError) as exc:
+        except (ScheduleError, ValueError) as exc:  # croniter's errors are ValueErrors
             _report_broken(row, exc)
             return None
         if due.latest is None:
@@ -210,7 +209,7 @@ class ScheduleView:
         try:
             after = max(self.slots_done_until, dt.datetime.now(dt.UTC))
             return next_slot(self.cron, self.timezone, after)
-        except (ScheduleError, CroniterError, ValueError):
+        except (ScheduleError, ValueError):  # croniter's errors are ValueErrors
             return None
 
 

@@ -7,7 +7,9 @@ import datetime as dt
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import CroniterError, croniter
+# croniter is imported where a slot is worked out, not here: its import runs `file -b` on the
+# interpreter (a subprocess, to learn whether it is 32-bit), which every worker's start paid
+# before its first job although only beat and the schedule commands walk cron slots.
 
 DEFAULT_TIMEZONE = "Asia/Seoul"
 #: Missed slots recorded as skipped per firing, at most: a per-second test cron after a day of
@@ -31,6 +33,8 @@ def validate_cron(cron: str) -> str:
 
     Five fields (minute hour day month weekday) or six, the sixth being seconds.
     """
+    from croniter import CroniterError, croniter
+
     cron = " ".join(cron.split())
     try:
         walk = croniter(cron, dt.datetime.now(dt.UTC))
@@ -48,6 +52,8 @@ def validate_cron(cron: str) -> str:
 
 def next_slot(cron: str, timezone: str, after: dt.datetime) -> dt.datetime:
     """The first slot strictly after ``after``, in UTC."""
+    from croniter import croniter
+
     return croniter(cron, after.astimezone(zone(timezone))).get_next(dt.datetime).astimezone(dt.UTC)
 
 
@@ -69,6 +75,8 @@ def due_slots(cron: str, timezone: str, *, done_until: dt.datetime, now: dt.date
     Cron is evaluated in ``timezone`` (a Seoul 02:00 is 17:00 UTC); the slots come back in UTC.
     Walking back from ``now`` keeps the work bounded however long beat was away.
     """
+    from croniter import croniter
+
     tz = zone(timezone)
     # get_prev is strictly before its start; a microsecond later makes a slot at `now` count.
     latest = croniter(cron, now.astimezone(tz) + dt.timedelta(microseconds=1)).get_prev(dt.datetime)

@@ -60,6 +60,17 @@ def _note_checkin(dbapi_conn, record) -> None:
     record.info["checked_in"] = time.monotonic()
 
 
+def _note_connect(dbapi_conn, record) -> None:
+    # A connection made this instant is not pinged at its first checkout (a round trip that
+    # told nothing, on every worker's first job).
+    record.info["checked_in"] = time.monotonic()
+
+
+#: jobq has no hstore column: without this, SQLAlchemy's first connection of each engine looks
+#: the type up (a round trip on the way to a worker's first job).
+NO_HSTORE = {"use_native_hstore": False}
+
+
 def _create(url: str, *, status: bool, handler: bool = False, api: bool = False) -> Engine:
     connect_args: dict = {"application_name": "jobq-handler" if handler else "jobq",
                           "connect_timeout": 5}
@@ -73,7 +84,8 @@ def _create(url: str, *, status: bool, handler: bool = False, api: bool = False)
     # never ride along in an error's text into error_message, events, logs or Flower.
     eng = create_engine(url, pool_size=int(os.cpu_count() or 2) + 4, max_overflow=10,
                         pool_recycle=1800, connect_args=connect_args, hide_parameters=True,
-                        **options)
+                        **NO_HSTORE, **options)
+    event.listen(eng, "connect", _note_connect)
     event.listen(eng, "checkout", _ping_if_idle)
     event.listen(eng, "checkin", _note_checkin)
     if handler:
@@ -138,6 +150,7 @@ def liveness_connection() -> Connection:
             idle, interval, count = LIVENESS_KEEPALIVES
             eng = _liveness_engines[key] = create_engine(
                 url, poolclass=NullPool, isolation_level="AUTOCOMMIT", hide_parameters=True,
+                **NO_HSTORE,
                 connect_args={
                     "application_name": "jobq-liveness", "connect_timeout": 5,
                     "keepalives": 1, "keepalives_idle": idle,

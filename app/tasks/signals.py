@@ -24,8 +24,8 @@ from celery.signals import (
 
 from app.core import tracing
 from app.core.manifest import QUEUES
-from app.run import completions, feeder, orphans
-from app.store import db
+from app.run import completions, feeder, liveness, orphans
+from app.store import db, jobstore
 from app.tasks.running_events import RunningEventSender
 
 
@@ -43,6 +43,20 @@ def _after_fork(**_: object) -> None:
     db.dispose_after_fork()
     # What is loaded by now lives as long as the process: full collections skip it (cheap).
     gc.freeze()
+    # The child waits for its first message while the parent still connects to the broker:
+    # meanwhile it takes its liveness lock and opens its status connection, claim prepared.
+    threading.Thread(target=_warm_up, name="jobq-warm-up", daemon=True).start()
+
+
+def _warm_up() -> None:
+    # What the first run would do on its way (app.run.lease, app.run.runner); a database that
+    # is away is the first run's to find and report, as before.
+    try:
+        liveness.process.token()
+        with db.status_conn() as conn:
+            jobstore.prepare_claim(conn)
+    except Exception:  # the run that needs it reports it
+        pass
 
 
 #: Seconds between the garbage collections that follow failed or retried runs.
@@ -66,7 +80,15 @@ def _collect_failure_garbage(state: str | None = None, **_: object) -> None:
 def _start_feeder(sender=None, **_: object) -> None:
     # The fairness feeder of the job queues this worker consumes (one worker leads each).
     queues = [q.name for q in sender.app.amqp.queues.consume_from.values()]
-    feeder.start(queues, owner=sender.controller if hasattr(sender, "controller") else sender)
+    owner = sender.controller if hasattr(sender, "controller") else sender
+    hub = getattr(sender, "hub", None)
+    if hub is None:
+        feeder.start(queues, owner=owner)
+    else:
+        # Once the event loop has asked for the first messages: the feeder's connection and
+        # first look at the table are not on the way to the first job. Until it leads, the
+        # jobs a caller published itself (the fast path) flow as they always do.
+        hub.call_soon(feeder.start, queues, owner)
 
 
 @worker_ready.connect

@@ -43,6 +43,7 @@ from app.store.jobstore.claiming import (
     TenantRefusal,
     claim,
     inspect,
+    prepare_claim,
     tenant_refusal,
 )
 from app.store.jobstore.creating import (
@@ -225,6 +226,7 @@ __all__ = [
     "mark_published",
     "mark_unpublished",
     "new_id",
+    "prepare_claim",
     "record_stopped",
     "record_wait",
     "refuse_pending",

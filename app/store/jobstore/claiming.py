@@ -144,18 +144,23 @@ class TenantRefusal:
         return self.tenant_status == "suspended"
 
 
-def claim(conn, job_id: str, *, worker: str, owner: str, lease: float, default_max_retries: int,
-          completing: Sequence[Outcome] = ()
-          ) -> tuple[Claimed | None, set[str], TenantRefusal | None]:
-    """Claim ``job_id`` on a status connection, recording ``completing`` on the way; returns
-    the claim (None when the job is not there to take), the ids that were completed, and why
-    the job was held or failed instead when its tenant is not active."""
+def prepare_claim(conn) -> None:
+    """Prepare the claim on ``conn`` (a status connection) unless it is already."""
     # The pool entry's info lives as long as its database connection (cleared when the pool
     # connects anew, e.g. after a database restart), and so does a prepared statement.
     prepared = conn.connection.info
     if CLAIM not in prepared:
         conn.exec_driver_sql(PREPARE_CLAIM, execution_options={"no_parameters": True})
         prepared[CLAIM] = True
+
+
+def claim(conn, job_id: str, *, worker: str, owner: str, lease: float, default_max_retries: int,
+          completing: Sequence[Outcome] = ()
+          ) -> tuple[Claimed | None, set[str], TenantRefusal | None]:
+    """Claim ``job_id`` on a status connection, recording ``completing`` on the way; returns
+    the claim (None when the job is not there to take), the ids that were completed, and why
+    the job was held or failed instead when its tenant is not active."""
+    prepare_claim(conn)
     rows = json.dumps([o.as_row() for o in completing], ensure_ascii=False, default=str)
     row = conn.exec_driver_sql(
         f"EXECUTE {CLAIM} (%s, %s, %s, %s, %s, %s)",
