@@ -4,9 +4,11 @@ each notes its runs for ``jobq stats`` (:mod:`app.beat.caretaking`)."""
 
 from __future__ import annotations
 
-from app.beat import approvals, recovery, retention, rollup, schedules, sweep
 from app.beat.caretaking import caretaking
 from app.broker.celery_app import celery_app
+
+# Each task imports its module of app.beat when it runs: a worker's start (before its first job)
+# does not pay for the schedules, retention and rollup code only beat's ticks call.
 
 # Caretaking tasks send no task events (``send_events=False``): Flower is for the academies'
 # jobs, and beat's ticks (several a second) would push them off its first page.
@@ -18,6 +20,8 @@ _CARETAKING = {"queue": "maintenance", "ignore_result": True, "acks_late": False
 @caretaking
 def sweep_due_jobs() -> int:
     """Publish due pending jobs that no broker holds; safe to run in many places at once."""
+    from app.beat import sweep
+
     return sweep.sweep()
 
 
@@ -25,6 +29,8 @@ def sweep_due_jobs() -> int:
 @caretaking
 def recover_lost_runs() -> int:
     """Runs whose lease lapsed go back to pending (the sweep sends them) or fail."""
+    from app.beat import recovery
+
     return len(recovery.recover_once())
 
 
@@ -32,6 +38,8 @@ def recover_lost_runs() -> int:
 @caretaking
 def expire_approvals() -> int:
     """Jobs whose approval did not come in time are cancelled as expired."""
+    from app.beat import approvals
+
     return len(approvals.expire_once())
 
 
@@ -39,6 +47,8 @@ def expire_approvals() -> int:
 @caretaking
 def fire_schedules() -> int:
     """Turn every due schedule slot into its jobs; reads the table afresh on each tick."""
+    from app.beat import schedules
+
     return sum(outcome.jobs for outcome in schedules.fire_due())
 
 
@@ -46,6 +56,8 @@ def fire_schedules() -> int:
 @caretaking
 def apply_retention() -> int:
     """Delete finished jobs (and their events) older than the retention age, in batches."""
+    from app.beat import retention
+
     return retention.delete_expired().jobs
 
 
@@ -54,4 +66,6 @@ def apply_retention() -> int:
 def roll_up_stats() -> int:
     """Roll the hours of finished jobs old enough (and those changed since) up for the
     statistics (app.store.rollup)."""
+    from app.beat import rollup
+
     return rollup.roll_up().hours

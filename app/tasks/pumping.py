@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from celery.signals import beat_init
 
-from app.intake import pump
-
 
 @beat_init.connect
 def _start_pump(**_: object) -> None:
+    from app.intake import pump  # beat's alone: a worker's start does not import it
+
     pump.start()
