@@ -124,6 +124,12 @@ beat_schedule = {
         "schedule": _settings.retention_interval,
         "options": {"queue": "maintenance", "expires": max(_settings.retention_interval / 2, 5)},
     },
+    # Statistics: each hour of finished jobs rolled up once it is old enough (app.store.rollup).
+    "roll-up-stats": {
+        "task": "jobq.roll_up_stats",
+        "schedule": 60.0,
+        "options": {"queue": "maintenance", "expires": 30},
+    },
 }
 beat_max_loop_interval = min(5.0, _settings.sweep_interval)
 # Of several beats, only the leader sends these (app/beat/leader.py); another takes over

@@ -199,7 +199,8 @@ def clear_pending() -> int:
 
 def table_sizes() -> dict[str, Any]:
     rows = sql("SELECT relname, pg_total_relation_size(oid) FROM pg_class "
-               "WHERE relname IN ('job_executions', 'job_events') AND relkind = 'r'")
+               "WHERE relname IN ('job_executions', 'job_events', 'job_stats_hourly') "
+               "AND relkind = 'r'")
     return {name: round(size / 2**20) for name, size in rows}
 
 
@@ -216,13 +217,13 @@ def sample_ids(n: int, size: int) -> list[str]:
 def reads_bench(reps: int, size: int, tenant_ids: list[str]) -> dict[str, list[float]]:
     from app.ops.cli.lookup import find_job
     from app.ops.cli.stats import TENANTS_SHOWN
-    from app.store import db, reads
+    from app.store import db, reads, window_stats
 
     out: dict[str, list[float]] = {}
     ids = sample_ids(reps, size)
     with db.engine().connect() as conn:
         def one_job():
-            job = find_job(conn, next(it)[:8])
+            job = find_job(conn, next(it))
             reads.job_events(conn, job["id"])
 
         it = iter(ids)
@@ -236,9 +237,25 @@ def reads_bench(reps: int, size: int, tenant_ids: list[str]) -> dict[str, list[f
         day = reads.JobFilter(since_seconds=86400.0)
 
         out["stats_24h_ms"] = timed(
-            lambda: reads.window_stats(conn, day, tenants=TENANTS_SHOWN), max(3, reps // 2))
+            lambda: window_stats.window_stats(conn, day, tenants=TENANTS_SHOWN), max(3, reps // 2))
         conn.rollback()
     return out
+
+
+def roll_up_history() -> dict[str, Any]:
+    """Beat's statistics caretaker over the whole history (what its first runs after an upgrade
+    do, 20 s a minute), timed."""
+    from app.beat import rollup
+
+    t0, hours, jobs = time.monotonic(), 0, 0
+    while True:
+        report = rollup.roll_up(budget=3600.0)
+        hours, jobs = hours + report.hours, jobs + report.jobs
+        if report.done:
+            break
+    took = round(time.monotonic() - t0, 1)
+    raw("ANALYZE job_stats_hourly")  # (autovacuum would; the shared server runs without it)
+    return {"rollup_s": took, "rollup_hours": hours, "rollup_jobs": jobs}
 
 
 def caretaking_bench(reps: int, queue: str) -> dict[str, list[float]]:
@@ -412,6 +429,7 @@ ROWS = [
     ("jobq jobs, first page, one tenant ms", "jobs_first_page_tenant_ms", True),
     ("jobq job ID ms", "job_show_ms", True),
     ("jobq stats --since 24h ms", "stats_24h_ms", False),
+    ("statistics rollup of the history, s", "rollup_s", False),
     ("retention: day deleted, s", "retention_s", False),
     ("retention: jobs deleted", "deleted_jobs", False),
     ("claim p50 ms before retention", "claim_before_p50_ms", False),
@@ -430,6 +448,9 @@ def measure(size: int, args, queue: str, tenant_ids: list[str]) -> dict[str, Any
     result["pending_insert_s"] = round(time.monotonic() - t0, 1)
     print(f"  {args.pending:,} pending over {args.tenants:,} tenants "
           f"({result['pending_insert_s']} s)", flush=True)
+    result.update(roll_up_history())
+    print(f"  statistics rollup: {result['rollup_hours']:,} hours of "
+          f"{result['rollup_jobs']:,} finished jobs in {result['rollup_s']} s", flush=True)
     samples: dict[str, Any] = {}
     samples.update(reads_bench(args.reps, size, tenant_ids))
     print("  reads measured", flush=True)

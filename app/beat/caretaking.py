@@ -16,7 +16,7 @@ log = logging.getLogger("jobq.maintenance")
 #: ``jobq stats``: beat's tasks send no events, so they never crowd Flower's task list.
 CARETAKER_KEY = "caretaker:"
 CARETAKERS = ("sweep_due_jobs", "recover_lost_runs", "expire_approvals", "fire_schedules",
-              "apply_retention")
+              "apply_retention", "roll_up_stats")
 
 
 def caretaking(fn: Callable[[], int]) -> Callable[[], int]:

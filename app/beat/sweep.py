@@ -14,6 +14,7 @@ import time
 from collections import defaultdict
 
 from app.broker import client as broker_client
+from app.broker import held as broker_held
 from app.broker.celery_app import celery_app
 from app.broker.publish import Outgoing
 from app.core.registry import manifest
@@ -45,6 +46,25 @@ def broker_queue_size(queue: str) -> int | None:
         return None
 
 
+#: Messages read per queue when a new epoch's lost jobs are looked for in the broker.
+PRESENT_LIMIT = 1000
+
+
+def in_the_broker(queues: list[str]) -> set[str] | None:
+    """The job ids whose message the broker holds now, waiting in one of ``queues`` or taken by a
+    worker; None when it cannot say (a queue longer than was read, the broker away)."""
+    try:
+        snapshot = broker_held.snapshot(queues, limit=PRESENT_LIMIT)
+    except Exception:
+        return None
+    present = {h.job_id for h in snapshot.held}
+    for ids in snapshot.waiting.values():
+        if ids is None:
+            return None
+        present |= ids
+    return present
+
+
 #: A key in the broker's Redis holding when its current data began (the database's clock).
 BROKER_EPOCH = "broker-epoch"
 #: Beside it, the run id of the Redis server the last sweep talked to.
@@ -56,10 +76,12 @@ def broker_epoch(conn) -> str | None:
 
     A Redis that restarted without its data (or was flushed) has lost the marker with the
     messages: the first sweep after that stamps a new epoch, and every pending row published
-    before it is published again at once instead of after ``JOBQ_REPUBLISH_AFTER``. A Redis
-    that is another server than the last sweep saw (a Sentinel failover to a replica, which
-    may lack the last writes and holds workers' unacknowledged messages out of reach, or a
-    restart from its append-only file) gets a new epoch too. A message that did survive
+    before it is published again at once instead of after ``JOBQ_REPUBLISH_AFTER``, unless
+    the broker holds its message after all (:func:`in_the_broker`: a caller's fast path
+    published into a new Redis before any sweep stamped its epoch). A Redis that is another
+    server than the last sweep saw (a Sentinel failover to a replica, which may lack the last
+    writes and holds workers' unacknowledged messages out of reach, or a restart from its
+    append-only file) gets a new epoch too. A message that did survive and is not seen
     becomes a harmless duplicate (a claim runs a job once).
     """
     try:
@@ -77,11 +99,12 @@ def broker_epoch(conn) -> str | None:
                 client.set(key, now.isoformat())
                 log.warning("the broker's Redis is another server than before (a failover or "
                             "a restart): %d pending job(s) published before are published "
-                            "again", held)
+                            "again unless it holds them", held)
             elif client.set(key, now.isoformat(), nx=True):
                 if held:
                     log.warning("the broker lost its data (no epoch marker in a new or emptied "
-                                "Redis): %d pending job(s) it held are published again", held)
+                                "Redis): %d pending job(s) published before are published again "
+                                "unless it holds them", held)
                 else:
                     log.info("the broker's epoch begins (a new or emptied Redis); no pending "
                              "job was waiting in it")
@@ -102,6 +125,11 @@ def sweep_once(*, batch: int | None = None, republish_after: float | None = None
         due = jobstore.lock_due(conn, batch=batch, republish_after=republish_after,
                              broker_since=broker_epoch(conn))
         outgoing: list[Outgoing] = []
+        # Published before a new epoch: lost, unless the broker holds the message after all (a
+        # caller's fast path published into a new Redis before any sweep stamped its epoch:
+        # sent twice, each job of the first drain ran its claim twice).
+        lost_queues = sorted({j.queue for j in due if j.lost and j.queue})
+        present = (in_the_broker(lost_queues) if lost_queues else None) or set()
         for job in due:
             if job.tenant_status != "active":  # deleted (a suspended tenant's are held)
                 jobstore.refuse_pending(conn, job.id,
@@ -118,6 +146,8 @@ def sweep_once(*, batch: int | None = None, republish_after: float | None = None
             queue = job.queue or intent.queue
             if not job.republish:  # inserted without a queue: it waits its turn there
                 routes[queue].append(job.id)
+                continue
+            if job.lost and job.id in present:
                 continue
             if not job.lost:
                 # Published long ago and never started: lost, unless its queue still has a

@@ -14,8 +14,6 @@ from typing import Any
 from sqlalchemy import Text, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from app.core import sketch
-
 _TEXTS = ARRAY(Text)
 
 #: The columns a job is shown with; ``tenant_name`` comes from its tenant.
@@ -28,21 +26,27 @@ _JOB_COLUMNS = """
     j.requested_by, j.approval_expires_at, j.params_dropped, j.traceparent
 """
 
-#: The filters every job listing shares. A NULL parameter means "no filter"; PostgreSQL folds
-#: those branches away when it plans the statement, so each listing still uses its index.
-_JOB_FILTERS = """
+# The filters every job listing shares. A NULL parameter means "no filter"; PostgreSQL folds
+# those branches away when it plans the statement, so each listing still uses its index.
+
+#: Which tenant, states, intents and queue (the window's time aside).
+WHO_FILTERS = """
        (CAST(:tenant_id AS uuid) IS NULL OR j.tenant_id = CAST(:tenant_id AS uuid))
    AND (CAST(:statuses AS text[]) IS NULL OR j.status = ANY(CAST(:statuses AS text[])))
    AND (CAST(:intent AS text) IS NULL OR j.intent_key = CAST(:intent AS text))
    AND (CAST(:intent_like AS text) IS NULL OR j.intent_key LIKE CAST(:intent_like AS text))
-   AND (CAST(:since_seconds AS float8) IS NULL
+   AND (CAST(:queue AS text) IS NULL OR j.queue = CAST(:queue AS text))
+"""
+#: The window: created within it.
+CREATED_FILTERS = """
+       (CAST(:since_seconds AS float8) IS NULL
         OR j.created_at >= now() - make_interval(secs => CAST(:since_seconds AS float8)))
    AND (CAST(:since_at AS timestamptz) IS NULL OR j.created_at >= CAST(:since_at AS timestamptz))
    AND (CAST(:until_seconds AS float8) IS NULL
         OR j.created_at < now() - make_interval(secs => CAST(:until_seconds AS float8)))
    AND (CAST(:until_at AS timestamptz) IS NULL OR j.created_at < CAST(:until_at AS timestamptz))
-   AND (CAST(:queue AS text) IS NULL OR j.queue = CAST(:queue AS text))
 """
+_JOB_FILTERS = WHO_FILTERS + "   AND" + CREATED_FILTERS
 
 
 @dataclass(frozen=True)
@@ -162,113 +166,6 @@ RETRY_CANDIDATES = text(
      LIMIT :limit
     """
 ).bindparams(bindparam("statuses", type_=_TEXTS))
-
-#: For the statistics, in the caller's transaction: no JIT (compiling costs about 100 ms a
-#: statement, more than it saves on a day's rows) and room to aggregate a day's rows in memory.
-_FOR_STATISTICS = text("SELECT set_config('jit', 'off', true), "
-                       "set_config('work_mem', '64MB', true)")
-
-
-#: The window's jobs in one read, grouped three ways: by intent, state and run-time bucket
-#: (counts, retries, the longest run; completed runs' durations as log buckets, app.core.sketch);
-#: by intent and wait bucket (due to start); by tenant, state and wait bucket. Hash aggregates
-#: over one scan, each row's buckets computed once (OFFSET 0 keeps the inner query whole): no
-#: sort of the window's rows (a day of a busy table is a few hundred thousand), and the
-#: percentiles come from the buckets, within app.core.sketch.RELATIVE_ERROR.
-WINDOW_STATS = text(
-    f"""
-    SELECT grouping(intent_key, tenant_id, status, run_b, wait_b) AS g,
-           intent_key, tenant_id::text AS tenant_id, status, run_b, wait_b,
-           count(*) AS n, coalesce(sum(retry_count), 0) AS retries, max(run_s) AS run_max
-      FROM (
-        SELECT r.*, {sketch.SQL_BUCKET.format(seconds="r.run_s")} AS run_b,
-               {sketch.SQL_BUCKET.format(seconds="r.wait_s")} AS wait_b
-          FROM (SELECT j.intent_key, j.tenant_id, j.status, j.retry_count,
-                       CASE WHEN j.status = 'completed'
-                            THEN date_part('epoch', j.completed_at - j.executed_at) END AS run_s,
-                       date_part('epoch', j.executed_at - coalesce(j.run_at, j.created_at))
-                           AS wait_s
-                  FROM job_executions j
-                 WHERE {_JOB_FILTERS}
-                OFFSET 0) r
-      ) s
-     GROUP BY GROUPING SETS ((intent_key, status, run_b), (intent_key, wait_b),
-                             (tenant_id, status, wait_b))
-    """
-).bindparams(bindparam("statuses", type_=_TEXTS))
-
-#: Tenants' names by id.
-NAMES = text("SELECT id::text, name FROM tenants WHERE id = ANY(CAST(:ids AS uuid[]))")
-
-#: Which grouping set a WINDOW_STATS row belongs to (``grouping()`` of its five columns: a
-#: bit set for each column the set leaves out, the first column the highest bit).
-_BY_INTENT, _BY_INTENT_WAIT, _BY_TENANT = 0b01001, 0b01110, 0b10010
-_STATES = {"pending": "pending", "processing": "processing", "completed": "completed",
-           "failed": "failed", "cancelled": "cancelled", "awaiting_approval": "awaiting"}
-
-
-def _stats_row(key: str | None) -> dict[str, Any]:
-    return {"intent_key": key, "total": 0, **dict.fromkeys(_STATES.values(), 0), "retries": 0,
-            "run_max": None, "_run": {}, "_wait": {}}
-
-
-def _finish(row: dict[str, Any]) -> dict[str, Any]:
-    run, wait = row.pop("_run"), row.pop("_wait")
-    row.update(run_p50=sketch.percentile(run, 0.5), run_p95=sketch.percentile(run, 0.95),
-               wait_p50=sketch.percentile(wait, 0.5), wait_p95=sketch.percentile(wait, 0.95))
-    return row
-
-
-def window_stats(conn, where: JobFilter, *, tenants: int
-                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Counts, run times and failure rates per intent and (intent_key None) over all of them,
-    and the ``tenants`` tenants whose jobs waited longest from due to start (p95), with their
-    counts. Run time is the last attempt's, start to finish; wait is from due to that start."""
-    conn.execute(_FOR_STATISTICS)
-    intents: dict[str, dict[str, Any]] = {}
-    by_tenant: dict[str, dict[str, Any]] = {}
-    for r in conn.execute(WINDOW_STATS, where.params()).mappings():
-        if r["g"] == _BY_TENANT:
-            t = by_tenant.setdefault(r["tenant_id"], {"tenant_id": r["tenant_id"], "total": 0,
-                                                      "pending": 0, "_wait": {}})
-            t["total"] += r["n"]
-            t["pending"] += r["n"] if r["status"] == "pending" else 0
-            if r["wait_b"] is not None:
-                t["_wait"][r["wait_b"]] = t["_wait"].get(r["wait_b"], 0) + r["n"]
-            continue
-        row = intents.setdefault(r["intent_key"], _stats_row(r["intent_key"]))
-        if r["g"] == _BY_INTENT:
-            row["total"] += r["n"]
-            row["retries"] += r["retries"]
-            if r["status"] in _STATES:
-                row[_STATES[r["status"]]] += r["n"]
-            if r["run_max"] is not None:
-                row["run_max"] = max(row["run_max"] or 0.0, r["run_max"])
-            if r["run_b"] is not None:
-                row["_run"][r["run_b"]] = r["n"]
-        elif r["g"] == _BY_INTENT_WAIT and r["wait_b"] is not None:
-            row["_wait"][r["wait_b"]] = r["n"]
-    overall = _stats_row(None)
-    for row in intents.values():
-        for name in ("total", "retries", *_STATES.values()):
-            overall[name] += row[name]
-        if row["run_max"] is not None:
-            overall["run_max"] = max(overall["run_max"] or 0.0, row["run_max"])
-        overall["_run"] = sketch.merge(overall["_run"], row["_run"])
-        overall["_wait"] = sketch.merge(overall["_wait"], row["_wait"])
-    rows = [*(_finish(intents[k]) for k in sorted(intents)), _finish(overall)]
-    waits = []
-    for t in by_tenant.values():
-        h = t.pop("_wait")
-        t.update(wait_p50=sketch.percentile(h, 0.5), wait_p95=sketch.percentile(h, 0.95))
-        waits.append(t)
-    waits.sort(key=lambda t: (t["wait_p95"] is None, -(t["wait_p95"] or 0), -t["total"]))
-    top = waits[:tenants]
-    names = dict(conn.execute(NAMES, {"ids": [t["tenant_id"] for t in top]}).all()) if top else {}
-    return rows, [{"tenant_id": t["tenant_id"], "name": names.get(t["tenant_id"]),
-                   "total": t["total"], "pending": t["pending"], "wait_p50": t["wait_p50"],
-                   "wait_p95": t["wait_p95"]} for t in top]
-
 
 def list_jobs(conn, where: JobFilter, *, limit: int, offset: int = 0) -> list[dict[str, Any]]:
     rows = conn.execute(LIST_JOBS, {**where.params(), "limit": limit, "offset": offset})

@@ -404,3 +404,34 @@ BEGIN
     -- (advanced runs to completion unread, as every data-modifying WITH does.)
     SELECT s.id, s.tenant_id, s.intent_key, s.intent_params FROM stamped s ORDER BY s.due, s.id;
 END $$;
+
+-- === The statistics' hourly rollup (0020) ====================================================
+-- A finished job written with its finish more than five minutes back (a completion recorded
+-- late, a job requeued, history imported) counts a change of its hour, if rolled already, so
+-- the statistics read that hour from the jobs until it is rolled again (app/store/rollup.py).
+CREATE OR REPLACE FUNCTION jobq_stats_changed() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+DECLARE
+    hours timestamptz[] := '{}';
+BEGIN
+    IF TG_OP = 'UPDATE' AND OLD.status IN ('completed', 'failed', 'cancelled') THEN
+        hours := hours || date_trunc('hour', OLD.completed_at, 'UTC');
+    END IF;
+    IF NEW.status IN ('completed', 'failed', 'cancelled') THEN
+        hours := hours || date_trunc('hour', NEW.completed_at, 'UTC');
+    END IF;
+    UPDATE job_stats_hours SET changes = changes + 1 WHERE hour = ANY(hours);
+    RETURN NULL;
+END $$;
+
+-- Per row, but the condition is the statement's: a completion recorded as it happens calls
+-- nothing.
+CREATE TRIGGER jobq_stats_updated AFTER UPDATE ON job_executions FOR EACH ROW
+WHEN (((OLD.status IN ('completed', 'failed', 'cancelled') AND OLD.completed_at < now() - interval '5 minutes')
+       OR (NEW.status IN ('completed', 'failed', 'cancelled') AND NEW.completed_at < now() - interval '5 minutes'))
+      AND ROW(OLD.status, OLD.completed_at, OLD.executed_at, OLD.retry_count, OLD.tenant_id, OLD.intent_key, OLD.queue, OLD.run_at, OLD.created_at) IS DISTINCT FROM ROW(NEW.status, NEW.completed_at, NEW.executed_at, NEW.retry_count, NEW.tenant_id, NEW.intent_key, NEW.queue, NEW.run_at, NEW.created_at))
+EXECUTE FUNCTION jobq_stats_changed();
+
+CREATE TRIGGER jobq_stats_inserted AFTER INSERT ON job_executions FOR EACH ROW
+WHEN (NEW.status IN ('completed', 'failed', 'cancelled') AND NEW.completed_at < now() - interval '5 minutes')
+EXECUTE FUNCTION jobq_stats_changed();

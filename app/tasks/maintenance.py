@@ -1,10 +1,10 @@
 """Beat's caretaking as tasks on the ``maintenance`` queue: the sweep, lost-run recovery, the
-schedules, retention and expired approvals. They send no task events, so Flower shows the academies' jobs only;
+schedules, retention, expired approvals and the statistics' hourly rollup. They send no task events, so Flower shows the academies' jobs only;
 each notes its runs for ``jobq stats`` (:mod:`app.beat.caretaking`)."""
 
 from __future__ import annotations
 
-from app.beat import approvals, recovery, retention, schedules, sweep
+from app.beat import approvals, recovery, retention, rollup, schedules, sweep
 from app.beat.caretaking import caretaking
 from app.broker.celery_app import celery_app
 
@@ -47,3 +47,11 @@ def fire_schedules() -> int:
 def apply_retention() -> int:
     """Delete finished jobs (and their events) older than the retention age, in batches."""
     return retention.delete_expired().jobs
+
+
+@celery_app.task(name="jobq.roll_up_stats", **_CARETAKING)
+@caretaking
+def roll_up_stats() -> int:
+    """Roll the hours of finished jobs old enough (and those changed since) up for the
+    statistics (app.store.rollup)."""
+    return rollup.roll_up().hours

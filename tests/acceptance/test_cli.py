@@ -507,6 +507,20 @@ def test_stats_counts_by_status_and_intent_with_run_times(tenant):
     assert "slowest (p95): system.exec.sleep" in table.stdout
 
 
+def test_stats_until_ends_the_window_and_refuses_one_that_ends_before_it_starts(tenant):
+    for hours_ago in (3, 1):
+        sql("INSERT INTO job_executions (tenant_id, intent_key, status, created_at, executed_at, "
+            "completed_at) SELECT CAST(:t AS uuid), 'system.exec.echo', 'completed', at, at, at "
+            "FROM (SELECT now() - make_interval(hours => :h) AS at) a", t=tenant, h=hours_ago)
+    data = json.loads(jobq("stats", "--tenant", tenant, "--since", "4h", "--until", "2h",
+                           "--json").stdout)
+    assert (data["overall"]["total"], data["until"]) == (1, "2h")
+    assert json.loads(jobq("stats", "--tenant", tenant, "--since", "4h", "--json").stdout)[
+        "overall"]["total"] == 2
+    wrong = jobq("stats", "--since", "1h", "--until", "2h")
+    assert wrong.returncode == 2 and "--until" in wrong.stderr
+
+
 def test_stats_shows_the_wait_before_start_of_the_academies_that_waited_longest(tenant):
     # Two jobs of this academy that waited 400 s and 600 s between due and start, as the table
     # records them (longer than any test's own jobs wait): it leads the by-tenant list.

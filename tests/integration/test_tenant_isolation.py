@@ -31,7 +31,7 @@ ENGINE_POLICY = "jobq_engine"
 #: functions; an academy's channel limits, 0013: read by the send quota on the engine's own
 #: connection, never by a handler's role).
 ENGINE_ONLY = {"job_schedules", "tenant_events", "api_keys", "tenant_queue_limits", "fair_queue",
-               "tenant_channel_limits"}
+               "tenant_channel_limits", "job_stats_hourly"}
 
 TENANT_OWNED = """
     SELECT c.relname

@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import text
 
 from app.core import sketch
-from app.store import db, reads
+from app.store import db, reads, window_stats
 from tests.fixtures import sql
 
 
@@ -40,7 +40,7 @@ def test_window_stats_count_exactly_and_read_run_times_within_the_sketch_error(t
         t=tenant)
 
     with db.engine().connect() as conn:
-        rows, tenants = reads.window_stats(
+        rows, tenants = window_stats.window_stats(
             conn, reads.JobFilter(tenant_id=tenant, since_seconds=7200.0), tenants=10)
     by_key = {r["intent_key"]: r for r in rows}
     echo, overall = by_key["system.exec.echo"], by_key[None]
@@ -58,7 +58,7 @@ def test_window_stats_count_exactly_and_read_run_times_within_the_sketch_error(t
 
 def test_an_empty_window_has_an_overall_row_of_zeros_and_no_tenants(tenant):
     with db.engine().connect() as conn:
-        rows, tenants = reads.window_stats(conn, reads.JobFilter(tenant_id=tenant), tenants=10)
+        rows, tenants = window_stats.window_stats(conn, reads.JobFilter(tenant_id=tenant), tenants=10)
     assert tenants == []
     [overall] = rows
     assert overall["intent_key"] is None and overall["total"] == 0

@@ -1,4 +1,5 @@
-"""`jobq stats`: how the jobs of a window went, per intent and overall.
+"""`jobq stats`: how the jobs of a window went, per intent and overall (app.store.window_stats:
+finished jobs by when they finished, most of them from beat's hourly rollup).
 
 Counts by state, run time percentiles (p50/p95 of the last attempt, start to finish), the wait
 from due to start, failure rate (failed over finished-or-failed), and the slowest intents. Counts
@@ -16,7 +17,7 @@ from rich.text import Text
 from app.ops.cli import show
 from app.ops.cli.common import IntentOption, TenantOption, console
 from app.ops.cli.lookup import job_filter
-from app.store import db, reads
+from app.store import db, window_stats
 
 #: How many intents the "slowest" list names.
 SLOWEST = 5
@@ -35,15 +36,18 @@ def failure_rate(row: dict[str, Any]) -> float | None:
 
 def stats(
     since: Annotated[str, typer.Option(
-        "--since", help="The window: jobs created within it (30m, 24h, 7d) or since a time.")] = "24h",
+        "--since", help="The window (30m, 24h, 7d, or since a time): jobs that finished within "
+        "it, and those waiting or running that were asked for within it.")] = "24h",
+    until: Annotated[str | None, typer.Option(
+        "--until", help="The window's end: this long ago (2h, 1d) or a time.")] = None,
     tenant: TenantOption = None,
     intent: IntentOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="The numbers as JSON.")] = False,
 ) -> None:
     """Counts by state and intent, p50/p95 run times, failure rate and the slowest intents."""
     with db.engine().connect() as conn:
-        where = job_filter(tenant, None, intent, since, conn)
-        rows, by_tenant = reads.window_stats(conn, where, tenants=TENANTS_SHOWN)
+        where = job_filter(tenant, None, intent, since, conn, until)
+        rows, by_tenant = window_stats.window_stats(conn, where, tenants=TENANTS_SHOWN)
     per_intent = [r for r in rows if r["intent_key"] is not None]
     overall = next((r for r in rows if r["intent_key"] is None), None)
     for r in rows:
@@ -55,6 +59,7 @@ def stats(
     if as_json:
         console.print_json(data={
             "since": since,
+            "until": until,
             "overall": overall,
             "intents": per_intent,
             "slowest": [r["intent_key"] for r in slowest],
@@ -137,7 +142,8 @@ def _print_channels(channels: list[dict[str, Any]] | None) -> None:
 #: What each caretaking task's "acted" count means.
 _ACTED = {"sweep_due_jobs": "jobs published", "recover_lost_runs": "lost runs recovered",
           "expire_approvals": "unapproved jobs expired",
-          "fire_schedules": "scheduled jobs fired", "apply_retention": "old jobs deleted"}
+          "fire_schedules": "scheduled jobs fired", "apply_retention": "old jobs deleted",
+          "roll_up_stats": "hours rolled up"}
 
 
 def _caretaking_notes() -> dict[str, dict[str, float]] | None:

@@ -16,24 +16,31 @@ from app.store.jobstore.binds import IDS
 #: One look of a queue's feeder, in one round trip: how many of its jobs the broker holds now
 #: (published, due, not started: the window; a retry riding a broker countdown is not waiting
 #: for a worker, and counting it let a run of retries fill a small window and starve the
-#: queue: the soak's throughput fell to a few jobs a second), then up to ``:size`` minus that many of the next jobs
+#: queue: the soak's throughput fell to a few jobs a second), then up to ``:size`` minus that
+#: many of the next jobs
 #: in fair order, stamped published (``jobq_feed``), and whether anyone waited (as the look
 #: began). Always one row for the counts; the picked jobs, if any, ride on it and after it.
-#: ``:broker``, when known, is what the queue's list in the broker holds: no more is counted
-#: (a job stamped by a feeder that died before sending it, or one a worker holds, does not
-#: keep the window full), except what was stamped in the last second: a caller's or another
-#: process's send may be under way as the list is read (a caller's fast path pushing its 64
-#: jobs as the feeder, woken by the commit, read the list: the window went over by what it had
-#: not pushed yet).
+#: ``:broker``, when known, is what the queue's list in the broker holds, and the window is that
+#: or what was stamped in the last second if more: a caller's or another process's send may be
+#: under way as the list is read (a caller's fast path pushing its 64 jobs as the feeder, woken
+#: by the commit, read the list: the window went over by what it had not pushed yet). A job
+#: stamped by a feeder that died before sending it, or one a worker holds, does not keep the
+#: window full. Only the last second is read from the table (0021): every job that went through
+#: the window leaves an entry in its index while a transaction holds the xmin horizon. Without
+#: the list's length, every job stamped and not started counts.
 LOOK = text(
     """
     WITH held AS MATERIALIZED (
-        SELECT greatest(least(count(*)::int, coalesce(CAST(:broker AS int), count(*)::int)),
-                        count(*) FILTER (WHERE published_at > now() - interval '1 second')::int)
-               AS n
-          FROM job_executions
-         WHERE queue = :queue AND status = 'pending' AND published_at IS NOT NULL
-           AND (run_at IS NULL OR run_at <= now())
+        SELECT CASE WHEN CAST(:broker AS int) IS NULL THEN
+                   (SELECT count(*)::int FROM job_executions
+                     WHERE queue = :queue AND status = 'pending' AND published_at IS NOT NULL
+                       AND (run_at IS NULL OR run_at <= now()))
+               ELSE greatest(CAST(:broker AS int),
+                   (SELECT count(*)::int FROM job_executions
+                     WHERE queue = :queue AND status = 'pending'
+                       AND published_at > now() - interval '1 second'
+                       AND (run_at IS NULL OR run_at <= now())))
+               END AS n
     ), picked AS MATERIALIZED (
         SELECT * FROM jobq_feed(:queue, greatest(0, :size - (SELECT n FROM held)))
     )

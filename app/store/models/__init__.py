@@ -11,6 +11,7 @@ works; everything the engine adds stands beside them.
 - ``fairness``: ``tenant_queue_limits``, ``tenant_channel_limits``, ``fair_queue``, ``fair_clock``
 - ``schedules``: ``job_schedules`` and ``job_schedule_runs``
 - ``access``: ``jobq_bindings``, ``api_keys``, ``jobq_api_secret``
+- ``stats``: ``job_stats_hours`` and ``job_stats_hourly`` (the statistics' rollup)
 
 Every name is here too (``from app.store.models import Base, JOB_STATUSES``), and importing this
 package declares every table on ``Base.metadata``.
@@ -28,6 +29,7 @@ from app.store.models.fairness import (
 )
 from app.store.models.jobs import FINISHED_STATUSES, JOB_STATUSES, JobEvent, JobExecution
 from app.store.models.schedules import JobSchedule, JobScheduleRun
+from app.store.models.stats import JobStatsHour, job_stats_hourly
 from app.store.models.tenants import TENANT_STATUSES, Tenant, TenantEvent
 
 __all__ = [
@@ -43,11 +45,13 @@ __all__ = [
     "JobExecution",
     "JobSchedule",
     "JobScheduleRun",
+    "JobStatsHour",
     "JobqApiSecret",
     "JobqBinding",
     "Tenant",
     "TenantChannelLimit",
     "TenantEvent",
     "TenantQueueLimit",
+    "job_stats_hourly",
     "uuid_pk",
 ]

@@ -99,10 +99,12 @@ class JobExecution(Base):
             postgresql_where=text(
                 "status = 'pending' AND run_at IS NOT NULL AND published_at IS NULL"),
         ),
-        # The window: jobs handed to the broker and not yet started.
+        # The window: jobs handed to the broker and not yet started; a look reads the last
+        # second's (0021).
         Index(
             "ix_job_executions_in_flight",
             "queue",
+            "published_at",
             postgresql_where=text("status = 'pending' AND published_at IS NOT NULL"),
         ),
         # The sweep: jobs handed to the broker long ago that never started (0007).

@@ -1,0 +1,52 @@
+"""Beat's statistics caretaker: claims the hours of finished jobs old enough to roll up and rolls
+them (and those changed since) into ``job_stats_hourly``, one hour a transaction, within a time
+budget; the first run on a long history goes on over the next runs (app.store.rollup)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from app.store import db, rollup
+
+log = logging.getLogger("jobq.rollup")
+
+#: One run stops after this long; the next goes on (the sweep shares the maintenance process).
+TIME_BUDGET_SECONDS = 20.0
+#: Hours looked up at a time.
+BATCH = 50
+
+
+@dataclass(frozen=True)
+class RollupReport:
+    hours: int
+    jobs: int
+    #: False when the budget ran out with hours left (or other transactions held them back).
+    done: bool
+
+
+def roll_up(*, budget: float = TIME_BUDGET_SECONDS) -> RollupReport:
+    """Claim what is old enough, then roll due hours, oldest first, until none or the budget."""
+    deadline = time.monotonic() + budget
+    with db.engine().begin() as conn:
+        rollup.claim(conn)
+    hours = jobs = 0
+    while True:
+        with db.engine().begin() as conn:
+            due = rollup.due(conn, limit=BATCH)
+        for hour in due:
+            with db.engine().begin() as conn:
+                got = rollup.roll_hour(conn, hour)
+            if got is not None:
+                hours, jobs = hours + 1, jobs + got
+            if time.monotonic() > deadline:
+                log.info("rolled up %d hour(s) of %d finished job(s); more are due", hours, jobs)
+                return RollupReport(hours, jobs, done=False)
+        if len(due) < BATCH:
+            break
+    with db.engine().begin() as conn:
+        rollup.forget_old(conn)
+    if hours:
+        log.info("rolled up %d hour(s) of %d finished job(s)", hours, jobs)
+    return RollupReport(hours, jobs, done=True)
