@@ -40,3 +40,20 @@ def test_under_a_held_horizon_a_look_reads_the_last_seconds_hand_offs_only():
         assert read < 20, f"the look read {read} in-flight entries for 3 jobs in the window"
         assert _look(queue, 5)[0] == 5           # the list holds more: it counts
         holder.rollback()
+
+
+def test_under_a_held_horizon_a_look_finds_a_ready_academy_without_walking_old_versions():
+    tenant, queue = make_tenant(), f"ready-{uuid.uuid4().hex[:8]}"
+    sql("INSERT INTO job_executions (tenant_id, intent_key, queue) "
+        "VALUES (CAST(:t AS uuid), 'system.exec.echo', :q)", t=tenant, q=queue)  # ready
+    ready = text("SELECT pg_stat_get_xact_tuples_returned('ix_fair_queue_ready'::regclass)")
+    with db.engine().connect() as holder:
+        holder.execute(text("SELECT txid_current()"))  # idle in a transaction with an XID
+        for _ in range(300):                       # 300 looks' worth of the row's versions
+            sql("UPDATE fair_queue SET vtime = vtime + 1 WHERE queue = :q", q=queue)
+        with db.engine().begin() as conn:
+            before = conn.execute(ready).scalar_one()
+            waiting = jobstore.look(conn, queue, 0, 0).waiting   # (a window of 0: no pick)
+            read = conn.execute(ready).scalar_one() - before
+        holder.rollback()
+    assert waiting and read < 5, f"found the ready academy after {read} index entries"

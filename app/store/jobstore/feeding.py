@@ -45,7 +45,11 @@ LOOK = text(
         SELECT * FROM jobq_feed(:queue, greatest(0, :size - (SELECT n FROM held)))
     )
     SELECT (SELECT n FROM held),
-           EXISTS (SELECT 1 FROM fair_queue WHERE queue = :queue AND ready),
+           -- (From the newest virtual time down: a held horizon keeps every older version's
+           -- entry in the ready index, below the live ones.)
+           -- (Not EXISTS: PostgreSQL drops an EXISTS subquery's ORDER BY.)
+           coalesce((SELECT true FROM fair_queue WHERE queue = :queue AND ready
+                      ORDER BY vtime DESC LIMIT 1), false),
            p.id::text, p.tenant_id::text, p.intent_key, p.intent_params
       FROM (SELECT 1) AS one LEFT JOIN picked p ON true
     """
