@@ -4,7 +4,7 @@ waited longest.
 
 Finished jobs come from two places: the hours beat has rolled up (:mod:`app.store.rollup`; a
 rolled hour is a few rows per intent and academy however many jobs finished in it) and, for
-the rest of the window (its partial first hour, the last hour and a half, any hour not rolled
+the rest of the window (its partial first hour, the last hour or two, any hour not rolled
 or changed since), the jobs themselves on the finished-at index. So the cost follows what the
 window holds in rows of the rollup, not the jobs of the window nor the history before it.
 Counts are exact; run times and waits are log-bucket histograms (app.core.sketch) that add up

@@ -118,8 +118,8 @@ def test_a_job_finishing_now_counts_no_change_and_a_deleted_academy_leaves_the_r
     changes = sql("SELECT coalesce(sum(changes), 0) FROM job_stats_hours")[0][0]
     finished(tenant, hours_ago=0.0, n=5)         # the usual completion: no trigger call
     assert sql("SELECT coalesce(sum(changes), 0) FROM job_stats_hours")[0][0] == changes
-    assert sql("SELECT count(*) FROM job_stats_hourly WHERE tenant_id = CAST(:t AS uuid)",
-               t=tenant)[0][0] == 1                # its row of the hour, per academy
+    assert sql("SELECT count(*) FROM job_stats_hourly WHERE tenant_id = CAST(:t AS uuid) "
+               "AND level = 2", t=tenant)[0][0] == 1   # its row of the hour, per academy
     sql("DELETE FROM job_executions WHERE tenant_id = CAST(:t AS uuid)", t=tenant)
     sql("DELETE FROM tenants WHERE id = CAST(:t AS uuid)", t=tenant)
     assert sql("SELECT count(*) FROM job_stats_hourly WHERE tenant_id = CAST(:t AS uuid)",
