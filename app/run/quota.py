@@ -13,9 +13,9 @@ nobody takes. Without a tenant the older token bucket (app.run.throttle) applies
 
 Shares even out over time, not only at each instant: an academy with more to send keeps a
 *claim* on the channel (a broadcast between its chunk runs, until it ends or
-:data:`CLAIM_SECONDS` pass without a send), and every grant is owed by weight to the academies
-sending or claiming at that moment: what an academy got less (or more) than its part is its
-*credit*, within :data:`CREDIT_SECONDS` of its share, added to its share while it sends
+:data:`CLAIM_SECONDS` pass without a send), and each second every academy sending or claiming
+is owed its weighted part of what was granted; what it got less (or more) is its *credit*,
+within :data:`CREDIT_SECONDS` of its share, added to its share while it sends
 (app/run/quota_script.py).
 """
 

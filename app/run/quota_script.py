@@ -8,8 +8,7 @@ credited theirs. While an academy sends, its share of each second is its weighte
 the academies sending now, shifted by its credit against theirs: an academy that was between
 chunk runs while the others took the rate gets it back, and a division among two of three
 academies at each moment evens out over the time they all have messages waiting. An academy
-held to its own cap is neither owed nor charged; one that neither sends nor claims has no credit;
-and while every member sends and nothing is owed, nothing is counted.
+held to its own cap is neither owed nor charged; one that neither sends nor claims has no credit.
 """
 
 # KEYS: 1 the second's counts, 2 the senders, 3 each academy's weight and cap, 4 the daily
@@ -196,26 +195,19 @@ local _, mheld = waterfill(members, w, c, rate)
 local credits = {}
 local stored = redis.call('HGETALL', KEYS[7])
 for i = 1, #stored, 2 do credits[stored[i]] = tonumber(stored[i + 1]) end
--- (Only while it matters: a member between its runs, or a credit still outstanding; academies
--- all sending, with nothing owed, divide each second as they always did.)
-local allw, counting = 0, false
-for _, t in ipairs(members) do
-  if not mheld[t] then
-    allw = allw + w[t]
-    if not sending[t] or math.abs(credits[t] or 0) >= 0.5 then counting = true end
-  end
-end
+local allw = 0
+for _, t in ipairs(members) do if not mheld[t] then allw = allw + w[t] end end
 redis.call('DEL', KEYS[7])
 for _, t in ipairs(members) do
   if not mheld[t] then
     local cr = credits[t] or 0
-    if counting and not mheld[tenant] then
+    if not mheld[tenant] then
       cr = cr + g * w[t] / allw
       if t == tenant then cr = cr - g end
     end
     local bound = credit_s * rate * w[t] / allw
     cr = math.max(-bound, math.min(bound, cr))
-    if math.abs(cr) >= 0.5 then redis.call('HSET', KEYS[7], t, tostring(cr)) end
+    if cr ~= 0 then redis.call('HSET', KEYS[7], t, tostring(cr)) end
   end
 end
 redis.call('EXPIRE', KEYS[7], 120)

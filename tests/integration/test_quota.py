@@ -89,7 +89,10 @@ def test_a_capped_academy_keeps_its_cap_and_its_unused_share_goes_to_the_others(
     for s in inner:
         assert per_tenant_second[(s, capped)] >= 9
         assert per_tenant_second[(s, a)] + per_tenant_second[(s, b)] >= 38  # 50 - 10, rounded
-        assert abs(per_tenant_second[(s, a)] - per_tenant_second[(s, b)]) <= 3
+    # The two others share the rest evenly over the seconds (a second one of them was slower
+    # to ask in, the other took more of, it gets back in the next: their credits).
+    got_a, got_b = (sum(per_tenant_second[(s, t)] for s in inner) for t in (a, b))
+    assert got_a / (got_a + got_b) == pytest.approx(0.5, abs=0.04), (got_a, got_b)
 
 
 def test_each_seconds_record_says_who_asked_who_was_sending_and_what_each_got():
@@ -225,14 +228,12 @@ def test_weights_1_1_2_hold_over_time_when_fewer_workers_than_academies_take_tur
     total = sum(by_tenant.values())
     assert total >= 0.95 * 50 * len(inner), (total, inner)
     # Without the claims 13.9 / 13.9 / 22.2 a second (each academy holds a worker two thirds of
-    # the time, and the rate is divided among the two sending; measured here: +12.0% / +10.7% /
-    # -11.3%). With them the weight-2 academy gets its half; the two of weight 1, which take
-    # turns on one worker, may still owe each other what one took in the last seconds (up to
-    # CREDIT_SECONDS of a share, 27% of ~11 s: measured 0% in two runs, 17% in a third).
-    shares = [by_tenant[t] for t in (a, b, c)]
-    assert by_tenant[c] / total == pytest.approx(0.5, rel=0.05), (shares, len(inner))
-    for tenant in (a, b):
-        assert by_tenant[tenant] / total == pytest.approx(0.25, rel=0.25), (shares, len(inner))
+    # the time, and the rate is divided among the two sending). The target is 10%; here, with
+    # what an academy is owed when the seconds end (up to CREDIT_SECONDS of its share) not yet
+    # made up, a margin.
+    for tenant, weight in ((a, 1), (b, 1), (c, 2)):
+        assert by_tenant[tenant] / total == pytest.approx(weight / 4, rel=0.12), (
+            [by_tenant[t] for t in (a, b, c)], len(inner))
     # What was owed ends with the broadcasts: one academy sending next gets the whole rate.
     alone = run_senders(name, [a], 3.5, 50)
     assert all(n == 50 for s, n in Counter(s for s, _ in alone).items()
