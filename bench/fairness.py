@@ -391,9 +391,7 @@ def _shares_round(args, academies: list[tuple[str, float, float | None]]) -> dic
             "busiest_second": max(per[name].values(), default=0)}
             for name, weight, cap in academies}}
     row["quota"] = _quota_summary(quota_seconds, [name for name, _, _ in academies])
-    # per second and academy: granted, asks, granted past OPEN_AT, its credit as it began
-    row["quota_seconds"] = {s: {n: [a["t"], a["a"], a["b"], a["c"]]
-                                for n, a in quota_seconds[s].items()}
+    row["quota_seconds"] = {s: {n: a["t"] for n, a in quota_seconds[s].items()}
                             for s in sorted(quota_seconds)}
     print(f"g: the quota's seconds: {json.dumps(row['quota'], ensure_ascii=False)}", flush=True)
     shares = ", ".join(f"{n} {a['got_per_s']}/s (expected {a['expected_per_s']:g}, "
@@ -408,8 +406,8 @@ def _shares_round(args, academies: list[tuple[str, float, float | None]]) -> dic
 def _quota_seconds(channel: str, names: dict[str, str], seconds: set[int]) -> dict[int, dict]:
     """The quota script's own record of each second in ``seconds`` (its history list): per
     academy the messages granted (``t``), granted after OPEN_AT (``b``), granted while one, two
-    or three academies were sending (``p1``-``p3``), its asks (``a``), whether it counted as
-    sending (``in``) and its credit as the second began (``c``)."""
+    or three academies were sending (``p1``-``p3``), its asks (``a``) and whether it counted as
+    sending (``in``)."""
     from app.run.quota import keys_of
 
     found: dict[int, dict] = {}
@@ -419,9 +417,8 @@ def _quota_seconds(channel: str, names: dict[str, str], seconds: set[int]) -> di
         at = int(entry.get("at", -1))
         if at not in seconds or at in found:
             continue
-        found[at] = {names[t]: {**{part: int(entry.get(f"{part}:{t}", 0))
-                                   for part in ("t", "b", "p1", "p2", "p3", "a", "in")},
-                                "c": round(float(entry.get(f"c:{t}", 0)), 1)}
+        found[at] = {names[t]: {part: int(entry.get(f"{part}:{t}", 0))
+                                for part in ("t", "b", "p1", "p2", "p3", "a", "in")}
                      for t in names}
     return found
 

@@ -51,7 +51,7 @@ def channel_use(channel: str) -> dict[str, Any]:
     """One channel: ``rate``, ``used_per_s`` and ``busiest`` over the last :data:`WINDOW`
     seconds, and ``academies`` (weight, share, caps, sent, waiting, used today)."""
     client = broker_client.client()
-    _second, senders, _params, daily, history, shares, _credits, _claims = keys_of(channel)
+    _second, senders, _params, daily, history, shares = keys_of(channel)
     now = time.time()
     seconds = [_flat(json.loads(raw)) for raw in client.lrange(history, 0, WINDOW - 1)]
     seconds = [s for s in seconds if now - float(s.get("at", 0)) <= WINDOW + 1]

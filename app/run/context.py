@@ -162,16 +162,14 @@ class JobContext:
 
         return throttle.acquire(name, count, rate=rate)
 
-    def channel(self, name: str, *, rate: float, claim: str | None = None) -> Channel:
+    def channel(self, name: str, *, rate: float) -> Channel:
         """This academy's sending on the outside channel ``name`` (a sender account taking
         ``rate`` messages/s across every worker): its weighted share of the rate and its own
         caps (``jobq tenants set T --channel NAME``). ``with ctx.channel(...) as ch:`` then
-        ``ch.take(n)`` waits until up to ``n`` may go out; the wait lands in the job's history.
-        ``claim`` names the work this run is part of (a broadcast): between its runs the
-        academy keeps its place in the channel's division until ``ch.release()``."""
+        ``ch.take(n)`` waits until up to ``n`` may go out; the wait lands in the job's history."""
         from app.run.quota import Channel
 
-        return Channel(name, self.tenant_id, rate, note=self._note_wait, claim=claim)
+        return Channel(name, self.tenant_id, rate, note=self._note_wait)
 
     def others_waiting(self, channel: str | None = None) -> bool:
         """Whether another academy's job waits for a worker on this job's queue (with

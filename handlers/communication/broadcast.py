@@ -5,6 +5,7 @@ when the last chunk is sent."""
 from __future__ import annotations
 
 import dataclasses
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +16,7 @@ from sqlalchemy.dialects.postgresql import insert
 from app.handler_api import JobContext, PermanentError, WaitingError
 from handlers import periods
 from handlers.communication.params import BroadcastChunkParams, BroadcastParams
-from handlers.communication.ratelimit import Turn, chunk_size_for, release_claim, send_at_rate
+from handlers.communication.ratelimit import chunk_size_for, send_at_rate
 from handlers.models import (
     AcademyClass,
     Broadcast,
@@ -39,9 +40,8 @@ WAITING = "waits for its chunks to be sent"
 CHUNK_SECONDS = 1.0
 #: A chunk run that used its turn, in its history once per attempt.
 IN_TURNS = "sends its chunk in turns with the other academies' jobs"
-#: How long a chunk run sends (from its first grant, to the end of that clock second) before
-#: it lets its worker go to an academy not yet sending that waits on the queue (it goes on in
-#: a next run, in the queue's fair order).
+#: How long a chunk run sends before it lets its worker go to an academy not yet sending
+#: that waits on the queue (it goes on in a next run, in the queue's fair order).
 TURN_SECONDS = 0.4
 #: The smallest chunk (a chunk job costs a claim and a completion).
 MIN_CHUNK = 10
@@ -81,8 +81,8 @@ def broadcast(ctx: JobContext, params: BroadcastParams) -> dict[str, Any]:
     chunk = _claim(ctx, row.id)
     if chunk is not None:
         by_parent += 1
-        _send_chunk(ctx, row, chunk, Turn(TURN_SECONDS),
-                    on_progress=lambda done, total: _report(ctx, row), state={"broadcast_id": str(row.id), "waiting": True,
+        _send_chunk(ctx, row, chunk, on_progress=lambda done, total: _report(ctx, row),
+                    state={"broadcast_id": str(row.id), "waiting": True,
                            "by_parent": by_parent, "resumed": resumed})
     pending = ctx.session.scalar(select(func.count()).select_from(BroadcastChunk).where(
         BroadcastChunk.broadcast_id == row.id, BroadcastChunk.status == "pending"))
@@ -102,7 +102,6 @@ def broadcast(ctx: JobContext, params: BroadcastParams) -> dict[str, Any]:
         row.status = "sent"
         row.finished_at = periods.now()
     _report(ctx, row, force=True)
-    release_claim(ctx, claim_of(row))
     ctx.checkpoint({"broadcast_id": str(row.id)})
     return {"broadcast_id": str(row.id), "recipients": row.recipients_total,
             "chunks": row.chunks_total, "chunks_sent_by_parent": by_parent,
@@ -130,7 +129,7 @@ def broadcast_chunk(ctx: JobContext, params: BroadcastChunkParams) -> dict[str, 
         # Done, or being sent by the parent right now: either way, not ours to send.
         return {"broadcast_id": str(row.id), "chunk_no": params.chunk_no, "sent": 0,
                 "taken_by": "done" if state == "done" else "another run"}
-    summary = _send_chunk(ctx, row, chunk, Turn(TURN_SECONDS),
+    summary = _send_chunk(ctx, row, chunk,
                           on_progress=lambda done, total: ctx.progress(done, total, "sending"),
                           state={"broadcast_id": str(row.id), "chunk_no": params.chunk_no})
     return {"broadcast_id": str(row.id), "chunk_no": params.chunk_no, **summary}
@@ -148,8 +147,7 @@ def _fan_out(ctx: JobContext, params: BroadcastParams) -> Broadcast:
         if klass is None:
             raise PermanentError(f"no class {params.class_id} in this academy")
     guardian_ids = _recipients(ctx, params.class_id)
-    size = chunk_size_for(ctx, params.chunk_size, seconds=CHUNK_SECONDS, least=MIN_CHUNK,
-                          claim=f"broadcast:{ctx.job_id}" if guardian_ids else None)
+    size = chunk_size_for(ctx, params.chunk_size, seconds=CHUNK_SECONDS, least=MIN_CHUNK)
     chunks = [guardian_ids[i:i + size] for i in range(0, len(guardian_ids), size)]
     row = Broadcast(tenant_id=tenant, job_id=uuid.UUID(ctx.job_id), class_id=params.class_id,
                     title=params.title, body=params.message, recipients_total=len(guardian_ids),
@@ -208,10 +206,11 @@ def _claim(ctx: JobContext, broadcast_id: uuid.UUID,
                               .with_for_update(skip_locked=True))
 
 
-def _send_chunk(ctx: JobContext, row: Broadcast, chunk: BroadcastChunk, turn: Turn,
+def _send_chunk(ctx: JobContext, row: Broadcast, chunk: BroadcastChunk,
                 on_progress: Callable[[int, int], None], state: dict[str, Any]) -> dict[str, Any]:
-    """Send the chunk; when an academy not yet sending waits on the queue, within ``turn``,
-    ``state`` then being the run's checkpoint (the rest goes out in its next run)."""
+    """Send the chunk; when an academy not yet sending waits on the queue, for at most
+    :data:`TURN_SECONDS`, ``state`` then being the run's checkpoint (the rest goes out in its
+    next run)."""
     tenant = uuid.UUID(ctx.tenant_id)
     guardians = ctx.session.scalars(select(Guardian).where(
         Guardian.tenant_id == tenant, Guardian.id.in_(chunk.guardian_ids))).all()
@@ -225,8 +224,8 @@ def _send_chunk(ctx: JobContext, row: Broadcast, chunk: BroadcastChunk, turn: Tu
                                  broadcast_id=str(row.id)))
     as_parent = dataclasses.replace(ctx, job_id=str(row.job_id))
     summary = send_at_rate(as_parent, outgoing, on_progress=on_progress,
-                           turn=turn, turn_over=lambda channel: ctx.others_waiting(channel),
-                           claim=claim_of(row))
+                           until=time.monotonic() + TURN_SECONDS,
+                           turn_over=lambda channel: ctx.others_waiting(channel))
     before = chunk.sent or 0
     chunk.sent = before + summary.sent
     if summary.left:
@@ -239,21 +238,9 @@ def _send_chunk(ctx: JobContext, row: Broadcast, chunk: BroadcastChunk, turn: Tu
     chunk.already_sent = max(0, summary.already_sent - before)
     chunk.failed = summary.failed
     chunk.finished_at = periods.now()
-    others = ctx.session.scalar(select(func.count()).select_from(BroadcastChunk).where(
-        BroadcastChunk.broadcast_id == row.id, BroadcastChunk.status == "pending",
-        BroadcastChunk.chunk_no != chunk.chunk_no))
-    if not others:  # the broadcast's last chunk: it no longer claims a share of the channel
-        release_claim(ctx, claim_of(row))
     # Guardians removed since the fan-out are not messaged; the count says so.
     return {**summary.as_dict(), "sent": chunk.sent, "already_sent": chunk.already_sent,
             "guardians_gone": len(chunk.guardian_ids) - len(guardians)}
-
-
-def claim_of(row: Broadcast) -> str:
-    """The broadcast's claim on the channels it sends on, from its fan-out to its last chunk:
-    between its chunk runs the academy keeps its place in each channel's division of the
-    rate (app/run/quota.py)."""
-    return f"broadcast:{row.job_id}"
 
 
 def _report(ctx: JobContext, row: Broadcast, *, force: bool = False) -> None:

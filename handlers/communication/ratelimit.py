@@ -55,32 +55,20 @@ def acquire(ctx: JobContext, bucket: Bucket, count: int) -> float:
     return ctx.throttle(f"send-rate:{bucket.name}", count, rate=bucket.rate)
 
 
-def chunk_size_for(ctx: JobContext, largest: int, *, seconds: float, least: int,
-                   claim: str | None = None) -> int:
+def chunk_size_for(ctx: JobContext, largest: int, *, seconds: float, least: int) -> int:
     """Messages a chunk of this academy should hold: ``seconds`` of its share of the slowest
     channel it may send on now (its weight's part of the rate among the academies sending,
-    within its own cap), between ``least`` and ``largest``. With ``claim`` (a broadcast about
-    to send), the academy claims its share of each channel from now on."""
+    within its own cap), between ``least`` and ``largest``."""
     transports = Transports(business)
     buckets = {bucket_for(c, transports.route(c)) for c in ("kakao", "sms", "email")}
     shares = []
     for bucket in buckets:
         if bucket.rate > 0:
-            with ctx.channel(bucket.name, rate=bucket.rate, claim=claim) as channel:
+            with ctx.channel(bucket.name, rate=bucket.rate) as channel:
                 shares.append(channel.share())
     if not shares:
         return largest
     return max(least, min(largest, math.ceil(min(shares) * seconds)))
-
-
-def release_claim(ctx: JobContext, claim: str) -> None:
-    """``claim`` (a broadcast) has nothing more to send: on every channel it may have sent on,
-    its academy stops being owed a share between runs (see :func:`send_at_rate`)."""
-    transports = Transports(business)
-    for bucket in {bucket_for(c, transports.route(c)) for c in ("kakao", "sms", "email")}:
-        if bucket.rate > 0:
-            with ctx.channel(bucket.name, rate=bucket.rate, claim=claim) as channel:
-                channel.release()
 
 
 # --- sending at the rate ----------------------------------------------------------------------
@@ -90,18 +78,6 @@ UNLIMITED_SLICE = 1000
 #: A grant asked for is at most this many seconds of the channel's rate, so the academies
 #: sending at once take turns within each second.
 STEP_SECONDS = 0.2
-
-@dataclass
-class Turn:
-    """A run's turn at a channel (see :func:`send_at_rate`): ``seconds`` from its first grant,
-    then to the end of that grant's clock second when another academy waits (``turn_over``)."""
-
-    seconds: float
-    until: float | None = None
-    closing: bool = False
-    #: ``time.monotonic()`` at which the last grant's second stops granting.
-    admit_by: float | None = None
-
 
 _SENT_ALREADY = text(
     """
@@ -115,25 +91,17 @@ _SENT_ALREADY = text(
 def send_at_rate(ctx: JobContext, outgoing: Sequence[Outgoing], *,
                  on_progress: Callable[[int, int], None] | None = None,
                  fail_if_nothing_delivered: bool = False,
-                 turn: Turn | None = None,
-                 turn_over: Callable[[str], bool] | None = None,
-                 claim: str | None = None) -> SendSummary:
+                 until: float | None = None,
+                 turn_over: Callable[[str], bool] | None = None) -> SendSummary:
     """:func:`~handlers.notify.sending.send_for_job`, paced by each channel's quota.
 
     Messages the job already sent are counted and skipped before any quota is taken, so a
     resumed run does not wait for messages it will not send. A grant is for the current second:
     what is not handed over in time goes back for the next one. ``on_progress(done, total)`` is
     called after each grant; the sending helper's own progress reports are silenced (a grant's
-    numbers would overwrite the caller's). With a ``turn``, once its seconds from its first
-    grant are over, no new grant is asked for past the clock second of the last one when
-    ``turn_over(channel)`` says so (else the turn goes on as long again): the messages still to
-    go are counted in the summary's ``left``. A run that starts late in a second thus still
-    sends for a whole turn, and the next run starts while no second is granting (the quota
-    grants until 0.7 of a second): it misses none of its share.
-
-    ``claim`` names the work these messages are part of (a broadcast, sent by several runs in
-    turn): between its runs the academy keeps its place in each channel's division, and is
-    owed what the others took meanwhile, until :func:`release_claim`.
+    numbers would overwrite the caller's). From ``until`` (``time.monotonic()``) on, no new
+    grant is asked for when ``turn_over(channel)`` says so (else the turn goes on as long again): the
+    messages still to go are counted in the summary's ``left``.
     """
     summary = SendSummary()
     if not outgoing:
@@ -150,33 +118,19 @@ def send_at_rate(ctx: JobContext, outgoing: Sequence[Outgoing], *,
             by_bucket.setdefault(bucket_for(o.channel, transports.route(o.channel)), []).append(o)
     quiet = dataclasses.replace(ctx, _progress=None)
     total, done = len(outgoing), summary.already_sent
+    turn = max(0.0, until - time.monotonic()) if until is not None else 0.0
     for bucket, messages in by_bucket.items():
         step = max(1, math.ceil(bucket.rate * STEP_SECONDS)) if bucket.rate > 0 \
             else UNLIMITED_SLICE
-        with ctx.channel(bucket.name, rate=bucket.rate, claim=claim) as channel:
+        with ctx.channel(bucket.name, rate=bucket.rate) as channel:
             while messages:
-                deadline = None
-                if turn is not None and turn.until is not None \
-                        and time.monotonic() >= turn.until:
-                    if turn.closing or turn_over is None or turn_over(bucket.name):
-                        # The turn ends with the clock second of its last grant: the next
-                        # run starts while no second grants (after ADMIT_UNTIL of it).
-                        turn.closing, deadline = True, turn.admit_by
-                        if deadline is None or time.monotonic() >= deadline:
-                            summary.left += len(messages)
-                            break
-                    else:
-                        turn.until = time.monotonic() + turn.seconds
+                if until is not None and time.monotonic() >= until:
+                    if turn_over is None or turn_over(bucket.name):
+                        summary.left += len(messages)
+                        break
+                    until = time.monotonic() + turn
 
-                grant = channel.take(min(step, len(messages)), backlog=len(messages),
-                                     deadline=deadline)
-                if grant.count <= 0:
-                    summary.left += len(messages)
-                    break
-                if turn is not None:
-                    turn.admit_by = grant.admit_by
-                    if turn.until is None:
-                        turn.until = time.monotonic() + turn.seconds
+                grant = channel.take(min(step, len(messages)), backlog=len(messages))
                 part, messages = messages[:grant.count], messages[grant.count:]
                 got = send_for_job(quiet, part, transports=transports,
                                    fail_if_nothing_delivered=False, send_by=grant.send_by)

@@ -89,10 +89,7 @@ def test_a_capped_academy_keeps_its_cap_and_its_unused_share_goes_to_the_others(
     for s in inner:
         assert per_tenant_second[(s, capped)] >= 9
         assert per_tenant_second[(s, a)] + per_tenant_second[(s, b)] >= 38  # 50 - 10, rounded
-    # The two others share the rest evenly over the seconds (a second one of them was slower
-    # to ask in, the other took more of, it gets back in the next: their credits).
-    got_a, got_b = (sum(per_tenant_second[(s, t)] for s in inner) for t in (a, b))
-    assert got_a / (got_a + got_b) == pytest.approx(0.5, abs=0.04), (got_a, got_b)
+        assert abs(per_tenant_second[(s, a)] - per_tenant_second[(s, b)]) <= 3
 
 
 def test_each_seconds_record_says_who_asked_who_was_sending_and_what_each_got():
@@ -164,77 +161,3 @@ def test_channel_limits_are_checked_and_audited():
     assert [(e["kind"], e["by"], e["detail"]["rate"]) for e in events] == [
         ("limits", "cli:ops", 10), ("limits", "cli:ops", None)]
     assert events[1]["was"] == "kakao rate 10, daily 5000"
-
-
-def take_turns(name: str, tenant_list: list[str], workers: int, seconds: float, rate: float,
-               claims: bool, turn: float = 0.4) -> list:
-    """``workers`` threads, fewer than the academies, each sending for one academy at a time
-    for ``turn`` seconds from its first grant to the end of that grant's second and then
-    handing over to the academy that waited longest, as a bulk worker's chunk runs do
-    (handlers/communication/ratelimit.py); with ``claims`` each academy's runs are one
-    broadcast's (a claim on the channel between them)."""
-    grants: list = []
-    lock = threading.Lock()
-    queue = list(tenant_list)
-    if claims:  # the broadcasts' fan-outs: each has messages waiting from now on
-        for tenant in tenant_list:
-            quota.Channel(name, tenant, rate, claim=f"broadcast:{tenant}").share()
-    end = time.time() + seconds
-
-    def worker() -> None:
-        while time.time() < end:
-            with lock:
-                tenant = queue.pop(0)
-            with quota.Channel(name, tenant, rate,
-                               claim=f"broadcast:{tenant}" if claims else None) as ch:
-                until = deadline = admit_by = None
-                while time.time() < end:
-                    if until is not None and time.monotonic() >= until:
-                        deadline = admit_by  # the turn ends with its last grant's second
-                        if time.monotonic() >= deadline:
-                            break
-                    grant = ch.take(int(rate * 0.2), backlog=1000, deadline=deadline)
-                    if not grant.count:
-                        break
-                    until, admit_by = until or time.monotonic() + turn, grant.admit_by
-                    at = time.time()
-                    with lock:
-                        grants.extend([(int(at), tenant)] * grant.count)
-            with lock:
-                queue.append(tenant)
-    threads = [threading.Thread(target=worker) for _ in range(workers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for tenant in tenant_list:
-        quota.release(name, f"broadcast:{tenant}")
-    return grants
-
-
-def test_weights_1_1_2_hold_over_time_when_fewer_workers_than_academies_take_turns():
-    # Two bulk worker processes, three academies broadcasting: at any moment one of them has no
-    # worker (its next chunk waits its turn), and the rate is divided among the other two. Its
-    # broadcast's claim keeps it owed its share meanwhile, and it gets it back when it sends.
-    a, b, c = make_tenant(), make_tenant(), make_tenant()
-    set_tenant_limits(c, weight=2, by="test")
-    name = channel()
-    grants = take_turns(name, [a, b, c], 2, 12.5, 50, claims=True)
-
-    per_second = Counter(s for s, _ in grants)
-    assert max(per_second.values()) <= 50, per_second
-    inner = full_seconds(grants)
-    by_tenant = Counter(t for s, t in grants if s in inner)
-    total = sum(by_tenant.values())
-    assert total >= 0.95 * 50 * len(inner), (total, inner)
-    # Without the claims 13.9 / 13.9 / 22.2 a second (each academy holds a worker two thirds of
-    # the time, and the rate is divided among the two sending). The target is 10%; here, with
-    # what an academy is owed when the seconds end (up to CREDIT_SECONDS of its share) not yet
-    # made up, a margin.
-    for tenant, weight in ((a, 1), (b, 1), (c, 2)):
-        assert by_tenant[tenant] / total == pytest.approx(weight / 4, rel=0.12), (
-            [by_tenant[t] for t in (a, b, c)], len(inner))
-    # What was owed ends with the broadcasts: one academy sending next gets the whole rate.
-    alone = run_senders(name, [a], 3.5, 50)
-    assert all(n == 50 for s, n in Counter(s for s, _ in alone).items()
-               if s in full_seconds(alone)), Counter(s for s, _ in alone)
