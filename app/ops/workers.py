@@ -19,12 +19,7 @@ from app.core.settings import settings
 
 REALTIME_QUEUES = "celery,dispatch,maintenance,realtime"
 BULK_QUEUES = "bulk"
-#: Bulk work is mostly waiting for an outside channel's rate (a broadcast's chunks), not CPU:
-#: with two children, three academies broadcasting at once never all held one, and weights
-#: 1:1:2 came out up to 12% off (issue 25's target: 10%); with four they all send at once
-#: (docs/benchmarks.md, scenario g). Each child is one more process and a few database
-#: connections.
-BULK_CHILDREN = 4
+BULK_CHILDREN = 2
 
 
 def _realtime() -> dict[str, list[str]]:
