@@ -27,15 +27,12 @@ from app.core import sketch
 LATE = dt.timedelta(minutes=5)
 #: Rolled hours are kept this long, long after the jobs themselves (retention deletes those).
 KEEP_DAYS = 400
-ENDED = ("completed", "failed", "cancelled")
 #: Levels of ``job_stats_hourly``: per intent, queue and state over all academies; per academy
 #: over all intents. (Per academy and intent would be a row a job or two where many academies
 #: send a little: an academy's own figures come from its jobs, on the retention index.)
 BY_INTENT, BY_TENANT = 1, 2
-#: Per academy over four hours (00:00, 04:00, ... UTC), from its hours once all four are rolled:
-#: a day's window reads about eight rows an academy instead of 24.
-BY_TENANT_4H = 3
-BLOCK = dt.timedelta(hours=4)
+#: (Level 3, per academy over four hours, 00:00, 04:00, ... UTC, is made from its level-2 hours
+#: once all four are rolled, by REBLOCK: a day's window reads about eight rows an academy.)
 
 #: Claims every hour not claimed yet from the first finish there is (within KEEP_DAYS) to the
 #: last hour that is LATE past its end (old history imported later is claimed too).
