@@ -32,7 +32,18 @@ KEEP_DAYS = 400
 #: send a little: an academy's own figures come from its jobs, on the retention index.)
 BY_INTENT, BY_TENANT = 1, 2
 #: (Level 3, per academy over four hours, 00:00, 04:00, ... UTC, is made from its level-2 hours
-#: once all four are rolled, by REBLOCK: a day's window reads about eight rows an academy.)
+#: once all four are rolled, by REBLOCK.)
+#: A day's spans (migration 0022), made from its rolled hours' rows: per academy, the day
+#: (UTC) from its start up to and with the hour (4) and from the hour to its end (5); per
+#: intent and end state likewise (6, 7; all queues together). A window that crosses midnight
+#: reads its first day's rolled hours as one span row and its last day's as another, and a
+#: whole day in between as the span to its last hour: two rows an academy for ``--since 24h``.
+TENANT_PREFIX, TENANT_SUFFIX, INTENT_PREFIX, INTENT_SUFFIX = 4, 5, 6, 7
+#: Spans are kept for the days this recent (a week's window, and today); older days are read
+#: as four-hour blocks and hours.
+SPAN_DAYS = 8
+_DAY = dt.timedelta(days=1)
+_H = dt.timedelta(hours=1)
 
 #: Claims every hour not claimed yet from the first finish there is (within KEEP_DAYS) to the
 #: last hour that is LATE past its end (old history imported later is claimed too).
@@ -144,14 +155,123 @@ ROLLED = text(
     """
 )
 
-FORGET = text("DELETE FROM job_stats_hours WHERE hour < now() - make_interval(days => :days)")
+#: Whole days only: a day's spans stand for its hours.
+FORGET = text("DELETE FROM job_stats_hours "
+              "WHERE hour < date_trunc('day', now() - make_interval(days => :days), 'UTC')")
 
-#: The hours whose rollup stands for them now (rolled, nothing changed since) in a range.
-USABLE = text(
+#: Only one transaction makes a day's rows at a time (jobq's other locks, 'jobr', then the day):
+#: a span made while another roll of that day is under way would miss the other's hour.
+LOCK_DAY = text("SELECT pg_advisory_xact_lock(1785684594, 1000000 + CAST(:days AS int))")
+
+#: A day's span rows at the hours ``:ks`` (each from the day's start to it, or from it to the
+#: day's end) made again from the day's rolled hours' rows, per academy.
+TENANT_SPANS = text(
     """
-    SELECT hour FROM job_stats_hours
-     WHERE rolled AND changes = 0
-       AND (CAST(:lo AS timestamptz) IS NULL OR hour >= CAST(:lo AS timestamptz))
+    WITH gone AS (DELETE FROM job_stats_hourly
+                   WHERE level = :level AND hour = ANY(CAST(:ks AS timestamptz[]))),
+    s AS MATERIALIZED (
+        SELECT k.k, h.tenant_id, h.n, h.retries, h.run_max, h.wait_b, h.wait_n
+          FROM unnest(CAST(:ks AS timestamptz[])) AS k(k)
+          JOIN job_stats_hourly h
+            ON h.level = 2 AND h.hour >= :day AND h.hour < :day + interval '1 day'
+           AND CASE WHEN :suffix THEN h.hour >= k.k ELSE h.hour <= k.k END),
+    w AS (SELECT s.k, s.tenant_id, u.b, CAST(sum(u.c) AS int) AS c
+            FROM s, unnest(s.wait_b, s.wait_n) AS u(b, c) GROUP BY 1, 2, 3)
+    INSERT INTO job_stats_hourly (hour, level, tenant_id, n, retries, run_max, wait_b, wait_n)
+    SELECT t.k, :level, t.tenant_id, t.n, t.retries, t.run_max,
+           coalesce(h.bs, '{}'), coalesce(h.cs, '{}')
+      FROM (SELECT k, tenant_id, sum(n) AS n, sum(retries) AS retries, max(run_max) AS run_max
+              FROM s GROUP BY 1, 2) t
+      LEFT JOIN (SELECT k, tenant_id, array_agg(b ORDER BY b) AS bs, array_agg(c ORDER BY b) AS cs
+                   FROM w GROUP BY 1, 2) h ON h.k = t.k AND h.tenant_id = t.tenant_id
+     ORDER BY t.k, t.tenant_id
+    """
+)
+
+#: The same per intent and end state (all queues together), with the run times too.
+INTENT_SPANS = text(
+    """
+    WITH gone AS (DELETE FROM job_stats_hourly
+                   WHERE level = :level AND hour = ANY(CAST(:ks AS timestamptz[]))),
+    s AS MATERIALIZED (
+        SELECT k.k, h.intent_key, h.status, h.n, h.retries, h.run_max, h.run_b, h.run_n,
+               h.wait_b, h.wait_n
+          FROM unnest(CAST(:ks AS timestamptz[])) AS k(k)
+          JOIN job_stats_hourly h
+            ON h.level = 1 AND h.hour >= :day AND h.hour < :day + interval '1 day'
+           AND CASE WHEN :suffix THEN h.hour >= k.k ELSE h.hour <= k.k END),
+    r AS (SELECT s.k, s.intent_key, s.status, u.b, CAST(sum(u.c) AS int) AS c
+            FROM s, unnest(s.run_b, s.run_n) AS u(b, c) GROUP BY 1, 2, 3, 4),
+    w AS (SELECT s.k, s.intent_key, s.status, u.b, CAST(sum(u.c) AS int) AS c
+            FROM s, unnest(s.wait_b, s.wait_n) AS u(b, c) GROUP BY 1, 2, 3, 4)
+    INSERT INTO job_stats_hourly (hour, level, intent_key, status, n, retries, run_max,
+                                  run_b, run_n, wait_b, wait_n)
+    SELECT t.k, :level, t.intent_key, t.status, t.n, t.retries, t.run_max,
+           coalesce(rh.bs, '{}'), coalesce(rh.cs, '{}'), coalesce(wh.bs, '{}'),
+           coalesce(wh.cs, '{}')
+      FROM (SELECT k, intent_key, status, sum(n) AS n, sum(retries) AS retries,
+                   max(run_max) AS run_max
+              FROM s GROUP BY 1, 2, 3) t
+      LEFT JOIN (SELECT k, intent_key, status, array_agg(b ORDER BY b) AS bs,
+                        array_agg(c ORDER BY b) AS cs FROM r GROUP BY 1, 2, 3) rh
+             ON rh.k = t.k AND rh.intent_key = t.intent_key AND rh.status = t.status
+      LEFT JOIN (SELECT k, intent_key, status, array_agg(b ORDER BY b) AS bs,
+                        array_agg(c ORDER BY b) AS cs FROM w GROUP BY 1, 2, 3) wh
+             ON wh.k = t.k AND wh.intent_key = t.intent_key AND wh.status = t.status
+     ORDER BY t.k, t.intent_key, t.status
+    """
+)
+
+#: The day's hours: which are rolled, and whether its last hour is.
+DAY_HOURS = text(
+    """
+    SELECT hour, rolled FROM job_stats_hours
+     WHERE hour >= :day AND hour < :day + interval '1 day' ORDER BY hour
+    """
+)
+
+SPANNED = text(
+    """
+    UPDATE job_stats_hours
+       SET prefix_at = CASE WHEN hour = ANY(CAST(:prefix AS timestamptz[]))
+                            THEN clock_timestamp() ELSE prefix_at END,
+           suffix_at = CASE WHEN hour = ANY(CAST(:suffix AS timestamptz[]))
+                            THEN clock_timestamp() ELSE suffix_at END
+     WHERE hour = ANY(CAST(:prefix AS timestamptz[])) OR hour = ANY(CAST(:suffix AS timestamptz[]))
+    """
+)
+
+#: Recent days with a rolled hour whose spans were never made (history rolled before 0022, or
+#: spans forgotten): the newest first.
+SPANS_DUE = text(
+    """
+    SELECT DISTINCT date_trunc('day', hour, 'UTC') AS day FROM job_stats_hours
+     WHERE rolled AND prefix_at IS NULL
+       AND hour >= date_trunc('day', now(), 'UTC') - make_interval(days => :days)
+     ORDER BY 1 DESC LIMIT :limit
+    """
+)
+
+#: Spans of days no longer recent: their rows and their stamps.
+FORGET_SPANS = text(
+    """
+    WITH gone AS (DELETE FROM job_stats_hourly
+                   WHERE level IN (4, 5, 6, 7)
+                     AND hour < date_trunc('day', now(), 'UTC') - make_interval(days => :days))
+    UPDATE job_stats_hours SET prefix_at = NULL, suffix_at = NULL
+     WHERE hour < date_trunc('day', now(), 'UTC') - make_interval(days => :days)
+       AND (prefix_at IS NOT NULL OR suffix_at IS NOT NULL)
+    """
+)
+
+#: The hours claimed in a range: whether their rollup stands for them now (rolled, nothing
+#: changed since), when they were rolled and when their spans were made.
+HOURS = text(
+    """
+    SELECT hour, rolled AND changes = 0 AS usable, rolled AND changes > 0 AS changed, rolled_at,
+           prefix_at, suffix_at
+      FROM job_stats_hours
+     WHERE (CAST(:lo AS timestamptz) IS NULL OR hour >= CAST(:lo AS timestamptz))
        AND (CAST(:hi AS timestamptz) IS NULL OR hour < CAST(:hi AS timestamptz))
      ORDER BY hour
     """
@@ -197,6 +317,7 @@ def due(conn, *, limit: int) -> list[dt.datetime]:
 def roll_hour(conn, hour: dt.datetime) -> int | None:
     """Replace the hour's rollup with what its finished jobs say now, in the caller's
     transaction; how many jobs it holds (None: rolled already, or another caretaker has it)."""
+    lock_day(conn, day_of(hour))
     changes = conn.execute(LOCK_HOUR, {"hour": hour}).scalar()
     if changes is None:
         return None
@@ -213,7 +334,49 @@ def roll_hour(conn, hour: dt.datetime) -> int | None:
     conn.execute(REPLACE, {"hour": hour, "rows": json.dumps(rows)})
     conn.execute(ROLLED, {"hour": hour, "changes": changes, "jobs": jobs})
     conn.execute(REBLOCK, {"block": block_of(hour)})
+    if day_of(hour) >= _today() - SPAN_DAYS * _DAY:
+        make_spans(conn, day_of(hour), hour)
     return jobs
+
+
+def _today() -> dt.datetime:
+    return day_of(dt.datetime.now(dt.UTC))
+
+
+def day_of(hour: dt.datetime) -> dt.datetime:
+    """The start of the UTC day an hour belongs to."""
+    return hour.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def lock_day(conn, day: dt.datetime) -> None:
+    conn.execute(LOCK_DAY, {"days": (day - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)).days})
+
+
+def make_spans(conn, day: dt.datetime, hour: dt.datetime | None = None) -> None:
+    """Make the day's spans that hold ``hour`` again (all of them when None) from its rolled
+    hours' rows, in the caller's transaction: the spans to each rolled hour from the day's
+    start, and, once the day's last hour is rolled, from each to its end. Each is stamped with
+    the clock as it is made, which a reader compares with its hours' ``rolled_at`` (a span made
+    before an hour's roll does not stand for it)."""
+    lock_day(conn, day)
+    rolled = [r.hour for r in conn.execute(DAY_HOURS, {"day": day}) if r.rolled]
+    prefix = [h for h in rolled if hour is None or h >= hour]
+    last = day + 23 * _H
+    suffix = ([h for h in rolled if hour is None or h <= hour]
+              if rolled and rolled[-1].astimezone(dt.UTC) == last else [])
+    for statement, spans, levels in ((TENANT_SPANS, prefix, (TENANT_PREFIX, None)),
+                                     (TENANT_SPANS, suffix, (None, TENANT_SUFFIX)),
+                                     (INTENT_SPANS, prefix, (INTENT_PREFIX, None)),
+                                     (INTENT_SPANS, suffix, (None, INTENT_SUFFIX))):
+        if spans:
+            is_suffix = levels[0] is None
+            conn.execute(statement, {"ks": spans, "day": day, "suffix": is_suffix,
+                                     "level": levels[1] if is_suffix else levels[0]})
+    conn.execute(SPANNED, {"prefix": prefix, "suffix": suffix})
+
+
+def spans_due(conn, *, limit: int) -> list[dt.datetime]:
+    return [r.day for r in conn.execute(SPANS_DUE, {"days": SPAN_DAYS, "limit": limit})]
 
 
 def block_of(hour: dt.datetime) -> dt.datetime:
@@ -232,8 +395,62 @@ def blocks_and_hours(hours: list[dt.datetime]) -> tuple[list[dt.datetime], list[
 
 
 def forget_old(conn, *, days: int = KEEP_DAYS) -> int:
+    conn.execute(FORGET_SPANS, {"days": SPAN_DAYS})
     return conn.execute(FORGET, {"days": days}).rowcount
 
 
+@dataclass
+class Cover:
+    """How a window's rolled hours are read: ``hours`` (all of them, the rest of the window is
+    read from the jobs), the span rows to read (``prefix`` and ``suffix``: the hours they are
+    stamped at) and the hours read one by one (``singles``)."""
+
+    hours: list[dt.datetime]
+    prefix: list[dt.datetime]
+    suffix: list[dt.datetime]
+    singles: list[dt.datetime]
+
+
+def cover(conn, lo: dt.datetime | None, hi: dt.datetime | None) -> Cover:
+    """The rolled hours within ``[lo, hi)`` (whole hours) and the rows that stand for them."""
+    return plan([r for r in conn.execute(HOURS, {"lo": lo, "hi": hi})], lo, hi)
+
+
+def plan(rows: Sequence[Any], lo: dt.datetime | None, hi: dt.datetime | None) -> Cover:
+    """:func:`cover` from the hours' rows (``hour``, ``usable``, ``changed``, ``rolled_at``,
+    ``prefix_at``, ``suffix_at``, in hour order). A day's span stands for its hours when the
+    window holds its whole reach, none of those hours changed since its roll and none was
+    rolled after the span was made; else the day's hours are read one by one."""
+    hours = [r.hour for r in rows if r.usable]
+    days: dict[dt.datetime, list[Any]] = defaultdict(list)
+    for r in rows:
+        days[day_of(r.hour)].append(r)
+    prefix: list[dt.datetime] = []
+    suffix: list[dt.datetime] = []
+    singles: list[dt.datetime] = []
+    for day, rs in days.items():
+        whole_start = lo is None or day >= lo
+        whole_end = hi is None or day + _DAY <= hi
+        usable = [r for r in rs if r.usable]
+        if not usable:
+            continue
+        if whole_start:  # from the day's start: the span to its last rolled hour
+            last = usable[-1]
+            reach = [r for r in rs if r.hour <= last.hour]
+            stamp, at, out = last.prefix_at, last.hour, prefix
+        elif whole_end:  # to the day's end: the span from its first rolled hour in the window
+            first = usable[0]
+            reach = [r for r in rs if r.hour >= first.hour]
+            stamp, at, out = first.suffix_at, first.hour, suffix
+        else:
+            stamp = None
+        if stamp is not None and all(not r.changed and (r.rolled_at is None or r.rolled_at <= stamp)
+                                     for r in reach):
+            out.append(at)
+        else:
+            singles.extend(r.hour for r in usable)
+    return Cover(hours, sorted(prefix), sorted(suffix), sorted(singles))
+
+
 def usable_hours(conn, lo: dt.datetime | None, hi: dt.datetime | None) -> list[dt.datetime]:
-    return [r.hour for r in conn.execute(USABLE, {"lo": lo, "hi": hi})]
+    return cover(conn, lo, hi).hours

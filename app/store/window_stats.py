@@ -35,6 +35,13 @@ _COLUMNS = """
     date_part('epoch', j.executed_at - coalesce(j.run_at, j.created_at)) AS wait_s
 """
 
+#: Which grouping set a LIVE_STATS row belongs to (``grouping()`` of its five columns: a bit
+#: set for each column the set leaves out, the first column the highest bit).
+_BY_INTENT, _BY_INTENT_WAIT, _BY_TENANT = 0b01001, 0b01110, 0b10010
+_STATES = {"pending": "pending", "processing": "processing", "completed": "completed",
+           "failed": "failed", "cancelled": "cancelled", "awaiting_approval": "awaiting"}
+_HOUR = dt.timedelta(hours=1)
+
 #: The jobs the rollup does not stand for, in one read grouped three ways: by intent, state and
 #: run-time bucket (counts, retries, the longest run); by intent and wait bucket; by tenant,
 #: state and wait bucket. Those finished within the ``:los``/``:his`` ranges (each on the
@@ -64,40 +71,101 @@ LIVE_STATS = text(
     """
 ).bindparams(bindparam("statuses", type_=_TEXTS))
 
-_ROLLED = "FROM job_stats_hourly s WHERE s.level = :level AND s.hour = ANY(CAST(:hours AS timestamptz[]))"
-
-#: The rolled hours' rows per intent and state (a few dozen an hour: added up here).
+#: The rolled rows per intent and state: the window's day spans (levels 6, 7) and the hours
+#: read one by one (level 1; a few dozen rows an hour): added up here.
 ROLLED_INTENTS = text(
-    f"""
+    """
     SELECT s.intent_key, s.status, s.n, s.retries, s.run_max, s.run_b, s.run_n, s.wait_b,
-           s.wait_n {_ROLLED}
+           s.wait_n
+      FROM job_stats_hourly s
+     WHERE (s.level = 6 AND s.hour = ANY(CAST(:prefix AS timestamptz[])))
+        OR (s.level = 7 AND s.hour = ANY(CAST(:suffix AS timestamptz[])))
+        OR (s.level = 1 AND s.hour = ANY(CAST(:hours AS timestamptz[])))
     """
 )
 
-#: The rolled hours per academy, its four-hour blocks where whole and the other hours one by
-#: one: how many jobs, then its waits' histogram, added up in the database.
-_TENANT_ROWS = """FROM job_stats_hourly s WHERE
-    (s.level = 3 AND s.hour = ANY(CAST(:blocks AS timestamptz[])))
-    OR (s.level = 2 AND s.hour = ANY(CAST(:hours AS timestamptz[])))"""
-ROLLED_TENANTS = text(
-    f"SELECT s.tenant_id::text, CAST(sum(s.n) AS bigint) {_TENANT_ROWS} GROUP BY 1")
-ROLLED_TENANT_WAITS = text(
+#: The rolled rows per academy: the window's day spans (levels 4, 5), and of the other hours
+#: its four-hour blocks where whole (3) and the hours left over (2).
+_TENANT_ROWS = """
+    SELECT s.tenant_id, s.n, s.wait_b, s.wait_n FROM job_stats_hourly s
+     WHERE (s.level = 4 AND s.hour = ANY(CAST(:prefix AS timestamptz[])))
+        OR (s.level = 5 AND s.hour = ANY(CAST(:suffix AS timestamptz[])))
+        OR (s.level = 3 AND s.hour = ANY(CAST(:blocks AS timestamptz[])))
+        OR (s.level = 2 AND s.hour = ANY(CAST(:hours AS timestamptz[])))
+"""
+
+
+def _value(b: str) -> str:
+    """app.core.sketch.value in SQL: the duration bucket ``b`` stands for."""
+    return (f"CASE WHEN {b} <= 0 THEN CAST({sketch.FLOOR_SECONDS!r} AS float8) "
+            f"ELSE CAST({sketch.FLOOR_SECONDS!r} AS float8) * power(CAST(2 AS float8), "
+            f"(CAST({b} AS float8) + 0.5) / {sketch.BUCKETS_PER_DOUBLING}) END")
+
+
+def _percentile(q: float) -> str:
+    """app.core.sketch.percentile in SQL, as an aggregate over a histogram's rows ``b`` (its
+    bucket), ``seen`` (the count up to and with it, in bucket order) and ``span`` (the whole
+    count less one): the same operations in double precision, so the same number."""
+    pos = f"(CAST({q!r} AS float8) * span)"
+    lower = f"min(b) FILTER (WHERE seen > floor({pos}))"
+    upper = (f"min(b) FILTER (WHERE seen > floor({pos}) "
+             f"+ CASE WHEN {pos} > floor({pos}) THEN 1 ELSE 0 END)")
+    frac = f"max({pos} - floor({pos}))"
+    return f"{_value(lower)} + ({_value(upper)} - {_value(lower)}) * {frac}"
+
+
+#: One read of what is not rolled (LIVE_STATS) and of the academies' rolled rows, merged here:
+#: the live rows grouped by intent (``tenant_id`` NULL), then the ``:tenants`` academies whose
+#: jobs waited longest (p95, then the most jobs), each with its counts and its wait's p50/p95
+#: from its histogram added up over the window (``g`` NULL). An academy's histogram never
+#: leaves the database: a thousand academies are ten rows.
+STATS = text(
     f"""
-    SELECT s.tenant_id::text, u.b, CAST(sum(u.c) AS bigint)
-      {_TENANT_ROWS.replace("WHERE", ", unnest(s.wait_b, s.wait_n) AS u(b, c) WHERE", 1)}
-     GROUP BY 1, 2
+    WITH live AS MATERIALIZED ({LIVE_STATS.text}),
+    rolled AS MATERIALIZED ({_TENANT_ROWS}),
+    waits AS (
+        SELECT tenant_id, b, sum(c) AS c
+          FROM (SELECT CAST(tenant_id AS uuid) AS tenant_id, wait_b AS b, n AS c FROM live
+                 WHERE g = {_BY_TENANT} AND wait_b IS NOT NULL
+                UNION ALL
+                SELECT r.tenant_id, u.b, u.c FROM rolled r, unnest(r.wait_b, r.wait_n) AS u(b, c)
+               ) w
+         GROUP BY 1, 2
+    ),
+    seen AS (
+        SELECT tenant_id, b, sum(c) OVER (PARTITION BY tenant_id ORDER BY b) AS seen,
+               CAST(sum(c) OVER (PARTITION BY tenant_id) AS float8) - 1 AS span
+          FROM waits
+    ),
+    pct AS (
+        SELECT tenant_id, {_percentile(0.5)} AS p50, {_percentile(0.95)} AS p95
+          FROM seen GROUP BY 1
+    ),
+    counts AS (
+        SELECT tenant_id, CAST(sum(n) AS bigint) AS total, CAST(sum(pending) AS bigint) AS pending
+          FROM (SELECT CAST(tenant_id AS uuid) AS tenant_id, n,
+                       CASE WHEN status = 'pending' THEN n ELSE 0 END AS pending
+                  FROM live WHERE g = {_BY_TENANT}
+                UNION ALL
+                SELECT tenant_id, n, 0 FROM rolled) c
+         GROUP BY 1
+    ),
+    top AS (
+        SELECT c.tenant_id, c.total, c.pending, p.p50, p.p95
+          FROM counts c LEFT JOIN pct p ON p.tenant_id = c.tenant_id
+         ORDER BY p.p95 DESC NULLS LAST, c.total DESC, c.tenant_id
+         LIMIT :tenants
+    )
+    SELECT g, intent_key, NULL AS tenant_id, NULL AS name, status, run_b, wait_b, n, retries,
+           run_max, NULL AS pending, NULL AS p50, NULL AS p95
+      FROM live WHERE g <> {_BY_TENANT}
+    UNION ALL
+    SELECT NULL, NULL, CAST(t.tenant_id AS text), n.name, NULL, NULL, NULL, t.total, NULL, NULL,
+           t.pending, t.p50, t.p95
+      FROM top t LEFT JOIN tenants n ON n.id = t.tenant_id
     """
-)
+).bindparams(bindparam("statuses", type_=_TEXTS))
 
-#: Tenants' names by id.
-NAMES = text("SELECT id::text, name FROM tenants WHERE id = ANY(CAST(:ids AS uuid[]))")
-
-#: Which grouping set a LIVE_STATS row belongs to (``grouping()`` of its five columns: a bit
-#: set for each column the set leaves out, the first column the highest bit).
-_BY_INTENT, _BY_INTENT_WAIT, _BY_TENANT = 0b01001, 0b01110, 0b10010
-_STATES = {"pending": "pending", "processing": "processing", "completed": "completed",
-           "failed": "failed", "cancelled": "cancelled", "awaiting_approval": "awaiting"}
-_HOUR = dt.timedelta(hours=1)
 
 
 def _stats_row(key: str | None) -> dict[str, Any]:
@@ -170,51 +238,42 @@ def window_stats(conn, where: JobFilter, *, tenants: int
     # The rollup is over all academies, intents, queues and states: a narrower window is read
     # from its jobs (an academy's on the retention index, its own rows only).
     narrowed = where.tenant_id or where.intent or where.queue or where.statuses
-    hours = [] if narrowed else rollup.usable_hours(
+    cover = rollup.Cover([], [], [], []) if narrowed else rollup.cover(
         conn, _ceil_hour(start) if start else None, _floor_hour(end) if end else None)
+    hours = cover.hours
     ranges = unrolled_ranges(start, end, hours)
     intents: dict[str, dict[str, Any]] = {}
-    by_tenant: dict[str, dict[str, Any]] = {}
-
-    def tenant(tid: str) -> dict[str, Any]:
-        if tid not in by_tenant:
-            by_tenant[tid] = {"tenant_id": tid, "total": 0, "pending": 0, "_wait": {}}
-        return by_tenant[tid]
 
     def intent(key: str) -> dict[str, Any]:
         if key not in intents:
             intents[key] = _stats_row(key)
         return intents[key]
 
-    live = {**params, "los": [lo for lo, _ in ranges], "his": [hi for _, hi in ranges]}
-    for r in conn.execute(LIVE_STATS, live).mappings():
-        if r["g"] == _BY_TENANT:
-            t = tenant(r["tenant_id"])
-            t["total"] += r["n"]
-            t["pending"] += r["n"] if r["status"] == "pending" else 0
-            if r["wait_b"] is not None:
-                t["_wait"][r["wait_b"]] = t["_wait"].get(r["wait_b"], 0) + r["n"]
+    rolled = rollup.blocks_and_hours(cover.singles)
+    top = []
+    for (g, key, tid, name, status, run_b, wait_b, n, retries, run_max, pending, p50,
+         p95) in conn.execute(STATS, {**params, "los": [lo for lo, _ in ranges],
+                                      "his": [hi for _, hi in ranges], "tenants": tenants,
+                                      "prefix": cover.prefix, "suffix": cover.suffix,
+                                      "blocks": rolled[0], "hours": rolled[1]}):
+        if g is None:
+            top.append({"tenant_id": tid, "name": name, "total": n, "pending": pending,
+                        "wait_p50": p50, "wait_p95": p95})
             continue
-        row = intent(r["intent_key"])
-        if r["g"] == _BY_INTENT:
-            _count(row, r["status"], r["n"], r["retries"], r["run_max"])
-            if r["run_b"] is not None:
-                row["_run"][r["run_b"]] = row["_run"].get(r["run_b"], 0) + r["n"]
-        elif r["g"] == _BY_INTENT_WAIT and r["wait_b"] is not None:
-            row["_wait"][r["wait_b"]] = row["_wait"].get(r["wait_b"], 0) + r["n"]
+        row = intent(key)
+        if g == _BY_INTENT:
+            _count(row, status, n, retries, run_max)
+            if run_b is not None:
+                row["_run"][run_b] = row["_run"].get(run_b, 0) + n
+        elif g == _BY_INTENT_WAIT and wait_b is not None:
+            row["_wait"][wait_b] = row["_wait"].get(wait_b, 0) + n
     if hours:
-        for r in conn.execute(ROLLED_INTENTS, {"hours": hours, "level": rollup.BY_INTENT}):
+        spans = {"prefix": cover.prefix, "suffix": cover.suffix}
+        for r in conn.execute(ROLLED_INTENTS, {**spans, "hours": cover.singles}):
             row = intent(r.intent_key)
             _count(row, r.status, r.n, r.retries, r.run_max)
             _add(row["_run"], r.run_b, r.run_n)
             _add(row["_wait"], r.wait_b, r.wait_n)
-        blocks, singles = rollup.blocks_and_hours(hours)
-        rolled = {"blocks": blocks, "hours": singles}
-        for tid, n in conn.execute(ROLLED_TENANTS, rolled):
-            tenant(tid)["total"] += n
-        for tid, b, c in conn.execute(ROLLED_TENANT_WAITS, rolled):
-            h = tenant(tid)["_wait"]
-            h[b] = h.get(b, 0) + c
     overall = _stats_row(None)
     for row in intents.values():
         for name in ("total", "retries", *_STATES.values()):
@@ -224,14 +283,6 @@ def window_stats(conn, where: JobFilter, *, tenants: int
         overall["_run"] = sketch.merge(overall["_run"], row["_run"])
         overall["_wait"] = sketch.merge(overall["_wait"], row["_wait"])
     rows = [*(_finish(intents[k]) for k in sorted(intents)), _finish(overall)]
-    waits = []
-    for t in by_tenant.values():
-        h = t.pop("_wait")
-        t.update(wait_p50=sketch.percentile(h, 0.5), wait_p95=sketch.percentile(h, 0.95))
-        waits.append(t)
-    waits.sort(key=lambda t: (t["wait_p95"] is None, -(t["wait_p95"] or 0), -t["total"]))
-    top = waits[:tenants]
-    names = dict(conn.execute(NAMES, {"ids": [t["tenant_id"] for t in top]}).all()) if top else {}
-    return rows, [{"tenant_id": t["tenant_id"], "name": names.get(t["tenant_id"]),
-                   "total": t["total"], "pending": t["pending"], "wait_p50": t["wait_p50"],
-                   "wait_p95": t["wait_p95"]} for t in top]
+    top.sort(key=lambda t: (t["wait_p95"] is None, -(t["wait_p95"] or 0), -t["total"],
+                            t["tenant_id"] or ""))  # as the database chose them
+    return rows, top

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -168,3 +169,128 @@ def test_the_unrolled_ranges_are_the_window_less_its_rolled_hours():
         ((h + 2 * hour).isoformat(), (h + 3 * hour).isoformat())]
     assert window_stats.unrolled_ranges(None, None, [h]) == [
         ("-infinity", h.isoformat()), ((h + hour).isoformat(), "infinity")]
+
+
+# --- a day's spans (0022) ------------------------------------------------------------------------
+
+def finished_at(tenant: str, at: dt.datetime, *, n: int, status: str = "completed",
+                intent: str = "system.exec.echo", run_ms: int = 100, wait_s: float = 2.0,
+                retries: int = 0) -> None:
+    """``n`` jobs of ``tenant`` started at ``at`` (having waited ``wait_s`` plus a second more
+    for each one before), each ``run_ms`` longer than the last."""
+    sql("INSERT INTO job_executions (tenant_id, intent_key, status, retry_count, queue, "
+        "created_at, executed_at, completed_at) "
+        "SELECT CAST(:t AS uuid), :k, :s, :r, 'realtime', "
+        "       CAST(:at AS timestamptz) - make_interval(secs => :w + i), CAST(:at AS timestamptz), "
+        "       CAST(:at AS timestamptz) + i * make_interval(secs => :ms / 1000.0) "
+        "  FROM generate_series(1, :n) i",
+        t=tenant, k=intent, s=status, r=retries, n=n, at=at, ms=run_ms, w=wait_s)
+
+
+def window(since: dt.datetime, until: dt.datetime, tenants: int = 1000):
+    with db.engine().connect() as conn:
+        rows, top = window_stats.window_stats(
+            conn, reads.JobFilter(since_at=since, until_at=until), tenants=tenants)
+        cover = rollup.cover(conn, window_stats._ceil_hour(since), window_stats._floor_hour(until))
+    return ({r["intent_key"]: r for r in rows}, {t["tenant_id"]: t for t in top}), cover
+
+
+def two_days_ago() -> dt.datetime:
+    return (dt.datetime.now(dt.UTC) - dt.timedelta(days=2)).replace(hour=0, minute=0, second=0,
+                                                                     microsecond=0)
+
+
+def test_a_window_across_midnight_reads_a_span_a_day_with_the_figures_of_its_jobs():
+    one, two = make_tenant("자정 학원 1"), make_tenant("자정 학원 2")
+    d1 = two_days_ago()
+    d2, h = d1 + dt.timedelta(days=1), dt.timedelta(hours=1)
+    since, until = d1 + 10 * h + dt.timedelta(minutes=40), d2 + 5 * h + dt.timedelta(minutes=20)
+    # Before the window, in its partial first hour (both sides of its start), in the rolled
+    # hours of both days, in its partial last hour and after it.
+    finished_at(one, d1 + 9 * h + dt.timedelta(minutes=30), n=3, wait_s=500)
+    finished_at(one, d1 + 10 * h + dt.timedelta(minutes=20), n=2, wait_s=400)
+    finished_at(one, d1 + 10 * h + dt.timedelta(minutes=50), n=2, run_ms=300)
+    finished_at(one, d1 + 13 * h + dt.timedelta(minutes=30), n=6, wait_s=0.5)
+    finished_at(two, d1 + 13 * h + dt.timedelta(minutes=35), n=2, status="failed", retries=1,
+                intent="system.exec.sleep")
+    finished_at(two, d1 + 23 * h + dt.timedelta(minutes=30), n=4, run_ms=700, wait_s=30)
+    finished_at(one, d2 + dt.timedelta(minutes=30), n=5, wait_s=8)
+    finished_at(two, d2 + 4 * h + dt.timedelta(minutes=30), n=3, status="failed",
+                intent="system.exec.sleep", wait_s=90)
+    finished_at(one, d2 + 5 * h + dt.timedelta(minutes=10), n=1, wait_s=1)
+    finished_at(two, d2 + 6 * h + dt.timedelta(minutes=30), n=7, wait_s=3000)
+    finished_at(one, d2 + 20 * h, n=2, wait_s=4000)
+    before, _ = window(since, until)                        # what the jobs themselves say
+
+    roll_everything()
+    after, cover = window(since, until)
+    # Each day's rolled hours of the window are one row a key: from 11:00 to the first day's
+    # end, and from the second day's start up to its 04:00 hour (05:00 on is not whole).
+    assert (cover.suffix, cover.prefix, cover.singles) == ([d1 + 11 * h], [d2 + 4 * h], [])
+    assert after == before
+    intents, tenants = after
+    assert (tenants[one]["total"], tenants[two]["total"]) == (2 + 6 + 5 + 1, 2 + 4 + 3)
+    assert intents["system.exec.sleep"]["failed"] == 5
+    assert intents["system.exec.echo"]["run_max"] == pytest.approx(4 * 0.7)
+    assert tenants[two]["wait_p95"] == pytest.approx(90 + 3, rel=sketch.RELATIVE_ERROR)
+
+    # A late finish in the first day's 13:00 hour: read from its jobs at once, the first day's
+    # span left aside (its hours one by one) until the hour is rolled again.
+    finished_at(one, d1 + 13 * h + dt.timedelta(minutes=45), n=1, status="failed", wait_s=700)
+    late, cover = window(since, until)
+    assert cover.suffix == [] and cover.prefix == [d2 + 4 * h]
+    assert d1 + 13 * h not in cover.hours and d1 + 14 * h in cover.singles
+    assert late[1][one]["total"] == tenants[one]["total"] + 1
+    assert late[0][None]["failed"] == intents[None]["failed"] + 1
+    roll_everything()
+    again, cover = window(since, until)
+    assert cover.suffix == [d1 + 11 * h] and again == late
+
+
+def test_a_span_stands_only_for_hours_rolled_before_it_and_unchanged():
+    day, h = dt.datetime(2026, 12, 5, tzinfo=dt.UTC), dt.timedelta(hours=1)
+    made = dt.datetime(2026, 12, 6, 1, tzinfo=dt.UTC)
+
+    def hour(k: int, *, rolled_at=made - h, changed=False, usable=True, prefix_at=made,
+             suffix_at=made):
+        return SimpleNamespace(hour=day + k * h, usable=usable and not changed, changed=changed,
+                               rolled_at=rolled_at, prefix_at=prefix_at, suffix_at=suffix_at)
+
+    every = [hour(k) for k in range(24)]
+    nextday = [SimpleNamespace(**{**vars(hour(k)), "hour": day + (24 + k) * h}) for k in range(3)]
+    got = rollup.plan(every[9:] + nextday, day + 9 * h, day + 27 * h)
+    assert (got.suffix, got.prefix, got.singles) == ([day + 9 * h], [day + 26 * h], [])
+    assert len(got.hours) == 15 + 3
+    # Within one day: its hours one by one (the four-hour blocks are made of them).
+    got = rollup.plan(every[9:17], day + 9 * h, day + 17 * h)
+    assert (got.suffix, got.prefix, got.singles) == ([], [], [day + k * h for k in range(9, 17)])
+    # An hour rolled after the span was made, or changed since its roll: not the span.
+    late = [*every[:12], hour(12, rolled_at=made + h), *every[13:]]
+    assert rollup.plan(late[9:], day + 9 * h, None).suffix == []
+    changed = [*every[:12], hour(12, changed=True), *every[13:]]
+    got = rollup.plan(changed[9:], day + 9 * h, None)
+    assert got.suffix == [] and day + 12 * h not in got.hours + got.singles
+    assert got.singles == [day + k * h for k in range(9, 24) if k != 12]
+    # An hour not rolled yet is read from the jobs: the span from the day's start stops before.
+    unrolled = [*every[:20], hour(20, usable=False, rolled_at=None)]
+    got = rollup.plan(unrolled, day, None)
+    assert got.prefix == [day + 19 * h] and len(got.hours) == 20
+    # No span made (a day rolled before 0022): its hours one by one.
+    assert rollup.plan([hour(k, prefix_at=None) for k in range(5)], day, None).prefix == []
+
+
+def test_the_database_reads_a_percentile_from_buckets_as_python_does():
+    tenant = make_tenant("백분위 학원")
+    at = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=30)
+    waits = [0.00005, 0.0003, 0.02, 0.02, 0.5, 1.7, 1.7, 1.7, 30.0, 61.0, 3599.0]
+    for w in waits:
+        finished_at(tenant, at, n=1, wait_s=w - 1)          # (the first job waits one more)
+    with db.engine().connect() as conn:
+        _, top = window_stats.window_stats(conn, reads.JobFilter(since_seconds=3600.0),
+                                           tenants=1000)
+    [mine] = [t for t in top if t["tenant_id"] == tenant]
+    histogram: dict[int, int] = {}
+    for w in waits:
+        histogram[sketch.bucket(w)] = histogram.get(sketch.bucket(w), 0) + 1
+    assert (mine["wait_p50"], mine["wait_p95"]) == (sketch.percentile(histogram, 0.5),
+                                                    sketch.percentile(histogram, 0.95))

@@ -38,6 +38,10 @@ class JobStatsHour(Base):
         DateTime(timezone=True), nullable=False, server_default=text("clock_timestamp()"))
     rolled_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     jobs: Mapped[int | None] = mapped_column(BigInteger)
+    #: When the day's spans at this hour were made (0022): from the day's start to it, from it
+    #: to the day's end.
+    prefix_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    suffix_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 def _buckets(name: str) -> Column:
@@ -45,7 +49,10 @@ def _buckets(name: str) -> Column:
 
 
 #: An hour's figures: level 1 per intent, queue and end state over all academies; 2 per
-#: academy over all intents; 3 per academy over the four-hour block the hour starts. Rows are replaced an hour at a time, so no key of their own.
+#: academy over all intents; 3 per academy over the four-hour block the hour starts; 4 and 5
+#: per academy, the hour's day up to and with it and from it to the day's end; 6 and 7 the same
+#: per intent and end state (app.store.rollup). Rows are replaced an hour at a time, so no key
+#: of their own.
 job_stats_hourly = Table(
     "job_stats_hourly", Base.metadata,
     Column("hour", DateTime(timezone=True),
@@ -59,7 +66,7 @@ job_stats_hourly = Table(
     Column("retries", BigInteger, nullable=False),
     Column("run_max", Float),
     _buckets("run_b"), _buckets("run_n"), _buckets("wait_b"), _buckets("wait_n"),
-    CheckConstraint("level IN (1, 2, 3)", name="level"),
+    CheckConstraint("level BETWEEN 1 AND 7", name="level"),
     Index("ix_job_stats_hourly_level_hour", "level", "hour"),
     Index("ix_job_stats_hourly_tenant", "tenant_id", "hour",
           postgresql_where=text("tenant_id IS NOT NULL")),
