@@ -124,8 +124,9 @@ STATS = text(
     WITH live AS MATERIALIZED ({LIVE_STATS.text}),
     rolled AS MATERIALIZED ({_TENANT_ROWS}),
     waits AS (
-        SELECT tenant_id, b, sum(c) AS c
-          FROM (SELECT CAST(tenant_id AS uuid) AS tenant_id, wait_b AS b, n AS c FROM live
+        SELECT tenant_id, b, CAST(sum(c) AS int) AS c
+          FROM (SELECT CAST(tenant_id AS uuid) AS tenant_id, wait_b AS b, CAST(n AS int) AS c
+                  FROM live
                  WHERE g = {_BY_TENANT} AND wait_b IS NOT NULL
                 UNION ALL
                 SELECT r.tenant_id, u.b, u.c FROM rolled r, unnest(r.wait_b, r.wait_n) AS u(b, c)
@@ -142,12 +143,12 @@ STATS = text(
           FROM seen GROUP BY 1
     ),
     counts AS (
-        SELECT tenant_id, CAST(sum(n) AS bigint) AS total, CAST(sum(pending) AS bigint) AS pending
-          FROM (SELECT CAST(tenant_id AS uuid) AS tenant_id, n,
-                       CASE WHEN status = 'pending' THEN n ELSE 0 END AS pending
+        SELECT tenant_id, sum(n) AS total, sum(pending) AS pending
+          FROM (SELECT CAST(tenant_id AS uuid) AS tenant_id, CAST(n AS int) AS n,
+                       CASE WHEN status = 'pending' THEN CAST(n AS int) ELSE 0 END AS pending
                   FROM live WHERE g = {_BY_TENANT}
                 UNION ALL
-                SELECT tenant_id, n, 0 FROM rolled) c
+                SELECT tenant_id, CAST(n AS int), 0 FROM rolled) c
          GROUP BY 1
     ),
     top AS (
