@@ -7,6 +7,11 @@ claim (its finish is then more than :data:`LATE` back, and the trigger of 0020 c
 of the hour) or was already visible to the roll. A changed hour is read from the jobs until it
 is rolled again. Each roll replaces the hour's rows in one transaction and subtracts the
 changes it read, so a change that lands during a roll leaves the hour changed for the next.
+
+The same transaction makes the spans of the hour's day that hold it again (migration 0022,
+:func:`make_spans`, under a lock of the day): a window's rolled hours are then read as a span
+row a key for each day it crosses (:func:`cover`), and a day whose span would stand for a
+changed hour, or for one rolled after it was made, is read hour by hour instead.
 """
 
 from __future__ import annotations

@@ -3,10 +3,12 @@ or running by when they were asked for, per intent and overall, and the academie
 waited longest.
 
 Finished jobs come from two places: the hours beat has rolled up (:mod:`app.store.rollup`; a
-rolled hour is a few rows per intent and academy however many jobs finished in it) and, for
-the rest of the window (its partial first hour, the last hour or two, any hour not rolled
-or changed since), the jobs themselves on the finished-at index. So the cost follows what the
-window holds in rows of the rollup, not the jobs of the window nor the history before it.
+day's rolled hours within the window are one span row per intent and academy, however many
+jobs finished in them) and, for the rest of the window (its partial first hour, the last hour
+or two, any hour not rolled or changed since), the jobs themselves on the finished-at index.
+So the cost follows what the window holds in rows of the rollup, not the jobs of the window
+nor the history before it. The academies' histograms are added up, and their percentiles
+read, in the database: only the academies shown come back.
 Counts are exact; run times and waits are log-bucket histograms (app.core.sketch) that add up
 across hours, their percentiles within app.core.sketch.RELATIVE_ERROR.
 """
