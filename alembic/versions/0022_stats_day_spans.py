@@ -1,4 +1,5 @@
-"""The statistics read a window's rolled hours as a few rows a day: spans of each recent day.
+"""The statistics read a window's rolled hours as a few rows a day (spans of each recent day)
+and its partial first hour in ten-minute parts.
 
 ``jobq stats --since 24h`` read each academy's rolled hours as its four-hour blocks and the
 hours left over (about eight rows an academy, 8,000 at 1,000 academies) and each intent's as its
@@ -9,6 +10,11 @@ day from its start up to and with each rolled hour, and, once its last hour is r
 each hour to its end. A window that crosses midnight reads its first day as one row a key
 (from its first hour to midnight) and its last as another (midnight to its last rolled hour);
 a whole day in between is the span to its last hour.
+
+Each hour of the last two days is also kept in its six ten-minute parts (levels 8 per intent
+and end state, 9 per academy; ``part`` 0-5, made with the hour, stamped ``parts_at``): a
+window's partial first hour is read from the parts after its start and from the jobs only up
+to the next part (at most ten minutes of them, not up to an hour).
 
 ``job_stats_hours.prefix_at`` / ``suffix_at`` stamp when the spans at an hour were made: a
 reader uses a span only if no hour it reaches changed since its roll (``changes``) or was
@@ -36,9 +42,11 @@ depends_on = None
 def upgrade() -> None:
     op.add_column("job_stats_hours", sa.Column("prefix_at", sa.DateTime(timezone=True)))
     op.add_column("job_stats_hours", sa.Column("suffix_at", sa.DateTime(timezone=True)))
+    op.add_column("job_stats_hours", sa.Column("parts_at", sa.DateTime(timezone=True)))
+    op.add_column("job_stats_hourly", sa.Column("part", sa.SmallInteger()))
     op.drop_constraint(op.f("ck_job_stats_hourly_level"), "job_stats_hourly", type_="check")
     op.create_check_constraint(op.f("ck_job_stats_hourly_level"), "job_stats_hourly",
-                               sa.text("level BETWEEN 1 AND 7"))
+                               sa.text("level BETWEEN 1 AND 9"))
 
 
 def downgrade() -> None:
@@ -46,5 +54,7 @@ def downgrade() -> None:
     op.drop_constraint(op.f("ck_job_stats_hourly_level"), "job_stats_hourly", type_="check")
     op.create_check_constraint(op.f("ck_job_stats_hourly_level"), "job_stats_hourly",
                                sa.text("level IN (1, 2, 3)"))
+    op.drop_column("job_stats_hourly", "part")
+    op.drop_column("job_stats_hours", "parts_at")
     op.drop_column("job_stats_hours", "suffix_at")
     op.drop_column("job_stats_hours", "prefix_at")

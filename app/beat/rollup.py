@@ -46,7 +46,22 @@ def roll_up(*, budget: float = TIME_BUDGET_SECONDS) -> RollupReport:
                 return RollupReport(hours, jobs, done=False)
         if len(due) < BATCH:
             break
-    # Recent days rolled before their spans were kept (an upgrade to 0022): newest first.
+    # Recent hours and days rolled before their parts and spans were kept (an upgrade to
+    # 0022): newest first (a window's start is a day back).
+    tried: set = set()
+    while True:
+        with db.engine().begin() as conn:
+            again = [h for h in rollup.parts_due(conn, limit=BATCH) if h not in tried]
+        tried.update(again)
+        for hour in again:
+            with db.engine().begin() as conn:
+                rollup.roll_hour(conn, hour, again=True)
+            if time.monotonic() > deadline:
+                log.info("rolled up %d hour(s) of %d finished job(s); parts of more hours are "
+                         "due", hours, jobs)
+                return RollupReport(hours, jobs, done=False)
+        if len(again) < BATCH:
+            break
     while True:
         with db.engine().begin() as conn:
             days = rollup.spans_due(conn, limit=BATCH)

@@ -47,6 +47,13 @@ TENANT_PREFIX, TENANT_SUFFIX, INTENT_PREFIX, INTENT_SUFFIX = 4, 5, 6, 7
 #: Spans are kept for the days this recent (a week's window, and today); older days are read
 #: as four-hour blocks and hours.
 SPAN_DAYS = 8
+#: Each hour of the last two days is also kept in ten-minute parts (levels 8 per intent and end
+#: state, 9 per academy; ``part`` 0-5), made with the hour: a window whose start falls within
+#: such an hour reads the parts after its start, and from the jobs only the minutes before the
+#: next part.
+INTENT_PARTS, TENANT_PARTS = 8, 9
+PART = dt.timedelta(minutes=10)
+PART_DAYS = 2
 _DAY = dt.timedelta(days=1)
 _H = dt.timedelta(hours=1)
 
@@ -86,11 +93,13 @@ DUE = text(
 #: One hour's finished jobs, grouped as finely as the rollup needs.
 HOUR_GROUPS = text(
     f"""
-    SELECT tenant_id::text AS tenant_id, intent_key, queue, status, run_b, wait_b,
+    SELECT tenant_id::text AS tenant_id, intent_key, queue, status, run_b, wait_b, part,
            count(*) AS n, coalesce(sum(retry_count), 0) AS retries, max(run_s) AS run_max
       FROM (SELECT r.*, {sketch.SQL_BUCKET.format(seconds="r.run_s")} AS run_b,
                    {sketch.SQL_BUCKET.format(seconds="r.wait_s")} AS wait_b
               FROM (SELECT j.tenant_id, j.intent_key, j.queue, j.status, j.retry_count,
+                           CAST(floor(date_part('epoch', j.completed_at - :hour) / 600) AS int)
+                               AS part,
                            CASE WHEN j.status = 'completed'
                                 THEN date_part('epoch', j.completed_at - j.executed_at) END
                                AS run_s,
@@ -101,21 +110,21 @@ HOUR_GROUPS = text(
                        AND j.completed_at >= :hour
                        AND j.completed_at < :hour + interval '1 hour'
                     OFFSET 0) r) s
-     GROUP BY 1, 2, 3, 4, 5, 6
+     GROUP BY 1, 2, 3, 4, 5, 6, 7
     """
 )
 
 REPLACE = text(
     """
-    WITH gone AS (DELETE FROM job_stats_hourly WHERE hour = :hour AND level IN (1, 2))
-    INSERT INTO job_stats_hourly (hour, level, tenant_id, intent_key, queue, status, n, retries,
-                                  run_max, run_b, run_n, wait_b, wait_n)
-    SELECT :hour, r.level, r.tenant_id, r.intent_key, r.queue, r.status, r.n, r.retries,
-           r.run_max, r.run_b, r.run_n, r.wait_b, r.wait_n
+    WITH gone AS (DELETE FROM job_stats_hourly WHERE hour = :hour AND level IN (1, 2, 8, 9))
+    INSERT INTO job_stats_hourly (hour, level, tenant_id, intent_key, queue, status, part, n,
+                                  retries, run_max, run_b, run_n, wait_b, wait_n)
+    SELECT :hour, r.level, r.tenant_id, r.intent_key, r.queue, r.status, r.part, r.n,
+           r.retries, r.run_max, r.run_b, r.run_n, r.wait_b, r.wait_n
       FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
                level smallint, tenant_id uuid, intent_key text, queue text, status text,
-               n bigint, retries bigint, run_max float8, run_b int[], run_n int[], wait_b int[],
-               wait_n int[])
+               part smallint, n bigint, retries bigint, run_max float8, run_b int[],
+               run_n int[], wait_b int[], wait_n int[])
     """
 )
 
@@ -147,7 +156,7 @@ REBLOCK = text(
 LOCK_HOUR = text(
     """
     SELECT changes FROM job_stats_hours
-     WHERE hour = :hour AND (NOT rolled OR changes > 0)
+     WHERE hour = :hour AND (NOT rolled OR changes > 0 OR :again)
        FOR UPDATE SKIP LOCKED
     """
 )
@@ -155,7 +164,8 @@ LOCK_HOUR = text(
 ROLLED = text(
     """
     UPDATE job_stats_hours
-       SET rolled = true, changes = changes - :changes, rolled_at = now(), jobs = :jobs
+       SET rolled = true, changes = changes - :changes, rolled_at = now(), jobs = :jobs,
+           parts_at = CASE WHEN :parts THEN now() END
      WHERE hour = :hour
     """
 )
@@ -257,6 +267,28 @@ SPANS_DUE = text(
     """
 )
 
+#: Recent hours rolled without their ten-minute parts (before 0022): the newest first.
+PARTS_DUE = text(
+    """
+    SELECT hour FROM job_stats_hours
+     WHERE rolled AND changes = 0 AND parts_at IS NULL
+       AND hour >= date_trunc('day', now(), 'UTC') - make_interval(days => :days)
+     ORDER BY hour DESC LIMIT :limit
+    """
+)
+
+#: Ten-minute parts of hours no longer recent: their rows and their stamps.
+FORGET_PARTS = text(
+    """
+    WITH gone AS (DELETE FROM job_stats_hourly
+                   WHERE level IN (8, 9)
+                     AND hour < date_trunc('day', now(), 'UTC') - make_interval(days => :days))
+    UPDATE job_stats_hours SET parts_at = NULL
+     WHERE hour < date_trunc('day', now(), 'UTC') - make_interval(days => :days)
+       AND parts_at IS NOT NULL
+    """
+)
+
 #: Spans of days no longer recent: their rows and their stamps.
 FORGET_SPANS = text(
     """
@@ -274,7 +306,7 @@ FORGET_SPANS = text(
 HOURS = text(
     """
     SELECT hour, rolled AND changes = 0 AS usable, rolled AND changes > 0 AS changed, rolled_at,
-           prefix_at, suffix_at
+           prefix_at, suffix_at, parts_at
       FROM job_stats_hours
      WHERE (CAST(:lo AS timestamptz) IS NULL OR hour >= CAST(:lo AS timestamptz))
        AND (CAST(:hi AS timestamptz) IS NULL OR hour < CAST(:hi AS timestamptz))
@@ -301,10 +333,11 @@ class _Group:
         if r.wait_b is not None:
             self.wait[r.wait_b] = self.wait.get(r.wait_b, 0) + r.n
 
-    def row(self, level: int, key: Sequence[str | None]) -> dict[str, Any]:
+    def row(self, level: int, key: Sequence[Any]) -> dict[str, Any]:
         run, wait = sorted(self.run), sorted(self.wait)
         return {"level": level, "tenant_id": key[0], "intent_key": key[1], "queue": key[2],
-                "status": key[3], "n": self.n, "retries": self.retries,
+                "status": key[3], "part": key[4] if len(key) > 4 else None, "n": self.n,
+                "retries": self.retries,
                 "run_max": self.run_max, "run_b": run, "run_n": [self.run[b] for b in run],
                 "wait_b": wait, "wait_n": [self.wait[b] for b in wait]}
 
@@ -319,25 +352,30 @@ def due(conn, *, limit: int) -> list[dt.datetime]:
     return [r.hour for r in conn.execute(DUE, {"limit": limit})]
 
 
-def roll_hour(conn, hour: dt.datetime) -> int | None:
+def roll_hour(conn, hour: dt.datetime, *, again: bool = False) -> int | None:
     """Replace the hour's rollup with what its finished jobs say now, in the caller's
-    transaction; how many jobs it holds (None: rolled already, or another caretaker has it)."""
+    transaction; how many jobs it holds (None: rolled already, unless ``again``, or another
+    caretaker has it)."""
     lock_day(conn, day_of(hour))
-    changes = conn.execute(LOCK_HOUR, {"hour": hour}).scalar()
+    changes = conn.execute(LOCK_HOUR, {"hour": hour, "again": again}).scalar()
     if changes is None:
         return None
-    levels: dict[int, dict[tuple, _Group]] = {BY_INTENT: defaultdict(_Group),
-                                              BY_TENANT: defaultdict(_Group)}
+    levels: dict[int, dict[tuple, _Group]] = {
+        level: defaultdict(_Group) for level in (BY_INTENT, BY_TENANT, INTENT_PARTS, TENANT_PARTS)}
+    parts = day_of(hour) >= _today() - PART_DAYS * _DAY
     jobs = 0
     for r in conn.execute(HOUR_GROUPS, {"hour": hour}):
         jobs += r.n
         levels[BY_INTENT][(None, r.intent_key, r.queue, r.status)].add(r)
         levels[BY_TENANT][(r.tenant_id, None, None, None)].add(r)
+        if parts:
+            levels[INTENT_PARTS][(None, r.intent_key, None, r.status, r.part)].add(r)
+            levels[TENANT_PARTS][(r.tenant_id, None, None, None, r.part)].add(r)
     # A level's rows side by side in the table: a read of one level reads its own pages.
     rows = [g.row(level, key) for level, groups in levels.items()
             for key, g in sorted(groups.items(), key=lambda kv: str(kv[0]))]
     conn.execute(REPLACE, {"hour": hour, "rows": json.dumps(rows)})
-    conn.execute(ROLLED, {"hour": hour, "changes": changes, "jobs": jobs})
+    conn.execute(ROLLED, {"hour": hour, "changes": changes, "jobs": jobs, "parts": parts})
     conn.execute(REBLOCK, {"block": block_of(hour)})
     if day_of(hour) >= _today() - SPAN_DAYS * _DAY:
         make_spans(conn, day_of(hour), hour)
@@ -380,6 +418,10 @@ def make_spans(conn, day: dt.datetime, hour: dt.datetime | None = None) -> None:
     conn.execute(SPANNED, {"prefix": prefix, "suffix": suffix})
 
 
+def parts_due(conn, *, limit: int) -> list[dt.datetime]:
+    return [r.hour for r in conn.execute(PARTS_DUE, {"days": PART_DAYS, "limit": limit})]
+
+
 def spans_due(conn, *, limit: int) -> list[dt.datetime]:
     return [r.day for r in conn.execute(SPANS_DUE, {"days": SPAN_DAYS, "limit": limit})]
 
@@ -401,6 +443,7 @@ def blocks_and_hours(hours: list[dt.datetime]) -> tuple[list[dt.datetime], list[
 
 def forget_old(conn, *, days: int = KEEP_DAYS) -> int:
     conn.execute(FORGET_SPANS, {"days": SPAN_DAYS})
+    conn.execute(FORGET_PARTS, {"days": PART_DAYS})
     return conn.execute(FORGET, {"days": days}).rowcount
 
 
@@ -414,11 +457,22 @@ class Cover:
     prefix: list[dt.datetime]
     suffix: list[dt.datetime]
     singles: list[dt.datetime]
+    #: The hour before ``lo`` (the window's partial first hour) when its ten-minute parts stand
+    #: for it (rolled, unchanged, its parts made at its roll).
+    parts: dt.datetime | None = None
 
 
-def cover(conn, lo: dt.datetime | None, hi: dt.datetime | None) -> Cover:
-    """The rolled hours within ``[lo, hi)`` (whole hours) and the rows that stand for them."""
-    return plan([r for r in conn.execute(HOURS, {"lo": lo, "hi": hi})], lo, hi)
+def cover(conn, lo: dt.datetime | None, hi: dt.datetime | None,
+          first: dt.datetime | None = None) -> Cover:
+    """The rolled hours within ``[lo, hi)`` (whole hours) and the rows that stand for them;
+    and whether the parts of the hour ``first`` (the one before ``lo``) stand for it."""
+    rows = list(conn.execute(HOURS, {"lo": first or lo, "hi": hi}))
+    got = plan([r for r in rows if first is None or r.hour >= lo], lo, hi)
+    for r in rows:
+        if first is not None and r.hour == first and r.usable and r.parts_at is not None \
+                and r.parts_at >= r.rolled_at:
+            got.parts = first
+    return got
 
 
 def plan(rows: Sequence[Any], lo: dt.datetime | None, hi: dt.datetime | None) -> Cover:

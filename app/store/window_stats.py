@@ -73,8 +73,9 @@ LIVE_STATS = text(
     """
 ).bindparams(bindparam("statuses", type_=_TEXTS))
 
-#: The rolled rows per intent and state: the window's day spans (levels 6, 7) and the hours
-#: read one by one (level 1; a few dozen rows an hour): added up here.
+#: The rolled rows per intent and state: the window's day spans (levels 6, 7), the hours
+#: read one by one (level 1; a few dozen rows an hour) and the ten-minute parts of its partial
+#: first hour from ``:part`` on (8): added up here.
 ROLLED_INTENTS = text(
     """
     SELECT s.intent_key, s.status, s.n, s.retries, s.run_max, s.run_b, s.run_n, s.wait_b,
@@ -83,17 +84,20 @@ ROLLED_INTENTS = text(
      WHERE (s.level = 6 AND s.hour = ANY(CAST(:prefix AS timestamptz[])))
         OR (s.level = 7 AND s.hour = ANY(CAST(:suffix AS timestamptz[])))
         OR (s.level = 1 AND s.hour = ANY(CAST(:hours AS timestamptz[])))
+        OR (s.level = 8 AND s.hour = CAST(:parts AS timestamptz) AND s.part >= :part)
     """
 )
 
-#: The rolled rows per academy: the window's day spans (levels 4, 5), and of the other hours
-#: its four-hour blocks where whole (3) and the hours left over (2).
+#: The rolled rows per academy: the window's day spans (levels 4, 5), of the other hours its
+#: four-hour blocks where whole (3) and the hours left over (2), and the ten-minute parts of
+#: the window's partial first hour from ``:part`` on (9).
 _TENANT_ROWS = """
     SELECT s.tenant_id, s.n, s.wait_b, s.wait_n FROM job_stats_hourly s
      WHERE (s.level = 4 AND s.hour = ANY(CAST(:prefix AS timestamptz[])))
         OR (s.level = 5 AND s.hour = ANY(CAST(:suffix AS timestamptz[])))
         OR (s.level = 3 AND s.hour = ANY(CAST(:blocks AS timestamptz[])))
         OR (s.level = 2 AND s.hour = ANY(CAST(:hours AS timestamptz[])))
+        OR (s.level = 9 AND s.hour = CAST(:parts AS timestamptz) AND s.part >= :part)
 """
 
 
@@ -230,6 +234,18 @@ def unrolled_ranges(start: dt.datetime | None, end: dt.datetime | None,
     return out
 
 
+def _before_parts(ranges: list[tuple[str, str]], start: dt.datetime, parts_from: dt.datetime,
+                  hour_end: dt.datetime) -> list[tuple[str, str]]:
+    """The window's first range (from its start to the first rolled hour or further) less the
+    rest of its first hour, which its ten-minute parts from ``parts_from`` on stand for."""
+    (lo, hi), rest = ranges[0], ranges[1:]
+    assert lo == start.isoformat()
+    first = [(lo, parts_from.isoformat())] if parts_from > start else []
+    if hi == "infinity" or dt.datetime.fromisoformat(hi) > hour_end:
+        first.append((hour_end.isoformat(), hi))
+    return first + rest
+
+
 def window_stats(conn, where: JobFilter, *, tenants: int
                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Counts, run times and failure rates per intent and (intent_key None) over all of them,
@@ -241,10 +257,18 @@ def window_stats(conn, where: JobFilter, *, tenants: int
     # The rollup is over all academies, intents, queues and states: a narrower window is read
     # from its jobs (an academy's on the retention index, its own rows only).
     narrowed = where.tenant_id or where.intent or where.queue or where.statuses
+    first = _floor_hour(start) if start and _floor_hour(start) != start else None
     cover = rollup.Cover([], [], [], []) if narrowed else rollup.cover(
-        conn, _ceil_hour(start) if start else None, _floor_hour(end) if end else None)
+        conn, _ceil_hour(start) if start else None, _floor_hour(end) if end else None, first)
     hours = cover.hours
     ranges = unrolled_ranges(start, end, hours)
+    part = 0
+    if cover.parts and start and (end is None or end >= cover.parts + _HOUR):
+        # The partial first hour: its parts from the first that starts in the window on, and
+        # from the jobs only the minutes before it.
+        part = -(-(start - cover.parts) // rollup.PART)
+        ranges = _before_parts(ranges, start, cover.parts + part * rollup.PART,
+                               cover.parts + _HOUR)
     intents: dict[str, dict[str, Any]] = {}
 
     def intent(key: str) -> dict[str, Any]:
@@ -258,7 +282,8 @@ def window_stats(conn, where: JobFilter, *, tenants: int
          p95) in conn.execute(STATS, {**params, "los": [lo for lo, _ in ranges],
                                       "his": [hi for _, hi in ranges], "tenants": tenants,
                                       "prefix": cover.prefix, "suffix": cover.suffix,
-                                      "blocks": rolled[0], "hours": rolled[1]}):
+                                      "blocks": rolled[0], "hours": rolled[1],
+                                      "parts": cover.parts, "part": part}):
         if g is None:
             top.append({"tenant_id": tid, "name": name, "total": n, "pending": pending,
                         "wait_p50": p50, "wait_p95": p95})
@@ -270,8 +295,9 @@ def window_stats(conn, where: JobFilter, *, tenants: int
                 row["_run"][run_b] = row["_run"].get(run_b, 0) + n
         elif g == _BY_INTENT_WAIT and wait_b is not None:
             row["_wait"][wait_b] = row["_wait"].get(wait_b, 0) + n
-    if hours:
-        spans = {"prefix": cover.prefix, "suffix": cover.suffix}
+    if hours or cover.parts:
+        spans = {"prefix": cover.prefix, "suffix": cover.suffix, "parts": cover.parts,
+                 "part": part}
         for r in conn.execute(ROLLED_INTENTS, {**spans, "hours": cover.singles}):
             row = intent(r.intent_key)
             _count(row, r.status, r.n, r.retries, r.run_max)

@@ -191,7 +191,8 @@ def window(since: dt.datetime, until: dt.datetime, tenants: int = 1000):
     with db.engine().connect() as conn:
         rows, top = window_stats.window_stats(
             conn, reads.JobFilter(since_at=since, until_at=until), tenants=tenants)
-        cover = rollup.cover(conn, window_stats._ceil_hour(since), window_stats._floor_hour(until))
+        cover = rollup.cover(conn, window_stats._ceil_hour(since), window_stats._floor_hour(until),
+                             window_stats._floor_hour(since))
     return ({r["intent_key"]: r for r in rows}, {t["tenant_id"]: t for t in top}), cover
 
 
@@ -204,11 +205,14 @@ def test_a_window_across_midnight_reads_a_span_a_day_with_the_figures_of_its_job
     one, two = make_tenant("자정 학원 1"), make_tenant("자정 학원 2")
     d1 = two_days_ago()
     d2, h = d1 + dt.timedelta(days=1), dt.timedelta(hours=1)
-    since, until = d1 + 10 * h + dt.timedelta(minutes=40), d2 + 5 * h + dt.timedelta(minutes=20)
-    # Before the window, in its partial first hour (both sides of its start), in the rolled
-    # hours of both days, in its partial last hour and after it.
+    since, until = d1 + 10 * h + dt.timedelta(minutes=37), d2 + 5 * h + dt.timedelta(minutes=20)
+    # Before the window, in its partial first hour (both sides of its start, the minutes before
+    # its next ten-minute part and that part), in the rolled hours of both days, in its partial
+    # last hour and after it.
     finished_at(one, d1 + 9 * h + dt.timedelta(minutes=30), n=3, wait_s=500)
     finished_at(one, d1 + 10 * h + dt.timedelta(minutes=20), n=2, wait_s=400)
+    finished_at(two, d1 + 10 * h + dt.timedelta(minutes=35), n=2, wait_s=600)
+    finished_at(two, d1 + 10 * h + dt.timedelta(minutes=38), n=1, wait_s=5, run_ms=900)
     finished_at(one, d1 + 10 * h + dt.timedelta(minutes=50), n=2, run_ms=300)
     finished_at(one, d1 + 13 * h + dt.timedelta(minutes=30), n=6, wait_s=0.5)
     finished_at(two, d1 + 13 * h + dt.timedelta(minutes=35), n=2, status="failed", retries=1,
@@ -225,11 +229,13 @@ def test_a_window_across_midnight_reads_a_span_a_day_with_the_figures_of_its_job
     roll_everything()
     after, cover = window(since, until)
     # Each day's rolled hours of the window are one row a key: from 11:00 to the first day's
-    # end, and from the second day's start up to its 04:00 hour (05:00 on is not whole).
+    # end, and from the second day's start up to its 04:00 hour (05:00 on is not whole); the
+    # first hour from 10:40 in ten-minute parts.
     assert (cover.suffix, cover.prefix, cover.singles) == ([d1 + 11 * h], [d2 + 4 * h], [])
+    assert cover.parts == d1 + 10 * h
     assert after == before
     intents, tenants = after
-    assert (tenants[one]["total"], tenants[two]["total"]) == (2 + 6 + 5 + 1, 2 + 4 + 3)
+    assert (tenants[one]["total"], tenants[two]["total"]) == (2 + 6 + 5 + 1, 1 + 2 + 4 + 3)
     assert intents["system.exec.sleep"]["failed"] == 5
     assert intents["system.exec.echo"]["run_max"] == pytest.approx(4 * 0.7)
     assert tenants[two]["wait_p95"] == pytest.approx(90 + 3, rel=sketch.RELATIVE_ERROR)
@@ -294,3 +300,21 @@ def test_the_database_reads_a_percentile_from_buckets_as_python_does():
         histogram[sketch.bucket(w)] = histogram.get(sketch.bucket(w), 0) + 1
     assert (mine["wait_p50"], mine["wait_p95"]) == (sketch.percentile(histogram, 0.5),
                                                     sketch.percentile(histogram, 0.95))
+
+
+def test_hours_rolled_before_their_parts_were_kept_get_them_from_the_caretaker():
+    tenant = make_tenant("부분 학원")
+    h = dt.timedelta(hours=1)
+    hour = (dt.datetime.now(dt.UTC) - 20 * h).replace(minute=0, second=0, microsecond=0)
+    finished_at(tenant, hour + dt.timedelta(minutes=25), n=3)
+    finished_at(tenant, hour + dt.timedelta(minutes=45), n=2, wait_s=9)
+    roll_everything()
+    # As an upgrade to 0022 finds the hours rolled before it: no parts.
+    sql("DELETE FROM job_stats_hourly WHERE level IN (8, 9)")
+    sql("UPDATE job_stats_hours SET parts_at = NULL")
+    since, until = hour + dt.timedelta(minutes=30), hour + 3 * h
+    before, cover = window(since, until)
+    assert cover.parts is None and before[1][tenant]["total"] == 2
+    roll_everything()
+    after, cover = window(since, until)
+    assert cover.parts == hour and after == before

@@ -42,6 +42,8 @@ class JobStatsHour(Base):
     #: to the day's end.
     prefix_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     suffix_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    #: When the hour's ten-minute parts were made (with its roll; the last two days only).
+    parts_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 def _buckets(name: str) -> Column:
@@ -51,8 +53,9 @@ def _buckets(name: str) -> Column:
 #: An hour's figures: level 1 per intent, queue and end state over all academies; 2 per
 #: academy over all intents; 3 per academy over the four-hour block the hour starts; 4 and 5
 #: per academy, the hour's day up to and with it and from it to the day's end; 6 and 7 the same
-#: per intent and end state (app.store.rollup). Rows are replaced an hour at a time, so no key
-#: of their own.
+#: per intent and end state; 8 and 9 per intent and end state and per academy over a
+#: ten-minute ``part`` (0-5) of the hour (app.store.rollup). Rows are replaced an hour at a
+#: time, so no key of their own.
 job_stats_hourly = Table(
     "job_stats_hourly", Base.metadata,
     Column("hour", DateTime(timezone=True),
@@ -66,7 +69,8 @@ job_stats_hourly = Table(
     Column("retries", BigInteger, nullable=False),
     Column("run_max", Float),
     _buckets("run_b"), _buckets("run_n"), _buckets("wait_b"), _buckets("wait_n"),
-    CheckConstraint("level BETWEEN 1 AND 7", name="level"),
+    Column("part", SmallInteger),
+    CheckConstraint("level BETWEEN 1 AND 9", name="level"),
     Index("ix_job_stats_hourly_level_hour", "level", "hour"),
     Index("ix_job_stats_hourly_tenant", "tenant_id", "hour",
           postgresql_where=text("tenant_id IS NOT NULL")),
