@@ -47,7 +47,7 @@ def roll_up(*, budget: float = TIME_BUDGET_SECONDS) -> RollupReport:
         if len(due) < BATCH:
             break
     # Recent hours and days rolled before their parts and spans were kept (an upgrade to
-    # 0022): newest first (a window's start is a day back).
+    # 0023): newest first (a window's start is a day back).
     tried: set = set()
     while True:
         with db.engine().begin() as conn:

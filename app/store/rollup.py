@@ -8,7 +8,7 @@ of the hour) or was already visible to the roll. A changed hour is read from the
 is rolled again. Each roll replaces the hour's rows in one transaction and subtracts the
 changes it read, so a change that lands during a roll leaves the hour changed for the next.
 
-The same transaction makes the spans of the hour's day that hold it again (migration 0022,
+The same transaction makes the spans of the hour's day that hold it again (migration 0023,
 :func:`make_spans`, under a lock of the day): a window's rolled hours are then read as a span
 row a key for each day it crosses (:func:`cover`), and a day whose span would stand for a
 changed hour, or for one rolled after it was made, is read hour by hour instead.
@@ -38,7 +38,7 @@ KEEP_DAYS = 400
 BY_INTENT, BY_TENANT = 1, 2
 #: (Level 3, per academy over four hours, 00:00, 04:00, ... UTC, is made from its level-2 hours
 #: once all four are rolled, by REBLOCK.)
-#: A day's spans (migration 0022), made from its rolled hours' rows: per academy, the day
+#: A day's spans (migration 0023), made from its rolled hours' rows: per academy, the day
 #: (UTC) from its start up to and with the hour (4) and from the hour to its end (5); per
 #: intent and end state likewise (6, 7; all queues together). A window that crosses midnight
 #: reads its first day's rolled hours as one span row and its last day's as another, and a
@@ -256,7 +256,7 @@ SPANNED = text(
     """
 )
 
-#: Recent days with a rolled hour whose spans were never made (history rolled before 0022, or
+#: Recent days with a rolled hour whose spans were never made (history rolled before 0023, or
 #: spans forgotten): the newest first.
 SPANS_DUE = text(
     """
@@ -267,7 +267,7 @@ SPANS_DUE = text(
     """
 )
 
-#: Recent hours rolled without their ten-minute parts (before 0022): the newest first.
+#: Recent hours rolled without their ten-minute parts (before 0023): the newest first.
 PARTS_DUE = text(
     """
     SELECT hour FROM job_stats_hours

@@ -171,7 +171,7 @@ def test_the_unrolled_ranges_are_the_window_less_its_rolled_hours():
         ("-infinity", h.isoformat()), ((h + hour).isoformat(), "infinity")]
 
 
-# --- a day's spans (0022) ------------------------------------------------------------------------
+# --- a day's spans (0023) ------------------------------------------------------------------------
 
 def finished_at(tenant: str, at: dt.datetime, *, n: int, status: str = "completed",
                 intent: str = "system.exec.echo", run_ms: int = 100, wait_s: float = 2.0,
@@ -281,7 +281,7 @@ def test_a_span_stands_only_for_hours_rolled_before_it_and_unchanged():
     unrolled = [*every[:20], hour(20, usable=False, rolled_at=None)]
     got = rollup.plan(unrolled, day, None)
     assert got.prefix == [day + 19 * h] and len(got.hours) == 20
-    # No span made (a day rolled before 0022): its hours one by one.
+    # No span made (a day rolled before 0023): its hours one by one.
     assert rollup.plan([hour(k, prefix_at=None) for k in range(5)], day, None).prefix == []
 
 
@@ -309,7 +309,7 @@ def test_hours_rolled_before_their_parts_were_kept_get_them_from_the_caretaker()
     finished_at(tenant, hour + dt.timedelta(minutes=25), n=3)
     finished_at(tenant, hour + dt.timedelta(minutes=45), n=2, wait_s=9)
     roll_everything()
-    # As an upgrade to 0022 finds the hours rolled before it: no parts.
+    # As an upgrade to 0023 finds the hours rolled before it: no parts.
     sql("DELETE FROM job_stats_hourly WHERE level IN (8, 9)")
     sql("UPDATE job_stats_hours SET parts_at = NULL")
     since, until = hour + dt.timedelta(minutes=30), hour + 3 * h

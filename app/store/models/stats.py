@@ -38,7 +38,7 @@ class JobStatsHour(Base):
         DateTime(timezone=True), nullable=False, server_default=text("clock_timestamp()"))
     rolled_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     jobs: Mapped[int | None] = mapped_column(BigInteger)
-    #: When the day's spans at this hour were made (0022): from the day's start to it, from it
+    #: When the day's spans at this hour were made (0023): from the day's start to it, from it
     #: to the day's end.
     prefix_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     suffix_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))

@@ -23,8 +23,8 @@ this migration get their spans from the caretaker (newest first, within its time
 until then they are read as before. Spans of older days are dropped; no new table (the rows
 live in ``job_stats_hourly``, under its row-level security, and go with their academy).
 
-Revision ID: 0022_stats_day_spans
-Revises: 0021_in_flight_by_published
+Revision ID: 0023_stats_day_spans
+Revises: 0022_fast_inserts
 Create Date: 2026-12-07 13:00:00
 """
 
@@ -33,8 +33,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0022_stats_day_spans"
-down_revision = "0021_in_flight_by_published"
+revision = "0023_stats_day_spans"
+down_revision = "0022_fast_inserts"
 branch_labels = None
 depends_on = None
 
