@@ -68,16 +68,18 @@ STAMP_FAST = text(
                        AND published_at > now() - interval '1 second'
                        AND (run_at IS NULL OR run_at <= now()))) AS n
     ), take AS (
+        -- (By id. Not "published_at IS NULL" here: with it the planner walks the ready index,
+        -- every entry a held horizon keeps in it, for the few ids.)
         SELECT j.id, u.pos FROM job_executions j
           JOIN unnest(CAST(:ids AS uuid[])) WITH ORDINALITY AS u(id, pos) ON u.id = j.id
-         WHERE j.status = 'pending' AND j.published_at IS NULL AND j.queue = :queue
+         WHERE j.status = 'pending' AND j.queue = :queue
            AND (j.run_at IS NULL OR j.run_at <= now())
          ORDER BY u.pos
          LIMIT greatest(0, :size - (SELECT n FROM held))
            FOR UPDATE OF j SKIP LOCKED
     )
     UPDATE job_executions j SET published_at = now()
-      FROM take WHERE j.id = take.id
+      FROM take WHERE j.id = take.id AND j.published_at IS NULL
     RETURNING j.id::text, j.tenant_id::text, j.intent_key, j.intent_params, take.pos
     """
 )
