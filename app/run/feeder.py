@@ -13,9 +13,12 @@ Beat's process feeds every queue, out of the way of the workers' consumers: its 
 standing by: it leads a queue only while no beat feeds, and lets go within :data:`LEAD_RETRY`
 of a beat starting; when the last beat dies its locks are free and a worker's feeder leads
 within about a second. Whoever feeds, one feeder leads per queue: a PostgreSQL session advisory
-lock (:func:`lock_key`), freed when its process dies, so two beats never feed a queue both.
+lock (``jobq_feed_lock(queue)`` in SQL: the insert trigger asks whether anyone leads), freed
+when its process dies, so two beats never feed a queue both.
 A feeder sleeps on ``LISTEN jobq_feed`` (the insert trigger and the sweep notify, naming the
-queue, when it gets a waiting tenant). It looks at a queue with a backlog every few milliseconds,
+queue, when it gets a waiting tenant) and ``LISTEN jobq_fast``: a plain INSERT of a few jobs into a
+queue where nobody is ready names the jobs themselves, and the feeder stamps and sends them while
+the window has room (:func:`feed_fast`), no look and no fair-queue write (0022). It looks at a queue with a backlog every few milliseconds,
 at one with nothing waiting only when named or every :data:`IDLE_POLL`: one busy queue's looks do
 not drag the idle ones along (each look is a round trip and a ``jobq_feed`` call).
 
@@ -73,11 +76,6 @@ def _key(name: str) -> int:
     return (0x6A6F6271 << 32 | zlib.crc32(name.encode())) - (1 << 63)
 
 
-def lock_key(queue: str) -> int:
-    """The advisory lock a queue's leading feeder holds (a signed 64-bit key)."""
-    return _key(f"jobq-feed:{queue}")
-
-
 #: Every beat's feeder holds this advisory lock, shared, while it lives: workers' feeders lead
 #: nothing while anyone holds it.
 BEAT_FEEDS = _key("jobq-feed-beat")
@@ -85,9 +83,12 @@ BEAT_FEEDS = _key("jobq-feed-beat")
 BEAT_FEEDS_NOW = ("SELECT CASE WHEN pg_try_advisory_lock(%(key)s) "
                   "THEN NOT pg_advisory_unlock(%(key)s) ELSE true END")
 #: Of the queues given with their keys, those whose lock this session takes now.
-TAKE_QUEUES = ("SELECT queue FROM unnest(%(queues)s::text[], %(keys)s::bigint[]) AS q(queue, key)"
-               " WHERE pg_try_advisory_lock(key)")
-LET_GO = "SELECT pg_advisory_unlock(key) FROM unnest(%(keys)s::bigint[]) AS q(key)"
+TAKE_QUEUES = ("SELECT queue FROM unnest(%(queues)s::text[]) AS q(queue)"
+               " WHERE pg_try_advisory_lock(jobq_feed_lock(queue))")
+LET_GO = ("SELECT pg_advisory_unlock(jobq_feed_lock(queue))"
+          " FROM unnest(%(queues)s::text[]) AS q(queue)")
+#: Jobs a plain INSERT named for a queue this feeder lets go: flagged ready, the fair way.
+FLAG_JOBS = "SELECT jobq_fair_flag_jobs(%s::uuid[])"
 
 
 @dataclass
@@ -167,6 +168,22 @@ def feed_once(queue: str, window: Window) -> FeedResult:
     return FeedResult(sent, backlog and not missed, size, window.next_look())
 
 
+def feed_fast(queue: str, window: Window, ids: list[str]) -> int:
+    """Jobs the insert trigger named (nobody was ready in ``queue``): stamp and send those the
+    window has room for, in one small statement; what does not fit is flagged ready and goes
+    the fair way. Without the broker's count, all of them go the fair way. Returns how many
+    went."""
+    broker = waiting(queue)
+    with db.engine().connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        if broker is None:
+            jobstore.stamp_fast(conn, queue, ids, 0, 0)  # flags them all
+            return 0
+        picked = jobstore.stamp_fast(conn, queue, ids, window.size, broker)
+    sent, _ = send_picked(queue, picked)
+    window.pushed += sent
+    return sent
+
+
 def send_picked(queue: str, picked: list[jobstore.Picked], *,
                 front: bool = False) -> tuple[int, int]:
     """Hand off jobs picked (and stamped) for ``queue``, ``front`` to the front of it (what the
@@ -224,6 +241,8 @@ class Feeder(threading.Thread):
         self.led: set[str] = set()
         #: When each queue needs its next look (monotonic); a queue not in it, at once.
         self.due: dict[str, float] = {}
+        #: Job ids the insert trigger named (``jobq_fast``), by led queue, not sent yet.
+        self.fast: dict[str, list[str]] = {}
         high = settings.fair_window
         low = min(settings.fair_window_min, high)
         self.windows = {q: Window(low, low, high) for q in self.queues}
@@ -245,6 +264,7 @@ class Feeder(threading.Thread):
             cur.execute("SET application_name = %s",
                         (f"jobq-feeder:{'beat' if self.beat else 'worker'}:{os.getpid()}",))
             cur.execute("LISTEN jobq_feed")
+            cur.execute("LISTEN jobq_fast")
         return raw
 
     def _checks_leads(self) -> bool:
@@ -265,7 +285,10 @@ class Feeder(threading.Thread):
                 cur.execute(BEAT_FEEDS_NOW, {"key": BEAT_FEEDS})
                 if cur.fetchone()[0]:
                     if self.led:
-                        cur.execute(LET_GO, {"keys": [lock_key(q) for q in sorted(self.led)]})
+                        held = [i for q in sorted(self.led) for i in self.fast.pop(q, [])]
+                        if held:  # the beat's look takes them, in fair order
+                            cur.execute(FLAG_JOBS, (held,))
+                        cur.execute(LET_GO, {"queues": sorted(self.led)})
                         log.info("a beat feeds; this worker stops feeding queue(s) %s",
                                  ", ".join(sorted(self.led)))
                         self.led.clear()
@@ -273,11 +296,18 @@ class Feeder(threading.Thread):
             free = [q for q in self.queues if q not in self.led]
             if not free:
                 return
-            cur.execute(TAKE_QUEUES, {"queues": free, "keys": [lock_key(q) for q in free]})
-            for (queue,) in cur.fetchall():
+            cur.execute(TAKE_QUEUES, {"queues": free})
+            taken = [queue for (queue,) in cur.fetchall()]
+            for queue in taken:
                 self.led.add(queue)
                 self.due.pop(queue, None)
                 log.info("feeding queue %s%s", queue, " (beat)" if self.beat else "")
+            if taken:
+                # Jobs a plain INSERT named while nobody led (a feeder dying, a beat starting)
+                # were heard by nobody: their academies are flagged ready now, not at the
+                # sweep's next full wake.
+                with db.engine().begin() as own:
+                    jobstore.flag_due(own)
 
     def _wait(self, conn: Any, timeout: float) -> None:
         """Sleep until ``timeout`` or a NOTIFY; the queues named by notifications are due now."""
@@ -287,7 +317,12 @@ class Feeder(threading.Thread):
                 return
         conn.poll()
         for note in conn.notifies:
-            self.due[note.payload] = 0.0
+            if note.channel == "jobq_fast":
+                queue, _, ids = note.payload.partition(" ")
+                if queue in self.led and ids:  # (another feeder leads the rest)
+                    self.fast.setdefault(queue, []).extend(ids.split(","))
+            else:
+                self.due[note.payload] = 0.0
         conn.notifies.clear()
 
     def _close(self) -> None:
@@ -297,6 +332,7 @@ class Feeder(threading.Thread):
         if self._conn is not None or self._holder is not None:
             self._conn = self._holder = None
             self.led.clear()
+            self.fast.clear()  # (the sweep's full wake flags what they name)
             self.beat_holds = False
 
     def _feed_due(self) -> None:
@@ -304,6 +340,9 @@ class Feeder(threading.Thread):
         with nothing waiting only when the insert trigger or the sweep names it (a NOTIFY) or
         every IDLE_POLL; a busy queue's looks do not drag the idle ones along."""
         for queue in sorted(self.led):
+            ids = self.fast.pop(queue, None)
+            if ids:
+                feed_fast(queue, self.windows[queue], ids)
             if time.monotonic() < self.due.get(queue, 0.0):
                 continue
             result = feed_once(queue, self.windows[queue])

@@ -15,7 +15,7 @@ from app.core.manifest import QUEUES
 from app.core.settings import settings
 from app.core.validation import Request
 from app.intake.submit import submit_many
-from app.run.feeder import BEAT_FEEDS, lock_key
+from app.run.feeder import BEAT_FEEDS
 from app.store import db
 from tests.fixtures import sql, wait_for
 
@@ -42,7 +42,8 @@ def holders(key: int) -> list[tuple[str, str]]:
 
 def feeding() -> dict[str, list[str]]:
     """Queue -> the feeder sessions leading it (``jobq-feeder:ROLE:PID``)."""
-    return {q: [name for name, _ in holders(lock_key(q))] for q in QUEUES}
+    return {q: [name for name, _ in holders(sql("SELECT jobq_feed_lock(:q)", q=q)[0][0])]
+            for q in QUEUES}
 
 
 def fed_by(pid: int, role: str) -> bool:

@@ -44,14 +44,13 @@ def test_a_busy_queue_does_not_drag_the_idle_queues_looks_along(tenant, monkeypa
         # IDLE_POLL, twice in 2 s (a third when the clock falls just so).
         assert busy >= 20, looks
         assert idle <= 3, looks
-        # A job for the idle queue wakes its look at once (the insert trigger's NOTIFY).
-        before = looks["bulk"]
+        # A job for the idle queue goes at once: the insert trigger names it to the feeder
+        # (nobody is ready in bulk), which sends it without waiting for its next look.
         [(job,)] = sql("INSERT INTO job_executions (tenant_id, intent_key, intent_params, queue) "
                        "VALUES (:t, 'system.exec.echo', '{}', 'bulk') RETURNING id::text",
                        t=tenant)
         wait_for(lambda: sql("SELECT published_at IS NOT NULL FROM job_executions "
                              "WHERE id = :id", id=job)[0][0], 0.5, interval=0.01,
                  message="the bulk job to be published within half a second of its insert")
-        assert looks["bulk"] > before
     finally:
         running.stop()

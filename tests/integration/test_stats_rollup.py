@@ -45,7 +45,15 @@ def roll_everything() -> caretaker.RollupReport:
     with db.engine().begin() as conn:
         rollup.claim(conn)
     time.sleep(1.2)
-    return caretaker.roll_up(budget=60.0)
+    # Other tests in this database may have left months of history (thousands of hours): beat
+    # runs the caretaker again a minute later; here, again at once until it says it is done.
+    hours = jobs = 0
+    for _ in range(10):
+        report = caretaker.roll_up(budget=60.0)
+        hours, jobs = hours + report.hours, jobs + report.jobs
+        if report.done:
+            break
+    return caretaker.RollupReport(hours, jobs, done=report.done)
 
 
 def rolled(hours_ago: float) -> tuple[bool, int] | None:

@@ -67,6 +67,7 @@ from app.store.jobstore.feeding import (
     mark_published,
     mark_unpublished,
     set_window,
+    stamp_fast,
 )
 from app.store.jobstore.finishing import (
     COMPLETE,
@@ -241,6 +242,7 @@ __all__ = [
     "save_checkpoint",
     "set_progress",
     "set_window",
+    "stamp_fast",
     "stopped_after_cancel",
     "tenant_refusal",
     "wait_later",

@@ -55,6 +55,51 @@ LOOK = text(
     """
 )
 
+#: Jobs a plain INSERT told the feeder about (``jobq_fast``: nobody was ready in their queue),
+#: stamped published in the order given while the window has room: ``:size`` minus what the
+#: broker's list holds or what was stamped in the last second if more (as :data:`LOOK` counts).
+#: Those already stamped (a look's pick got there first) or no longer pending are passed over.
+STAMP_FAST = text(
+    """
+    WITH held AS MATERIALIZED (
+        SELECT greatest(CAST(:broker AS int),
+                   (SELECT count(*)::int FROM job_executions
+                     WHERE queue = :queue AND status = 'pending'
+                       AND published_at > now() - interval '1 second'
+                       AND (run_at IS NULL OR run_at <= now()))) AS n
+    ), take AS (
+        -- (By id. Not "published_at IS NULL" here: with it the planner walks the ready index,
+        -- every entry a held horizon keeps in it, for the few ids.)
+        SELECT j.id, u.pos FROM job_executions j
+          JOIN unnest(CAST(:ids AS uuid[])) WITH ORDINALITY AS u(id, pos) ON u.id = j.id
+         WHERE j.status = 'pending' AND j.queue = :queue
+           AND (j.run_at IS NULL OR j.run_at <= now())
+         ORDER BY u.pos
+         LIMIT greatest(0, :size - (SELECT n FROM held))
+           FOR UPDATE OF j SKIP LOCKED
+    )
+    UPDATE job_executions j SET published_at = now()
+      FROM take WHERE j.id = take.id AND j.published_at IS NULL
+    RETURNING j.id::text, j.tenant_id::text, j.intent_key, j.intent_params, take.pos
+    """
+)
+
+#: What did not fit the window goes the fair way: its academy flagged ready (``jobq_fair_flag``).
+FLAG_JOBS = text("SELECT jobq_fair_flag_jobs(CAST(:ids AS uuid[]))")
+
+
+def stamp_fast(conn, queue: str, ids: Sequence[str], size: int, broker: int) -> list[Picked]:
+    """Of ``ids`` (told by the insert trigger), those the window has room for, stamped, in the
+    order given; flag the rest's academies ready. Commit, then publish what it returned."""
+    rows = conn.execute(STAMP_FAST, {"queue": queue, "ids": list(ids), "size": size,
+                                     "broker": broker}).all()
+    taken = {r[0] for r in rows}
+    rest = [i for i in ids if i not in taken]
+    if rest:
+        conn.execute(FLAG_JOBS, {"ids": rest})
+    return [Picked(*r[:4]) for r in sorted(rows, key=lambda r: r[4])]
+
+
 #: The window a queue's feeder keeps (callers' fast path fills it no further).
 SET_WINDOW = text(
     """
