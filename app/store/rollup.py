@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import text
 
 from app.core import sketch
+from app.store import liveness
 
 #: A finish this far back when its row is written counts as a change of its (rolled) hour;
 #: the trigger of migration 0020 says the same.
@@ -176,7 +177,8 @@ FORGET = text("DELETE FROM job_stats_hours "
 
 #: Only one transaction makes a day's rows at a time (jobq's other locks, 'jobr', then the day):
 #: a span made while another roll of that day is under way would miss the other's hour.
-LOCK_DAY = text("SELECT pg_advisory_xact_lock(1785684594, 1000000 + CAST(:days AS int))")
+LOCK_DAY = text(f"SELECT pg_advisory_xact_lock({liveness.OTHER_NAMESPACE}, "
+                "1000000 + CAST(:days AS int))")
 
 #: A day's span rows at the hours ``:ks`` (each from the day's start to it, or from it to the
 #: day's end) made again from the day's rolled hours' rows, per academy.
