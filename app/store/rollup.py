@@ -180,72 +180,71 @@ FORGET = text("DELETE FROM job_stats_hours "
 LOCK_DAY = text(f"SELECT pg_advisory_xact_lock({liveness.OTHER_NAMESPACE}, "
                 "1000000 + CAST(:days AS int))")
 
-#: A day's span rows at the hours ``:ks`` (each from the day's start to it, or from it to the
-#: day's end) made again from the day's rolled hours' rows, per academy.
-TENANT_SPANS = text(
+#: A day's span row per academy at the hour ``:k``: the hour's own rows added to the span
+#: they extend (``:base``: the span at the rolled hour before it, from the day's start, or the
+#: one after it, to the day's end; NULL for the first), two rows an academy, not the day's hours.
+TENANT_SPAN = text(
     """
-    WITH gone AS (DELETE FROM job_stats_hourly
-                   WHERE level = :level AND hour = ANY(CAST(:ks AS timestamptz[]))),
+    WITH gone AS (DELETE FROM job_stats_hourly WHERE level = :level AND hour = :k),
     s AS MATERIALIZED (
-        SELECT k.k, h.tenant_id, h.n, h.retries, h.run_max, h.wait_b, h.wait_n
-          FROM unnest(CAST(:ks AS timestamptz[])) AS k(k)
-          JOIN job_stats_hourly h
-            ON h.level = 2 AND h.hour >= :day AND h.hour < :day + interval '1 day'
-           AND CASE WHEN :suffix THEN h.hour >= k.k ELSE h.hour <= k.k END),
-    w AS (SELECT s.k, s.tenant_id, u.b, CAST(sum(u.c) AS int) AS c
-            FROM s, unnest(s.wait_b, s.wait_n) AS u(b, c) GROUP BY 1, 2, 3)
+        SELECT tenant_id, n, retries, run_max, wait_b, wait_n FROM job_stats_hourly
+         WHERE (level = 2 AND hour = :k)
+            OR (level = :level AND hour = CAST(:base AS timestamptz))),
+    w AS (SELECT s.tenant_id, u.b, CAST(sum(u.c) AS int) AS c
+            FROM s, unnest(s.wait_b, s.wait_n) AS u(b, c) GROUP BY 1, 2)
     INSERT INTO job_stats_hourly (hour, level, tenant_id, n, retries, run_max, wait_b, wait_n)
-    SELECT t.k, :level, t.tenant_id, t.n, t.retries, t.run_max,
+    SELECT :k, :level, t.tenant_id, t.n, t.retries, t.run_max,
            coalesce(h.bs, '{}'), coalesce(h.cs, '{}')
-      FROM (SELECT k, tenant_id, sum(n) AS n, sum(retries) AS retries, max(run_max) AS run_max
-              FROM s GROUP BY 1, 2) t
-      LEFT JOIN (SELECT k, tenant_id, array_agg(b ORDER BY b) AS bs, array_agg(c ORDER BY b) AS cs
-                   FROM w GROUP BY 1, 2) h ON h.k = t.k AND h.tenant_id = t.tenant_id
-     ORDER BY t.k, t.tenant_id
+      FROM (SELECT tenant_id, sum(n) AS n, sum(retries) AS retries, max(run_max) AS run_max
+              FROM s GROUP BY 1) t
+      LEFT JOIN (SELECT tenant_id, array_agg(b ORDER BY b) AS bs, array_agg(c ORDER BY b) AS cs
+                   FROM w GROUP BY 1) h ON h.tenant_id = t.tenant_id
+     ORDER BY t.tenant_id
     """
 )
 
 #: The same per intent and end state (all queues together), with the run times too.
-INTENT_SPANS = text(
+INTENT_SPAN = text(
     """
-    WITH gone AS (DELETE FROM job_stats_hourly
-                   WHERE level = :level AND hour = ANY(CAST(:ks AS timestamptz[]))),
+    WITH gone AS (DELETE FROM job_stats_hourly WHERE level = :level AND hour = :k),
     s AS MATERIALIZED (
-        SELECT k.k, h.intent_key, h.status, h.n, h.retries, h.run_max, h.run_b, h.run_n,
-               h.wait_b, h.wait_n
-          FROM unnest(CAST(:ks AS timestamptz[])) AS k(k)
-          JOIN job_stats_hourly h
-            ON h.level = 1 AND h.hour >= :day AND h.hour < :day + interval '1 day'
-           AND CASE WHEN :suffix THEN h.hour >= k.k ELSE h.hour <= k.k END),
-    r AS (SELECT s.k, s.intent_key, s.status, u.b, CAST(sum(u.c) AS int) AS c
-            FROM s, unnest(s.run_b, s.run_n) AS u(b, c) GROUP BY 1, 2, 3, 4),
-    w AS (SELECT s.k, s.intent_key, s.status, u.b, CAST(sum(u.c) AS int) AS c
-            FROM s, unnest(s.wait_b, s.wait_n) AS u(b, c) GROUP BY 1, 2, 3, 4)
+        SELECT intent_key, status, n, retries, run_max, run_b, run_n, wait_b, wait_n
+          FROM job_stats_hourly
+         WHERE (level = 1 AND hour = :k)
+            OR (level = :level AND hour = CAST(:base AS timestamptz))),
+    r AS (SELECT s.intent_key, s.status, u.b, CAST(sum(u.c) AS int) AS c
+            FROM s, unnest(s.run_b, s.run_n) AS u(b, c) GROUP BY 1, 2, 3),
+    w AS (SELECT s.intent_key, s.status, u.b, CAST(sum(u.c) AS int) AS c
+            FROM s, unnest(s.wait_b, s.wait_n) AS u(b, c) GROUP BY 1, 2, 3)
     INSERT INTO job_stats_hourly (hour, level, intent_key, status, n, retries, run_max,
                                   run_b, run_n, wait_b, wait_n)
-    SELECT t.k, :level, t.intent_key, t.status, t.n, t.retries, t.run_max,
+    SELECT :k, :level, t.intent_key, t.status, t.n, t.retries, t.run_max,
            coalesce(rh.bs, '{}'), coalesce(rh.cs, '{}'), coalesce(wh.bs, '{}'),
            coalesce(wh.cs, '{}')
-      FROM (SELECT k, intent_key, status, sum(n) AS n, sum(retries) AS retries,
+      FROM (SELECT intent_key, status, sum(n) AS n, sum(retries) AS retries,
                    max(run_max) AS run_max
-              FROM s GROUP BY 1, 2, 3) t
-      LEFT JOIN (SELECT k, intent_key, status, array_agg(b ORDER BY b) AS bs,
-                        array_agg(c ORDER BY b) AS cs FROM r GROUP BY 1, 2, 3) rh
-             ON rh.k = t.k AND rh.intent_key = t.intent_key AND rh.status = t.status
-      LEFT JOIN (SELECT k, intent_key, status, array_agg(b ORDER BY b) AS bs,
-                        array_agg(c ORDER BY b) AS cs FROM w GROUP BY 1, 2, 3) wh
-             ON wh.k = t.k AND wh.intent_key = t.intent_key AND wh.status = t.status
-     ORDER BY t.k, t.intent_key, t.status
+              FROM s GROUP BY 1, 2) t
+      LEFT JOIN (SELECT intent_key, status, array_agg(b ORDER BY b) AS bs,
+                        array_agg(c ORDER BY b) AS cs FROM r GROUP BY 1, 2) rh
+             ON rh.intent_key = t.intent_key AND rh.status = t.status
+      LEFT JOIN (SELECT intent_key, status, array_agg(b ORDER BY b) AS bs,
+                        array_agg(c ORDER BY b) AS cs FROM w GROUP BY 1, 2) wh
+             ON wh.intent_key = t.intent_key AND wh.status = t.status
+     ORDER BY t.intent_key, t.status
     """
 )
 
-#: The day's hours: which are rolled, and whether its last hour is.
+#: The day's hours: which are rolled, when, and when their spans were made.
 DAY_HOURS = text(
     """
-    SELECT hour, rolled FROM job_stats_hours
+    SELECT hour, rolled, rolled_at, prefix_at, suffix_at FROM job_stats_hours
      WHERE hour >= :day AND hour < :day + interval '1 day' ORDER BY hour
     """
 )
+
+UNSPAN = text("UPDATE job_stats_hours SET prefix_at = NULL, suffix_at = NULL "
+              "WHERE hour >= :day AND hour < :day + interval '1 day' "
+              "AND (prefix_at IS NOT NULL OR suffix_at IS NOT NULL)")
 
 SPANNED = text(
     """
@@ -381,6 +380,8 @@ def roll_hour(conn, hour: dt.datetime, *, again: bool = False) -> int | None:
     conn.execute(REBLOCK, {"block": block_of(hour)})
     if day_of(hour) >= _today() - SPAN_DAYS * _DAY:
         make_spans(conn, day_of(hour), hour)
+    else:  # (spans the reader must not take for this day's hours any longer)
+        conn.execute(UNSPAN, {"day": day_of(hour)})
     return jobs
 
 
@@ -400,24 +401,44 @@ def lock_day(conn, day: dt.datetime) -> None:
 def make_spans(conn, day: dt.datetime, hour: dt.datetime | None = None) -> None:
     """Make the day's spans that hold ``hour`` again (all of them when None) from its rolled
     hours' rows, in the caller's transaction: the spans to each rolled hour from the day's
-    start, and, once the day's last hour is rolled, from each to its end. Each is stamped with
+    start, and, once the day's last hour is rolled, from each to its end. Each is the hour's
+    rows added to the span next to it, in order, starting from the nearest span that still
+    stands for its hours (or from the day's first or last rolled hour). Each is stamped with
     the clock as it is made, which a reader compares with its hours' ``rolled_at`` (a span made
     before an hour's roll does not stand for it)."""
     lock_day(conn, day)
-    rolled = [r.hour for r in conn.execute(DAY_HOURS, {"day": day}) if r.rolled]
-    prefix = [h for h in rolled if hour is None or h >= hour]
-    last = day + 23 * _H
-    suffix = ([h for h in rolled if hour is None or h <= hour]
-              if rolled and rolled[-1].astimezone(dt.UTC) == last else [])
-    for statement, spans, levels in ((TENANT_SPANS, prefix, (TENANT_PREFIX, None)),
-                                     (TENANT_SPANS, suffix, (None, TENANT_SUFFIX)),
-                                     (INTENT_SPANS, prefix, (INTENT_PREFIX, None)),
-                                     (INTENT_SPANS, suffix, (None, INTENT_SUFFIX))):
-        if spans:
-            is_suffix = levels[0] is None
-            conn.execute(statement, {"ks": spans, "day": day, "suffix": is_suffix,
-                                     "level": levels[1] if is_suffix else levels[0]})
-    conn.execute(SPANNED, {"prefix": prefix, "suffix": suffix})
+    hours = [r for r in conn.execute(DAY_HOURS, {"day": day}) if r.rolled]
+    if not hours:
+        return
+    at = [r.hour for r in hours]
+
+    def stands(i: int, stamp: str, reach: Sequence[Any]) -> bool:
+        made = getattr(hours[i], stamp)
+        return made is not None and all(r.rolled_at <= made for r in reach)
+
+    # From the day's start: from the first rolled hour at or after ``hour``, back to the
+    # nearest span that stands.
+    first = 0 if hour is None else next((i for i, h in enumerate(at) if h >= hour), len(at))
+    while first > 0 and not stands(first - 1, "prefix_at", hours[:first]):
+        first -= 1
+    prefix = list(range(first, len(at)))
+    # To the day's end, once its last hour is rolled: from the last rolled hour at or before
+    # ``hour``, forward to the nearest span that stands.
+    suffix: list[int] = []
+    if at[-1].astimezone(dt.UTC) == day + 23 * _H:
+        last = len(at) - 1 if hour is None else max(
+            (i for i, h in enumerate(at) if h <= hour), default=-1)
+        while last >= 0 and last < len(at) - 1 and not stands(last + 1, "suffix_at",
+                                                              hours[last + 1:]):
+            last += 1
+        suffix = list(range(last, -1, -1))
+    for statement, level, order, step in (
+            (TENANT_SPAN, TENANT_PREFIX, prefix, -1), (INTENT_SPAN, INTENT_PREFIX, prefix, -1),
+            (TENANT_SPAN, TENANT_SUFFIX, suffix, 1), (INTENT_SPAN, INTENT_SUFFIX, suffix, 1)):
+        for i in order:
+            base = at[i + step] if 0 <= i + step < len(at) else None
+            conn.execute(statement, {"k": at[i], "base": base, "level": level})
+    conn.execute(SPANNED, {"prefix": [at[i] for i in prefix], "suffix": [at[i] for i in suffix]})
 
 
 def parts_due(conn, *, limit: int) -> list[dt.datetime]:

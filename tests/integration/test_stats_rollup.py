@@ -316,13 +316,22 @@ def test_hours_rolled_before_their_parts_were_kept_get_them_from_the_caretaker()
     hour = (dt.datetime.now(dt.UTC) - 20 * h).replace(minute=0, second=0, microsecond=0)
     finished_at(tenant, hour + dt.timedelta(minutes=25), n=3)
     finished_at(tenant, hour + dt.timedelta(minutes=45), n=2, wait_s=9)
+    day = (dt.datetime.now(dt.UTC) - 36 * h).replace(hour=0, minute=0, second=0, microsecond=0)
+    finished_at(tenant, day + h, n=1)             # a day before the last, every hour rolled
     roll_everything()
-    # As an upgrade to 0023 finds the hours rolled before it: no parts.
-    sql("DELETE FROM job_stats_hourly WHERE level IN (8, 9)")
-    sql("UPDATE job_stats_hours SET parts_at = NULL")
+    # As an upgrade to 0023 finds the hours rolled before it: no parts, no spans.
+    sql("DELETE FROM job_stats_hourly WHERE level BETWEEN 4 AND 9")
+    sql("UPDATE job_stats_hours SET parts_at = NULL, prefix_at = NULL, suffix_at = NULL")
     since, until = hour + dt.timedelta(minutes=30), hour + 3 * h
     before, cover = window(since, until)
     assert cover.parts is None and before[1][tenant]["total"] == 2
+    whole = (day, day + 24 * h)
+    everything, cover = window(*whole)
+    assert (cover.prefix, cover.suffix) == ([], [])
     roll_everything()
     after, cover = window(since, until)
     assert cover.parts == hour and after == before
+    again, cover = window(*whole)
+    assert (cover.prefix, cover.singles) == ([day + 23 * h], []) and again == everything
+    assert sql("SELECT count(*) FROM job_stats_hours WHERE rolled AND prefix_at IS NULL "
+               "AND hour >= date_trunc('day', now(), 'UTC') - interval '8 days'") == [(0,)]
