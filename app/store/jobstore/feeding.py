@@ -67,12 +67,15 @@ STAMP_FAST = text(
                      WHERE queue = :queue AND status = 'pending'
                        AND published_at > now() - interval '1 second'
                        AND (run_at IS NULL OR run_at <= now()))) AS n
+    ), u AS MATERIALIZED (
+        -- Each job by its id: ``pending`` is the status it must be in, as a value the planner
+        -- cannot see. With a constant it read a partial index of pending jobs whole instead
+        -- (the ready one, or the due one), every entry a held horizon keeps in it.
+        SELECT u.id, u.pos, 'pending'::text AS pending
+          FROM unnest(CAST(:ids AS uuid[])) WITH ORDINALITY AS u(id, pos)
     ), take AS (
-        -- (By id. Not "published_at IS NULL" here: with it the planner walks the ready index,
-        -- every entry a held horizon keeps in it, for the few ids.)
-        SELECT j.id, u.pos FROM job_executions j
-          JOIN unnest(CAST(:ids AS uuid[])) WITH ORDINALITY AS u(id, pos) ON u.id = j.id
-         WHERE j.status = 'pending' AND j.queue = :queue
+        SELECT j.id, u.pos FROM u JOIN job_executions j ON j.id = u.id
+         WHERE j.status = u.pending AND j.queue = :queue
            AND (j.run_at IS NULL OR j.run_at <= now())
          ORDER BY u.pos
          LIMIT greatest(0, :size - (SELECT n FROM held))
