@@ -16,11 +16,11 @@ within about a second. Whoever feeds, one feeder leads per queue: a PostgreSQL s
 lock (``jobq_feed_lock(queue)`` in SQL: the insert trigger asks whether anyone leads), freed
 when its process dies, so two beats never feed a queue both.
 A feeder sleeps on ``LISTEN jobq_feed`` (the insert trigger and the sweep notify, naming the
-queue, when it gets a waiting tenant) and ``LISTEN jobq_fast``: a plain INSERT of a few jobs into a
-queue where nobody is ready names the jobs themselves, and the feeder stamps and sends them while
-the window has room (:func:`feed_fast`), no look and no fair-queue write (0022). It looks at a queue with a backlog every few milliseconds,
-at one with nothing waiting only when named or every :data:`IDLE_POLL`: one busy queue's looks do
-not drag the idle ones along (each look is a round trip and a ``jobq_feed`` call).
+queue, when it gets a waiting tenant) and ``LISTEN jobq_fast`` (a plain INSERT of a few jobs
+into a queue where nobody is ready names the jobs: the feeder sends them while the window has
+room, :func:`feed_fast`, with no look and no fair-queue write; 0022). It looks at a queue with a
+backlog every few milliseconds, at one with nothing waiting only when named or every
+:data:`IDLE_POLL`: one busy queue's looks do not drag the idle ones along.
 
 The window adapts to the rate jobs leave it: about :data:`WINDOW_SECONDS` of work, at least
 ``settings.fair_window_min`` (enough to keep every worker process fed) and at most
@@ -82,7 +82,7 @@ BEAT_FEEDS = _key("jobq-feed-beat")
 #: Whether a beat feeds: the exclusive lock cannot be had (taken and let go again at once).
 BEAT_FEEDS_NOW = ("SELECT CASE WHEN pg_try_advisory_lock(%(key)s) "
                   "THEN NOT pg_advisory_unlock(%(key)s) ELSE true END")
-#: Of the queues given with their keys, those whose lock this session takes now.
+#: Of the queues given, those whose lock this session takes now.
 TAKE_QUEUES = ("SELECT queue FROM unnest(%(queues)s::text[]) AS q(queue)"
                " WHERE pg_try_advisory_lock(jobq_feed_lock(queue))")
 LET_GO = ("SELECT pg_advisory_unlock(jobq_feed_lock(queue))"
