@@ -522,22 +522,23 @@ def test_stats_until_ends_the_window_and_refuses_one_that_ends_before_it_starts(
 
 
 def test_stats_shows_the_wait_before_start_of_the_academies_that_waited_longest(tenant):
-    # Two jobs of this academy that waited 400 s and 600 s between due and start, as the table
-    # records them (longer than any test's own jobs wait): it leads the by-tenant list.
+    # Two jobs of this academy that waited 4,000 s and 6,000 s between due and start, as the
+    # table records them (longer than any job of the whole test run can have waited, a job an
+    # earlier test left behind and a later one ran included): it leads the by-tenant list.
     sql("INSERT INTO job_executions (tenant_id, intent_key, status, created_at, executed_at, "
         "completed_at) SELECT CAST(:t AS uuid), 'system.exec.echo', 'completed', "
-        "now() - make_interval(secs => 700), now() - make_interval(secs => 700 - w), now() "
-        "FROM unnest(ARRAY[400, 600]) w", t=tenant)
+        "now() - make_interval(secs => 7000), now() - make_interval(secs => 7000 - w), now() "
+        "FROM unnest(ARRAY[4000, 6000]) w", t=tenant)
     data = json.loads(jobq("stats", "--since", "1h", "--json").stdout)
     first = data["tenants"][0]
     assert first["tenant_id"] == tenant and first["total"] == 2
-    # Percentiles come from log-bucket histograms: within 4.4% of the exact 500 s and 590 s.
-    assert first["wait_p50"] == pytest.approx(500, rel=0.045)
-    assert first["wait_p95"] == pytest.approx(590, rel=0.045)
+    # Percentiles come from log-bucket histograms: within 4.4% of the exact 5,000 s and 5,900 s.
+    assert first["wait_p50"] == pytest.approx(5000, rel=0.045)
+    assert first["wait_p95"] == pytest.approx(5900, rel=0.045)
     table = jobq("stats", "--since", "1h").stdout
     assert "wait before start by tenant (longest p95 first)" in table
     line = next(row for row in table.splitlines() if f"({tenant[:8]})" in row)
-    assert line.split()[-6:] == ["2", "0", "8m", "30s", "10m", "08s"], line
+    assert line.split()[-6:] == ["2", "0", "1h", "23m", "1h", "36m"], line
 
 
 def test_stats_wait_starts_when_the_job_became_runnable_not_when_it_was_first_asked_for(
