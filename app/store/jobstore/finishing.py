@@ -20,8 +20,8 @@ def completing_sql(rows: str) -> str:
         -- the planner cannot see, and the row count is given: with a constant
         -- ``status = 'processing'`` it read every entry of the partial index of running jobs
         -- instead, and while a transaction holds the xmin horizon that index keeps one for
-        -- every job that ran since (2,299 buffers a completion, and a claim carrying one 1,468,
-        -- after ten minutes at 50 jobs/s: ``python -m bench pressure``).
+        -- every job that ran since (2,299 buffers a completion after ten minutes at 50 jobs/s,
+        -- ``python -m bench pressure``).
         SELECT v.*, 'processing'::text AS running
           FROM jsonb_to_recordset(CAST({rows} AS jsonb)) AS v(
             id uuid, owner text, worker text, attempt int, result jsonb, detail jsonb,
