@@ -30,10 +30,14 @@ def test_watch_writes_a_line_per_change_of_the_jobs_its_filter_chooses():
     watched, other = make_tenant(), make_tenant()
     old = submit_job(watched, "system.exec.echo")
     wait_for_status(old, "completed")
+    # Ctrl-C from a terminal: SIGINT as the default. A process started with SIGINT ignored
+    # keeps ignoring it (as a shell's background job should), and this test's own process may
+    # have it so by then: faulthandler showed the watcher asleep in its loop 30 s after SIGINT.
     watcher = subprocess.Popen([*JOBQ, "watch", "--tenant", watched, "--for", "60"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                cwd=ROOT, env={**os.environ, "COLUMNS": "200",
-                                              "PYTHONFAULTHANDLER": "1"})
+                                              "PYTHONFAULTHANDLER": "1"},
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines: list[str] = []
     try:
         assert watcher.stdout is not None
@@ -50,8 +54,7 @@ def test_watch_writes_a_line_per_change_of_the_jobs_its_filter_chooses():
         try:
             rest, errors = watcher.communicate(timeout=30)
         except subprocess.TimeoutExpired:
-            # (Seen twice in full runs, never alone.) Where it hangs: faulthandler's dump of
-            # every thread on SIGABRT.
+            # Where it hangs: faulthandler's dump of every thread on SIGABRT.
             watcher.send_signal(signal.SIGABRT)
             _, errors = watcher.communicate(timeout=10)
             pytest.fail("jobq watch did not stop 30 s after SIGINT; its threads:\n"
