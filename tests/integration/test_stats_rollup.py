@@ -68,7 +68,9 @@ def test_rolled_hours_give_the_figures_the_jobs_give_and_outlive_retention():
     finished(one, hours_ago=3, n=10)
     finished(one, hours_ago=5, n=2, status="failed", retries=2)
     finished(two, hours_ago=4, n=5, intent="system.exec.sleep", run_ms=400)
-    finished(two, hours_ago=0.2, n=3)                       # this hour: never rolled yet
+    # A minute ago: its hour is never five minutes past its end yet, so never rolled. (12
+    # minutes ago, as before, was the last hour's from HH:05 to HH:12, rolled by then.)
+    finished(two, hours_ago=1 / 60, n=3)
     sql("INSERT INTO job_executions (tenant_id, intent_key) VALUES (CAST(:t AS uuid), "
         "'system.exec.echo')", t=two)                       # waiting
     before = stats(), stats(one), stats(two)
@@ -76,7 +78,7 @@ def test_rolled_hours_give_the_figures_the_jobs_give_and_outlive_retention():
     report = roll_everything()
     assert report.done and report.hours >= 3
     assert rolled(3) == (True, 0) and rolled(4) == (True, 0) and rolled(5) == (True, 0)
-    assert rolled(0.2) is None
+    assert rolled(1 / 60) is None
     assert (stats(), stats(one), stats(two)) == before
     intents, tenants = stats(one)
     echo = intents["system.exec.echo"]
